@@ -1,0 +1,47 @@
+//! Operator roles: `imgfarm coordinator` and `imgfarm worker`.
+
+use super::{not_implemented, GlobalArgs};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `imgfarm coordinator`
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// UDP address to listen on for QUIC
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub listen: String,
+    /// Directory holding ca.crt and coordinator.{crt,key}
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// `imgfarm worker`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Coordinator address (quic://HOST:PORT or HOST:PORT)
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Directory holding ca.crt and worker-NAME.{crt,key}
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Worker name [default: the host name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Override the detected native platforms (comma list)
+    #[arg(long)]
+    pub platforms: Option<String>,
+    /// Concurrent vertex slots [default: number of CPUs]
+    #[arg(long)]
+    pub slots: Option<usize>,
+}
+
+/// Run `imgfarm coordinator`.
+pub fn coordinator(_g: &GlobalArgs, _a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    not_implemented("coordinator")
+}
+
+/// Run `imgfarm worker`.
+pub fn worker(_g: &GlobalArgs, _a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    not_implemented("worker")
+}

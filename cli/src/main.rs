@@ -1,0 +1,34 @@
+//! `imgfarm`: the one binary that carries every role (user commands, the
+//! coordinator, the worker and operator tools).
+
+mod commands;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    init_tracing(&cli.global);
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(global: &commands::GlobalArgs) {
+    let level = if global.debug {
+        "debug"
+    } else {
+        global.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMGFARM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

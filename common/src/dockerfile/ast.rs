@@ -1,0 +1,89 @@
+//! The Dockerfile parse tree, shaped like BuildKit's `parser.Node`.
+//!
+//! The root node has an empty `value` and one child per instruction. An
+//! instruction node's `value` is the keyword as written (case kept), its
+//! `flags` are the leading `--name=value` builder flags, and its arguments are
+//! the `next` list. ONBUILD's single argument has an empty value and one
+//! child: the nested instruction.
+
+/// One node of the parse tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Keyword (instruction nodes) or argument text (argument nodes).
+    pub value: String,
+    /// The following argument; arguments form a singly linked list.
+    pub next: Option<Box<Node>>,
+    /// Instructions (root) or the nested instruction (ONBUILD's argument).
+    pub children: Vec<Node>,
+    /// Builder flags such as `--from=build`, in order.
+    pub flags: Vec<String>,
+    /// True when the arguments came from the JSON (exec) form.
+    pub json: bool,
+    /// The instruction's text as written, continuations joined.
+    pub original: String,
+    /// Heredocs attached to this instruction, in order.
+    pub heredocs: Vec<Heredoc>,
+    /// 1-based first physical line.
+    pub start_line: usize,
+    /// 1-based last physical line (heredoc bodies included).
+    pub end_line: usize,
+    /// Comment lines directly before the instruction, without the `#`.
+    pub prev_comment: Vec<String>,
+}
+
+/// A heredoc body attached to an instruction (`<<EOF ... EOF`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter word, quotes removed.
+    pub name: String,
+    /// The body, including its final newline.
+    pub content: String,
+    /// False when the delimiter was quoted (`<<"EOF"`), which turns expansion off.
+    pub expand: bool,
+    /// True for `<<-`: leading tabs are stripped from each body line.
+    pub chomp: bool,
+    /// The file descriptor prefix (`3<<EOF`), 0 when absent.
+    pub file_descriptor: u32,
+}
+
+impl Node {
+    /// The arguments as a vector of strings (the `next` chain).
+    pub fn args(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut cur = self.next.as_deref();
+        while let Some(n) = cur {
+            out.push(n.value.as_str());
+            cur = n.next.as_deref();
+        }
+        out
+    }
+
+    /// The keyword in lower case (instruction nodes).
+    pub fn keyword(&self) -> String {
+        self.value.to_lowercase()
+    }
+}
+
+/// The result of parsing one Dockerfile.
+#[derive(Debug, Clone, Default)]
+pub struct ParseResult {
+    /// The root node; its children are the instructions.
+    pub ast: Node,
+    /// The escape token in force (`\\` or `` ` ``).
+    pub escape_token: char,
+    /// The `# syntax=` directive, if any.
+    pub syntax: Option<String>,
+    /// The `# check=` directive, if any.
+    pub check: Option<String>,
+    /// Non-fatal findings, each with its line.
+    pub warnings: Vec<Warning>,
+}
+
+/// A non-fatal parser finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Short description.
+    pub message: String,
+    /// 1-based line.
+    pub line: usize,
+}

@@ -1,0 +1,1 @@
+//! TODO: see the module docs in mod.rs.

@@ -1,0 +1,18 @@
+//! imgfarm-common: everything the coordinator, the worker and the CLI share.
+//!
+//! - [`dockerfile`]: BuildKit-compatible Dockerfile parser, shell expansion,
+//!   instruction semantics and `.dockerignore` matching.
+//! - [`graph`]: the multi-platform build graph and its cache keys.
+//! - [`platform`]: OCI platform parsing and matching.
+//! - [`oci`]: content store, layers, image types, OCI layout and index merge.
+//! - [`registry`]: the distribution-spec client (pull, push, auth).
+//! - [`proto`]: the coordinator/worker wire protocol.
+//! - [`paths`]: where state lives.
+
+pub mod dockerfile;
+pub mod graph;
+pub mod oci;
+pub mod paths;
+pub mod platform;
+pub mod proto;
+pub mod registry;

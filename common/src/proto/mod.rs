@@ -1,0 +1,1 @@
+//! The coordinator/worker wire protocol: serde messages in bincode frames.

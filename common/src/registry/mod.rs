@@ -1,0 +1,1 @@
+//! Distribution-spec registry client: pull, push, auth and TLS.

@@ -1,0 +1,1 @@
+//! The farm coordinator: worker pool, scheduler, job queue, exporters.

@@ -1,0 +1,1 @@
+//! Test fixtures that use real parts: a docker-registry on loopback, busybox base images, the farm user.

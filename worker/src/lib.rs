@@ -1,0 +1,1 @@
+//! The worker: rootless executor, snapshots, emulation and the vertex solver.
