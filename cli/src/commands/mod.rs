@@ -47,7 +47,7 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile (docker buildx build flags)
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// List images in the local store
     #[command(visible_alias = "ls")]
     Images(image::ImagesArgs),
@@ -90,7 +90,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Build(a) => build::run(g, a),
+        Command::Build(a) => build::run(g, *a),
         Command::Images(a) => image::images(g, a),
         Command::Pull(a) => image::pull(g, a),
         Command::Push(a) => image::push(g, a),
