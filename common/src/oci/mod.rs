@@ -1,2 +1,10 @@
 //! OCI content: the content-addressed store, layers, image types, OCI layout
 //! and index merge (OCI image spec v1.1).
+//!
+//! - [`digest`]: validated `sha256:<hex>` digests.
+//! - [`store`]: the content store (`<state>/blobs/sha256/<hex>`), refs, leases, GC.
+
+pub mod digest;
+pub mod store;
+
+pub use digest::Digest;
