@@ -6,6 +6,7 @@
 //! - [`layer`]: layer creation (dir -> tar+gzip/zstd blob) and safe application.
 
 pub mod digest;
+pub mod layer;
 pub mod store;
 
 pub use digest::Digest;
