@@ -132,7 +132,7 @@ impl Rng {
                 v.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
                 v.push(b' ');
             }
-            write!(v, "{}\n", self.below(100_000)).ok();
+            writeln!(v, "{}", self.below(100_000)).ok();
         }
         v.truncate(len);
         v
