@@ -15,6 +15,7 @@ pub fn init_tracing() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_test_writer()
+            .with_ansi(false)
             .try_init();
     });
 }
