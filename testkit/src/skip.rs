@@ -61,9 +61,10 @@ pub fn skip(test: &str, reason: &str) {
     if in_ci() {
         panic!("{test} cannot run in CI because {reason}");
     }
-    // Both streams: libtest captures stdout per test; stderr goes to the terminal.
-    println!("SKIPPED: {test} because {reason}");
-    eprintln!("SKIPPED: {test} because {reason}");
+    // Written to the stderr handle directly: libtest captures `print!`/`eprint!` of passing
+    // tests, and a skip must be visible.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test} because {reason}");
 }
 
 /// `true` when running as root; otherwise reports a skip (see [`skip`]) and returns `false`.
