@@ -34,6 +34,7 @@ use crate::dockerfile::ast::{Node, ParseResult, Warning};
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
 use directives::Directives;
 
+use crate::dockerfile::ast::Heredoc;
 pub use heredoc::chomp_heredoc_content;
 
 /// Largest Dockerfile accepted, in bytes (16 MiB).
@@ -55,6 +56,34 @@ pub fn parse(bytes: &[u8]) -> Result<ParseResult, DockerfileError> {
 /// its heredocs and its physical line range.
 pub fn parse_named(bytes: &[u8], file: &str) -> Result<ParseResult, DockerfileError> {
     Parser::new(file).run(bytes)
+}
+
+/// Test one word for heredoc shape (BuildKit's `ParseHeredoc`):
+/// `[fd]<<[-]name`, where the name part must lex to exactly one shell word.
+/// `Ok(None)` means "not a heredoc"; an unterminated quote in the name is an
+/// error. The returned heredoc has no content yet.
+pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, DockerfileError> {
+    heredoc::parse_heredoc_word(word).map_err(|e| {
+        DockerfileError::new(
+            ErrorKind::Syntax,
+            0,
+            word,
+            format!("invalid heredoc delimiter: {}", e.0),
+        )
+    })
+}
+
+/// The heredocs a logical line names, in order, without bodies (BuildKit's
+/// `heredocsFromLine`). Quoted `"<<EOF"` and lines that do not lex name none.
+pub fn heredocs_in_line(line: &str) -> Result<Vec<Heredoc>, DockerfileError> {
+    heredoc::heredocs_from_line(line).map_err(|e| {
+        DockerfileError::new(
+            ErrorKind::Syntax,
+            0,
+            line,
+            format!("invalid heredoc delimiter: {}", e.0),
+        )
+    })
 }
 
 struct Parser<'f> {
