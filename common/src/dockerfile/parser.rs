@@ -63,27 +63,15 @@ pub fn parse_named(bytes: &[u8], file: &str) -> Result<ParseResult, DockerfileEr
 /// `Ok(None)` means "not a heredoc"; an unterminated quote in the name is an
 /// error. The returned heredoc has no content yet.
 pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, DockerfileError> {
-    heredoc::parse_heredoc_word(word).map_err(|e| {
-        DockerfileError::new(
-            ErrorKind::Syntax,
-            0,
-            word,
-            format!("invalid heredoc delimiter: {}", e.0),
-        )
-    })
+    heredoc::parse_heredoc_word(word)
+        .map_err(|e| DockerfileError::new(ErrorKind::Syntax, 0, word, heredoc_message(&e)))
 }
 
 /// The heredocs a logical line names, in order, without bodies (BuildKit's
 /// `heredocsFromLine`). Quoted `"<<EOF"` and lines that do not lex name none.
 pub fn heredocs_in_line(line: &str) -> Result<Vec<Heredoc>, DockerfileError> {
-    heredoc::heredocs_from_line(line).map_err(|e| {
-        DockerfileError::new(
-            ErrorKind::Syntax,
-            0,
-            line,
-            format!("invalid heredoc delimiter: {}", e.0),
-        )
-    })
+    heredoc::heredocs_from_line(line)
+        .map_err(|e| DockerfileError::new(ErrorKind::Syntax, 0, line, heredoc_message(&e)))
 }
 
 struct Parser<'f> {
@@ -200,26 +188,9 @@ impl<'f> Parser<'f> {
 
             let mut node = command::node_from_line(&logical, self.directives.escape, 0)
                 .map_err(|e| self.error(start_line, &logical, e.0))?;
-            let arguments = argument_count(&node);
-            if arguments > command::MAX_ARGUMENTS {
-                return Err(self.error(
-                    start_line,
-                    &logical,
-                    format!(
-                        "instruction has {arguments} arguments, more than the {} allowed; split it into several instructions",
-                        command::MAX_ARGUMENTS
-                    ),
-                ));
-            }
-
             if can_contain_heredoc(&node) && logical.contains("<<") {
-                let docs = heredoc::heredocs_from_line(&logical).map_err(|e| {
-                    self.error(
-                        start_line,
-                        &logical,
-                        format!("invalid heredoc delimiter: {}", e.0),
-                    )
-                })?;
+                let docs = heredoc::heredocs_from_line(&logical)
+                    .map_err(|e| self.error(start_line, &logical, heredoc_message(&e)))?;
                 for mut doc in docs {
                     let mut terminated = false;
                     while let Some(body) = physical.next_line() {
@@ -276,15 +247,12 @@ impl<'f> Parser<'f> {
     }
 }
 
-/// Number of argument nodes after an instruction (the `next` chain).
-fn argument_count(node: &Node) -> usize {
-    let mut n = 0;
-    let mut cur = node.next.as_deref();
-    while let Some(a) = cur {
-        n += 1;
-        cur = a.next.as_deref();
+fn heredoc_message(e: &shellwords::LexError) -> String {
+    if e.is_too_deep() {
+        format!("{}; simplify the variable references on this line", e.0)
+    } else {
+        format!("invalid heredoc delimiter: {}; close the quote", e.0)
     }
-    n
 }
 
 /// BuildKit reads heredocs only for RUN, COPY and ADD (also inside ONBUILD),

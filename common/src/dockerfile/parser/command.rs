@@ -32,11 +32,11 @@ pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<N
         ..Node::default()
     };
     let (arguments, json) = match to_lower(keyword).as_str() {
-        "from" | "expose" => (list(&args), false),
+        "from" | "expose" => (list(&args)?, false),
         "add" | "copy" | "volume" => json_or_list(&args)?,
         "run" | "cmd" | "entrypoint" | "shell" => json_or_string(&args)?,
         "maintainer" | "stopsignal" | "user" | "workdir" => (string(&args), false),
-        "arg" => (leaves(split_words(&args, escape)), false),
+        "arg" => (leaves(split_words(&args, escape))?, false),
         "env" => (name_value(&args, "ENV", escape)?, false),
         "label" => (name_value(&args, "LABEL", escape)?, false),
         "healthcheck" => health(&args)?,
@@ -141,8 +141,14 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
     ("", flags)
 }
 
-/// Link `values` into an argument list.
-fn leaves(values: Vec<String>) -> Option<Box<Node>> {
+/// Link `values` into an argument list (at most [`MAX_ARGUMENTS`]).
+fn leaves(values: Vec<String>) -> Result<Option<Box<Node>>, NodeError> {
+    if values.len() > MAX_ARGUMENTS {
+        return Err(NodeError(format!(
+            "instruction has {} arguments, more than the {MAX_ARGUMENTS} allowed; split it into several instructions",
+            values.len()
+        )));
+    }
     let mut next = None;
     for value in values.into_iter().rev() {
         next = Some(Box::new(Node {
@@ -151,13 +157,13 @@ fn leaves(values: Vec<String>) -> Option<Box<Node>> {
             ..Node::default()
         }));
     }
-    next
+    Ok(next)
 }
 
 /// LIST: split at runs of `[\t\v\f\r ]`.
-fn list(args: &str) -> Option<Box<Node>> {
+fn list(args: &str) -> Result<Option<Box<Node>>, NodeError> {
     if args.is_empty() {
-        return None;
+        return Ok(None);
     }
     leaves(
         args.split(is_sep)
@@ -172,7 +178,10 @@ fn string(args: &str) -> Option<Box<Node>> {
     if args.is_empty() {
         None
     } else {
-        leaves(vec![args.to_string()])
+        Some(Box::new(Node {
+            value: args.to_string(),
+            ..Node::default()
+        }))
     }
 }
 
@@ -185,9 +194,9 @@ fn not_strings() -> NodeError {
 /// JSON-or-LIST (ADD, COPY, VOLUME).
 fn json_or_list(args: &str) -> Args {
     match parse_json_array(args) {
-        JsonArray::Strings(v) => Ok((leaves(v), true)),
+        JsonArray::Strings(v) => Ok((leaves(v)?, true)),
         JsonArray::NotAllStrings => Err(not_strings()),
-        JsonArray::NotJson => Ok((list(args), false)),
+        JsonArray::NotJson => Ok((list(args)?, false)),
     }
 }
 
@@ -197,7 +206,7 @@ fn json_or_string(args: &str) -> Args {
         return Ok((None, false));
     }
     match parse_json_array(args) {
-        JsonArray::Strings(v) => Ok((leaves(v), true)),
+        JsonArray::Strings(v) => Ok((leaves(v)?, true)),
         JsonArray::NotAllStrings => Err(not_strings()),
         JsonArray::NotJson => Ok((string(args), false)),
     }
@@ -306,11 +315,11 @@ fn name_value(args: &str, keyword: &str, escape: char) -> Result<Option<Box<Node
             return Err(NodeError(format!("{keyword} must have two arguments")));
         };
         let value = args[i..].trim_start_matches(is_sep);
-        return Ok(leaves(vec![
+        return leaves(vec![
             args[..i].to_string(),
             value.to_string(),
             String::new(),
-        ]));
+        ]);
     }
     let mut values = Vec::with_capacity(words.len() * 3);
     for word in &words {
@@ -322,7 +331,7 @@ fn name_value(args: &str, keyword: &str, escape: char) -> Result<Option<Box<Node
         };
         values.extend([key.to_string(), value.to_string(), "=".to_string()]);
     }
-    Ok(leaves(values))
+    leaves(values)
 }
 
 #[cfg(test)]

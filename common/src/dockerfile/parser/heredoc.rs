@@ -10,14 +10,17 @@ use super::shellwords::{self, LexError, Mode};
 use crate::dockerfile::ast::Heredoc;
 
 /// Find the heredocs named on a logical line, in order. A line that does not
-/// lex (an unterminated quote, say) has none.
+/// lex (an unterminated quote, say) has none, except that nesting `${`
+/// beyond the lexer's bound is an error.
 pub(crate) fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, LexError> {
     let raw = Mode {
         raw_quotes: true,
         raw_escapes: true,
     };
-    let Ok(words) = shellwords::words(line, raw) else {
-        return Ok(Vec::new());
+    let words = match shellwords::words(line, raw) {
+        Ok(words) => words,
+        Err(e) if e.is_too_deep() => return Err(e),
+        Err(_) => return Ok(Vec::new()),
     };
     let mut docs = Vec::new();
     for word in words {

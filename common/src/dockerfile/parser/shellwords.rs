@@ -10,6 +10,19 @@ use super::unicode::{is_digit, is_letter, is_space};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LexError(pub(crate) String);
 
+/// How deeply `${...}` may nest before lexing gives up. BuildKit has no limit
+/// (Go stacks grow); this bounds recursion on hostile input.
+pub(crate) const MAX_NESTING: usize = 64;
+
+impl LexError {
+    /// True when the input nests `${` deeper than [`MAX_NESTING`].
+    pub(crate) fn is_too_deep(&self) -> bool {
+        self.0.starts_with(TOO_DEEP)
+    }
+}
+
+const TOO_DEEP: &str = "variable references nested too deeply";
+
 /// Lexer switches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mode {
@@ -31,6 +44,7 @@ pub(crate) fn words(input: &str, mode: Mode) -> Result<Vec<String>, LexError> {
         pos: 0,
         raw_quotes: mode.raw_quotes,
         raw_escapes: mode.raw_escapes,
+        depth: 0,
     };
     let (_, words) = lx.process_stop_on(None, mode.raw_escapes)?;
     Ok(words)
@@ -43,6 +57,7 @@ struct Lexer {
     pos: usize,
     raw_quotes: bool,
     raw_escapes: bool,
+    depth: usize,
 }
 
 /// Word accumulation, with the heredoc rule that spaces or tabs directly after
@@ -52,16 +67,19 @@ struct Words {
     word: String,
     words: Vec<String>,
     in_word: bool,
+    /// The word ends in `<<` plus only glued spaces or tabs.
+    glue: bool,
 }
 
 impl Words {
     fn add_char(&mut self, ch: char) {
-        if (ch == ' ' || ch == '\t') && self.word.trim_end_matches([' ', '\t']).ends_with("<<") {
-            self.add_raw_char(ch);
+        if (ch == ' ' || ch == '\t') && self.glue {
+            self.word.push(ch);
         } else if is_space(ch) {
             if self.in_word && !self.word.is_empty() {
                 self.words.push(std::mem::take(&mut self.word));
                 self.in_word = false;
+                self.glue = false;
             }
         } else {
             self.add_raw_char(ch);
@@ -71,6 +89,7 @@ impl Words {
     fn add_raw_char(&mut self, ch: char) {
         self.word.push(ch);
         self.in_word = true;
+        self.glue = self.word.ends_with("<<");
     }
 
     fn add_string(&mut self, s: &str) {
@@ -82,6 +101,9 @@ impl Words {
     fn add_raw_string(&mut self, s: &str) {
         self.word.push_str(s);
         self.in_word = true;
+        if !s.is_empty() {
+            self.glue = self.word.ends_with("<<");
+        }
     }
 
     fn finish(mut self) -> Vec<String> {
@@ -242,6 +264,18 @@ impl Lexer {
     /// `$...`: with no variables set and `SkipUnsetEnv`, every reference is
     /// returned as written (nested words processed), or fails on bad syntax.
     fn dollar(&mut self) -> Result<String, LexError> {
+        self.depth += 1;
+        let r = self.dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, LexError> {
+        if self.depth > MAX_NESTING {
+            return Err(LexError(format!(
+                "{TOO_DEEP} (more than {MAX_NESTING} levels of ${{...}})"
+            )));
+        }
         self.pos += 1;
         if self.peek() != Some('{') {
             let name = self.name();
