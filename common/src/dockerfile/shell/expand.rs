@@ -74,7 +74,9 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     fn peek(&self) -> Option<char> {
-        self.src.get(self.pos..).and_then(|rest| rest.chars().next())
+        self.src
+            .get(self.pos..)
+            .and_then(|rest| rest.chars().next())
     }
 
     fn next_char(&mut self) -> Option<char> {
@@ -246,7 +248,9 @@ impl Expander<'_> {
                         match self.peek() {
                             // Dropped; the loop then reports the open quote.
                             None => continue,
-                            Some(next) if next == '"' || next == '$' || next == self.lexer.escape => {
+                            Some(next)
+                                if next == '"' || next == '$' || next == self.lexer.escape =>
+                            {
                                 self.pos += next.len_utf8();
                                 ch = next;
                             }
@@ -387,7 +391,11 @@ impl Expander<'_> {
             Some(value) => null_is_unset && value.is_empty(),
         };
         match op {
-            Some('-') => Ok(if unset { word } else { value.unwrap_or_default() }),
+            Some('-') => Ok(if unset {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             Some('+') => Ok(if unset { String::new() } else { word }),
             Some('?') => match value {
                 None => Err(ShellError::Unset {
@@ -448,12 +456,11 @@ impl Expander<'_> {
             return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
         }
         let value = value.unwrap_or_default();
-        let compiled = Pattern::compile(&pattern, true).map_err(|escaped| {
-            ShellError::InvalidPattern {
+        let compiled =
+            Pattern::compile(&pattern, true).map_err(|escaped| ShellError::InvalidPattern {
                 pattern: pattern.clone(),
                 escaped,
-            }
-        })?;
+            })?;
         let max = self.lexer.limits.max_result_bytes;
         let mut steps = self.steps;
         let replaced = if replace_all {
