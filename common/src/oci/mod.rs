@@ -3,8 +3,14 @@
 //!
 //! - [`digest`]: validated `sha256:<hex>` digests.
 //! - [`store`]: the content store (`<state>/blobs/sha256/<hex>`), refs, leases, GC.
+//! - [`media_types`]: OCI and Docker media types and their classification.
+//! - [`image`]: image config, manifest and index types, platform selection.
+//! - [`index`]: merge per-platform manifests into one image index.
 
 pub mod digest;
+pub mod image;
+pub mod index;
+pub mod media_types;
 pub mod store;
 
 pub use digest::Digest;
