@@ -6,10 +6,12 @@
 //! - [`media_types`]: OCI and Docker media types and their classification.
 //! - [`image`]: image config, manifest and index types, platform selection.
 //! - [`index`]: merge per-platform manifests into one image index.
+//! - [`layout`]: OCI image layout import/export (directory and tar).
 
 pub mod digest;
 pub mod image;
 pub mod index;
+pub mod layout;
 pub mod media_types;
 pub mod store;
 

@@ -96,21 +96,23 @@ impl Document {
             MediaKind::Index => Document::Index(Box::new(parse_as("image index", bytes)?)),
             _ => Document::Manifest(Box::new(parse_as("image manifest", bytes)?)),
         };
-        for d in doc.children() {
+        let subject = match &doc {
+            Document::Index(i) => i.subject().as_ref(),
+            Document::Manifest(m) => m.subject().as_ref(),
+        };
+        for d in doc.children().into_iter().chain(subject) {
             descriptor_digest(d)?;
         }
         Ok(doc)
     }
 
-    /// The descriptors this document points to: an index's manifests; a
-    /// manifest's config, then layers (bottom first), then its subject.
+    /// The content this document points to: an index's manifests; a
+    /// manifest's config, then layers (bottom first). A `subject` is a
+    /// back-reference (referrers API), not content, and is not included.
     pub fn children(&self) -> Vec<&Descriptor> {
         match self {
-            Document::Index(i) => i.manifests().iter().chain(i.subject()).collect(),
-            Document::Manifest(m) => std::iter::once(m.config())
-                .chain(m.layers())
-                .chain(m.subject())
-                .collect(),
+            Document::Index(i) => i.manifests().iter().collect(),
+            Document::Manifest(m) => std::iter::once(m.config()).chain(m.layers()).collect(),
         }
     }
 }
