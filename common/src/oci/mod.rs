@@ -7,8 +7,10 @@
 //! - [`image`]: image config, manifest and index types, platform selection.
 //! - [`index`]: merge per-platform manifests into one image index.
 //! - [`layout`]: OCI image layout import/export (directory and tar).
+//! - [`docker_archive`]: `docker save`/`docker load` archives.
 
 pub mod digest;
+pub mod docker_archive;
 pub mod image;
 pub mod index;
 pub mod layout;
