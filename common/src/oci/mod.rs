@@ -7,6 +7,19 @@
 
 pub mod digest;
 pub mod layer;
+//! - [`store`]: the content store (`<state>/blobs/sha256/<hex>`), refs, leases, GC.
+//! - [`media_types`]: OCI and Docker media types and their classification.
+//! - [`image`]: image config, manifest and index types, platform selection.
+//! - [`index`]: merge per-platform manifests into one image index.
+//! - [`layout`]: OCI image layout import/export (directory and tar).
+//! - [`docker_archive`]: `docker save`/`docker load` archives.
+
+pub mod digest;
+pub mod docker_archive;
+pub mod image;
+pub mod index;
+pub mod layout;
+pub mod media_types;
 pub mod store;
 
 pub use digest::Digest;
