@@ -152,6 +152,11 @@ impl Registry {
         format!("{}://{}", self.scheme, self.addr)
     }
 
+    /// `127.0.0.1:PORT/<repo>:<tag>`, a reference to an image in this registry.
+    pub fn image_ref(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+
     /// Whether it serves HTTPS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
