@@ -331,3 +331,36 @@ proptest! {
         }
     }
 }
+
+/// A rough throughput figure, run by hand:
+/// `cargo test --release -p imgfarm-common --test shell_conformance -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing, run by hand in release mode"]
+fn timing_typical_words() {
+    let env = pairs(&[
+        ("VERSION", "v1.2.3"),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", "arm64"),
+        ("TARGETVARIANT", ""),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+    ]);
+    let words = [
+        "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
+        "/opt/app/bin:$PATH",
+        "\"hello world\" 'quoted $x' plain\\ escaped",
+        "${PATH##*:}${PATH%%:*}${PATH//bin/BIN}",
+    ];
+    let lexer = Lexer::default();
+    let rounds = 100_000;
+    for word in words {
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(lexer.process_word(std::hint::black_box(word), &env).ok());
+        }
+        let per = started.elapsed() / rounds;
+        println!("{per:>10?} per expansion of {word:?}");
+    }
+}
