@@ -291,20 +291,23 @@ fn hostile_env() -> Vec<(String, String)> {
     ])
 }
 
-fn lexer_with(options: (bool, bool, bool, bool, bool)) -> Lexer {
-    let (backtick, raw_quotes, raw_escapes, skip_unset, skip_quotes) = options;
+type Options = (bool, bool, bool, bool, bool, bool);
+
+fn lexer_with(options: Options) -> Lexer {
+    let (backtick, raw_quotes, raw_escapes, skip_unset, skip_quotes, ignore_case) = options;
     Lexer::new(if backtick { '`' } else { '\\' })
         .raw_quotes(raw_quotes)
         .raw_escapes(raw_escapes)
         .skip_unset_env(skip_unset)
         .skip_process_quotes(skip_quotes)
+        .case_insensitive(ignore_case)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn expansion_never_panics(word in hostile_word(), options in any::<(bool, bool, bool, bool, bool)>()) {
+    fn expansion_never_panics(word in hostile_word(), options in any::<Options>()) {
         let lexer = lexer_with(options);
         let env = hostile_env();
         let _ = lexer.process_word(&word, &env);
@@ -313,7 +316,7 @@ proptest! {
     }
 
     #[test]
-    fn expansion_never_exceeds_the_bound(word in hostile_word(), options in any::<(bool, bool, bool, bool, bool)>()) {
+    fn expansion_never_exceeds_the_bound(word in hostile_word(), options in any::<Options>()) {
         let max = 512;
         let lexer = lexer_with(options).limits(Limits {
             max_word_bytes: 256,
