@@ -2,6 +2,11 @@
 //! and index merge (OCI image spec v1.1).
 //!
 //! - [`digest`]: validated `sha256:<hex>` digests.
+//! - [`store`]: the content store (`<state>/blobs/sha256/<hex>`), refs, leases, GC, du.
+//! - [`layer`]: layer creation (dir -> tar+gzip/zstd blob) and safe application.
+
+pub mod digest;
+pub mod layer;
 //! - [`store`]: the content store (`<state>/blobs/sha256/<hex>`), refs, leases, GC.
 //! - [`media_types`]: OCI and Docker media types and their classification.
 //! - [`image`]: image config, manifest and index types, platform selection.
