@@ -22,7 +22,7 @@ fn busybox_layout_round_trips_byte_identically() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let store = TestStore::new(&tmp.path().join("store"));
-    let refs = import_dir(&store, base.layout_dir(), ImportLimits::default()).unwrap();
+    let refs = import_dir(&*store, base.layout_dir(), ImportLimits::default()).unwrap();
     let names: Vec<_> = refs.iter().map(|r| r.name.clone().unwrap()).collect();
     assert_eq!(names, ["amd64", "arm64", "latest"]);
     let latest = &refs[2].descriptor;
@@ -43,7 +43,7 @@ fn busybox_layout_round_trips_byte_identically() {
 
     // Re-export as a directory: every blob identical to the original.
     let out = tmp.path().join("again");
-    export_dir(&store, &refs, &out).unwrap();
+    export_dir(&*store, &refs, &out).unwrap();
     let blobs = |m: std::collections::BTreeMap<String, String>| {
         m.into_iter()
             .filter(|(k, _)| k.starts_with("blobs/"))
@@ -55,12 +55,12 @@ fn busybox_layout_round_trips_byte_identically() {
     );
 
     // Re-export as a tar, import into a fresh store, re-export again: same bytes.
-    let tar = export_tar(&store, &refs, Vec::new(), TarOptions::default()).unwrap();
+    let tar = export_tar(&*store, &refs, Vec::new(), TarOptions::default()).unwrap();
     let store2 = TestStore::new(&tmp.path().join("store2"));
-    let refs2 = import_tar(&store2, &tar[..], ImportLimits::default()).unwrap();
+    let refs2 = import_tar(&*store2, &tar[..], ImportLimits::default()).unwrap();
     assert_eq!(refs2, refs);
     assert_eq!(store2.digests(), store.digests());
-    let tar2 = export_tar(&store2, &refs2, Vec::new(), TarOptions::default()).unwrap();
+    let tar2 = export_tar(&*store2, &refs2, Vec::new(), TarOptions::default()).unwrap();
     assert_eq!(Digest::sha256_of(&tar2), Digest::sha256_of(&tar));
 
     if require_tools_or_skip(name, &["skopeo"]) {

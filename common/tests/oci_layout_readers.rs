@@ -19,7 +19,7 @@ fn skopeo_reads_layout_dir_and_archive() {
     let store = TestStore::new(&tmp.path().join("store"));
     let refs = sample_image(&store);
     let dir = tmp.path().join("layout");
-    export_dir(&store, &refs, &dir).unwrap();
+    export_dir(&*store, &refs, &dir).unwrap();
 
     let amd = skopeo(&["inspect", &format!("oci:{}:amd64", dir.display())]);
     assert_eq!(amd["Architecture"], "amd64");
@@ -48,7 +48,7 @@ fn skopeo_reads_layout_dir_and_archive() {
     assert_eq!(arm["Digest"], refs[0].descriptor.digest().to_string());
 
     let file = tmp.path().join("image.tar");
-    let tar = export_tar(&store, &refs, Vec::new(), TarOptions::default()).unwrap();
+    let tar = export_tar(&*store, &refs, Vec::new(), TarOptions::default()).unwrap();
     fs::write(&file, &tar).unwrap();
     let from_archive = skopeo(&["inspect", &format!("oci-archive:{}:amd64", file.display())]);
     assert_eq!(from_archive["Digest"], amd["Digest"]);
@@ -69,7 +69,7 @@ fn umoci_unpacks_our_layout() {
     let store = TestStore::new(&tmp.path().join("store"));
     let refs = sample_image(&store);
     let dir = tmp.path().join("layout");
-    export_dir(&store, &refs, &dir).unwrap();
+    export_dir(&*store, &refs, &dir).unwrap();
     for arch in ["amd64", "arm64"] {
         let bundle = tmp.path().join(format!("bundle-{arch}"));
         run(Command::new("umoci")
@@ -94,7 +94,7 @@ fn skopeo_reads_our_docker_archive() {
     let refs = sample_image(&store);
     let file = tmp.path().join("docker.tar");
     let tar = export_docker_archive(
-        &store,
+        &*store,
         &refs[2].descriptor,
         &["example.com/app:1.0".to_string()],
         Vec::new(),

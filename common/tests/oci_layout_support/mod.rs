@@ -6,39 +6,34 @@
 use imgfarm_common::oci::image::config::{rfc3339_utc, History, ImageConfig};
 use imgfarm_common::oci::image::{descriptor_for, index_to_json, manifest_to_json, new_manifest};
 use imgfarm_common::oci::index::merge;
-use imgfarm_common::oci::layout::{BlobStore, LayoutRef, StoreError};
+use imgfarm_common::oci::layout::LayoutRef;
 use imgfarm_common::oci::media_types::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 
-/// A minimal verifying blob directory (until the content store lands).
+/// The real content store, with test conveniences.
 pub struct TestStore {
-    root: PathBuf,
+    pub store: ContentStore,
 }
 
 impl TestStore {
     pub fn new(root: &Path) -> Self {
-        fs::create_dir_all(root).unwrap();
         Self {
-            root: root.to_path_buf(),
+            store: ContentStore::open(root).unwrap(),
         }
     }
-    fn path(&self, d: &Digest) -> PathBuf {
-        self.root.join(d.hex())
-    }
     pub fn put(&self, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
-        fs::write(self.path(&d), bytes).unwrap();
-        d
+        self.store.put_bytes(bytes).unwrap()
     }
+    /// The hex names of every stored blob, sorted.
     pub fn digests(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.root)
+        let mut v: Vec<String> = fs::read_dir(self.store.root().join("blobs/sha256"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -47,40 +42,10 @@ impl TestStore {
     }
 }
 
-impl BlobStore for TestStore {
-    fn contains_blob(&self, d: &Digest) -> bool {
-        self.path(d).is_file()
-    }
-    fn blob_size(&self, d: &Digest) -> Result<u64, StoreError> {
-        Ok(fs::metadata(self.path(d))?.len())
-    }
-    fn read_blob(&self, d: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
-        let b = fs::read(self.path(d))?;
-        if b.len() as u64 > max || &Digest::sha256_of(&b) != d {
-            return Err("bad blob".into());
-        }
-        Ok(b)
-    }
-    fn open_blob(&self, d: &Digest) -> Result<Box<dyn Read + '_>, StoreError> {
-        Ok(Box::new(fs::File::open(self.path(d))?))
-    }
-    fn put_blob(
-        &self,
-        expected: &Digest,
-        limit: u64,
-        data: &mut dyn Read,
-    ) -> Result<u64, StoreError> {
-        let mut buf = Vec::new();
-        data.take(limit + 1).read_to_end(&mut buf)?;
-        if buf.len() as u64 > limit {
-            return Err("too big".into());
-        }
-        let got = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
-        if got != expected.as_str() {
-            return Err(format!("digest mismatch: want {expected}, got {got}").into());
-        }
-        fs::write(self.path(expected), &buf)?;
-        Ok(buf.len() as u64)
+impl std::ops::Deref for TestStore {
+    type Target = ContentStore;
+    fn deref(&self) -> &ContentStore {
+        &self.store
     }
 }
 

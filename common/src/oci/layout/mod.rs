@@ -59,6 +59,38 @@ pub trait BlobStore {
     ) -> Result<u64, StoreError>;
 }
 
+impl BlobStore for crate::oci::store::ContentStore {
+    fn contains_blob(&self, digest: &Digest) -> bool {
+        self.contains(digest)
+    }
+    fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        Ok(self.size(digest)?)
+    }
+    fn read_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
+        Ok(self.read_bytes(digest, max)?)
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, StoreError> {
+        Ok(Box::new(crate::oci::store::ContentStore::open_blob(
+            self, digest,
+        )?))
+    }
+    fn put_blob(
+        &self,
+        expected: &Digest,
+        size_limit: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        if self.contains(expected) {
+            // Already stored (and verified on every read): the stream is not needed.
+            return Ok(self.size(expected)?);
+        }
+        let mut w = self.writer(Some(expected.clone()), Some(size_limit))?;
+        std::io::copy(data, &mut w)?;
+        let (_, size) = w.commit()?;
+        Ok(size)
+    }
+}
+
 /// One `index.json` entry: a root descriptor and its tag, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayoutRef {
