@@ -106,3 +106,20 @@ fn docker_archive_needs_a_single_platform() {
     .unwrap_err();
     assert!(e.to_string().contains("select a platform"), "{e}");
 }
+
+#[test]
+fn ref_descriptors_round_trip_through_the_store() {
+    use imgfarm_common::oci::layout::{from_ref_descriptor, to_ref_descriptor};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = TestStore::new(&tmp.path().join("s"));
+    let refs = sample_image(&store);
+    let r = to_ref_descriptor(&refs[0].descriptor).unwrap();
+    store.set_ref("example/app:latest", &r).unwrap();
+    let back = store.get_ref("example/app:latest").unwrap().unwrap();
+    assert_eq!(from_ref_descriptor(&back), refs[0].descriptor);
+    // GC keeps the whole image reachable from the ref.
+    let report = store.gc().unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    let dir = tmp.path().join("out");
+    export_dir(&*store, &refs, &dir).unwrap();
+}

@@ -91,6 +91,38 @@ impl BlobStore for crate::oci::store::ContentStore {
     }
 }
 
+/// An image-spec descriptor as the store's ref descriptor (for `set_ref`
+/// after an import). Annotations are kept, sorted.
+pub fn to_ref_descriptor(d: &Descriptor) -> Result<crate::oci::store::RefDescriptor, LayoutError> {
+    let mut r = crate::oci::store::RefDescriptor::new(
+        d.media_type().to_string(),
+        descriptor_digest(d)?,
+        d.size(),
+    );
+    if let Some(a) = d.annotations() {
+        r.annotations = a.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    }
+    Ok(r)
+}
+
+/// The store's ref descriptor as an image-spec descriptor (for export).
+pub fn from_ref_descriptor(r: &crate::oci::store::RefDescriptor) -> Descriptor {
+    let mut d = Descriptor::new(
+        r.media_type.as_str().into(),
+        r.size,
+        crate::oci::image::to_oci_digest(&r.digest),
+    );
+    if !r.annotations.is_empty() {
+        d.set_annotations(Some(
+            r.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
+    d
+}
+
 /// One `index.json` entry: a root descriptor and its tag, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayoutRef {
