@@ -4,15 +4,18 @@
 
 mod oci_layout_support;
 
+use imgfarm_common::oci::docker_archive::export_docker_archive;
 use imgfarm_common::oci::image::{select_manifests, Document, PlatformRequest};
 use imgfarm_common::oci::layout::{
-    export_dir, export_tar, import_dir, import_tar, BlobStore, ImportLimits, TarOptions,
+    export_dir, export_tar, import_dir, import_tar, resolve_manifest, BlobStore, ImportLimits,
+    TarOptions,
 };
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_testkit::{or_skip, require_tools_or_skip, BaseImages};
-use oci_layout_support::{skopeo, tree_digests, TestStore};
+use oci_layout_support::{run, skopeo, tree_digests, TestStore};
 use std::fs;
+use std::process::Command;
 
 #[test]
 fn busybox_layout_round_trips_byte_identically() {
@@ -63,7 +66,36 @@ fn busybox_layout_round_trips_byte_identically() {
     let tar2 = export_tar(&*store2, &refs2, Vec::new(), TarOptions::default()).unwrap();
     assert_eq!(Digest::sha256_of(&tar2), Digest::sha256_of(&tar));
 
+    // Resolve the index for a platform and save that image for docker.
+    let resolved = resolve_manifest(&*store, latest, &want).unwrap();
+    assert_eq!(resolved.digest().to_string(), base.manifest_digest("arm64"));
+    let docker_tar = export_docker_archive(
+        &*store,
+        &resolved,
+        &["busybox:test".to_string()],
+        Vec::new(),
+        TarOptions::default(),
+    )
+    .unwrap();
+
+    if require_tools_or_skip(name, &["umoci"]) {
+        let bundle = tmp.path().join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:amd64", out.display()))
+            .arg(&bundle));
+        assert!(bundle.join("rootfs/bin/busybox").is_file());
+        assert_eq!(
+            fs::read_link(bundle.join("rootfs/bin/sh")).unwrap(),
+            std::path::Path::new("/bin/busybox")
+        );
+    }
+
     if require_tools_or_skip(name, &["skopeo"]) {
+        let dfile = tmp.path().join("busybox-docker.tar");
+        fs::write(&dfile, &docker_tar).unwrap();
+        let d = skopeo(&["inspect", &format!("docker-archive:{}", dfile.display())]);
+        assert_eq!(d["Architecture"], "arm64");
         let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:latest", out.display())]);
         assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
         let file = tmp.path().join("busybox.tar");

@@ -8,10 +8,12 @@
 //! - [`dir`]: `export_dir`, `import_dir`.
 //! - [`archive`]: `export_tar`, `import_tar` (deterministic tar, hostile-tar safe).
 //! - [`walk`]: the descriptor graph walk both use.
+//! - [`resolve`]: index → the manifest for a platform.
 //! - [`BlobStore`]: the narrow view of the content store this module needs.
 
 pub mod archive;
 pub mod dir;
+pub mod resolve;
 pub mod tar_read;
 pub mod walk;
 
@@ -28,6 +30,7 @@ use std::path::PathBuf;
 
 pub use archive::{export_tar, import_tar, TarOptions};
 pub use dir::{export_dir, import_dir, ImportLimits};
+pub use resolve::resolve_manifest;
 pub use walk::{walk, BlobEntry};
 
 /// The `oci-layout` file's bytes.
