@@ -123,3 +123,42 @@ fn ref_descriptors_round_trip_through_the_store() {
     let dir = tmp.path().join("out");
     export_dir(&*store, &refs, &dir).unwrap();
 }
+
+#[test]
+fn leased_import_survives_gc_until_refs_are_set() {
+    use imgfarm_common::oci::layout::{to_ref_descriptor, LeasedStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = TestStore::new(&tmp.path().join("src"));
+    let refs = sample_image(&src);
+    let dir = tmp.path().join("layout");
+    export_dir(&*src, &refs, &dir).unwrap();
+
+    let dst = TestStore::new(&tmp.path().join("dst"));
+    let lease = dst.lease(None).unwrap();
+    let got = import_dir(
+        &LeasedStore {
+            store: &dst,
+            lease: &lease,
+        },
+        &dir,
+        ImportLimits::default(),
+    )
+    .unwrap();
+    assert!(
+        dst.gc().unwrap().removed.is_empty(),
+        "the lease holds the import"
+    );
+    dst.set_ref(
+        "app:latest",
+        &to_ref_descriptor(&got[0].descriptor).unwrap(),
+    )
+    .unwrap();
+    lease.release();
+    assert!(dst.gc().unwrap().removed.is_empty(), "the ref holds it now");
+    assert_eq!(dst.digests(), src.digests());
+
+    // Control: without lease or ref, GC sweeps an import.
+    let bare = TestStore::new(&tmp.path().join("bare"));
+    import_dir(&*bare, &dir, ImportLimits::default()).unwrap();
+    assert_eq!(bare.gc().unwrap().removed.len(), src.digests().len());
+}

@@ -94,6 +94,50 @@ impl BlobStore for crate::oci::store::ContentStore {
     }
 }
 
+/// The content store under a lease: every blob an import stores or finds
+/// already present is added to the lease before it is visible, so a
+/// concurrent GC cannot remove it before the caller has set its refs.
+pub struct LeasedStore<'a> {
+    /// The store.
+    pub store: &'a crate::oci::store::ContentStore,
+    /// The lease holding imported blobs.
+    pub lease: &'a crate::oci::store::Lease,
+}
+
+impl BlobStore for LeasedStore<'_> {
+    fn contains_blob(&self, digest: &Digest) -> bool {
+        // Hold what the walk finds present, too: it may be all that keeps it.
+        self.store.contains(digest) && self.lease.add(digest).is_ok()
+    }
+    fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        self.store.blob_size(digest)
+    }
+    fn read_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
+        self.store.read_blob(digest, max)
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, StoreError> {
+        BlobStore::open_blob(self.store, digest)
+    }
+    fn put_blob(
+        &self,
+        expected: &Digest,
+        size_limit: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        if self.store.contains(expected) {
+            self.lease.add(expected)?;
+            return Ok(self.store.size(expected)?);
+        }
+        let mut w = self
+            .store
+            .writer(Some(expected.clone()), Some(size_limit))?
+            .with_lease(self.lease);
+        std::io::copy(data, &mut w)?;
+        let (_, size) = w.commit()?;
+        Ok(size)
+    }
+}
+
 /// An image-spec descriptor as the store's ref descriptor (for `set_ref`
 /// after an import). Annotations are kept, sorted.
 pub fn to_ref_descriptor(d: &Descriptor) -> Result<crate::oci::store::RefDescriptor, LayoutError> {
