@@ -424,7 +424,12 @@ fn digest_tracks_exactly_the_selected_entries() {
     fs::create_dir(root.join("src/empty")).unwrap();
     let with_dir = digest();
     fs::set_permissions(root.join("src/empty"), fs::Permissions::from_mode(0o700)).unwrap();
-    assert_ne!(digest(), with_dir, "directory mode");
+    let dir_mode = digest();
+    assert_ne!(dir_mode, with_dir, "directory mode");
+
+    // The selected directory's own mode is not copied, so it does not count.
+    fs::set_permissions(root.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(digest(), dir_mode, "source directory's own mode");
 }
 
 #[test]

@@ -114,7 +114,12 @@ pub(super) fn selection_digest(selection: &Selection) -> Digest {
                 EntryKind::Symlink => b'l',
                 EntryKind::Fifo => b'p',
             }]);
-            enc.0.update(e.mode.to_be_bytes());
+            // A directory source's own mode does not reach the image: BuildKit
+            // creates the destination directory (0755) before copying the
+            // contents into it. Leaving it out keeps `COPY . /app` stable
+            // across checkouts made with different umasks.
+            let mode = if e.path.is_empty() && e.kind == EntryKind::Dir { 0 } else { e.mode };
+            enc.0.update(mode.to_be_bytes());
             enc.0.update(e.size.to_be_bytes());
             enc.opt(e.link_target.as_deref());
             enc.opt(e.digest.as_ref().map(Digest::as_str));

@@ -194,8 +194,10 @@ pub struct Selection {
 impl Selection {
     /// Content digest of exactly the selected entries: matched path, entry
     /// paths, kinds, mode bits, symlink targets, hard links and file content
-    /// digests, in the order above; never mtimes, owners or inode numbers.
-    /// Equal content gives an equal digest on any machine.
+    /// digests, in the order above; never mtimes, owners or inode numbers,
+    /// nor the mode of a directory source itself (its contents are copied
+    /// into a destination BuildKit creates). Equal content gives an equal
+    /// digest on any machine.
     pub fn digest(&self) -> Digest {
         digest::selection_digest(self)
     }
