@@ -487,6 +487,9 @@ fn depth_bound_is_enforced() {
     fs::create_dir_all(&path).unwrap();
     let err = sel(&open(dir.path(), ""), &["d"], &[]).unwrap_err();
     assert!(matches!(err, ContextError::TooDeep { .. }), "{err}");
+    let deep_source = vec!["d"; imgfarm_common::context::MAX_DEPTH + 2].join("/");
+    let err = sel(&open(dir.path(), ""), &[deep_source.as_str()], &[]).unwrap_err();
+    assert!(matches!(err, ContextError::TooDeep { .. }), "{err}");
 }
 
 #[test]

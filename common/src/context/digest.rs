@@ -118,7 +118,11 @@ pub(super) fn selection_digest(selection: &Selection) -> Digest {
             // creates the destination directory (0755) before copying the
             // contents into it. Leaving it out keeps `COPY . /app` stable
             // across checkouts made with different umasks.
-            let mode = if e.path.is_empty() && e.kind == EntryKind::Dir { 0 } else { e.mode };
+            let mode = if e.path.is_empty() && e.kind == EntryKind::Dir {
+                0
+            } else {
+                e.mode
+            };
             enc.0.update(mode.to_be_bytes());
             enc.0.update(e.size.to_be_bytes());
             enc.opt(e.link_target.as_deref());

@@ -112,12 +112,17 @@ impl DirHandle {
         Ok(Self { fd })
     }
 
-    /// The names in this directory, without `.` and `..`, unsorted.
-    pub(crate) fn names(&self) -> io::Result<Vec<OsString>> {
+    /// The names in this directory, without `.` and `..`, unsorted; stops
+    /// after `max + 1` names so a huge directory can't exhaust memory (the
+    /// caller's entry bound then fails).
+    pub(crate) fn names(&self, max: usize) -> io::Result<Vec<OsString>> {
         let handle = self.reopen()?;
         let mut dir = Dir::from_fd(handle.fd).map_err(to_io)?;
         let mut names = Vec::new();
         for entry in dir.iter() {
+            if names.len() > max {
+                break;
+            }
             let entry = entry.map_err(to_io)?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {

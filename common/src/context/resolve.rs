@@ -92,6 +92,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// How many more entries this selection may visit.
+    pub(super) fn remaining(&self) -> usize {
+        self.ctx.max_entries.saturating_sub(self.visited)
+    }
+
     /// Counts one visited entry against the bound.
     pub(super) fn tick(&mut self) -> Result<(), ContextError> {
         self.visited += 1;
@@ -159,7 +164,9 @@ impl<'a> Session<'a> {
         let Some((pattern, rest)) = segments.split_first() else {
             return Ok(());
         };
-        let mut names = dir.names().map_err(|e| self.io_err(at, e))?;
+        let mut names = dir
+            .names(self.remaining())
+            .map_err(|e| self.io_err(at, e))?;
         names.sort();
         for name in names {
             self.tick()?;
@@ -226,7 +233,9 @@ impl<'a> Session<'a> {
                 limit: super::MAX_DEPTH,
             });
         }
-        let mut names = dir.names().map_err(|e| self.io_err(at, e))?;
+        let mut names = dir
+            .names(self.remaining())
+            .map_err(|e| self.io_err(at, e))?;
         names.sort();
         for name in names {
             self.tick()?;
@@ -347,6 +356,12 @@ impl<'a> Session<'a> {
             if more {
                 if stat.kind != RawKind::Dir {
                     return Err(not_found(source));
+                }
+                if dirs.len() > super::MAX_DEPTH {
+                    return Err(ContextError::TooDeep {
+                        path,
+                        limit: super::MAX_DEPTH,
+                    });
                 }
                 let sub = parent
                     .open_dir(OsStr::new(&comp))

@@ -173,7 +173,10 @@ impl Session<'_> {
             path: path.to_string(),
             source,
         };
-        let mut names = place.dir.names().map_err(|e| io_err(place.ctx_path, e))?;
+        let mut names = place
+            .dir
+            .names(self.remaining())
+            .map_err(|e| io_err(place.ctx_path, e))?;
         names.sort();
         let ignore = &self.ctx.ignore;
         let exclude = self.exclude;
