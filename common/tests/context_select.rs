@@ -535,3 +535,111 @@ fn missing_context_root_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn build_context_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<BuildContext>();
+    assert_send_sync::<Selection>();
+}
+
+const TREE: &[&str] = &[
+    "a/x.txt",
+    "a/b/y.md",
+    "a/b/c/z.txt",
+    "d/e.txt",
+    "top.md",
+    "keep/k.txt",
+    "keep/sub/m.md",
+];
+const PIECES: &[&str] = &[
+    "a",
+    "a/b",
+    "*.md",
+    "**/*.txt",
+    "!a/b/c/z.txt",
+    "!**/*.md",
+    "keep",
+    "!keep/k.txt",
+    "d/*",
+    "*",
+    "!a/b",
+    "**",
+    "!keep/sub",
+    "a/**/z.txt",
+];
+
+/// The walk's verdict for a file: parents' results handed down.
+fn walk_excluded(m: &IgnoreMatcher, path: &str) -> bool {
+    let mut state = imgfarm_common::dockerfile::ignore::ParentMatches::default();
+    let mut prefix = String::new();
+    let mut excluded = false;
+    for part in path.split('/') {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        let (e, next) = m.matches_under(&prefix, &state);
+        excluded = e;
+        state = next;
+    }
+    excluded
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+
+    /// Pruning ignored directories never changes which files are selected:
+    /// the selection equals "every file the pattern walk keeps".
+    #[test]
+    fn pruning_is_exact(picks in proptest::collection::vec(0..PIECES.len(), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        for path in TREE {
+            write(dir.path(), path, path);
+        }
+        let text: Vec<&str> = picks.iter().map(|&i| PIECES[i]).collect();
+        let text = text.join("\n");
+        let ignore = IgnoreMatcher::parse(&text).unwrap();
+        let mut want: Vec<String> =
+            TREE.iter().filter(|p| !walk_excluded(&ignore, p)).map(|p| p.to_string()).collect();
+        want.sort();
+        let ctx = BuildContext::open(dir.path(), ignore).unwrap();
+        let got = match ctx.select(&[".".to_string()], &[]) {
+            Ok(s) => {
+                let mut files: Vec<String> = s.matches[0]
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::File)
+                    .map(|e| e.path.clone())
+                    .collect();
+                files.sort();
+                files
+            }
+            Err(e) => panic!("{text:?}: {e}"),
+        };
+        proptest::prop_assert_eq!(got, want, "patterns {:?}", text);
+
+        // A directory is there when it is not ignored, or when something
+        // below it is (fsutil's lazily emitted parents).
+        let dirs = ["a", "a/b", "a/b/c", "d", "keep", "keep/sub"];
+        let visible = |p: &str| !walk_excluded(ctx.ignore(), p);
+        let mut want_dirs: Vec<String> = dirs
+            .iter()
+            .filter(|d| {
+                visible(d)
+                    || TREE.iter().chain(dirs.iter()).any(|p| p.starts_with(&format!("{d}/")) && visible(p))
+            })
+            .map(|d| d.to_string())
+            .collect();
+        want_dirs.sort();
+        let selection = ctx.select(&[".".to_string()], &[]).unwrap();
+        let mut got_dirs: Vec<String> = selection.matches[0]
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir && !e.path.is_empty())
+            .map(|e| e.path.clone())
+            .collect();
+        got_dirs.sort();
+        proptest::prop_assert_eq!(got_dirs, want_dirs, "patterns {:?}", text);
+    }
+}
