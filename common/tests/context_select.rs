@@ -643,3 +643,59 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got_dirs, want_dirs, "patterns {:?}", text);
     }
 }
+
+#[test]
+fn unreadable_directory_is_an_io_error_naming_it() {
+    if nix_is_root() {
+        eprintln!("skipped: root reads every directory");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "locked/f", "f");
+    fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let result = sel(&open(dir.path(), ""), &["locked"], &[]);
+    fs::set_permissions(dir.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, ContextError::Io { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("reading \"locked\" in the build context"),
+        "{err}"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+
+    /// `--exclude` keeps a directory when it is not excluded or when
+    /// something below it is copied (fsutil's copier), and a file when it
+    /// is not excluded.
+    #[test]
+    fn exclude_selection_matches_the_copier_model(picks in proptest::collection::vec(0..PIECES.len(), 1..5)) {
+        let dir = tempfile::tempdir().unwrap();
+        for path in TREE {
+            write(dir.path(), path, path);
+        }
+        let excludes: Vec<String> = picks.iter().map(|&i| PIECES[i].to_string()).collect();
+        let exclude = IgnoreMatcher::from_patterns(&excludes, "test").unwrap();
+        let dirs = ["a", "a/b", "a/b/c", "d", "keep", "keep/sub"];
+        let files: Vec<&str> = TREE.iter().copied().filter(|f| !walk_excluded(&exclude, f)).collect();
+        let mut want: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        for d in dirs {
+            if !walk_excluded(&exclude, d) || files.iter().any(|f| f.starts_with(&format!("{d}/"))) {
+                want.push(format!("{d}/"));
+            }
+        }
+        want.sort();
+        let ctx = open(dir.path(), "");
+        let selection = ctx.select(&[".".to_string()], &excludes).unwrap();
+        let mut got: Vec<String> = selection.matches[0]
+            .entries
+            .iter()
+            .filter(|e| !e.path.is_empty())
+            .map(|e| if e.kind == EntryKind::Dir { format!("{}/", e.path) } else { e.path.clone() })
+            .collect();
+        got.sort();
+        proptest::prop_assert_eq!(got, want, "excludes {:?}", excludes);
+    }
+}
