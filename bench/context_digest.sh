@@ -28,27 +28,28 @@ du -sh "$tree"
 cargo test --release -q -p imgfarm-common --test context_bench --no-run 2>/dev/null
 bin=$(cargo test --release -p imgfarm-common --test context_bench --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
 
+# Each run prints "wall cpu" seconds (cpu = user + sys), so a loaded machine
+# can be read through the CPU figure.
 run_imgfarm() {
-    IMGFARM_BENCH_TREE="$tree" "$bin" --ignored --nocapture --quiet 2>/dev/null | grep '^imgfarm-context'
+    /usr/bin/time -f '%e %U %S' -o "$tree.time" env IMGFARM_BENCH_TREE="$tree" \
+        "$bin" --ignored --nocapture --quiet 2>/dev/null | grep '^imgfarm-context' >"$tree.line"
+    awk '{printf "%.3f %.3f\n", $1, $2 + $3}' "$tree.time"
 }
 run_baseline() {
-    local start end
-    start=$(date +%s.%N)
-    (cd "$tree" && find . -type f -print0 | sort -z | xargs -0 sha256sum >/dev/null)
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc -l
+    (cd "$tree" && /usr/bin/time -f '%e %U %S' -o "$tree.time" \
+        sh -c 'find . -type f -print0 | sort -z | xargs -0 sha256sum >/dev/null')
+    awk '{printf "%.3f %.3f\n", $1, $2 + $3}' "$tree.time"
 }
+trap 'rm -rf "$tree" "$tree.time" "$tree.line"' EXIT
 
 run_imgfarm >/dev/null; run_baseline >/dev/null   # warm the page cache
-best_i=999; best_b=999
-for _ in 1 2 3; do
-    line=$(run_imgfarm)
-    t=$(echo "$line" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')
-    best_i=$(echo "if ($t < $best_i) $t else $best_i" | bc -l)
-    b=$(run_baseline)
-    best_b=$(echo "if ($b < $best_b) $b else $best_b" | bc -l)
-done
-echo "$line"
-printf 'imgfarm select+digest: %.3f s (best of 3)\n' "$best_i"
-printf 'find|sort|xargs sha256sum: %.3f s (best of 3)\n' "$best_b"
-printf 'ratio imgfarm/baseline: %.2f\n' "$(echo "$best_i / $best_b" | bc -l)"
+best() { sort -n | head -1; }
+imgfarm_runs=$(for _ in 1 2 3; do run_imgfarm; done)
+baseline_runs=$(for _ in 1 2 3; do run_baseline; done)
+cat "$tree.line"
+iw=$(echo "$imgfarm_runs" | awk '{print $1}' | best); ic=$(echo "$imgfarm_runs" | awk '{print $2}' | best)
+bw=$(echo "$baseline_runs" | awk '{print $1}' | best); bc_=$(echo "$baseline_runs" | awk '{print $2}' | best)
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'imgfarm select+digest:     wall %.3f s, cpu %.3f s (best of 3)\n' "$iw" "$ic"
+printf 'find|sort|xargs sha256sum: wall %.3f s, cpu %.3f s (best of 3)\n' "$bw" "$bc_"
+printf 'ratio imgfarm/baseline:    wall %.2f, cpu %.2f\n' "$(echo "$iw / $bw" | bc -l)" "$(echo "$ic / $bc_" | bc -l)"
