@@ -699,3 +699,36 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, want, "excludes {:?}", excludes);
     }
 }
+
+#[test]
+fn rooted_mode_resolves_links_like_a_chroot_for_stage_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "bin/busybox", "busybox");
+    write(root, "etc/os-release", "ID=test");
+    symlink("/bin/busybox", root.join("bin/sh")).unwrap();
+    symlink("../../../../etc", root.join("bin/etc-up")).unwrap();
+    let stage = BuildContext::open(root, IgnoreMatcher::empty())
+        .unwrap()
+        .with_rooted_symlinks();
+    let s = sel(&stage, &["/bin/sh"], &[]).unwrap();
+    assert_eq!(s.matches[0].resolved, "bin/busybox");
+    let s = sel(
+        &stage,
+        &["bin/etc-up/os-release", "../../etc/os-release"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.matches[0].resolved, "etc/os-release");
+    assert_eq!(s.matches[1].resolved, "etc/os-release");
+    // The same tree as a build context refuses both.
+    let context = open(root, "");
+    assert!(matches!(
+        sel(&context, &["bin/sh"], &[]).unwrap_err(),
+        ContextError::Outside { .. }
+    ));
+    assert!(matches!(
+        sel(&context, &["bin/etc-up/os-release"], &[]).unwrap_err(),
+        ContextError::Outside { .. }
+    ));
+}

@@ -224,6 +224,8 @@ pub struct BuildContext {
     root_dir: fsys::DirHandle,
     ignore: IgnoreMatcher,
     max_entries: usize,
+    /// Resolve symlinks as if the root were `/` (a stage's filesystem).
+    rooted_symlinks: bool,
     /// (dev, inode) → digest, so a file selected twice (or hard-linked) is
     /// read once per context.
     file_digests: Mutex<HashMap<(u64, u64), (FileStamp, Digest)>>,
@@ -243,6 +245,7 @@ impl BuildContext {
             root_dir,
             ignore,
             max_entries: MAX_ENTRIES,
+            rooted_symlinks: false,
             file_digests: Mutex::new(HashMap::new()),
         })
     }
@@ -251,6 +254,17 @@ impl BuildContext {
     /// (default [`MAX_ENTRIES`]).
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries;
+        self
+    }
+
+    /// Treats the directory as a whole filesystem, for `COPY --from=<stage>`:
+    /// symlinks in source paths resolve as if the root were `/` (an absolute
+    /// target starts again at the root, `..` stops at it) and a source that
+    /// climbs above the root stays at it, as BuildKit's `fs.RootPath` does.
+    /// Nothing outside the directory is read either way. The build context
+    /// keeps the default, which refuses such paths with an error.
+    pub fn with_rooted_symlinks(mut self) -> Self {
+        self.rooted_symlinks = true;
         self
     }
 

@@ -52,10 +52,13 @@ pub(super) fn join(base: &str, name: &str) -> String {
 
 /// Source path → components relative to the context root. An absolute
 /// source is relative to the root (as BuildKit reads it); a relative one
-/// that climbs out with `..` is refused.
-fn clean_source(source: &str) -> Result<Vec<String>, ContextError> {
-    let cleaned = if source.starts_with('/') {
-        go_clean(source).trim_start_matches('/').to_string()
+/// that climbs out with `..` is refused, unless `rooted` (a stage's
+/// filesystem), where `..` stops at the root.
+fn clean_source(source: &str, rooted: bool) -> Result<Vec<String>, ContextError> {
+    let cleaned = if source.starts_with('/') || rooted {
+        go_clean(&format!("/{source}"))
+            .trim_start_matches('/')
+            .to_string()
     } else {
         let cleaned = go_clean(source);
         if cleaned == ".." || cleaned.starts_with("../") {
@@ -110,7 +113,7 @@ impl<'a> Session<'a> {
 
     /// Everything one source selects: one match, or one per wildcard match.
     pub(super) fn select_source(&mut self, source: &str) -> Result<Vec<SourceMatch>, ContextError> {
-        let comps = clean_source(source)?;
+        let comps = clean_source(source, self.ctx.rooted_symlinks)?;
         let Some(first_wild) = comps.iter().position(|c| contains_wildcards(c)) else {
             let node = self.resolve(source, &comps)?;
             return Ok(vec![self.collect(source, comps.join("/"), node)?]);
@@ -311,6 +314,9 @@ impl<'a> Session<'a> {
             }
             if comp == ".." {
                 if real.pop().is_none() {
+                    if self.ctx.rooted_symlinks {
+                        continue;
+                    }
                     return Err(outside(&last_link));
                 }
                 dirs.pop();
@@ -345,7 +351,12 @@ impl<'a> Session<'a> {
                     path: format!("{path} -> {}", t.to_string_lossy()),
                 })?;
                 if target.starts_with('/') {
-                    return Err(outside(&Some((path, target))));
+                    if !self.ctx.rooted_symlinks {
+                        return Err(outside(&Some((path, target))));
+                    }
+                    real.clear();
+                    dirs.truncate(1);
+                    states.truncate(1);
                 }
                 for part in target.split('/').rev() {
                     queue.push_front(part.to_string());
@@ -392,14 +403,18 @@ mod tests {
 
     #[test]
     fn sources_are_cleaned_against_the_root() {
-        let ok = |s: &str| clean_source(s).unwrap().join("/");
+        let ok = |s: &str| clean_source(s, false).unwrap().join("/");
         assert_eq!(ok("."), "");
         assert_eq!(ok("./a/b/"), "a/b");
         assert_eq!(ok("/a/../b"), "b");
         assert_eq!(ok("/../x"), "x");
         assert_eq!(ok("a/../b"), "b");
         for bad in ["..", "../x", "a/../../x", "./.."] {
-            let err = clean_source(bad).unwrap_err().to_string();
+            let err = clean_source(bad, false).unwrap_err().to_string();
+            assert_eq!(
+                clean_source(bad, true).unwrap().join("/"),
+                go_clean(&format!("/{bad}")).trim_start_matches('/')
+            );
             assert_eq!(err, format!("COPY source outside the build context: {bad}"));
         }
     }
