@@ -99,8 +99,7 @@ impl<'f> Parser<'f> {
                 0,
                 "",
                 format!(
-                    "the Dockerfile is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (16 MiB); split it or move data into the build context",
-                    bytes.len()
+                    "the Dockerfile is over the limit of {MAX_FILE_BYTES} bytes (16 MiB); split it or move data into the build context"
                 ),
             ));
         }
