@@ -10,7 +10,9 @@ pub fn generated_dockerfile() -> String {
     let mut df = String::from("# syntax=docker/dockerfile:1\nARG BASE=alpine:3.20\n");
     let mut count = 1;
     for stage in 0..20 {
-        df.push_str(&format!("\n# stage {stage}\nFROM --platform=$BUILDPLATFORM ${{BASE}} AS s{stage}\n"));
+        df.push_str(&format!(
+            "\n# stage {stage}\nFROM --platform=$BUILDPLATFORM ${{BASE}} AS s{stage}\n"
+        ));
         count += 1;
         let mut i = 0;
         while count < (stage + 1) * 50 + 1 {
