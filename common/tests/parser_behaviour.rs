@@ -181,6 +181,16 @@ fn shell_form_fallbacks_and_words() {
         "(onbuild (onbuild (run \"x\")))"
     );
     assert_eq!(dumped("\\\n"), "(\"\")");
+    assert_eq!(
+        dumped("ONBUILD COPY --from=x . /"),
+        "(onbuild (copy [\"--from=x\"] \".\" \"/\"))"
+    );
+    // Upstream's TestParseWords cases with non-ASCII text.
+    assert_eq!(dumped("ARG àöû"), "(arg \"àöû\")");
+    assert_eq!(
+        dumped("ARG föo bàr \"âbc xÿz\""),
+        "(arg \"föo\" \"bàr\" \"\\\"âbc xÿz\\\"\")"
+    );
 }
 
 /// The largest argument list the parser accepts must clone, compare, print
