@@ -207,3 +207,14 @@ fn largest_argument_list_is_stack_safe() {
     assert!(dump(&copy).len() > 9_999);
     drop(copy);
 }
+
+/// Builder flags always use a backslash escape, as BuildKit's
+/// `extractBuilderFlags` does, even under `# escape=``.
+#[test]
+fn builder_flags_escape_with_backslash_under_backtick_escape() {
+    let r = ok("# escape=`\nFROM a\nCOPY --x=a\\ b c\nCOPY --y=a` b c\n");
+    assert_eq!(r.ast.children[1].flags, ["--x=a b"]);
+    assert_eq!(r.ast.children[1].args(), ["c"]);
+    assert_eq!(r.ast.children[2].flags, ["--y=a`"]);
+    assert_eq!(r.ast.children[2].args(), ["b", "c"]);
+}
