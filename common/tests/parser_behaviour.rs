@@ -218,3 +218,14 @@ fn builder_flags_escape_with_backslash_under_backtick_escape() {
     assert_eq!(r.ast.children[2].flags, ["--y=a`"]);
     assert_eq!(r.ast.children[2].args(), ["b", "c"]);
 }
+
+/// Keywords are matched with Go's simple lower-case mapping, so a dotted
+/// capital I still names ENTRYPOINT, in the parser and in `Node::keyword`.
+#[test]
+fn keyword_lowercasing_follows_go() {
+    let r = ok("FROM a\nENTRYPO\u{130}NT [\"x\"]\n");
+    let node = &r.ast.children[1];
+    assert!(node.json, "dispatched as ENTRYPOINT");
+    assert_eq!(node.keyword(), "entrypoint");
+    assert_eq!(dump(node), "entrypoint \"x\"");
+}
