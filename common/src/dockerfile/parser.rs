@@ -21,6 +21,14 @@
 //!   files up to [`MAX_FILE_BYTES`].
 //! - Builder flags are scanned per character, not per byte, so non-ASCII
 //!   flag values stay intact.
+//! - HEALTHCHECK splits its type word at ASCII whitespace only (BuildKit also
+//!   splits at the bytes 0x85 and 0xA0, inside UTF-8 sequences).
+//! - `${...}` references nested more than 64 deep on a RUN/COPY/ADD line
+//!   that mentions `<<` are refused instead of recursing without bound.
+//!
+//! Builder flags take a plain backslash as their escape character whatever
+//! `# escape=` says, as BuildKit's `extractBuilderFlags` does (FORMAT.md
+//! says the escape token; the code does not).
 
 mod command;
 mod directives;
