@@ -136,13 +136,13 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
         None => (rest, None),
     };
     if let Some(t) = tag {
-        validate_tag(t).map_err(|r| err(r))?;
+        validate_tag(t).map_err(&err)?;
     }
 
     let (registry, path) = split_domain(name);
     let registry = match registry {
         Some(r) => {
-            validate_domain(r).map_err(|r| err(r))?;
+            validate_domain(r).map_err(&err)?;
             if r == "index.docker.io" {
                 DOCKER_HUB.to_string()
             } else {
@@ -157,7 +157,7 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
     if path.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(err("repository name must be lowercase"));
     }
-    validate_path(path).map_err(|r| err(r))?;
+    validate_path(path).map_err(&err)?;
     let repository = if registry == DOCKER_HUB && !path.contains('/') {
         format!("library/{path}")
     } else {
