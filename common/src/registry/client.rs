@@ -327,6 +327,17 @@ impl RegistryClient {
             .send()
             .await
             .map_err(|e| error_chain(&e))?;
+        // A registry answers /v2/ with 200 or 401 (distribution spec "Determining
+        // support"); anything else (e.g. a TLS server's 400 to plain http) is not one.
+        let api_header = resp
+            .headers()
+            .contains_key("docker-distribution-api-version");
+        if !matches!(resp.status(), StatusCode::OK | StatusCode::UNAUTHORIZED) && !api_header {
+            return Err(format!(
+                "not a registry answer: HTTP {} from {base}v2/",
+                resp.status()
+            ));
+        }
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(ch) = header_str(resp.headers(), WWW_AUTHENTICATE) {
                 if let Ok(ch) = parse_challenge(&ch) {
