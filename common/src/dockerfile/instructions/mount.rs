@@ -155,19 +155,20 @@ pub fn parse_mount(value: &str, mut expand: Option<ExpandFn<'_>>) -> Result<Moun
         };
         match key.as_str() {
             "type" => {
-                m.kind =
-                    match value.to_ascii_lowercase().as_str() {
-                        "bind" => MountType::Bind,
-                        "cache" => MountType::Cache,
-                        "tmpfs" => MountType::Tmpfs,
-                        "secret" => MountType::Secret,
-                        "ssh" => {
-                            return Err("mount type \"ssh\" is not supported yet by imgfarm".into())
-                        }
-                        _ => return Err(format!(
-                            "unsupported mount type {value:?} (want bind, cache, tmpfs or secret)"
-                        )),
+                m.kind = match value.to_ascii_lowercase().as_str() {
+                    "bind" => MountType::Bind,
+                    "cache" => MountType::Cache,
+                    "tmpfs" => MountType::Tmpfs,
+                    "secret" => MountType::Secret,
+                    "ssh" => {
+                        return Err("mount type \"ssh\" is not supported yet by imgfarm".into())
                     }
+                    _ => {
+                        return Err(format!(
+                            "unsupported mount type {value:?} (want bind, cache, tmpfs or secret)"
+                        ))
+                    }
+                }
             }
             "from" => m.from = value,
             "source" | "src" => m.source = value,
@@ -203,15 +204,16 @@ pub fn parse_mount(value: &str, mut expand: Option<ExpandFn<'_>>) -> Result<Moun
             }
             "id" => m.id = value,
             "sharing" => {
-                m.sharing =
-                    Some(match value.to_ascii_lowercase().as_str() {
-                        "shared" => CacheSharing::Shared,
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
-                        _ => return Err(format!(
+                m.sharing = Some(match value.to_ascii_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => {
+                        return Err(format!(
                             "unsupported sharing value {value:?} (want shared, private or locked)"
-                        )),
-                    })
+                        ))
+                    }
+                })
             }
             "mode" => {
                 m.mode = Some(
