@@ -422,11 +422,25 @@ fn check_cycles(stages: &[ResolvedStage]) -> Result<(), DockerfileError> {
                         stack.push((v, 0));
                     }
                     1 => {
-                        let text = stages[u]
+                        // The cycle: the edges taken from `v` up the stack, then u -> v.
+                        // Report the edge that points forward (to a later or the
+                        // same stage): that reference is the one to change.
+                        let mut edges: Vec<(usize, usize, usize)> = stack
+                            .iter()
+                            .skip_while(|(s, _)| *s != v)
+                            .filter_map(|&(s, n)| stages[s].deps.get(n.wrapping_sub(1)).map(|&(d, l)| (s, d, l)))
+                            .collect();
+                        edges.push((u, v, line));
+                        let (from, _, line) = edges
+                            .iter()
+                            .copied()
+                            .find(|&(s, d, _)| d >= s)
+                            .unwrap_or((u, v, line));
+                        let text = stages[from]
                             .instructions
                             .iter()
                             .find(|i| i.line == line)
-                            .map_or(stages[u].original.as_str(), |i| i.original.as_str());
+                            .map_or(stages[from].original.as_str(), |i| i.original.as_str());
                         let path: Vec<&str> = stack
                             .iter()
                             .skip_while(|(s, _)| *s != v)

@@ -282,11 +282,8 @@ impl PlatformBuild<'_, '_> {
                         }
                         s.config = c;
                     }
-                    None => {
-                        self.warnings.insert(format!(
-                            "{r} ({platform}): base image config not resolved before graph construction; its ENV, WORKDIR, USER and ONBUILD are applied at solve time"
-                        ));
-                    }
+                    // Not resolved: listed by `BuildGraph::unresolved_images`.
+                    None => {}
                 }
                 s.env = vars_from_env(&s.config.env);
                 s.root = Some(key.clone());
