@@ -270,20 +270,17 @@ impl PlatformBuild<'_, '_> {
                 };
                 let desc = format!("{} FROM {r}", self.prefix(&mut s));
                 let (key, config) = self.image_vertex(r, &platform, desc, rs.line);
-                match config {
-                    Some(mut c) => {
-                        c.history.clear();
-                        if !c.onbuild.is_empty() {
-                            self.warnings.insert(format!(
-                                "{r}: the image's ONBUILD triggers are not run yet by imgfarm ({})",
-                                c.onbuild.join("; ")
-                            ));
-                            c.onbuild.clear();
-                        }
-                        s.config = c;
+                // Not resolved: listed by `BuildGraph::unresolved_images`.
+                if let Some(mut c) = config {
+                    c.history.clear();
+                    if !c.onbuild.is_empty() {
+                        self.warnings.insert(format!(
+                            "{r}: the image's ONBUILD triggers are not run yet by imgfarm ({})",
+                            c.onbuild.join("; ")
+                        ));
+                        c.onbuild.clear();
                     }
-                    // Not resolved: listed by `BuildGraph::unresolved_images`.
-                    None => {}
+                    s.config = c;
                 }
                 s.env = vars_from_env(&s.config.env);
                 s.root = Some(key.clone());
