@@ -979,3 +979,24 @@ fn heredoc_body(h: &Heredoc) -> String {
         h.content.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_like_buildkit() {
+        assert_eq!(clean_path("/a/./b/../c//d/"), "/a/c/d");
+        assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(dest_path("/w", "."), "/w/");
+        assert_eq!(dest_path("/w", "x"), "/w/x");
+        assert_eq!(dest_path("/w", "x/"), "/w/x/");
+        assert_eq!(dest_path("/w", "/abs/../y"), "/y");
+        assert_eq!(dest_path("", "rel"), "/rel");
+        assert_eq!(dest_path("/", "/"), "/");
+        assert_eq!(
+            go_quote_list(&["a b".into(), "c\"".into()]),
+            r#"["a b" "c\""]"#
+        );
+    }
+}
