@@ -59,7 +59,11 @@ impl FromStr for Digest {
             "sha512" => 128,
             _ => return Err(bad()),
         };
-        if hex.len() != want || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != want
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad());
         }
         Ok(Self(s.to_string()))
@@ -92,14 +96,23 @@ mod tests {
     #[test]
     fn empty_blob_digest() {
         let d = Digest::sha256_of(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert_eq!(d.short(), "e3b0c44298fc");
     }
 
     #[test]
     fn rejects_bad_digests() {
-        for bad in ["", "sha256:", "sha256:../../etc/passwd", "md5:abc", "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:../../etc/passwd",
+            "md5:abc",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }
