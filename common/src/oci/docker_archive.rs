@@ -88,9 +88,10 @@ fn decompressor<'a>(
     match compression {
         Compression::None => Ok(raw),
         Compression::Gzip => Ok(Box::new(flate2::read::GzDecoder::new(raw))),
-        Compression::Zstd => Err(LayoutError::Invalid(format!(
-            "layer {digest} is zstd-compressed; docker-archive export supports gzip and uncompressed layers"
-        ))),
+        Compression::Zstd => Ok(Box::new(
+            zstd::stream::read::Decoder::new(raw)
+                .map_err(io_err(format!("starting zstd decoder for layer {digest}")))?,
+        )),
     }
 }
 

@@ -2,14 +2,21 @@
 //! and word splitting. Rust's `char::is_alphabetic`/`is_numeric` are wider
 //! (they include marks and letter-like numbers), so names would differ.
 
-use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+use unicode_general_category::{get_general_category, GeneralCategory as Gc};
 
 /// Go's `unicode.IsLetter`: general category L (Lu, Ll, Lt, Lm, Lo).
 pub(super) fn is_letter(ch: char) -> bool {
     if ch.is_ascii() {
         return ch.is_ascii_alphabetic();
     }
-    ch.general_category_group() == GeneralCategoryGroup::Letter
+    matches!(
+        get_general_category(ch),
+        Gc::UppercaseLetter
+            | Gc::LowercaseLetter
+            | Gc::TitlecaseLetter
+            | Gc::ModifierLetter
+            | Gc::OtherLetter
+    )
 }
 
 /// Go's `unicode.IsDigit`: general category Nd.
@@ -17,7 +24,7 @@ pub(super) fn is_digit(ch: char) -> bool {
     if ch.is_ascii() {
         return ch.is_ascii_digit();
     }
-    ch.general_category() == GeneralCategory::DecimalNumber
+    get_general_category(ch) == Gc::DecimalNumber
 }
 
 /// A character that continues a parameter name: letter, digit or `_`.

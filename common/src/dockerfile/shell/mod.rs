@@ -114,6 +114,11 @@ impl Lexer {
         }
     }
 
+    /// The escape character this lexer was made with.
+    pub fn escape(&self) -> char {
+        self.escape
+    }
+
     /// Keep quote characters in the output (BuildKit's `RawQuotes`).
     pub fn raw_quotes(mut self, on: bool) -> Self {
         self.raw_quotes = on;

@@ -410,6 +410,19 @@ mod tests {
         assert_eq!(reverse_pattern(r"\**\*"), r"\**\*");
         assert_eq!(reverse_pattern(r"ab\"), r"\ba");
         assert_eq!(reverse_pattern("한국어"), "어국한");
+        // BuildKit's TestReversePattern vectors.
+        assert_eq!(reverse_pattern(r"a\*c"), r"c\*a");
+        assert_eq!(reverse_pattern(r"\\\ab"), r"b\a\\");
+        assert_eq!(reverse_pattern("👽\\🚀🖖"), "🖖\\🚀👽");
+        assert_eq!(reverse_pattern(r"\\b"), r"b\\");
+    }
+
+    #[test]
+    fn invalid_patterns_from_buildkit_tests() {
+        for pattern in [r"\", r"\x", r"\\\"] {
+            assert!(Pattern::compile(pattern, true).is_err(), "{pattern}");
+        }
+        assert!(Pattern::compile(r"(()[]{\}^$.\*\?|\\", true).is_ok());
     }
 
     #[test]

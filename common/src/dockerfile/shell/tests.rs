@@ -168,6 +168,18 @@ fn limit_errors_are_not_masked_at_the_end_of_the_word() {
 }
 
 #[test]
+fn deepest_allowed_nesting_fits_on_a_small_stack() {
+    // 99 nested operands, each inside double quotes: the deepest recursion
+    // the default limits allow. Run on a 1 MiB stack (tokio's default is 2).
+    let input = format!("{}x{}", "\"${X:-".repeat(99), "}\"".repeat(99));
+    let handle = std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(move || Lexer::default().process_word(&input, &env()))
+        .expect("spawn");
+    assert_eq!(handle.join().expect("no overflow").as_deref(), Ok("x"));
+}
+
+#[test]
 fn blow_up_is_refused_quickly() {
     let big: Vec<(String, String)> = vec![("A".to_owned(), "x".repeat(1 << 20))];
     let started = Instant::now();

@@ -495,4 +495,23 @@ mod tests {
         m.insert(vec![1u8], 1u8);
         assert!(to_vec(&m).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn output_is_valid_json_with_the_same_content(
+            m in proptest::collection::hash_map(".{0,8}", ".{0,12}", 0..8),
+            v in proptest::collection::vec(proptest::num::i64::ANY, 0..4),
+        ) {
+            #[derive(serde::Serialize)]
+            struct D<'a> { m: &'a HashMap<String, String>, v: &'a Vec<i64> }
+            let d = D { m: &m, v: &v };
+            for bytes in [to_vec(&d).unwrap(), to_vec_indent(&d, "  ").unwrap()] {
+                let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                proptest::prop_assert_eq!(&back, &serde_json::to_value(&d).unwrap());
+            }
+            // Deterministic whatever the HashMap's iteration order.
+            let copy: HashMap<String, String> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            proptest::prop_assert_eq!(to_vec(&D { m: &copy, v: &v }).unwrap(), to_vec(&d).unwrap());
+        }
+    }
 }

@@ -8,10 +8,12 @@
 //! - [`dir`]: `export_dir`, `import_dir`.
 //! - [`archive`]: `export_tar`, `import_tar` (deterministic tar, hostile-tar safe).
 //! - [`walk`]: the descriptor graph walk both use.
+//! - [`resolve`]: index → the manifest for a platform.
 //! - [`BlobStore`]: the narrow view of the content store this module needs.
 
 pub mod archive;
 pub mod dir;
+pub mod resolve;
 pub mod tar_read;
 pub mod walk;
 
@@ -28,6 +30,7 @@ use std::path::PathBuf;
 
 pub use archive::{export_tar, import_tar, TarOptions};
 pub use dir::{export_dir, import_dir, ImportLimits};
+pub use resolve::resolve_manifest;
 pub use walk::{walk, BlobEntry};
 
 /// The `oci-layout` file's bytes.
@@ -57,6 +60,114 @@ pub trait BlobStore {
         size_limit: u64,
         data: &mut dyn Read,
     ) -> Result<u64, StoreError>;
+}
+
+impl BlobStore for crate::oci::store::ContentStore {
+    fn contains_blob(&self, digest: &Digest) -> bool {
+        self.contains(digest)
+    }
+    fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        Ok(self.size(digest)?)
+    }
+    fn read_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
+        Ok(self.read_bytes(digest, max)?)
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, StoreError> {
+        Ok(Box::new(crate::oci::store::ContentStore::open_blob(
+            self, digest,
+        )?))
+    }
+    fn put_blob(
+        &self,
+        expected: &Digest,
+        size_limit: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        if self.contains(expected) {
+            // Already stored (and verified on every read): the stream is not needed.
+            return Ok(self.size(expected)?);
+        }
+        let mut w = self.writer(Some(expected.clone()), Some(size_limit))?;
+        std::io::copy(data, &mut w)?;
+        let (_, size) = w.commit()?;
+        Ok(size)
+    }
+}
+
+/// The content store under a lease: every blob an import stores or finds
+/// already present is added to the lease before it is visible, so a
+/// concurrent GC cannot remove it before the caller has set its refs.
+pub struct LeasedStore<'a> {
+    /// The store.
+    pub store: &'a crate::oci::store::ContentStore,
+    /// The lease holding imported blobs.
+    pub lease: &'a crate::oci::store::Lease,
+}
+
+impl BlobStore for LeasedStore<'_> {
+    fn contains_blob(&self, digest: &Digest) -> bool {
+        // Hold what the walk finds present, too: it may be all that keeps it.
+        self.store.contains(digest) && self.lease.add(digest).is_ok()
+    }
+    fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        self.store.blob_size(digest)
+    }
+    fn read_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
+        self.store.read_blob(digest, max)
+    }
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, StoreError> {
+        BlobStore::open_blob(self.store, digest)
+    }
+    fn put_blob(
+        &self,
+        expected: &Digest,
+        size_limit: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, StoreError> {
+        if self.store.contains(expected) {
+            self.lease.add(expected)?;
+            return Ok(self.store.size(expected)?);
+        }
+        let mut w = self
+            .store
+            .writer(Some(expected.clone()), Some(size_limit))?
+            .with_lease(self.lease);
+        std::io::copy(data, &mut w)?;
+        let (_, size) = w.commit()?;
+        Ok(size)
+    }
+}
+
+/// An image-spec descriptor as the store's ref descriptor (for `set_ref`
+/// after an import). Annotations are kept, sorted.
+pub fn to_ref_descriptor(d: &Descriptor) -> Result<crate::oci::store::RefDescriptor, LayoutError> {
+    let mut r = crate::oci::store::RefDescriptor::new(
+        d.media_type().to_string(),
+        descriptor_digest(d)?,
+        d.size(),
+    );
+    if let Some(a) = d.annotations() {
+        r.annotations = a.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    }
+    Ok(r)
+}
+
+/// The store's ref descriptor as an image-spec descriptor (for export).
+pub fn from_ref_descriptor(r: &crate::oci::store::RefDescriptor) -> Descriptor {
+    let mut d = Descriptor::new(
+        r.media_type.as_str().into(),
+        r.size,
+        crate::oci::image::to_oci_digest(&r.digest),
+    );
+    if !r.annotations.is_empty() {
+        d.set_annotations(Some(
+            r.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
+    d
 }
 
 /// One `index.json` entry: a root descriptor and its tag, if any.

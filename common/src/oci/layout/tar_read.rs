@@ -200,4 +200,14 @@ mod tests {
         let e = for_each_member(&tar[..], |_, _| Ok(())).unwrap_err();
         assert!(matches!(e, LayoutError::UnsafePath { .. }), "{e}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+            let _ = for_each_member(&bytes[..], |_, r| {
+                let _ = std::io::copy(r, &mut std::io::sink());
+                Ok(())
+            });
+        }
+    }
 }

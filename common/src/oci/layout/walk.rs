@@ -5,7 +5,7 @@
 
 use super::{store_err, BlobStore, LayoutError};
 use crate::oci::image::document::{descriptor_digest, is_document};
-use crate::oci::image::{Descriptor, Document, MAX_DOCUMENT_SIZE};
+use crate::oci::image::{Descriptor, Document, ImageError, MAX_DOCUMENT_SIZE};
 use crate::oci::media_types::{classify, MediaKind};
 use crate::oci::Digest;
 use std::collections::HashSet;
@@ -48,6 +48,9 @@ pub fn walk(
             return Err(LayoutError::Invalid(format!("more than {MAX_BLOBS} blobs")));
         }
         let media_type = desc.media_type().to_string();
+        if classify(&media_type) == MediaKind::Schema1 {
+            return Err(ImageError::Schema1.into());
+        }
         let is_doc = is_document(&desc);
         if is_doc && desc.size() > MAX_DOCUMENT_SIZE {
             return Err(LayoutError::TooLarge {
