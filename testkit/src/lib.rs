@@ -1,1 +1,27 @@
-//! Test fixtures that use real parts: a docker-registry on loopback, busybox base images, the farm user.
+//! Test fixtures that use real parts: a `docker-registry` on loopback, deterministic busybox
+//! base images for linux/amd64 and linux/arm64, and the unprivileged farm user with subordinate
+//! id ranges.
+//!
+//! Every crate's tests use this crate as a dev-dependency. The fixtures are deliberately built
+//! from tools that are independent of the code under test (GNU tar, gzip, dpkg-deb, openssl,
+//! htpasswd, skopeo), so they can serve as proof.
+//!
+//! When a prerequisite is missing, fixtures return an [`Unavailable`] error. Tests turn that
+//! into a visible `SKIPPED: ...` line with [`or_skip`] on a developer machine, and into a
+//! failure when `CI` is set, so CI never passes a test that did not run.
+
+mod base_images;
+mod cmd;
+mod farm_user;
+mod logging;
+mod registry;
+mod skip;
+
+pub use base_images::{BaseImages, ARCHES};
+pub use cmd::{run_checked, CommandExt};
+pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
+pub use logging::init_tracing;
+pub use registry::{Registry, RegistryOptions};
+pub use skip::{
+    in_ci, is_root, or_skip, require_root_or_skip, require_tools_or_skip, skip, Unavailable,
+};

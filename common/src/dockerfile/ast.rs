@@ -7,7 +7,11 @@
 //! child: the nested instruction.
 
 /// One node of the parse tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Clone` and `Debug` walk the `next` chain in a loop rather than by
+/// recursion, so an instruction with thousands of arguments cannot exhaust a
+/// thread's stack.
+#[derive(Default, PartialEq, Eq)]
 pub struct Node {
     /// Keyword (instruction nodes) or argument text (argument nodes).
     pub value: String,
@@ -31,6 +35,74 @@ pub struct Node {
     pub prev_comment: Vec<String>,
 }
 
+impl Clone for Node {
+    fn clone(&self) -> Self {
+        let mut head = self.clone_without_next();
+        let mut tail = &mut head.next;
+        let mut cur = self.next.as_deref();
+        while let Some(n) = cur {
+            let slot = tail.insert(Box::new(n.clone_without_next()));
+            tail = &mut slot.next;
+            cur = n.next.as_deref();
+        }
+        head
+    }
+}
+
+/// Debug view of one node with its `next` chain shown as a flat list.
+struct Chain<'a>(Option<&'a Node>);
+
+impl std::fmt::Debug for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        let mut cur = self.0;
+        while let Some(n) = cur {
+            list.entry(&Shallow(n));
+            cur = n.next.as_deref();
+        }
+        list.finish()
+    }
+}
+
+/// Debug view of one node without its `next` chain.
+struct Shallow<'a>(&'a Node);
+
+impl std::fmt::Debug for Shallow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        f.debug_struct("Node")
+            .field("value", &n.value)
+            .field("children", &n.children)
+            .field("flags", &n.flags)
+            .field("json", &n.json)
+            .field("original", &n.original)
+            .field("heredocs", &n.heredocs)
+            .field("start_line", &n.start_line)
+            .field("end_line", &n.end_line)
+            .field("prev_comment", &n.prev_comment)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Node {
+    /// Like a derived `Debug`, except that `next` prints as the flat list
+    /// of the following argument nodes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("value", &self.value)
+            .field("next", &Chain(self.next.as_deref()))
+            .field("children", &self.children)
+            .field("flags", &self.flags)
+            .field("json", &self.json)
+            .field("original", &self.original)
+            .field("heredocs", &self.heredocs)
+            .field("start_line", &self.start_line)
+            .field("end_line", &self.end_line)
+            .field("prev_comment", &self.prev_comment)
+            .finish()
+    }
+}
+
 /// A heredoc body attached to an instruction (`<<EOF ... EOF`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heredoc {
@@ -47,6 +119,22 @@ pub struct Heredoc {
 }
 
 impl Node {
+    /// A copy of this node without its `next` chain.
+    fn clone_without_next(&self) -> Node {
+        Node {
+            value: self.value.clone(),
+            next: None,
+            children: self.children.clone(),
+            flags: self.flags.clone(),
+            json: self.json,
+            original: self.original.clone(),
+            heredocs: self.heredocs.clone(),
+            start_line: self.start_line,
+            end_line: self.end_line,
+            prev_comment: self.prev_comment.clone(),
+        }
+    }
+
     /// The arguments as a vector of strings (the `next` chain).
     pub fn args(&self) -> Vec<&str> {
         let mut out = Vec::new();
@@ -58,9 +146,11 @@ impl Node {
         out
     }
 
-    /// The keyword in lower case (instruction nodes).
+    /// The keyword in lower case (instruction nodes), with Go's
+    /// `strings.ToLower` rules as BuildKit uses them (so `ENTRYPOİNT` is
+    /// `entrypoint`, like the parser's own dispatch).
     pub fn keyword(&self) -> String {
-        self.value.to_lowercase()
+        crate::dockerfile::parser::unicode::to_lower(&self.value)
     }
 }
 

@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# imgfarm set-up for a fresh Debian 12 / Ubuntu machine. Idempotent: a second run changes nothing.
+#
+#   sudo scripts/setup.sh            run-time needs: uidmap, qemu-user-static, binfmt-support,
+#                                    busybox-static .debs for the example base images,
+#                                    qemu binfmt_misc entries (flags PF), then cargo build --release
+#   sudo scripts/setup.sh --dev      also what the tests need: docker-registry, skopeo, umoci,
+#                                    buildah, runc, docker.io (BuildKit reference; installed, not
+#                                    started), ansible, ... and the test user imgfarm-test with
+#                                    65536-id /etc/subuid and /etc/subgid ranges
+#   --no-build                       skip cargo build --release
+#
+# Without root it changes nothing system-wide: it reports what is missing and what needs root,
+# and still builds. Every change is printed as "changed: ...", and a summary ends the run.
+set -euo pipefail
+
+DEV=0
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    --no-build) BUILD=0 ;;
+    -h | --help)
+      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "setup.sh: unknown argument $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEBS_DIR=${IMGFARM_DEBS_DIR:-/var/cache/imgfarm/debs}
+TEST_USER=imgfarm-test
+SUBID_COUNT=65536
+export DEBIAN_FRONTEND=noninteractive
+
+RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support)
+DEV_PKGS=(docker-registry skopeo umoci jq openssl apache2-utils curl busybox-static
+  ansible-core ansible-lint docker.io buildah runc iproute2)
+
+CHANGES=()
+NEEDS_ROOT=()
+FAILURES=()
+changed() { CHANGES+=("$1"); echo "changed: $1"; }
+info() { echo "setup: $*"; }
+needs_root() { NEEDS_ROOT+=("$1"); echo "needs root: $1"; }
+fail() { FAILURES+=("$1"); echo "FAILED: $1" >&2; }
+
+IS_ROOT=0
+[ "$(id -u)" = 0 ] && IS_ROOT=1
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------------------------------------
+# dpkg architectures: the busybox-static .debs of both amd64 and arm64 must be downloadable.
+NATIVE_ARCH=$(dpkg --print-architecture 2>/dev/null || echo unknown)
+case "$NATIVE_ARCH" in
+  amd64) FOREIGN_ARCH=arm64 ;;
+  arm64) FOREIGN_ARCH=amd64 ;;
+  *)
+    echo "setup.sh: unsupported machine architecture '$NATIVE_ARCH' (need amd64 or arm64, with dpkg)" >&2
+    exit 1
+    ;;
+esac
+
+ARCH_ADDED=0
+# (grep reads all input: with -q it could exit early and pipefail would report SIGPIPE)
+if ! dpkg --print-foreign-architectures | grep -x "$FOREIGN_ARCH" >/dev/null; then
+  if [ "$IS_ROOT" = 1 ]; then
+    dpkg --add-architecture "$FOREIGN_ARCH"
+    ARCH_ADDED=1
+    changed "dpkg --add-architecture $FOREIGN_ARCH (to download busybox-static:$FOREIGN_ARCH)"
+  else
+    needs_root "dpkg --add-architecture $FOREIGN_ARCH"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# apt packages
+WANT=("${RUNTIME_PKGS[@]}")
+[ "$DEV" = 1 ] && WANT+=("${DEV_PKGS[@]}")
+
+pkg_installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || true)" = "ii " ]
+}
+MISSING=()
+for p in "${WANT[@]}"; do
+  pkg_installed "$p" && continue
+  if [ "$p" = busybox-static ] && pkg_installed busybox; then
+    # They conflict; apt would remove busybox. Tests only need the .debs downloaded below.
+    info "keeping the installed busybox package (busybox-static conflicts with it; not needed)"
+    continue
+  fi
+  MISSING+=("$p")
+done
+
+debs_present() {
+  local a
+  for a in amd64 arm64; do
+    dpkg-deb -f "$DEBS_DIR/busybox-static_$a.deb" Package >/dev/null 2>&1 || return 1
+  done
+}
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    info "apt-get update"
+    # A failing extra source (e.g. one without the foreign arch) should not stop the set-up:
+    # the install below reports what is really missing.
+    apt-get update -qq </dev/null >/dev/null || echo "setup.sh: warning: apt-get update reported errors" >&2
+    APT_UPDATED=1
+  fi
+}
+
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  if [ "$IS_ROOT" = 1 ]; then
+    apt_update_once
+    # Install, but start no services (docker.io, docker-registry): a temporary policy-rc.d
+    # makes invoke-rc.d / deb-systemd-invoke skip starts. An existing one is left alone.
+    POLICY=/usr/sbin/policy-rc.d
+    MADE_POLICY=0
+    if [ ! -e "$POLICY" ]; then
+      printf '#!/bin/sh\n# imgfarm setup.sh: no service starts during install\nexit 101\n' >"$POLICY"
+      chmod 0755 "$POLICY"
+      MADE_POLICY=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    info "installing ${MISSING[*]}"
+    APT_LOG=$(mktemp)
+    if ! apt-get install -y -q --no-install-recommends "${MISSING[@]}" </dev/null >"$APT_LOG" 2>&1; then
+      tail -n 40 "$APT_LOG" >&2
+      rm -f "$APT_LOG"
+      echo "setup.sh: apt-get install failed (output above)" >&2
+      exit 1
+    fi
+    rm -f "$APT_LOG"
+    if [ "$MADE_POLICY" = 1 ]; then
+      rm -f "$POLICY"
+      trap - EXIT
+    fi
+    changed "installed apt packages: ${MISSING[*]}"
+  else
+    needs_root "apt-get install ${MISSING[*]}"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# busybox-static .debs for amd64 and arm64 under stable names (base images for tests and the
+# README example are made from them).
+download_debs() { # returns 1 if a .deb could not be fetched
+  local tmp a f rc=0
+  tmp=$(mktemp -d)
+  for a in amd64 arm64; do
+    f="$DEBS_DIR/busybox-static_$a.deb"
+    dpkg-deb -f "$f" Package >/dev/null 2>&1 && continue
+    if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "busybox-static:$a" </dev/null) >/dev/null &&
+      mv "$tmp"/busybox-static_*_"$a".deb "$f.part" && mv "$f.part" "$f"; then
+      chmod 0644 "$f"
+      changed "downloaded $f ($(dpkg-deb -f "$f" Version))"
+    else
+      rc=1
+    fi
+  done
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+if ! debs_present; then
+  if [ -w "$(dirname "$DEBS_DIR")" ] || [ -w "$DEBS_DIR" ] || [ "$IS_ROOT" = 1 ]; then
+    mkdir -p "$DEBS_DIR"
+    chmod 0755 "$DEBS_DIR"
+    if ! download_debs; then
+      # The package lists may be stale or lack the foreign arch: refresh once and retry.
+      if [ "$IS_ROOT" = 1 ] && [ "$APT_UPDATED" = 0 ]; then
+        apt_update_once
+        download_debs || fail "apt-get download busybox-static:{amd64,arm64} into $DEBS_DIR"
+      else
+        fail "apt-get download busybox-static:{amd64,arm64} into $DEBS_DIR"
+      fi
+    fi
+  else
+    needs_root "download busybox-static .debs into $DEBS_DIR (or set IMGFARM_DEBS_DIR)"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# qemu in binfmt_misc with flags P (keep argv[0]: busybox applets need it) and F (open the
+# interpreter now, so it works inside chroots and user namespaces).
+BINFMT=/proc/sys/fs/binfmt_misc
+case "$NATIVE_ARCH" in
+  amd64) QEMU_TARGETS=(aarch64) ;;
+  arm64) QEMU_TARGETS=(x86_64) ;;
+esac
+
+# Fields of binfmt-support's description file /usr/share/binfmts/qemu-$1.
+binfmt_field() { awk -v k="$2" '$1 == k { print $2; exit }' "/usr/share/binfmts/qemu-$1"; }
+
+register_qemu() { # target
+  local t=$1 desc=/usr/share/binfmts/qemu-$1 interp magic mask offset entry=$BINFMT/qemu-$1
+  if [ ! -f "$desc" ]; then
+    fail "qemu-$t: $desc missing (install qemu-user-static and binfmt-support)"
+    return
+  fi
+  interp=$(binfmt_field "$t" interpreter)
+  magic=$(binfmt_field "$t" magic)
+  mask=$(binfmt_field "$t" mask)
+  offset=$(binfmt_field "$t" offset)
+  if [ ! -x "$interp" ]; then
+    fail "qemu-$t: interpreter $interp missing (install qemu-user-static)"
+    return
+  fi
+  if [ -e "$entry" ]; then
+    local flags
+    flags=$(awk '$1 == "flags:" { print $2 }' "$entry")
+    if [[ "$flags" == *P* && "$flags" == *F* ]] && grep -qx "interpreter $interp" "$entry"; then
+      if ! grep -qx enabled "$entry"; then
+        echo 1 >"$entry"
+        changed "enabled binfmt_misc entry qemu-$t"
+      fi
+      return
+    fi
+    echo -1 >"$entry"
+    changed "removed binfmt_misc entry qemu-$t (flags '$flags' lack P or F)"
+  fi
+  printf ':qemu-%s:M:%s:%s:%s:%s:PF' "$t" "${offset:-0}" "$magic" "$mask" "$interp" >"$BINFMT/register"
+  changed "registered qemu-$t in binfmt_misc (interpreter $interp, flags PF)"
+}
+
+binfmt_ok() { # target: registered, enabled, with P and F
+  local e=$BINFMT/qemu-$1
+  [ -e "$e" ] && grep -qx enabled "$e" && grep -Eq '^flags: .*P' "$e" && grep -Eq '^flags: .*F' "$e"
+}
+
+if [ "$IS_ROOT" = 1 ]; then
+  BINFMT_READY=1
+  if ! mountpoint -q "$BINFMT"; then
+    if mount -t binfmt_misc binfmt_misc "$BINFMT"; then
+      changed "mounted binfmt_misc on $BINFMT"
+    else
+      fail "mount -t binfmt_misc binfmt_misc $BINFMT (a container without the privilege?)"
+      BINFMT_READY=0
+    fi
+  fi
+  if [ "$BINFMT_READY" = 1 ] && [ "$(cat "$BINFMT/status")" != enabled ]; then
+    echo 1 >"$BINFMT/status"
+    changed "enabled binfmt_misc"
+  fi
+  if [ "$BINFMT_READY" = 1 ]; then
+    for t in "${QEMU_TARGETS[@]}"; do
+      register_qemu "$t" || fail "registering qemu-$t in $BINFMT"
+      binfmt_ok "$t" || fail "qemu-$t is not registered with flags PF after registration"
+    done
+  fi
+else
+  for t in "${QEMU_TARGETS[@]}"; do
+    binfmt_ok "$t" 2>/dev/null || needs_root "register qemu-$t in binfmt_misc with flags PF"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The unprivileged test user with 65536-id subordinate ranges (--dev).
+ensure_subids() { # file flag
+  local file=$1 flag=$2 start
+  touch "$file"
+  if awk -F: -v u="$TEST_USER" -v uid="$(id -u "$TEST_USER")" -v n="$SUBID_COUNT" \
+    '($1 == u || $1 == uid) && $3 >= n { found = 1 } END { exit !found }' "$file"; then
+    return
+  fi
+  start=$(awk -F: 'BEGIN { m = 100000 } NF == 3 { e = $2 + $3; if (e > m) m = e } END { print m }' "$file")
+  start=$(((start + SUBID_COUNT - 1) / SUBID_COUNT * SUBID_COUNT))
+  usermod "$flag" "$start-$((start + SUBID_COUNT - 1))" "$TEST_USER"
+  changed "gave $TEST_USER ids $start..$((start + SUBID_COUNT - 1)) in $file"
+}
+
+if [ "$DEV" = 1 ]; then
+  if [ "$IS_ROOT" = 1 ]; then
+    if ! id "$TEST_USER" >/dev/null 2>&1; then
+      useradd -m -s /bin/sh "$TEST_USER"
+      changed "created user $TEST_USER"
+    fi
+    ensure_subids /etc/subuid --add-subuids
+    ensure_subids /etc/subgid --add-subgids
+  elif ! id "$TEST_USER" >/dev/null 2>&1; then
+    me=$(id -un)
+    if grep -q "^$me:" /etc/subuid 2>/dev/null && grep -q "^$me:" /etc/subgid 2>/dev/null; then
+      info "not root: tests will run rootless as $me (it has subuid/subgid ranges)"
+    else
+      needs_root "create user $TEST_USER with subuid/subgid ranges (or give $me 65536-id ranges)"
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The release binary.
+find_cargo() {
+  if have_cmd cargo; then
+    command -v cargo
+  elif [ -x "${HOME:-/nonexistent}/.cargo/bin/cargo" ]; then
+    echo "$HOME/.cargo/bin/cargo"
+  fi
+}
+
+if [ "$BUILD" = 1 ]; then
+  CARGO=$(find_cargo)
+  if [ -n "${SUDO_USER:-}" ] && [ "$IS_ROOT" = 1 ] && [ "$SUDO_USER" != root ]; then
+    # Build as the invoking user, so target/ is not left owned by root.
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [ -x "$user_home/.cargo/bin/cargo" ]; then
+      info "cargo build --release (as $SUDO_USER)"
+      sudo -u "$SUDO_USER" -H env "PATH=$user_home/.cargo/bin:$PATH" \
+        bash -c 'cd "$1" && cargo build --release' _ "$REPO" ||
+        fail "cargo build --release"
+      CARGO=
+      BUILT=1
+    fi
+  fi
+  if [ -z "${BUILT:-}" ]; then
+    if [ -z "$CARGO" ]; then
+      fail "cargo not found: install Rust (rustup.rs) and re-run, or pass --no-build"
+    else
+      info "cargo build --release"
+      (cd "$REPO" && "$CARGO" build --release) || fail "cargo build --release"
+    fi
+  fi
+  if [ -x "$REPO/target/release/imgfarm" ]; then
+    info "built $REPO/target/release/imgfarm ($("$REPO/target/release/imgfarm" --version))"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+echo
+if [ "${#CHANGES[@]}" = 0 ]; then
+  echo "setup.sh: nothing changed (everything was already in place)"
+else
+  echo "setup.sh: ${#CHANGES[@]} change(s):"
+  printf '  - %s\n' "${CHANGES[@]}"
+fi
+if [ "${#NEEDS_ROOT[@]}" -gt 0 ]; then
+  echo "setup.sh: not root, so these were skipped (re-run with sudo):"
+  printf '  - %s\n' "${NEEDS_ROOT[@]}"
+fi
+if [ "${#FAILURES[@]}" -gt 0 ]; then
+  echo "setup.sh: ${#FAILURES[@]} step(s) failed:" >&2
+  printf '  - %s\n' "${FAILURES[@]}" >&2
+  exit 1
+fi
+exit 0
