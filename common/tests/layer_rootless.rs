@@ -173,3 +173,79 @@ fn apply_as_unprivileged_user_with_subuid_range() {
         u.uid.as_raw()
     );
 }
+
+#[test]
+fn id_maps_translate_subuid_owned_trees_both_ways() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown to subordinate ids");
+        return;
+    }
+    let map = layer::IdMap::rootless(1001, 1001, 100_000, 100_000, 65536);
+    let tmp = tempfile::tempdir().unwrap();
+    // An upper dir as a rootless RUN leaves it: owned by host subuids.
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(upper.join("home/app")).unwrap();
+    fs::write(upper.join("home/app/data"), b"x").unwrap();
+    fs::write(upper.join("by-user"), b"x").unwrap();
+    nix::unistd::chown(
+        &upper.join("home/app"),
+        Some(100_999.into()),
+        Some(100_999.into()),
+    )
+    .unwrap();
+    nix::unistd::chown(
+        &upper.join("home/app/data"),
+        Some(100_999.into()),
+        Some(100_999.into()),
+    )
+    .unwrap();
+    nix::unistd::chown(&upper.join("by-user"), Some(1001.into()), Some(1001.into())).unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let opts = CreateOptions {
+        id_map: Some(map.clone()),
+        ..CreateOptions::default()
+    };
+    let info = layer::create(&store, &upper, &opts).unwrap();
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(store.blob_path(&info.digest))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("1000/1000") && l.ends_with("home/app/data")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(" 0/0 ") && l.ends_with("by-user")),
+        "{listing}"
+    );
+    // Unmapped host ids (real root's own files) become nobody.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("65534/65534") && l.ends_with("home/")),
+        "{listing}"
+    );
+
+    // Applying with the map from outside puts the host ids back.
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let apply_opts = ApplyOptions {
+        id_map: Some(map),
+        ..ApplyOptions::default()
+    };
+    let r = layer::apply(store.open_blob(&info.digest).unwrap(), &dst, &apply_opts).unwrap();
+    assert_eq!(
+        fs::metadata(dst.join("home/app/data")).unwrap().uid(),
+        100_999
+    );
+    assert_eq!(fs::metadata(dst.join("by-user")).unwrap().uid(), 1001);
+    // 65534 is container id 65534 -> host 100_000 + 65533.
+    assert_eq!(fs::metadata(dst.join("home")).unwrap().uid(), 165_533);
+    assert_eq!(r.ownership_failures, 0);
+}
