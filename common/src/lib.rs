@@ -2,6 +2,8 @@
 //!
 //! - [`dockerfile`]: BuildKit-compatible Dockerfile parser, shell expansion,
 //!   instruction semantics and `.dockerignore` matching.
+//! - [`context`]: the build context seen through `.dockerignore`, COPY/ADD
+//!   source selection and its content digest.
 //! - [`graph`]: the multi-platform build graph and its cache keys.
 //! - [`platform`]: OCI platform parsing and matching.
 //! - [`oci`]: content store, layers, image types, OCI layout and index merge.
@@ -9,6 +11,7 @@
 //! - [`proto`]: the coordinator/worker wire protocol.
 //! - [`paths`]: where state lives.
 
+pub mod context;
 pub mod dockerfile;
 pub mod graph;
 pub mod oci;
