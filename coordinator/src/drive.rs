@@ -46,7 +46,7 @@ pub fn drive(
     let mut failure: Option<DriveError> = None;
     loop {
         if failure.is_none() {
-            for d in sched.next()? {
+            for d in sched.decide()? {
                 on_event(&DriveEvent::Started(d.clone()));
                 link.dispatch(&d)?;
             }

@@ -234,7 +234,7 @@ impl Scheduler {
     /// The next decisions: ready vertices placed on free worker slots, up
     /// to the in-flight bound. Errors when a ready vertex has no candidate
     /// at all.
-    pub fn next(&mut self) -> Result<Vec<Decision>, SchedError> {
+    pub fn decide(&mut self) -> Result<Vec<Decision>, SchedError> {
         let mut out = Vec::new();
         let keys: Vec<Digest> = self.order.clone();
         for k in keys {

@@ -39,15 +39,15 @@ fn runs_inputs_first_and_bounds_in_flight() {
     ];
     let mut s =
         Scheduler::new(tasks, &[key(3)], &BTreeSet::new(), vec![amd64_worker(8)], 1).unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d.len(), 1, "--jobs 1 allows one vertex in flight");
     assert_eq!(d[0].key, key(1));
-    assert!(s.next().unwrap().is_empty());
+    assert!(s.decide().unwrap().is_empty());
     s.complete(&key(1)).unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d[0].key, key(2));
     s.complete(&key(2)).unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d[0].key, key(3));
     assert!(!s.is_finished());
     s.complete(&key(3)).unwrap();
@@ -63,7 +63,7 @@ fn independent_vertices_run_in_parallel() {
     ];
     let mut s =
         Scheduler::new(tasks, &[key(3)], &BTreeSet::new(), vec![amd64_worker(4)], 4).unwrap();
-    assert_eq!(s.next().unwrap().len(), 2);
+    assert_eq!(s.decide().unwrap().len(), 2);
     assert_eq!(s.running(), 2);
 }
 
@@ -77,7 +77,7 @@ fn cached_vertices_and_what_only_they_need_never_run() {
     let cached: BTreeSet<Digest> = [key(2)].into();
     let mut s = Scheduler::new(tasks, &[key(3)], &cached, vec![amd64_worker(4)], 4).unwrap();
     assert_eq!(s.pending(), &[key(3)]);
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].key, key(3));
 }
@@ -108,12 +108,12 @@ fn native_worker_preferred_then_emulation_marked() {
         4,
     )
     .unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!((d[0].worker, d[0].emulated), (1, false));
 
     let mut s =
         Scheduler::new(tasks, &[key(1)], &BTreeSet::new(), vec![amd64_worker(4)], 4).unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!((d[0].worker, d[0].emulated), (0, true));
 }
 
@@ -122,7 +122,7 @@ fn no_candidate_names_platform_and_workers() {
     let tasks = vec![task(1, Some(Platform::new("linux", "s390x", "")), &[])];
     let mut s =
         Scheduler::new(tasks, &[key(1)], &BTreeSet::new(), vec![amd64_worker(4)], 4).unwrap();
-    let e = s.next().unwrap_err().to_string();
+    let e = s.decide().unwrap_err().to_string();
     assert!(e.contains("linux/s390x") && e.contains("local"), "{e}");
 }
 
@@ -137,10 +137,10 @@ fn lost_worker_requeues_its_vertices_elsewhere() {
         4,
     )
     .unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d[0].worker, 0);
     assert_eq!(s.worker_lost(0), vec![key(1)]);
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     assert_eq!(d[0].worker, 1);
 }
 
@@ -159,7 +159,7 @@ fn load_spreads_over_workers_and_slots_bound() {
         8,
     )
     .unwrap();
-    let d = s.next().unwrap();
+    let d = s.decide().unwrap();
     let workers: Vec<WorkerId> = d.iter().map(|d| d.worker).collect();
     assert_eq!(workers, vec![0, 1], "one slot each, the third waits");
     assert!(s.complete(&key(3)).is_err(), "not running yet");
