@@ -1,1 +1,2 @@
 //! The worker: rootless executor, snapshots, emulation and the vertex solver.
+pub mod solve;
