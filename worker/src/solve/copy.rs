@@ -233,14 +233,9 @@ pub fn copy_layer(
                     continue;
                 }
                 if action.is_add && e.kind == EntryKind::File && e.path.is_empty() {
-                    let extract = m.source.contains("://").then_some(false).unwrap_or(true);
+                    let extract = action.sources.iter().any(|s| s.extract_archives);
                     if extract && extract_wanted(fs.ctx, &rel)? {
-                        let into = if dest_is_dir || action.dest.ends_with('/') {
-                            dest.clone()
-                        } else {
-                            dest.clone()
-                        };
-                        extract_archive(&mut plan, fs.ctx, &rel, &into)?;
+                        extract_archive(&mut plan, fs.ctx, &rel, &dest)?;
                         continue;
                     }
                 }
