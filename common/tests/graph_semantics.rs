@@ -390,3 +390,79 @@ fn step_numbers_and_names_follow_buildkit() {
     );
     assert!(d.contains(&"[3/3] RUN b".to_string()), "{d:?}");
 }
+
+#[test]
+fn base_image_onbuild_triggers_run_first() {
+    let mut config = ImageConfig {
+        onbuild: vec!["RUN echo from-image".into(), "COPY app.txt /app/".into()],
+        ..ImageConfig::default()
+    };
+    let ctx = FakeContext::with(&[("app.txt", "x")]);
+    let g = build("FROM example/onbuild:1\nRUN echo mine\n", &ctx, |r| {
+        r.resolved_images.insert(
+            (
+                "docker.io/example/onbuild:1".into(),
+                Platform::linux_amd64(),
+            ),
+            ResolvedImage {
+                digest: Digest::sha256_of(b"m"),
+                config: config.clone(),
+            },
+        );
+    });
+    let d = descriptions(&g);
+    let pos = |s: &str| {
+        d.iter()
+            .position(|x| x.ends_with(s))
+            .unwrap_or_else(|| panic!("{s} in {d:#?}"))
+    };
+    assert!(pos("[2/4] RUN echo from-image") < pos("[3/4] COPY app.txt /app/"));
+    assert!(pos("[3/4] COPY app.txt /app/") < pos("[4/4] RUN echo mine"));
+    assert!(g.targets[0].config.onbuild.is_empty());
+    config.onbuild = vec!["FROM evil".into()];
+    let e = build_err("FROM example/onbuild:1\n", &ctx, |r| {
+        r.resolved_images.insert(
+            (
+                "docker.io/example/onbuild:1".into(),
+                Platform::linux_amd64(),
+            ),
+            ResolvedImage {
+                digest: Digest::sha256_of(b"m"),
+                config,
+            },
+        );
+    });
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("isn't allowed"), "{e}");
+}
+
+#[test]
+fn heredocs_in_run_and_copy() {
+    let text = "FROM alpine\nRUN <<EOF\necho one\necho two\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nARG NAME=world\nCOPY <<EOF /greeting\nhello $NAME\nEOF\nCOPY <<'EOF' /raw\nhello $NAME\nEOF\n";
+    let g = build(text, &FakeContext::default(), |_| {});
+    let runs: Vec<&ExecOp> = g
+        .vertices()
+        .into_iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].args, vec!["/bin/sh", "-c", "echo one\necho two\n"]);
+    assert_eq!(runs[1].args, vec!["/dev/pipes/EOF"]);
+    assert_eq!(runs[1].mounts[0].spec.target, "/dev/pipes/");
+    let inline: Vec<_> = g
+        .vertices()
+        .into_iter()
+        .filter_map(|v| match &v.op {
+            Op::Inline(i) => Some(i.files[0].content.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        inline,
+        vec!["#!/usr/bin/env python3\nprint(1)\n", "hello world\n", "hello $NAME\n"]
+    );
+    assert_eq!(copy(&g, "COPY <<EOF /greeting").dest, "/greeting");
+}

@@ -40,7 +40,7 @@ pub enum FromRef {
 
 /// A stage with its base, platform, effective instructions and dependencies.
 #[derive(Debug, Clone)]
-pub struct ResolvedStage {
+pub struct ResolvedStage<'a> {
     /// Position in the Dockerfile.
     pub index: usize,
     /// `AS` name as written, or `stage-N`.
@@ -49,8 +49,10 @@ pub struct ResolvedStage {
     pub base: StageBase,
     /// `FROM --platform`, expanded and parsed.
     pub platform: Option<Platform>,
-    /// The parent stage's ONBUILD triggers, then the stage's own instructions.
-    pub instructions: Vec<Instruction>,
+    /// The parent stage's ONBUILD triggers (run first).
+    pub triggers: Vec<Instruction>,
+    /// The stage's own instructions.
+    pub own: &'a [Instruction],
     /// Stages this one needs (base and `--from`s), with the referencing line.
     pub deps: Vec<(usize, usize)>,
     /// FROM's line.
@@ -59,11 +61,18 @@ pub struct ResolvedStage {
     pub original: String,
 }
 
+impl ResolvedStage<'_> {
+    /// The parent's ONBUILD triggers, then the stage's own instructions.
+    pub fn instructions(&self) -> impl Iterator<Item = &Instruction> {
+        self.triggers.iter().chain(self.own.iter())
+    }
+}
+
 /// The stages of one platform's build.
 #[derive(Debug, Clone)]
-pub struct StagePlan {
+pub struct StagePlan<'a> {
     /// All stages, resolved.
-    pub stages: Vec<ResolvedStage>,
+    pub stages: Vec<ResolvedStage<'a>>,
     /// The target stage.
     pub target: usize,
     /// `reachable[i]`: the target needs stage `i`.
@@ -115,13 +124,13 @@ fn err(kind: ErrorKind, line: usize, text: &str, msg: String) -> DockerfileError
 }
 
 /// Resolve every stage for one target platform and choose the stages the target needs.
-pub fn resolve_stages(
-    df: &Dockerfile,
+pub fn resolve_stages<'a>(
+    df: &'a Dockerfile,
     build_args: &BTreeMap<String, String>,
     target: Option<&str>,
     auto_args: &Vars,
     exp: &Expander,
-) -> Result<StagePlan, DockerfileError> {
+) -> Result<StagePlan<'a>, DockerfileError> {
     // Global scope.
     let mut globals: Vars = auto_args.clone();
     let mut meta_arg_names = BTreeSet::new();
@@ -160,26 +169,25 @@ pub fn resolve_stages(
         }
     }
 
-    let mut stages: Vec<ResolvedStage> = Vec::with_capacity(df.stages.len());
+    let mut stages: Vec<ResolvedStage<'a>> = Vec::with_capacity(df.stages.len());
     for st in &df.stages {
         let base = resolve_base(st, &globals, &by_name, exp)?;
         let platform = resolve_platform(st, &globals, exp)?;
-        let mut instructions = Vec::new();
+        let mut triggers = Vec::new();
         if let StageBase::Stage(p) = base {
             for ins in &df.stages[p].instructions {
                 if let InstructionKind::Onbuild { trigger, .. } = &ins.kind {
                     let mut t = (**trigger).clone();
                     t.line = st.line;
-                    instructions.push(t);
+                    triggers.push(t);
                 }
             }
         }
-        instructions.extend(st.instructions.iter().cloned());
         let mut deps = Vec::new();
         if let StageBase::Stage(p) = base {
             deps.push((p, st.line));
         }
-        for ins in &instructions {
+        for ins in triggers.iter().chain(st.instructions.iter()) {
             for r in from_refs(ins, &by_name, df.stages.len())? {
                 if let FromRef::Stage(s) = r {
                     deps.push((s, ins.line));
@@ -194,7 +202,8 @@ pub fn resolve_stages(
                 .unwrap_or_else(|| format!("stage-{}", st.index)),
             base,
             platform,
-            instructions,
+            triggers,
+            own: &st.instructions,
             deps,
             line: st.line,
             original: st.original.clone(),
@@ -236,8 +245,7 @@ pub fn resolve_stages(
         for &(d, line) in &s.deps {
             if d >= s.index {
                 let text = s
-                    .instructions
-                    .iter()
+                    .instructions()
                     .find(|i| i.line == line)
                     .map_or(s.original.as_str(), |i| i.original.as_str());
                 return Err(err(
@@ -404,7 +412,7 @@ pub fn names_index(df: &Dockerfile) -> HashMap<String, usize> {
         .collect()
 }
 
-fn check_cycles(stages: &[ResolvedStage]) -> Result<(), DockerfileError> {
+fn check_cycles(stages: &[ResolvedStage<'_>]) -> Result<(), DockerfileError> {
     // 0 = unvisited, 1 = on stack, 2 = done.
     let mut state = vec![0u8; stages.len()];
     for start in 0..stages.len() {
@@ -428,7 +436,12 @@ fn check_cycles(stages: &[ResolvedStage]) -> Result<(), DockerfileError> {
                         let mut edges: Vec<(usize, usize, usize)> = stack
                             .iter()
                             .skip_while(|(s, _)| *s != v)
-                            .filter_map(|&(s, n)| stages[s].deps.get(n.wrapping_sub(1)).map(|&(d, l)| (s, d, l)))
+                            .filter_map(|&(s, n)| {
+                                stages[s]
+                                    .deps
+                                    .get(n.wrapping_sub(1))
+                                    .map(|&(d, l)| (s, d, l))
+                            })
                             .collect();
                         edges.push((u, v, line));
                         let (from, _, line) = edges
@@ -437,8 +450,7 @@ fn check_cycles(stages: &[ResolvedStage]) -> Result<(), DockerfileError> {
                             .find(|&(s, d, _)| d >= s)
                             .unwrap_or((u, v, line));
                         let text = stages[from]
-                            .instructions
-                            .iter()
+                            .instructions()
                             .find(|i| i.line == line)
                             .map_or(stages[from].original.as_str(), |i| i.original.as_str());
                         let path: Vec<&str> = stack

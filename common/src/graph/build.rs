@@ -230,7 +230,6 @@ fn build_inner(req: &BuildRequest<'_>) -> Result<BuildGraph, DockerfileError> {
             graph: &mut graph,
             ctx_cache: &mut ctx_cache,
             used_args: &mut used_args,
-            warnings: &mut warnings,
             by_name: &by_name,
             single_stage: df.stages.len() == 1,
         };

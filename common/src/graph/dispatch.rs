@@ -48,13 +48,12 @@ struct StageState {
 
 pub(super) struct PlatformBuild<'a, 'r> {
     pub req: &'a BuildRequest<'r>,
-    pub plan: &'a StagePlan,
+    pub plan: &'a StagePlan<'a>,
     pub exp: Expander,
     pub target_platform: Platform,
     pub graph: &'a mut BuildGraph,
     pub ctx_cache: &'a mut ContextCache,
     pub used_args: &'a mut BTreeSet<String>,
-    pub warnings: &'a mut BTreeSet<String>,
     pub by_name: &'a HashMap<String, usize>,
     pub single_stage: bool,
 }
@@ -206,8 +205,7 @@ impl PlatformBuild<'_, '_> {
     ) -> Result<StageState, DockerfileError> {
         let rs = &self.plan.stages[i];
         let counted = rs
-            .instructions
-            .iter()
+            .instructions()
             .filter(|ins| {
                 matches!(
                     ins.kind,
@@ -217,6 +215,7 @@ impl PlatformBuild<'_, '_> {
                 )
             })
             .count();
+        let mut image_triggers: Vec<Instruction> = Vec::new();
         let mut st = match &rs.base {
             StageBase::Stage(p) => {
                 let mut s = states[*p].clone().ok_or_else(|| {
@@ -268,18 +267,26 @@ impl PlatformBuild<'_, '_> {
                     step: 0,
                     total: counted + 1,
                 };
+                // A base image's ONBUILD triggers run first (BuildKit
+                // `initOnBuildTriggers`), located at this stage's FROM line.
+                if let Some(ri) = self.req.resolved_images.get(&(r.clone(), platform.clone())) {
+                    for t in &ri.config.onbuild {
+                        let ins = parse_trigger(t, rs.line, &rs.original)?;
+                        s.total += usize::from(matches!(
+                            ins.kind,
+                            InstructionKind::Run(_)
+                                | InstructionKind::Copy(_)
+                                | InstructionKind::Workdir(_)
+                        ));
+                        image_triggers.push(ins);
+                    }
+                }
                 let desc = format!("{} FROM {r}", self.prefix(&mut s));
                 let (key, config) = self.image_vertex(r, &platform, desc, rs.line);
                 // Not resolved: listed by `BuildGraph::unresolved_images`.
                 if let Some(mut c) = config {
                     c.history.clear();
-                    if !c.onbuild.is_empty() {
-                        self.warnings.insert(format!(
-                            "{r}: the image's ONBUILD triggers are not run yet by imgfarm ({})",
-                            c.onbuild.join("; ")
-                        ));
-                        c.onbuild.clear();
-                    }
+                    c.onbuild.clear();
                     s.config = c;
                 }
                 s.env = vars_from_env(&s.config.env);
@@ -294,7 +301,10 @@ impl PlatformBuild<'_, '_> {
                 set_var(&mut st.env, "PATH", DEFAULT_PATH.to_string());
             }
         }
-        for ins in &rs.instructions {
+        for ins in &image_triggers {
+            self.dispatch(&mut st, ins, states)?;
+        }
+        for ins in rs.instructions() {
             self.dispatch(&mut st, ins, states)?;
         }
         Ok(st)
@@ -958,6 +968,37 @@ impl PlatformBuild<'_, '_> {
         }
         Ok(out)
     }
+}
+
+/// Parse one ONBUILD trigger taken from a base image's config.
+fn parse_trigger(text: &str, line: usize, from: &str) -> Result<Instruction, DockerfileError> {
+    let bad =
+        |msg: String| DockerfileError::new(ErrorKind::BadArguments, line, from.to_string(), msg);
+    let parsed = crate::dockerfile::parser::parse(text.as_bytes()).map_err(|e| {
+        bad(format!(
+            "base image ONBUILD trigger {text:?} does not parse: {}",
+            e.message
+        ))
+    })?;
+    let [node] = parsed.ast.children.as_slice() else {
+        return Err(bad(format!(
+            "base image ONBUILD trigger {text:?} must be one instruction"
+        )));
+    };
+    if matches!(node.keyword().as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(bad(format!(
+            "{} isn't allowed as an ONBUILD trigger",
+            node.value.to_uppercase()
+        )));
+    }
+    let mut ins = crate::dockerfile::instructions::parse_instruction(node).map_err(|e| {
+        bad(format!(
+            "base image ONBUILD trigger {text:?}: {}",
+            e.message
+        ))
+    })?;
+    ins.line = line;
+    Ok(ins)
 }
 
 fn is_heredoc_marker(line: &str, h: &Heredoc) -> bool {

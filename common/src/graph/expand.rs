@@ -1,9 +1,8 @@
-//! Word expansion for instructions, with the names used and missing.
-//!
-//! Thin adapter over the shell lexer (BuildKit `shell.Lex.ProcessWord`):
-//! `$V ${V} ${V:-w} ${V-w} ${V:+w} ${V+w} ${V:?m} ${V?m}`, quotes and the
-//! escape token. Until `dockerfile::shell` lands this holds a minimal lexer
-//! with the same contract.
+//! Word expansion for instructions, with the names used and missing: a thin
+//! adapter over [`crate::dockerfile::shell::Lexer`] (BuildKit
+//! `shell.Lex.ProcessWordWithMatches`) over an ordered variable scope.
+
+use crate::dockerfile::shell::Lexer;
 
 /// A variable scope: ordered `(name, value)` pairs, later entries win.
 pub type Vars = Vec<(String, String)>;
@@ -13,192 +12,57 @@ pub type Vars = Vec<(String, String)>;
 pub struct Expanded {
     /// The expanded word.
     pub value: String,
-    /// Names found in the scope.
+    /// Names found in the scope, sorted.
     pub matched: Vec<String>,
-    /// Names referenced but not in the scope.
+    /// Names referenced but not in the scope, sorted.
     pub unmatched: Vec<String>,
 }
 
 /// Expands words with a given escape token.
 #[derive(Debug, Clone, Copy)]
 pub struct Expander {
-    escape: char,
+    lexer: Lexer,
 }
 
 impl Expander {
     /// `escape` is `\\` or `` ` ``.
     pub fn new(escape: char) -> Self {
-        Self { escape }
+        Self {
+            lexer: Lexer::new(escape),
+        }
     }
 
     /// Expand one word; quotes are removed.
     pub fn word(&self, w: &str, vars: &Vars) -> Result<String, String> {
-        Ok(self.word_with_matches(w, vars)?.value)
+        if !needs_lexer(w) {
+            return Ok(w.to_string());
+        }
+        self.lexer.process_word(w, vars).map_err(|e| e.to_string())
     }
 
     /// Expand one word and report the names used.
     pub fn word_with_matches(&self, w: &str, vars: &Vars) -> Result<Expanded, String> {
-        if !w.contains(['$', '\'', '"', self.escape]) {
+        if !needs_lexer(w) {
             return Ok(Expanded {
                 value: w.to_string(),
                 ..Expanded::default()
             });
         }
-        let mut m = Mini {
-            chars: w.chars().collect(),
-            pos: 0,
-            escape: self.escape,
-            vars,
-            out: Expanded::default(),
-        };
-        let value = m.run(&[])?;
-        m.out.value = value;
-        Ok(m.out)
+        let r = self
+            .lexer
+            .process_word_with_matches(w, vars)
+            .map_err(|e| e.to_string())?;
+        Ok(Expanded {
+            value: r.result,
+            matched: r.matched.into_iter().collect(),
+            unmatched: r.unmatched.into_iter().collect(),
+        })
     }
 }
 
-struct Mini<'a> {
-    chars: Vec<char>,
-    pos: usize,
-    escape: char,
-    vars: &'a Vars,
-    out: Expanded,
-}
-
-impl Mini<'_> {
-    fn lookup(&mut self, name: &str) -> Option<String> {
-        let v = self
-            .vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone());
-        let list = if v.is_some() {
-            &mut self.out.matched
-        } else {
-            &mut self.out.unmatched
-        };
-        if !list.iter().any(|n| n == name) {
-            list.push(name.to_string());
-        }
-        v
-    }
-
-    fn run(&mut self, stop: &[char]) -> Result<String, String> {
-        let mut s = String::new();
-        while let Some(&c) = self.chars.get(self.pos) {
-            if stop.contains(&c) {
-                break;
-            }
-            self.pos += 1;
-            if c == self.escape {
-                if let Some(&n) = self.chars.get(self.pos) {
-                    s.push(n);
-                    self.pos += 1;
-                }
-            } else if c == '\'' {
-                while let Some(&n) = self.chars.get(self.pos) {
-                    self.pos += 1;
-                    if n == '\'' {
-                        break;
-                    }
-                    s.push(n);
-                }
-            } else if c == '"' {
-                while let Some(&n) = self.chars.get(self.pos) {
-                    self.pos += 1;
-                    match n {
-                        '"' => break,
-                        '$' => s.push_str(&self.dollar()?),
-                        _ if n == self.escape => {
-                            if let Some(&e) = self.chars.get(self.pos) {
-                                if !matches!(e, '"' | '$') && e != self.escape {
-                                    s.push(n);
-                                }
-                                s.push(e);
-                                self.pos += 1;
-                            }
-                        }
-                        _ => s.push(n),
-                    }
-                }
-            } else if c == '$' {
-                s.push_str(&self.dollar()?);
-            } else {
-                s.push(c);
-            }
-        }
-        Ok(s)
-    }
-
-    fn name(&mut self) -> String {
-        let mut n = String::new();
-        while let Some(&c) = self.chars.get(self.pos) {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                n.push(c);
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
-        n
-    }
-
-    fn dollar(&mut self) -> Result<String, String> {
-        match self.chars.get(self.pos) {
-            Some('{') => {
-                self.pos += 1;
-                let name = self.name();
-                if name.is_empty() {
-                    return Err("bad substitution: missing variable name after ${".into());
-                }
-                let val = self.lookup(&name);
-                match self.chars.get(self.pos).copied() {
-                    Some('}') => {
-                        self.pos += 1;
-                        Ok(val.unwrap_or_default())
-                    }
-                    Some(c @ (':' | '-' | '+' | '?')) => {
-                        let colon = c == ':';
-                        if colon {
-                            self.pos += 1;
-                        }
-                        let op = self.chars.get(self.pos).copied().unwrap_or('}');
-                        self.pos += 1;
-                        let word = self.run(&['}'])?;
-                        if self.chars.get(self.pos) != Some(&'}') {
-                            return Err(format!("missing '}}' in ${{{name}"));
-                        }
-                        self.pos += 1;
-                        let set = match &val {
-                            Some(v) => !(colon && v.is_empty()),
-                            None => false,
-                        };
-                        match op {
-                            '-' => Ok(if set { val.unwrap_or_default() } else { word }),
-                            '+' => Ok(if set { word } else { String::new() }),
-                            '?' => {
-                                if set {
-                                    Ok(val.unwrap_or_default())
-                                } else if word.is_empty() {
-                                    Err(format!("{name}: is not allowed to be unset"))
-                                } else {
-                                    Err(format!("{name}: {word}"))
-                                }
-                            }
-                            _ => Err(format!("unsupported modifier ({op}) in substitution")),
-                        }
-                    }
-                    _ => Err(format!("missing '}}' in ${{{name}")),
-                }
-            }
-            Some(c) if c.is_ascii_alphanumeric() || *c == '_' => {
-                let name = self.name();
-                Ok(self.lookup(&name).unwrap_or_default())
-            }
-            _ => Ok("$".into()),
-        }
-    }
+/// Words without `$`, quotes or escapes expand to themselves (fast path).
+fn needs_lexer(w: &str) -> bool {
+    w.contains(['$', '\'', '"', '\\', '`'])
 }
 
 #[cfg(test)]
@@ -217,5 +81,6 @@ mod tests {
         assert_eq!(r.unmatched, vec!["B"]);
         assert!(e.word("${B:?need B}", &vars).is_err());
         assert_eq!(e.word("a\\$A", &vars).unwrap(), "a$A");
+        assert_eq!(e.word("plain/path", &vars).unwrap(), "plain/path");
     }
 }

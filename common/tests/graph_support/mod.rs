@@ -2,122 +2,15 @@
 //! door, a fake build context and a request builder.
 #![allow(dead_code)]
 
-use imgfarm_common::dockerfile::ast::{Node, ParseResult};
+use imgfarm_common::dockerfile::ast::ParseResult;
 use imgfarm_common::graph::{build_graph, BuildGraph, BuildRequest, ContextSelector};
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;
 
-/// Parse a Dockerfile. Stand-in for `dockerfile::parser::parse` until it
-/// lands on main: one instruction per line, flags, JSON form, ENV/LABEL
-/// pairs, ONBUILD.
+/// Parse a Dockerfile with the real parser.
 pub fn parse(text: &str) -> ParseResult {
-    let mut children = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        children.push(node(t, i + 1));
-    }
-    ParseResult {
-        ast: Node {
-            children,
-            ..Node::default()
-        },
-        escape_token: '\\',
-        ..ParseResult::default()
-    }
-}
-
-fn chain(args: Vec<String>) -> Option<Box<Node>> {
-    let mut next = None;
-    for a in args.into_iter().rev() {
-        next = Some(Box::new(Node {
-            value: a,
-            next,
-            ..Node::default()
-        }));
-    }
-    next
-}
-
-#[allow(clippy::needless_late_init)]
-fn node(line: &str, n: usize) -> Node {
-    let (kw, mut rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    rest = rest.trim();
-    let mut flags = Vec::new();
-    while rest.starts_with("--") {
-        let (f, r) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-        flags.push(f.to_string());
-        rest = r.trim();
-    }
-    let lower = kw.to_lowercase();
-    let mut json = false;
-    let next;
-    let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    let maybe_json = |s: &str, json: &mut bool| -> Option<Vec<String>> {
-        if s.starts_with('[') {
-            if let Ok(v) = serde_json::from_str::<Vec<String>>(s) {
-                *json = true;
-                return Some(v);
-            }
-        }
-        None
-    };
-    match lower.as_str() {
-        "env" | "label" => {
-            let mut args = Vec::new();
-            let first = rest.split_whitespace().next().unwrap_or("");
-            if first.contains('=') {
-                for w in rest.split_whitespace() {
-                    let (k, v) = w.split_once('=').unwrap_or((w, ""));
-                    args.push(k.to_string());
-                    args.push(v.trim_matches('"').to_string());
-                }
-            } else {
-                let (k, v) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-                args.push(k.to_string());
-                args.push(v.trim().to_string());
-            }
-            next = chain(args);
-        }
-        "run" | "cmd" | "entrypoint" | "shell" => {
-            let args = maybe_json(rest, &mut json).unwrap_or_else(|| vec![rest.to_string()]);
-            next = chain(args);
-        }
-        "healthcheck" => {
-            let (t, r) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-            let mut args = vec![t.to_string()];
-            if !r.trim().is_empty() {
-                args.extend(
-                    maybe_json(r.trim(), &mut json).unwrap_or_else(|| vec![r.trim().to_string()]),
-                );
-            }
-            next = chain(args);
-        }
-        "onbuild" => {
-            next = Some(Box::new(Node {
-                children: vec![node(rest, n)],
-                ..Node::default()
-            }));
-        }
-        "user" | "workdir" | "stopsignal" | "maintainer" => next = chain(vec![rest.to_string()]),
-        _ => {
-            let args = maybe_json(rest, &mut json).unwrap_or_else(|| words(rest));
-            next = chain(args);
-        }
-    }
-    Node {
-        value: kw.to_string(),
-        next,
-        flags,
-        json,
-        original: line.to_string(),
-        start_line: n,
-        end_line: n,
-        ..Node::default()
-    }
+    imgfarm_common::dockerfile::parser::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A build context held in memory: path → content.

@@ -276,14 +276,16 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, DockerfileError> {
         }
         "env" | "label" => {
             no_flags(node)?;
-            if args.is_empty() || args.len() % 2 != 0 {
+            // The parser gives (key, value, separator) triples; the
+            // separator is "=" or "" for the legacy `ENV key value` form.
+            if args.is_empty() || args.len() % 3 != 0 {
                 return Err(err(
                     ErrorKind::BadArguments,
                     format!("{upper} needs key=value pairs: {upper} key=value ..."),
                 ));
             }
             let pairs: Vec<(String, String)> = args
-                .chunks(2)
+                .chunks(3)
                 .map(|c| (c[0].to_string(), c[1].to_string()))
                 .collect();
             if pairs.iter().any(|(k, _)| k.is_empty()) {

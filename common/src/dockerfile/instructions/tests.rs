@@ -161,7 +161,7 @@ fn run_cmd_shell_forms() {
 #[test]
 fn env_label_arg() {
     assert_eq!(
-        kind(node("ENV", &[], &["A", "1", "B", "2"], false)),
+        kind(node("ENV", &[], &["A", "1", "=", "B", "2", ""], false)),
         InstructionKind::Env(vec![("A".into(), "1".into()), ("B".into(), "2".into())])
     );
     assert_eq!(
