@@ -8,10 +8,11 @@
 //! imgfarm-exec-probe remove PATH
 //! imgfarm-exec-probe bench REQUEST.json N    # N runs, prints per-run ms
 //! ```
-//! `run` writes the step's stdout and stderr through, then one line
+//! `run` honours `IMGFARM_PROBE_SINGLE_MAPPING=1` (force the single-id fallback). It writes the step's stdout and stderr through, then one line
 //! `PROBE-RESULT {json}` on stderr; it exits 0 even when the step fails (the result says).
 
 use imgfarm_worker::executor::{self, ExecError, ExecRequest, Executor};
+use imgfarm_worker::idmap::IdMapping;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,7 +68,13 @@ fn run(path: &str) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let ex = Executor::new();
+    let mut ex = Executor::new();
+    if std::env::var_os("IMGFARM_PROBE_SINGLE_MAPPING").is_some() {
+        ex = ex.with_mapping(IdMapping::Single {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        });
+    }
     let r = ex.run(&req, std::io::stdout(), std::io::stderr());
     let result = match r {
         Ok(rep) => serde_json::json!({

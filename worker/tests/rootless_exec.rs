@@ -1,0 +1,430 @@
+//! Real rootless execution: the `imgfarm-exec-probe` binary runs steps as the unprivileged
+//! farm user (never root), over the testkit's busybox layers, unpacked inside a user
+//! namespace by the executor itself. Work dirs are removed from inside a user namespace.
+
+use imgfarm_common::platform::Platform;
+use imgfarm_testkit::{or_skip, BaseImages, FarmUser, UserTempDir};
+use imgfarm_worker::emulation;
+use imgfarm_worker::executor::{ExecRequest, ExtraMount, Network};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_imgfarm-exec-probe");
+
+struct Fx {
+    user: FarmUser,
+    dir: UserTempDir,
+    lower: PathBuf,
+    arch: &'static str,
+    n: std::cell::Cell<u32>,
+}
+
+struct Out {
+    stdout: String,
+    result: serde_json::Value,
+    upper: PathBuf,
+}
+
+impl Out {
+    fn ok(&self) -> bool {
+        self.result["ok"] == true
+    }
+}
+
+fn fixture(test: &str, arch: &'static str) -> Option<Fx> {
+    let user = or_skip(test, FarmUser::get())?;
+    let images = or_skip(test, BaseImages::build())?;
+    let dir = user.tempdir().expect("user temp dir");
+    let lower = dir.path().join("layer");
+    let out = user
+        .command(PROBE)
+        .arg("unpack")
+        .arg(images.layer_tar(arch))
+        .arg(&lower)
+        .arg(dir.path().join("unpack-scratch"))
+        .output()
+        .expect("start probe");
+    assert!(
+        out.status.success(),
+        "unpack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Fx {
+        user,
+        dir,
+        lower,
+        arch,
+        n: std::cell::Cell::new(0),
+    })
+}
+
+impl Fx {
+    fn request(&self, script: &str) -> ExecRequest {
+        let i = self.n.get();
+        self.n.set(i + 1);
+        let base = self.dir.path().join(format!("step{i}"));
+        let mut r = ExecRequest::new(
+            vec![self.lower.clone()],
+            base.join("upper"),
+            base.join("work"),
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        );
+        r.platform = Platform::new("linux", self.arch, "");
+        r
+    }
+
+    fn run(&self, req: &ExecRequest) -> Out {
+        self.run_env(req, &[])
+    }
+
+    fn run_env(&self, req: &ExecRequest, env: &[(&str, &str)]) -> Out {
+        for d in [&req.upper, &req.work] {
+            self.mkdir(d);
+        }
+        let file = req.work.with_extension("json");
+        std::fs::write(&file, serde_json::to_vec(req).expect("json")).expect("write request");
+        self.chown(&file);
+        let mut c = self.user.command(PROBE);
+        c.arg("run").arg(&file);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("start probe");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("PROBE-RESULT "))
+            .unwrap_or_else(|| panic!("no result from the probe; stderr:\n{stderr}"));
+        Out {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            result: serde_json::from_str(line).expect("result json"),
+            upper: req.upper.clone(),
+        }
+    }
+
+    fn mkdir(&self, d: &Path) {
+        std::fs::create_dir_all(d).expect("mkdir");
+        let mut p = d.to_path_buf();
+        while p.starts_with(self.dir.path()) && p != self.dir.path() {
+            self.chown(&p);
+            p.pop();
+        }
+    }
+
+    fn chown(&self, p: &Path) {
+        if imgfarm_testkit::is_root() {
+            std::os::unix::fs::chown(p, Some(self.user.uid()), Some(self.user.gid()))
+                .expect("chown");
+        }
+    }
+
+    /// Remove a tree with the executor (inside a user namespace), as the user.
+    fn remove(&self, p: &Path) {
+        let out = self
+            .user
+            .command(PROBE)
+            .arg("remove")
+            .arg(p)
+            .output()
+            .expect("start probe");
+        assert!(
+            out.status.success(),
+            "remove failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            p.symlink_metadata().is_err(),
+            "{} still exists",
+            p.display()
+        );
+    }
+}
+
+impl Drop for Fx {
+    fn drop(&mut self) {
+        // Everything under the temp dir, including sub-uid-owned files.
+        let entries: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for e in entries {
+            let _ = self.user.command(PROBE).arg("remove").arg(&e).output();
+        }
+    }
+}
+
+#[test]
+fn root_inside_is_the_user_outside_and_ids_map_to_subuids() {
+    let Some(fx) = fixture("root_inside_is_the_user_outside", "amd64") else {
+        return;
+    };
+    let r = fx.request("id -u; echo hi > /x; touch /y && chown 1000:1000 /y; echo done");
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(out.stdout, "0\ndone\n");
+    let x = std::fs::metadata(out.upper.join("x")).expect("/x in upper");
+    assert_eq!(x.uid(), fx.user.uid());
+    assert_eq!(
+        std::fs::read_to_string(out.upper.join("x")).expect("read"),
+        "hi\n"
+    );
+    let y = std::fs::metadata(out.upper.join("y")).expect("/y in upper");
+    assert_eq!(u64::from(y.uid()), fx.user.subuid_start() + 999);
+    assert_eq!(u64::from(y.gid()), fx.user.subgid_start() + 999);
+    // Only the change is in upper: no mount-point stubs, no /proc, /dev or /sys.
+    let mut names: Vec<String> = std::fs::read_dir(&out.upper)
+        .expect("upper")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["x", "y"]);
+    fx.remove(&out.upper);
+}
+
+#[test]
+fn pid_namespace_proc_and_hostname() {
+    let Some(fx) = fixture("pid_namespace_proc_and_hostname", "amd64") else {
+        return;
+    };
+    let mut r = fx.request("echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'; hostname");
+    r.hostname = "farm-build".into();
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "1", "{}", out.stdout);
+    assert_eq!(lines[1], "sh");
+    let procs: u32 = lines[2].parse().expect("count");
+    assert!(procs <= 3, "only the step's processes are visible: {procs}");
+    assert_eq!(lines[3], "farm-build");
+}
+
+#[test]
+fn network_none_has_only_loopback_and_host_network_is_shared() {
+    let Some(fx) = fixture("network_none_has_only_loopback", "amd64") else {
+        return;
+    };
+    let script = "ls /sys/class/net | tr '\\n' ' '; echo; cat /sys/class/net/lo/operstate; grep -c : /proc/net/dev";
+    let mut r = fx.request(script);
+    r.network = Network::None;
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0].trim(), "lo", "{}", out.stdout);
+    assert_eq!(lines[2], "1", "only lo in /proc/net/dev");
+    let host = fx.run(&fx.request("grep -c : /proc/net/dev"));
+    assert!(host.ok(), "{}", host.result);
+    let n: u32 = host.stdout.trim().parse().expect("count");
+    let host_n = std::fs::read_to_string("/proc/net/dev")
+        .expect("host /proc/net/dev")
+        .matches(':')
+        .count() as u32;
+    assert_eq!(n, host_n, "host network namespace is shared");
+}
+
+#[test]
+fn capabilities_are_dockers_default_set_with_no_new_privs() {
+    let Some(fx) = fixture("capabilities_are_dockers_default_set", "amd64") else {
+        return;
+    };
+    let out = fx.run(&fx.request("grep -E '^(Cap|NoNewPrivs)' /proc/self/status"));
+    assert!(out.ok(), "{}", out.result);
+    let want = "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n\
+                CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n";
+    assert_eq!(out.stdout, want);
+    // A non-root user keeps the bounding set but has no effective capabilities (as Docker).
+    let mut r = fx.request("grep -E '^Cap(Eff|Bnd)' /proc/self/status; id -u");
+    r.user = "nobody".into();
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(
+        out.stdout,
+        "CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\n65534\n"
+    );
+}
+
+#[test]
+fn failing_command_reports_exit_code_and_output_tail() {
+    let Some(fx) = fixture("failing_command_reports_exit_code", "amd64") else {
+        return;
+    };
+    let out = fx.run(&fx.request("echo about to fail; echo oops >&2; exit 3"));
+    assert!(!out.ok());
+    assert_eq!(out.result["code"], 3);
+    let tail = out.result["tail"].as_str().expect("tail");
+    assert!(
+        tail.contains("about to fail") && tail.contains("oops"),
+        "{tail}"
+    );
+    assert!(out.result["how"]
+        .as_str()
+        .is_some_and(|h| h.contains("exit code: 3")));
+    let mut r = fx.request("true");
+    r.args = vec!["no-such-tool".into()];
+    let out = fx.run(&r);
+    assert!(
+        out.result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("executable file not found")),
+        "{}",
+        out.result
+    );
+    let mut r = fx.request("true");
+    r.user = "ghost".into();
+    let out = fx.run(&r);
+    assert!(
+        out.result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unable to find user ghost")),
+        "{}",
+        out.result
+    );
+}
+
+#[test]
+fn deleting_lower_files_leaves_overlay_whiteouts_and_opaque_dirs() {
+    let Some(fx) = fixture("deleting_lower_files_leaves_whiteouts", "amd64") else {
+        return;
+    };
+    let out = fx.run(&fx.request("rm /bin/ls && rm -rf /etc && mkdir /etc && echo x > /etc/new"));
+    assert!(out.ok(), "{}", out.result);
+    let wh = std::fs::symlink_metadata(out.upper.join("bin/ls")).expect("whiteout");
+    assert!(wh.file_type().is_char_device());
+    assert_eq!(wh.rdev(), 0);
+    assert_eq!(wh.uid(), fx.user.uid());
+    // The recreated dir is opaque, marked with the user.* xattr an unprivileged
+    // namespace can write (overlay's `userxattr`).
+    let mut v = [0u8; 8];
+    let path = std::ffi::CString::new(out.upper.join("etc").as_os_str().as_encoded_bytes())
+        .expect("cstring");
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
+    };
+    assert_eq!(n, 1, "opaque xattr on upper/etc");
+    assert_eq!(v[0], b'y');
+}
+
+#[test]
+fn user_workdir_and_env() {
+    let Some(fx) = fixture("user_workdir_and_env", "amd64") else {
+        return;
+    };
+    let mut r = fx.request("id -u; id -g; pwd; echo $HOME $FOO");
+    r.user = "65534:0".into();
+    r.cwd = "/new/work/dir".into();
+    r.env.push("FOO=bar".into());
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(out.stdout, "65534\n0\n/new/work/dir\n/nonexistent bar\n");
+    assert!(out.upper.join("new/work/dir").is_dir(), "workdir created");
+}
+
+#[test]
+fn run_mounts_bind_cache_tmpfs_secret() {
+    let Some(fx) = fixture("run_mounts_bind_cache_tmpfs_secret", "amd64") else {
+        return;
+    };
+    let ctx = fx.dir.path().join("ctx");
+    fx.mkdir(&ctx);
+    std::fs::write(ctx.join("in.txt"), "from context\n").expect("write");
+    let cache = fx.dir.path().join("cache");
+    fx.mkdir(&cache);
+    let secret = fx.dir.path().join("secret");
+    std::fs::write(&secret, "s3cr3t").expect("write");
+    fx.chown(&secret);
+    let mut r = fx.request(
+        "cat /src/in.txt; (echo no > /src/x) 2>/dev/null || echo ro; \
+         echo kept > /cache/c; df /tmpfs | tail -1 | awk '{print $1}'; \
+         cat /run/secrets/token; echo; stat -c '%a %u' /run/secrets/token",
+    );
+    r.mounts = vec![
+        ExtraMount::Bind {
+            source: ctx.clone(),
+            target: "/src".into(),
+            readonly: true,
+        },
+        ExtraMount::Cache {
+            source: cache.clone(),
+            target: "/cache".into(),
+        },
+        ExtraMount::Tmpfs {
+            target: "/tmpfs".into(),
+            size: Some(1 << 20),
+        },
+        ExtraMount::Secret {
+            source: secret,
+            target: "/run/secrets/token".into(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(out.stdout, "from context\nro\ntmpfs\ns3cr3t\n400 0\n");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("c")).expect("cache file"),
+        "kept\n"
+    );
+    // Mount points created for the step are removed afterwards (BuildKit's stub cleaner);
+    // /run existed in the image and stays as overlay's (empty) copy-up of the parent.
+    let left: Vec<String> = std::fs::read_dir(&out.upper)
+        .expect("upper")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["run"], "stubs left in upper");
+    assert_eq!(
+        std::fs::read_dir(out.upper.join("run"))
+            .expect("run")
+            .count(),
+        0,
+        "/run/secrets stub removed"
+    );
+}
+
+#[test]
+fn single_id_fallback_warns_about_chown() {
+    let Some(fx) = fixture("single_id_fallback_warns_about_chown", "amd64") else {
+        return;
+    };
+    let r = fx.request("id -u; touch /f; chown 1000 /f 2>&1 || echo chown-failed");
+    let out = fx.run_env(&r, &[("IMGFARM_PROBE_SINGLE_MAPPING", "1")]);
+    assert!(out.ok(), "{}", out.result);
+    assert!(out.stdout.starts_with("0\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("chown-failed"), "{}", out.stdout);
+    let warnings = out.result["warnings"].to_string();
+    assert!(warnings.contains("chown"), "{warnings}");
+}
+
+#[test]
+fn arm64_runs_under_a_private_binfmt_misc_without_root() {
+    let Some(fx) = fixture("arm64_runs_under_a_private_binfmt_misc", "arm64") else {
+        return;
+    };
+    let emu = match emulation::private_emulator(&Platform::linux_arm64()) {
+        Ok(e) => e,
+        Err(e) => {
+            imgfarm_testkit::skip("arm64_runs_under_a_private_binfmt_misc", &e.to_string());
+            return;
+        }
+    };
+    // Forced private registration: it is the only entry the step's namespace sees, whatever
+    // the host has registered.
+    let mut r = fx.request(
+        "uname -m; ls /proc/sys/fs/binfmt_misc | tr '\\n' ' '; echo; \
+         echo abc | tr a-z A-Z; cat /etc/hostname | wc -l",
+    );
+    r.emulation = Some(emu);
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(
+        out.stdout,
+        "aarch64\nimgfarm-aarch64 register status \nABC\n1\n"
+    );
+}
