@@ -8,6 +8,7 @@ use imgfarm_worker::emulation;
 use imgfarm_worker::executor::{ExecRequest, ExtraMount, Network};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_imgfarm-exec-probe");
 
@@ -427,4 +428,102 @@ fn arm64_runs_under_a_private_binfmt_misc_without_root() {
         out.stdout,
         "aarch64\nimgfarm-aarch64 register status \nABC\n1\n"
     );
+}
+
+#[test]
+fn an_upper_dir_stacks_as_a_lower_layer_with_its_whiteouts() {
+    let Some(fx) = fixture("an_upper_dir_stacks_as_a_lower_layer", "amd64") else {
+        return;
+    };
+    let a = fx.run(&fx.request("rm /bin/ls; echo '10.1.1.1 other' > /etc/hosts"));
+    assert!(a.ok(), "{}", a.result);
+    let mut r = fx.request("ls /bin/ls 2>/dev/null || echo gone; cat /etc/hosts; hostname");
+    r.rootfs_layers.push(a.upper.clone());
+    r.hostname = "stacked".into();
+    let b = fx.run(&r);
+    assert!(b.ok(), "{}", b.result);
+    // /etc/hosts exists in the image now, so the step sees BuildKit's generated one.
+    assert_eq!(
+        b.stdout,
+        "gone\n127.0.0.1\tlocalhost stacked\n::1\tlocalhost ip6-localhost ip6-loopback\nstacked\n"
+    );
+    // Writing it fails (read-only bind), as in BuildKit; nothing lands in upper.
+    let mut r = fx.request("echo x >> /etc/hosts 2>/dev/null || echo read-only");
+    r.rootfs_layers.push(a.upper.clone());
+    let c = fx.run(&r);
+    assert_eq!(c.stdout, "read-only\n");
+    assert_eq!(std::fs::read_dir(&c.upper).expect("upper").count(), 0);
+}
+
+#[test]
+fn unpack_over_parents_turns_oci_whiteouts_into_overlay_whiteouts() {
+    let Some(fx) = fixture("unpack_over_parents_turns_oci_whiteouts", "amd64") else {
+        return;
+    };
+    // A second layer made with GNU tar: deletes /bin/ls (.wh.ls), adds /etc/added owned by
+    // uid 1000.
+    let src = fx.dir.path().join("layer2-src");
+    std::fs::create_dir_all(src.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(src.join("etc")).expect("mkdir");
+    std::fs::write(src.join("bin/.wh.ls"), "").expect("write");
+    std::fs::write(src.join("etc/added"), "added\n").expect("write");
+    let tar = fx.dir.path().join("layer2.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["--owner=1000", "--group=1000", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .args(["bin/.wh.ls", "etc/added"])
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    fx.chown(&tar);
+    let dest = fx.dir.path().join("layer2");
+    let t = std::time::Instant::now();
+    let out = fx
+        .user
+        .command(PROBE)
+        .arg("unpack")
+        .arg(&tar)
+        .arg(&dest)
+        .arg(fx.dir.path().join("scratch2"))
+        .arg(&fx.lower)
+        .output()
+        .expect("probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("unpack over a parent: {:?}", t.elapsed());
+    let wh = std::fs::symlink_metadata(dest.join("bin/ls")).expect("whiteout");
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    let added = std::fs::metadata(dest.join("etc/added")).expect("added");
+    assert_eq!(u64::from(added.uid()), fx.user.subuid_start() + 999);
+    let mut r = fx.request(
+        "ls /bin/ls 2>/dev/null || echo gone; cat /etc/added; ls -n /etc/added | awk '{print $3}'",
+    );
+    r.rootfs_layers.push(dest);
+    let o = fx.run(&r);
+    assert!(o.ok(), "{}", o.result);
+    assert_eq!(o.stdout, "gone\nadded\n1000\n");
+}
+
+#[test]
+fn a_helper_without_the_hook_is_a_clear_error() {
+    // No namespaces are entered: the helper is a binary that ignores the protocol.
+    let ex = imgfarm_worker::executor::Executor::new()
+        .with_helper("/bin/true")
+        .with_mapping(imgfarm_worker::idmap::IdMapping::Single { uid: 1, gid: 1 });
+    let req = ExecRequest::new(
+        vec![],
+        "/nonexistent/upper".into(),
+        "/nonexistent/work".into(),
+        vec!["true".into()],
+    );
+    let e = ex
+        .run(&req, std::io::sink(), std::io::sink())
+        .expect_err("must fail");
+    let msg = e.to_string();
+    assert!(msg.contains("helper_main_if_requested"), "{msg}");
 }

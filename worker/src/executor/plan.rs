@@ -41,6 +41,8 @@ pub enum Point {
     File,
     /// A directory or a file, like the (host) bind source.
     LikeSource,
+    /// Mount only when the target exists in the image (nothing is created).
+    IfExists,
 }
 
 /// One setup action, run in order by the container's pid 1 before `pivot_root`.
@@ -83,18 +85,16 @@ pub enum Step {
         /// Link path.
         link: Target,
     },
-    /// Copy a secret into the staging tmpfs.
-    StageSecret {
-        /// Host file.
-        source: PathBuf,
+    /// Write a file into the staging tmpfs (under the work dir, outside the image).
+    StageFile {
+        /// Content.
+        source: StageSource,
         /// Staged host path.
         staged: PathBuf,
         /// Mode.
         mode: u32,
-        /// Container uid.
-        uid: u32,
-        /// Container gid.
-        gid: u32,
+        /// Container uid and gid.
+        owner: (u32, u32),
     },
     /// Write a binfmt_misc register line (the instance is mounted by a preceding step).
     RegisterBinfmt {
@@ -105,6 +105,22 @@ pub enum Step {
     },
     /// Bring `lo` up in the step's own network namespace.
     LoopbackUp,
+}
+
+/// Content of a staged file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageSource {
+    /// Copied from a host file of at most [`MAX_SECRET`] bytes (a secret).
+    Secret(PathBuf),
+    /// Copied from a host file when it exists, empty otherwise (`/etc/resolv.conf`).
+    HostFileOrEmpty(PathBuf),
+    /// Generated.
+    Bytes(Vec<u8>),
+}
+
+/// BuildKit's generated `/etc/hosts` for a step with `hostname`.
+pub fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 }
 
 /// The process to exec.
@@ -344,6 +360,51 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         });
     }
 
+    // Private staging tmpfs for generated files and secrets (never in the image).
+    let stage = req.work.join("stage");
+    steps.push(Step::HostDir(stage.clone()));
+    steps.push(mount(
+        "tmpfs",
+        Target::Host(stage.clone()),
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=755,size=16m"),
+        Point::Existing,
+    ));
+    // /etc/hosts and /etc/resolv.conf as BuildKit provides them, read-only; only where the
+    // image has them, so no /etc copy-up lands in the layer.
+    for (name, source) in [
+        (
+            "hosts",
+            StageSource::Bytes(hosts_file(&req.hostname).into_bytes()),
+        ),
+        (
+            "resolv.conf",
+            StageSource::HostFileOrEmpty(PathBuf::from("/etc/resolv.conf")),
+        ),
+    ] {
+        let staged = stage.join(name);
+        steps.push(Step::StageFile {
+            source,
+            staged: staged.clone(),
+            mode: 0o644,
+            owner: (0, 0),
+        });
+        let target = format!("/etc/{name}");
+        steps.push(mount(
+            &staged.to_string_lossy(),
+            c(&target),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            Point::IfExists,
+        ));
+        steps.push(Step::RemountReadOnly {
+            target: c(&target),
+            optional: true,
+        });
+    }
+
     let mut extra: Vec<&ExtraMount> = req.mounts.iter().collect();
     let target_of = |m: &ExtraMount| match m {
         ExtraMount::Bind { target, .. }
@@ -352,8 +413,6 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         | ExtraMount::Secret { target, .. } => target.clone(),
     };
     extra.sort_by_key(|m| depth(&target_of(m)));
-    let stage = req.work.join("stage");
-    let mut staged_tmpfs = false;
     for (i, m) in extra.into_iter().enumerate() {
         let t = container_path(&target_of(m), "mount target")?;
         if depth(&t) == 0 {
@@ -406,25 +465,12 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
                 gid,
                 ..
             } => {
-                if !staged_tmpfs {
-                    steps.push(Step::HostDir(stage.clone()));
-                    steps.push(mount(
-                        "tmpfs",
-                        Target::Host(stage.clone()),
-                        Some("tmpfs"),
-                        nosuid_nodev_noexec,
-                        Some("mode=755,size=16m"),
-                        Point::Existing,
-                    ));
-                    staged_tmpfs = true;
-                }
                 let staged = stage.join(format!("secret-{i}"));
-                steps.push(Step::StageSecret {
-                    source: source.clone(),
+                steps.push(Step::StageFile {
+                    source: StageSource::Secret(source.clone()),
                     staged: staged.clone(),
                     mode: mode & 0o7777,
-                    uid: *uid,
-                    gid: *gid,
+                    owner: (*uid, *gid),
                 });
                 steps.push(mount(
                     &staged.to_string_lossy(),

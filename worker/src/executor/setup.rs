@@ -2,7 +2,7 @@
 //! (`pivot_root(".", ".")` then `umount2(".", MNT_DETACH)`, runc's trick that needs no
 //! put_old directory), and the final process setup (user, workdir, capabilities, exec).
 
-use super::plan::{Plan, Point, Step, Target, MAX_SECRET};
+use super::plan::{Plan, Point, StageSource, Step, Target, MAX_SECRET};
 use super::syscalls::{FileKind, Syscalls};
 use super::user;
 use nix::errno::Errno;
@@ -143,7 +143,10 @@ pub fn prepare_rootfs(
     let mut stubs = Vec::new();
     let mut warnings = Vec::new();
     let root = plan.root.as_path();
+    // A remount right after a skipped `IfExists` mount is skipped too.
+    let mut skipped = false;
     for step in &plan.steps {
+        let was_skipped = std::mem::replace(&mut skipped, false);
         match step {
             Step::MakeRootPrivate => sys
                 .mount(
@@ -177,7 +180,12 @@ pub fn prepare_rootfs(
                             ),
                             _ => false,
                         };
-                        if *point != Point::Existing {
+                        if *point == Point::IfExists && !matches!(sys.kind(&p), Ok(FileKind::File))
+                        {
+                            skipped = true;
+                            continue;
+                        }
+                        if !matches!(point, Point::Existing | Point::IfExists) {
                             stubs.extend(create_missing(sys, root, &p, is_file)?);
                         }
                         p
@@ -207,6 +215,7 @@ pub fn prepare_rootfs(
                     }
                 }
             }
+            Step::RemountReadOnly { .. } if was_skipped => {}
             Step::RemountReadOnly { target, optional } => {
                 let path = match target {
                     Target::Host(p) => p.clone(),
@@ -239,24 +248,32 @@ pub fn prepare_rootfs(
                     Err(e) => return Err(err(format!("symlink {}", path.display()), e)),
                 }
             }
-            Step::StageSecret {
+            Step::StageFile {
                 source,
                 staged,
                 mode,
-                uid,
-                gid,
+                owner,
             } => {
-                let data = sys
-                    .read_file(source, MAX_SECRET + 1)
-                    .map_err(|e| err(format!("reading secret {}", source.display()), e))?;
-                if data.len() as u64 > MAX_SECRET {
-                    return Err(err(
-                        format!("reading secret {}", source.display()),
-                        format!("larger than {MAX_SECRET} bytes"),
-                    ));
-                }
-                sys.write_file(staged, &data, *mode, Some((*uid, *gid)))
-                    .map_err(|e| err(format!("staging secret {}", source.display()), e))?;
+                let data = match source {
+                    StageSource::Bytes(b) => b.clone(),
+                    StageSource::HostFileOrEmpty(p) => {
+                        sys.read_file(p, MAX_SECRET).unwrap_or_default()
+                    }
+                    StageSource::Secret(p) => {
+                        let d = sys
+                            .read_file(p, MAX_SECRET + 1)
+                            .map_err(|e| err(format!("reading secret {}", p.display()), e))?;
+                        if d.len() as u64 > MAX_SECRET {
+                            return Err(err(
+                                format!("reading secret {}", p.display()),
+                                format!("larger than {MAX_SECRET} bytes"),
+                            ));
+                        }
+                        d
+                    }
+                };
+                sys.write_file(staged, &data, *mode, Some(*owner))
+                    .map_err(|e| err(format!("staging {}", staged.display()), e))?;
             }
             Step::RegisterBinfmt { register, line } => {
                 let path = match register {

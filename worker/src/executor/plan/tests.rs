@@ -51,6 +51,7 @@ fn mount_order_host_network() {
         (format!("{m}/dev/shm"), Some("tmpfs".into())),
         (format!("{m}/sys"), None),
         (format!("{m}/sys"), None),
+        ("/s/3/work/stage".into(), Some("tmpfs".into())),
     ];
     assert_eq!(mount_targets(&sys), expect);
     // The fake has an empty image: every mount point was created and is a stub.
@@ -86,6 +87,40 @@ fn mount_order_host_network() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn hosts_and_resolv_conf_only_where_the_image_has_them() {
+    let plan = build(&req()).expect("plan");
+    let m = "/s/3/work/merged";
+    let mut sys = RecordingSyscalls::default();
+    sys.files
+        .insert(format!("{m}/etc/hosts").into(), FileKind::File);
+    sys.contents
+        .insert("/etc/resolv.conf".into(), b"nameserver 10.0.0.1\n".to_vec());
+    let (stubs, warnings) = prepare_rootfs(&mut sys, &plan).expect("setup");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(!stubs.iter().any(|s| s.starts_with("etc")), "{stubs:?}");
+    let t = mount_targets(&sys);
+    let hosts: Vec<_> = t
+        .iter()
+        .filter(|x| x.0 == format!("{m}/etc/hosts"))
+        .collect();
+    assert_eq!(hosts.len(), 2, "bind and read-only remount");
+    assert!(!t.iter().any(|x| x.0.ends_with("/etc/resolv.conf")));
+    assert!(sys.calls.contains(&Call::WriteFile(
+        "/s/3/work/stage/hosts".into(),
+        b"127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            .to_vec(),
+        0o644,
+        Some((0, 0))
+    )));
+    assert!(sys.calls.contains(&Call::WriteFile(
+        "/s/3/work/stage/resolv.conf".into(),
+        b"nameserver 10.0.0.1\n".to_vec(),
+        0o644,
+        Some((0, 0))
+    )));
 }
 
 #[test]
