@@ -527,3 +527,51 @@ fn a_helper_without_the_hook_is_a_clear_error() {
     let msg = e.to_string();
     assert!(msg.contains("helper_main_if_requested"), "{msg}");
 }
+
+#[test]
+fn concurrent_steps_from_one_multithreaded_process() {
+    let Some(fx) = fixture("concurrent_steps_from_one_multithreaded_process", "amd64") else {
+        return;
+    };
+    let r = fx.request("echo $$ $(hostname)");
+    let file = fx.dir.path().join("parallel.json");
+    std::fs::write(&file, serde_json::to_vec(&r).expect("json")).expect("write");
+    fx.chown(&file);
+    let out = fx
+        .user
+        .command(PROBE)
+        .arg("parallel")
+        .arg(&file)
+        .arg("6")
+        .output()
+        .expect("probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    let want: Vec<String> = (0..6).map(|i| format!("{i}: 1 buildkitsandbox")).collect();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn arm64_runs_through_the_hosts_binfmt_handler_when_it_has_the_f_flag() {
+    let test = "arm64_runs_through_the_hosts_binfmt_handler";
+    let mode = emulation::resolve(&Platform::linux_arm64());
+    let Ok(emulation::EmulationMode::HostBinfmt(name)) = mode else {
+        imgfarm_testkit::skip(
+            test,
+            &format!("no host binfmt_misc handler with F for arm64 ({mode:?})"),
+        );
+        return;
+    };
+    let Some(fx) = fixture(test, "arm64") else {
+        return;
+    };
+    let out = fx.run(&fx.request("uname -m"));
+    assert!(out.ok(), "handler {name}: {}", out.result);
+    assert_eq!(out.stdout, "aarch64\n");
+}

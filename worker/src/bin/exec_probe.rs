@@ -7,6 +7,8 @@
 //! imgfarm-exec-probe unpack LAYER DEST SCRATCH [PARENT...]
 //! imgfarm-exec-probe remove PATH
 //! imgfarm-exec-probe bench REQUEST.json N    # N runs, prints per-run ms
+//! imgfarm-exec-probe parallel REQUEST.json N # N concurrent runs from N threads (upper and
+//!                                            # work get a -N suffix); prints each stdout
 //! ```
 //! `run` honours `IMGFARM_PROBE_SINGLE_MAPPING=1` (force the single-id fallback). It writes the step's stdout and stderr through, then one line
 //! `PROBE-RESULT {json}` on stderr; it exits 0 even when the step fails (the result says).
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("run") if args.len() == 3 => run(&args[2]),
         Some("bench") if args.len() == 4 => bench(&args[2], &args[3]),
+        Some("parallel") if args.len() == 4 => parallel(&args[2], &args[3]),
         Some("unpack") if args.len() >= 5 => {
             let parents: Vec<PathBuf> = args[5..].iter().map(PathBuf::from).collect();
             let t = std::time::Instant::now();
@@ -126,4 +129,60 @@ fn bench(path: &str, n: &str) -> ExitCode {
         med(&mut total)
     );
     ExitCode::SUCCESS
+}
+
+/// Run N copies of the request at once from N threads of this process: the executor must be
+/// safe to call from a multithreaded program.
+fn parallel(path: &str, n: &str) -> ExitCode {
+    let req = match load(path) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let Ok(n) = n.parse::<usize>() else {
+        return fail("N must be a number");
+    };
+    let ex = Executor::new();
+    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let mut r = req.clone();
+                r.upper = suffixed(&r.upper, i);
+                r.work = suffixed(&r.work, i);
+                let ex = &ex;
+                s.spawn(move || {
+                    std::fs::create_dir_all(&r.upper).map_err(|e| e.to_string())?;
+                    std::fs::create_dir_all(&r.work).map_err(|e| e.to_string())?;
+                    let mut out = Vec::new();
+                    ex.run(&r, &mut out, std::io::sink())
+                        .map_err(|e| e.to_string())?;
+                    Ok(String::from_utf8_lossy(&out).into_owned())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let mut ok = true;
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(out) => print!("{i}: {out}"),
+            Err(e) => {
+                ok = false;
+                println!("{i}: ERROR {e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn suffixed(p: &std::path::Path, i: usize) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(format!("-{i}"));
+    PathBuf::from(s)
 }
