@@ -244,6 +244,19 @@ fn capabilities_are_dockers_default_set_with_no_new_privs() {
 }
 
 #[test]
+fn masked_and_readonly_proc_paths_and_nofile_limit() {
+    let Some(fx) = fixture("masked_and_readonly_proc_paths", "amd64") else {
+        return;
+    };
+    let out = fx.run(&fx.request(
+        "wc -c < /proc/timer_list; ls /proc/acpi | wc -l; ls /sys/firmware | wc -l; \
+         (echo x > /proc/sys/kernel/hostname) 2>/dev/null || echo ro; ulimit -n",
+    ));
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(out.stdout, "0\n0\n0\nro\n1024\n");
+}
+
+#[test]
 fn failing_command_reports_exit_code_and_output_tail() {
     let Some(fx) = fixture("failing_command_reports_exit_code", "amd64") else {
         return;

@@ -41,7 +41,7 @@ pub enum Point {
     File,
     /// A directory or a file, like the (host) bind source.
     LikeSource,
-    /// Mount only when the target exists in the image (nothing is created).
+    /// Mount only when the target exists (nothing is created).
     IfExists,
 }
 
@@ -103,9 +103,56 @@ pub enum Step {
         /// The line.
         line: String,
     },
+    /// Hide a path when it exists: a read-only tmpfs over a directory, `/dev/null` over
+    /// anything else (runc's masked paths).
+    MaskPath(Target),
+    /// Make a path read-only when it exists: recursive bind onto itself, then a read-only
+    /// remount (runc's readonly paths).
+    ReadonlyPath(Target),
     /// Bring `lo` up in the step's own network namespace.
     LoopbackUp,
 }
+
+/// containerd's default masked paths (BuildKit's default spec).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// containerd's default read-only paths.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A resource limit set before exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// containerd's default: `RLIMIT_NOFILE` 1024:1024 (BuildKit starts from that spec).
+pub const DEFAULT_RLIMITS: [Rlimit; 1] = [Rlimit {
+    resource: libc::RLIMIT_NOFILE as u32,
+    soft: 1024,
+    hard: 1024,
+}];
 
 /// Content of a staged file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +186,8 @@ pub struct ProcessPlan {
     pub caps: u64,
     /// Set PR_SET_NO_NEW_PRIVS.
     pub no_new_privs: bool,
+    /// Resource limits.
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// Everything the container's pid 1 does.
@@ -360,6 +409,13 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         });
     }
 
+    for p in MASKED_PATHS {
+        steps.push(Step::MaskPath(c(p)));
+    }
+    for p in READONLY_PATHS {
+        steps.push(Step::ReadonlyPath(c(p)));
+    }
+
     // Private staging tmpfs for generated files and secrets (never in the image).
     let stage = req.work.join("stage");
     steps.push(Step::HostDir(stage.clone()));
@@ -391,14 +447,16 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             owner: (0, 0),
         });
         let target = format!("/etc/{name}");
-        steps.push(mount(
-            &staged.to_string_lossy(),
-            c(&target),
-            None,
-            MsFlags::MS_BIND,
-            None,
-            Point::IfExists,
-        ));
+        steps.push(Step::Mount {
+            source: staged.to_string_lossy().into_owned(),
+            target: c(&target),
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+            cwd: None,
+            point: Point::IfExists,
+            optional: true,
+        });
         steps.push(Step::RemountReadOnly {
             target: c(&target),
             optional: true,
@@ -507,6 +565,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             user: req.user.clone(),
             caps: DOCKER_DEFAULT_CAPS,
             no_new_privs: true,
+            rlimits: DEFAULT_RLIMITS.to_vec(),
         },
     })
 }

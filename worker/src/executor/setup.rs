@@ -289,12 +289,64 @@ pub fn prepare_rootfs(
                         )
                     })?;
             }
+            Step::MaskPath(target) => {
+                let path = host_path(sys, root, target)?;
+                let r = match sys.kind(&path) {
+                    Ok(FileKind::Missing) | Err(_) => Ok(()),
+                    Ok(FileKind::Dir) => sys.mount(
+                        Some("tmpfs"),
+                        &path,
+                        Some("tmpfs"),
+                        MsFlags::MS_RDONLY,
+                        Some("size=0"),
+                    ),
+                    Ok(_) => sys.mount(Some("/dev/null"), &path, None, MsFlags::MS_BIND, None),
+                };
+                if let Err(e) = r {
+                    warnings.push(format!("masking {}: {e}", path.display()));
+                }
+            }
+            Step::ReadonlyPath(target) => {
+                let path = host_path(sys, root, target)?;
+                if matches!(sys.kind(&path), Ok(FileKind::Missing) | Err(_)) {
+                    continue;
+                }
+                let path_s = path.to_string_lossy().into_owned();
+                let r = sys
+                    .mount(
+                        Some(&path_s),
+                        &path,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .and_then(|()| {
+                        let locked = sys.mount_flags(&path).unwrap_or(MsFlags::empty());
+                        sys.mount(
+                            None,
+                            &path,
+                            None,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+                            None,
+                        )
+                    });
+                if let Err(e) = r {
+                    warnings.push(format!("making {} read-only: {e}", path.display()));
+                }
+            }
             Step::LoopbackUp => sys
                 .loopback_up()
                 .map_err(|e| err("bringing up lo in the step's network namespace", e))?,
         }
     }
     Ok((stubs, warnings))
+}
+
+fn host_path(sys: &mut dyn Syscalls, root: &Path, t: &Target) -> Result<PathBuf, SetupError> {
+    match t {
+        Target::Host(p) => Ok(p.clone()),
+        Target::Container(c) => resolve_in_root(sys, root, c),
+    }
 }
 
 fn mkdir_all(sys: &mut dyn Syscalls, d: &Path) -> Result<(), SetupError> {
@@ -352,6 +404,10 @@ fn exec_inner(
     sys.chdir(&cwd)
         .map_err(|e| err(format!("chdir to the working directory {}", p.cwd), e))?;
     let exe = lookup(sys, &p.args[0], &env)?;
+    for r in &p.rlimits {
+        sys.setrlimit(r.resource, r.soft, r.hard)
+            .map_err(|e| err(format!("setrlimit {}", r.resource), e))?;
+    }
     sys.drop_bounding_except(p.caps)
         .map_err(|e| err("dropping capabilities from the bounding set", e))?;
     if setgroups_allowed {

@@ -77,6 +77,8 @@ pub trait Syscalls {
     fn set_caps(&mut self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno>;
     /// prctl(PR_SET_NO_NEW_PRIVS).
     fn no_new_privs(&mut self) -> Result<(), Errno>;
+    /// setrlimit(2); the hard limit is capped at the current one (lowering only).
+    fn setrlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
     /// execve(2): returns only on failure.
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno;
 }
@@ -334,6 +336,28 @@ impl Syscalls for LinuxSyscalls {
         Ok(())
     }
 
+    fn setrlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+        unsafe {
+            if libc::getrlimit(resource as _, &mut cur) != 0 {
+                return Err(Errno::last());
+            }
+            let hard = hard.min(cur.rlim_max);
+            let new = libc::rlimit {
+                rlim_cur: soft.min(hard),
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource as _, &new) != 0 {
+                return Err(Errno::last());
+            }
+        }
+        Ok(())
+    }
+
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno {
         let Ok(p) = cstr(path) else {
             return Errno::EINVAL;
@@ -397,6 +421,8 @@ pub enum Call {
     Caps(u64, u64, u64),
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// setrlimit(2).
+    Rlimit(u32, u64, u64),
     /// execve(2).
     Exec(PathBuf, Vec<String>, Vec<String>),
 }
@@ -561,6 +587,11 @@ impl Syscalls for RecordingSyscalls {
 
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         self.calls.push(Call::NoNewPrivs);
+        Ok(())
+    }
+
+    fn setrlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+        self.calls.push(Call::Rlimit(resource, soft, hard));
         Ok(())
     }
 

@@ -124,6 +124,40 @@ fn hosts_and_resolv_conf_only_where_the_image_has_them() {
 }
 
 #[test]
+fn masked_and_readonly_paths_when_present() {
+    let plan = build(&req()).expect("plan");
+    let m = "/s/3/work/merged";
+    let mut sys = RecordingSyscalls::default();
+    sys.files
+        .insert(format!("{m}/proc/kcore").into(), FileKind::File);
+    sys.files
+        .insert(format!("{m}/proc/acpi").into(), FileKind::Dir);
+    sys.files
+        .insert(format!("{m}/proc/sys").into(), FileKind::Dir);
+    prepare_rootfs(&mut sys, &plan).expect("setup");
+    let mounts = sys.mounts();
+    let find = |t: &str| {
+        mounts
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { target, .. } if target == Path::new(t)))
+            .cloned()
+            .cloned()
+            .collect::<Vec<Call>>()
+    };
+    assert!(matches!(&find(&format!("{m}/proc/kcore"))[..],
+        [Call::Mount { source: Some(s), flags, .. }] if s == "/dev/null" && *flags == MsFlags::MS_BIND));
+    assert!(matches!(&find(&format!("{m}/proc/acpi"))[..],
+        [Call::Mount { fstype: Some(f), flags, .. }] if f == "tmpfs" && flags.contains(MsFlags::MS_RDONLY)));
+    assert!(matches!(&find(&format!("{m}/proc/sys"))[..],
+        [Call::Mount { flags: f1, .. }, Call::Mount { flags: f2, .. }]
+            if *f1 == MsFlags::MS_BIND | MsFlags::MS_REC && f2.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)));
+    assert!(
+        find(&format!("{m}/proc/keys")).is_empty(),
+        "missing paths are skipped"
+    );
+}
+
+#[test]
 fn network_none_owns_netns_and_sysfs() {
     let mut r = req();
     r.network = Network::None;
@@ -300,6 +334,7 @@ fn root_process_keeps_docker_caps() {
     assert_eq!(
         tail,
         vec![
+            &Call::Rlimit(libc::RLIMIT_NOFILE as u32, 1024, 1024),
             &Call::Bounding(DOCKER_DEFAULT_CAPS),
             &Call::SetGroups(vec![]),
             &Call::SetIds(0, 0),
