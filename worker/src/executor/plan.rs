@@ -148,6 +148,7 @@ pub struct Rlimit {
 }
 
 /// containerd's default: `RLIMIT_NOFILE` 1024:1024 (BuildKit starts from that spec).
+#[allow(clippy::unnecessary_cast)] // the constant is a c_int on musl
 pub const DEFAULT_RLIMITS: [Rlimit; 1] = [Rlimit {
     resource: libc::RLIMIT_NOFILE as u32,
     soft: 1024,

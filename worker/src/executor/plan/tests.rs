@@ -334,7 +334,7 @@ fn root_process_keeps_docker_caps() {
     assert_eq!(
         tail,
         vec![
-            &Call::Rlimit(libc::RLIMIT_NOFILE as u32, 1024, 1024),
+            &Call::Rlimit(DEFAULT_RLIMITS[0].resource, 1024, 1024),
             &Call::Bounding(DOCKER_DEFAULT_CAPS),
             &Call::SetGroups(vec![]),
             &Call::SetIds(0, 0),
