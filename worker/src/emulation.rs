@@ -137,6 +137,20 @@ pub enum EmulationError {
         /// The target platform.
         platform: String,
     },
+    /// The kernel is too old for a private binfmt_misc and the host has no handler.
+    #[error(
+        "{platform} needs a binfmt_misc handler: Linux {kernel} cannot register one inside a \
+         user namespace (needs 6.7); ask root to run `update-binfmts --enable qemu-{qemu}` \
+         (flags must include F), or use a native worker"
+    )]
+    OldKernel {
+        /// The target platform.
+        platform: String,
+        /// Kernel release.
+        kernel: String,
+        /// qemu's name of the architecture.
+        qemu: String,
+    },
     /// Not Linux.
     #[error("{platform}: only linux platforms can run steps")]
     NotLinux {
@@ -288,13 +302,25 @@ pub fn find_emulator_in(platform: &Platform, dirs: &[&Path]) -> Option<Emulator>
     None
 }
 
-/// Decide how to run steps for `target` on a host `host` with `handlers` registered and
-/// `emulator` found (pure; see [`resolve`]).
+/// Whether a kernel release (`uname -r`, e.g. `6.18.44-fc`) lets a user namespace mount
+/// its own binfmt_misc instance (Linux 6.7, "binfmt_misc: enable sandboxed mounts").
+pub fn kernel_has_private_binfmt(release: &str) -> bool {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = it.next().unwrap_or(0);
+    let minor = it.next().unwrap_or(0);
+    (major, minor) >= (6, 7)
+}
+
+/// Decide how to run steps for `target` on a host `host` with `handlers` registered,
+/// `emulator` found and kernel release `kernel` (pure; see [`resolve`]).
 pub fn decide(
     target: &Platform,
     host: &Platform,
     handlers: &[Handler],
     emulator: Option<Emulator>,
+    kernel: &str,
 ) -> Result<EmulationMode, EmulationError> {
     let name = target.to_string();
     if target.os != "linux" {
@@ -313,20 +339,28 @@ pub fn decide(
         return Ok(EmulationMode::HostBinfmt(h.name.clone()));
     }
     match emulator {
+        Some(_) if !kernel_has_private_binfmt(kernel) => Err(EmulationError::OldKernel {
+            platform: name,
+            kernel: kernel.into(),
+            qemu: info.qemu.into(),
+        }),
         Some(e) => Ok(EmulationMode::Private(e)),
         None => Err(EmulationError::NoEmulator { platform: name }),
     }
 }
 
-/// [`decide`] for this machine: the host platform, the handlers in [`BINFMT_DIR`] and the
-/// qemu found in `/usr/libexec/qemu-binfmt`, `/usr/bin` or `/usr/local/bin`.
+/// [`decide`] for this machine: the host platform, the handlers in [`BINFMT_DIR`], the
+/// qemu found in `/usr/libexec/qemu-binfmt`, `/usr/bin` or `/usr/local/bin`, and the
+/// running kernel.
 pub fn resolve(target: &Platform) -> Result<EmulationMode, EmulationError> {
     let dirs: Vec<&Path> = QEMU_DIRS.iter().map(Path::new).collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     decide(
         target,
         &Platform::host(),
         &host_handlers(Path::new(BINFMT_DIR)),
         find_emulator_in(target, &dirs),
+        &kernel,
     )
 }
 
@@ -344,6 +378,8 @@ mod tests {
     use super::*;
 
     const DEBIAN_ENTRY: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
+
+    const K: &str = "6.18.44-fc-v657";
 
     fn arm64() -> Platform {
         Platform::linux_arm64()
@@ -374,9 +410,12 @@ mod tests {
     #[test]
     fn native_wins() {
         let host = Platform::linux_amd64();
-        assert_eq!(decide(&host, &host, &[], None), Ok(EmulationMode::Native));
         assert_eq!(
-            decide(&Platform::new("linux", "386", ""), &host, &[], None),
+            decide(&host, &host, &[], None, K),
+            Ok(EmulationMode::Native)
+        );
+        assert_eq!(
+            decide(&Platform::new("linux", "386", ""), &host, &[], None, K),
             Ok(EmulationMode::Native)
         );
     }
@@ -386,7 +425,7 @@ mod tests {
         let host = Platform::linux_amd64();
         let h = parse_handler("qemu-aarch64", DEBIAN_ENTRY);
         assert_eq!(
-            decide(&arm64(), &host, std::slice::from_ref(&h), None),
+            decide(&arm64(), &host, std::slice::from_ref(&h), None, K),
             Ok(EmulationMode::HostBinfmt("qemu-aarch64".into()))
         );
         let no_f = Handler {
@@ -394,7 +433,7 @@ mod tests {
             ..h.clone()
         };
         assert_eq!(
-            decide(&arm64(), &host, &[no_f], Some(emu())),
+            decide(&arm64(), &host, &[no_f], Some(emu()), K),
             Ok(EmulationMode::Private(emu()))
         );
         let disabled = Handler {
@@ -402,14 +441,14 @@ mod tests {
             ..h
         };
         assert_eq!(
-            decide(&arm64(), &host, &[disabled], Some(emu())),
+            decide(&arm64(), &host, &[disabled], Some(emu()), K),
             Ok(EmulationMode::Private(emu()))
         );
     }
 
     #[test]
     fn missing_qemu_message() {
-        let e = decide(&arm64(), &Platform::linux_amd64(), &[], None).expect_err("no qemu");
+        let e = decide(&arm64(), &Platform::linux_amd64(), &[], None, K).expect_err("no qemu");
         assert_eq!(
             e.to_string(),
             "linux/arm64 needs qemu-user-static (apt install qemu-user-static) or a native worker"
@@ -420,13 +459,46 @@ mod tests {
     fn unknown_and_non_linux() {
         let host = Platform::linux_amd64();
         assert!(matches!(
-            decide(&Platform::new("linux", "mips64", ""), &host, &[], None),
+            decide(&Platform::new("linux", "mips64", ""), &host, &[], None, K),
             Err(EmulationError::Unknown { .. })
         ));
         assert!(matches!(
-            decide(&Platform::new("windows", "arm64", ""), &host, &[], None),
+            decide(&Platform::new("windows", "arm64", ""), &host, &[], None, K),
             Err(EmulationError::NotLinux { .. })
         ));
+    }
+
+    #[test]
+    fn old_kernels_need_a_host_handler() {
+        assert!(kernel_has_private_binfmt("6.7.0"));
+        assert!(kernel_has_private_binfmt("6.18.44-fc-v657"));
+        assert!(!kernel_has_private_binfmt("6.6.30-amd64"));
+        assert!(!kernel_has_private_binfmt("5.15.0"));
+        assert!(!kernel_has_private_binfmt("garbage"));
+        let e = decide(
+            &arm64(),
+            &Platform::linux_amd64(),
+            &[],
+            Some(emu()),
+            "6.1.0-18-amd64",
+        )
+        .expect_err("old kernel");
+        assert!(
+            e.to_string()
+                .contains("update-binfmts --enable qemu-aarch64"),
+            "{e}"
+        );
+        let h = parse_handler("qemu-aarch64", DEBIAN_ENTRY);
+        assert_eq!(
+            decide(
+                &arm64(),
+                &Platform::linux_amd64(),
+                &[h],
+                Some(emu()),
+                "6.1.0"
+            ),
+            Ok(EmulationMode::HostBinfmt("qemu-aarch64".into()))
+        );
     }
 
     #[test]

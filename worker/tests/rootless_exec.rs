@@ -408,7 +408,7 @@ fn single_id_fallback_warns_about_chown() {
         return;
     };
     let r = fx.request("id -u; touch /f; chown 1000 /f 2>&1 || echo chown-failed");
-    let out = fx.run_env(&r, &[("IMGFARM_PROBE_SINGLE_MAPPING", "1")]);
+    let out = fx.run_env(&r, &[("IMGFARM_PROBE_MAPPING", "single")]);
     assert!(out.ok(), "{}", out.result);
     assert!(out.stdout.starts_with("0\n"), "{}", out.stdout);
     assert!(out.stdout.contains("chown-failed"), "{}", out.stdout);
@@ -587,4 +587,20 @@ fn arm64_runs_through_the_hosts_binfmt_handler_when_it_has_the_f_flag() {
     let out = fx.run(&fx.request("uname -m"));
     assert!(out.ok(), "handler {name}: {}", out.result);
     assert_eq!(out.stdout, "aarch64\n");
+}
+
+#[test]
+fn refused_newuidmap_falls_back_to_a_single_id_mapping_with_a_warning() {
+    let Some(fx) = fixture("refused_newuidmap_falls_back", "amd64") else {
+        return;
+    };
+    let r = fx.request("id -u; touch /f; chown 1000 /f 2>/dev/null || echo chown-failed");
+    let out = fx.run_env(&r, &[("IMGFARM_PROBE_MAPPING", "unowned-range")]);
+    assert!(out.ok(), "{}", out.result);
+    assert_eq!(out.stdout, "0\nchown-failed\n");
+    let warnings = out.result["warnings"].to_string();
+    assert!(
+        warnings.contains("newuidmap") && warnings.contains("chown"),
+        "{warnings}"
+    );
 }

@@ -10,7 +10,8 @@
 //! imgfarm-exec-probe parallel REQUEST.json N # N concurrent runs from N threads (upper and
 //!                                            # work get a -N suffix); prints each stdout
 //! ```
-//! `run` honours `IMGFARM_PROBE_SINGLE_MAPPING=1` (force the single-id fallback). It writes the step's stdout and stderr through, then one line
+//! `run` honours `IMGFARM_PROBE_MAPPING=single` (force the single-id fallback) and
+//! `IMGFARM_PROBE_MAPPING=unowned-range` (a full mapping newuidmap refuses). It writes the step's stdout and stderr through, then one line
 //! `PROBE-RESULT {json}` on stderr; it exits 0 even when the step fails (the result says).
 
 use imgfarm_worker::executor::{self, ExecError, ExecRequest, Executor};
@@ -72,11 +73,23 @@ fn run(path: &str) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let mut ex = Executor::new();
-    if std::env::var_os("IMGFARM_PROBE_SINGLE_MAPPING").is_some() {
-        ex = ex.with_mapping(IdMapping::Single {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-        });
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    match std::env::var("IMGFARM_PROBE_MAPPING").as_deref() {
+        Ok("single") => ex = ex.with_mapping(IdMapping::Single { uid, gid }),
+        // A range the user does not own: newuidmap refuses it.
+        Ok("unowned-range") => {
+            ex = ex.with_mapping(IdMapping::Full {
+                uid,
+                gid,
+                subuid: 3_000_000_000,
+                subgid: 3_000_000_000,
+                count: 65536,
+            })
+        }
+        _ => {}
     }
     let r = ex.run(&req, std::io::stdout(), std::io::stderr());
     let result = match r {

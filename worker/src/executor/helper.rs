@@ -73,12 +73,16 @@ fn helper_main() -> i32 {
             return 1;
         }
     };
-    if let Err(e) = enter_userns(&req, &mut stdin, &mut ctl) {
-        ctl.send(&Msg::SetupError(e));
-        return 1;
-    }
+    let single = match enter_userns(&req, &mut stdin, &mut ctl) {
+        Ok(single) => single,
+        Err(e) => {
+            ctl.send(&Msg::SetupError(e));
+            return 1;
+        }
+    };
     match req.job {
-        Job::Run(r) => run_container(&r, &req.mapping, &mut ctl),
+        // setgroups(2) is denied in a self-written single-id mapping.
+        Job::Run(r) => run_container(&r, !single, &mut ctl),
         Job::Unpack {
             dest,
             parents,
@@ -116,8 +120,9 @@ fn set_cloexec(fd: i32) -> nix::Result<()> {
     .map(|_| ())
 }
 
-/// Unshare the user namespace and get it mapped.
-fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Result<(), String> {
+/// Unshare the user namespace and get it mapped. Returns whether the mapping is the
+/// single-id one.
+fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Result<bool, String> {
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
         format!("unshare(CLONE_NEWUSER): {e} (are unprivileged user namespaces enabled?)")
     })?;
@@ -151,7 +156,7 @@ fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Res
     let root_g = nix::unistd::Gid::from_raw(0);
     nix::unistd::setresgid(root_g, root_g, root_g).map_err(|e| format!("setresgid 0: {e}"))?;
     nix::unistd::setresuid(root_u, root_u, root_u).map_err(|e| format!("setresuid 0: {e}"))?;
-    Ok(())
+    Ok(single)
 }
 
 fn mono_ns() -> u64 {
@@ -160,7 +165,7 @@ fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn run_container(req: &ExecRequest, mapping: &IdMapping, ctl: &mut Ctl) -> i32 {
+fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i32 {
     let plan = match plan::build(req) {
         Ok(p) => p,
         Err(e) => {
@@ -187,7 +192,7 @@ fn run_container(req: &ExecRequest, mapping: &IdMapping, ctl: &mut Ctl) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(stub_r);
-            let e = container_init(&plan, mapping, ctl, stub_w);
+            let e = container_init(&plan, setgroups_allowed, ctl, stub_w);
             ctl.send(&Msg::SetupError(e));
             // SAFETY: leave the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(125) }
@@ -226,7 +231,7 @@ fn run_container(req: &ExecRequest, mapping: &IdMapping, ctl: &mut Ctl) -> i32 {
 /// Pid 1 of the step: namespaces, mounts, pivot_root, exec. Returns only on failure.
 fn container_init(
     plan: &plan::Plan,
-    mapping: &IdMapping,
+    setgroups_allowed: bool,
     ctl: &mut Ctl,
     stub_w: OwnedFd,
 ) -> String {
@@ -273,7 +278,7 @@ fn container_init(
         Err(e) => return format!("opening /dev/null: {e}"),
     }
     ctl.send(&Msg::Exec { mono_ns: mono_ns() });
-    setup::exec_process(&mut sys, plan, mapping.allows_setgroups()).to_string()
+    setup::exec_process(&mut sys, plan, setgroups_allowed).to_string()
 }
 
 /// Remove the mount points created in the image, deepest first, when still empty and
