@@ -292,7 +292,14 @@ impl Executor {
         };
         if let Err(e) = write_frame(&mut stdin, &req) {
             let _ = child.kill();
-            let _ = child.wait();
+            let status = child.wait();
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                let how = status.map(|s| s.to_string()).unwrap_or_default();
+                return Err(self.protocol(
+                    &format!("it exited ({how}) without reading the request"),
+                    "",
+                ));
+            }
             return Err(self.io("sending the request", e));
         }
         let mut conv = Conversation::default();
