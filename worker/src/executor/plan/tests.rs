@@ -418,3 +418,23 @@ fn failing_mount_names_the_mount() {
     let e = prepare_rootfs(&mut sys, &plan).expect_err("fails");
     assert!(e.to_string().contains("making / private"), "{e}");
 }
+
+#[test]
+fn missing_or_oversized_secrets_are_errors() {
+    let mut r = req();
+    r.mounts = vec![ExtraMount::Secret {
+        source: "/host/missing".into(),
+        target: "/run/secrets/x".into(),
+        mode: 0o400,
+        uid: 0,
+        gid: 0,
+    }];
+    let plan = build(&r).expect("plan");
+    let e = prepare_rootfs(&mut RecordingSyscalls::default(), &plan).expect_err("missing");
+    assert!(e.to_string().contains("reading secret /host/missing"), "{e}");
+    let mut sys = RecordingSyscalls::default();
+    sys.contents
+        .insert("/host/missing".into(), vec![b'x'; (MAX_SECRET + 1) as usize]);
+    let e = prepare_rootfs(&mut sys, &plan).expect_err("too large");
+    assert!(e.to_string().contains("larger than"), "{e}");
+}
