@@ -161,6 +161,11 @@ fn root_inside_is_the_user_outside_and_ids_map_to_subuids() {
     let r = fx.request("id -u; echo hi > /x; touch /y && chown 1000:1000 /y; echo done");
     let out = fx.run(&r);
     assert!(out.ok(), "{}", out.result);
+    assert_eq!(
+        out.result["warnings"],
+        serde_json::json!([]),
+        "no setup warnings"
+    );
     assert_eq!(out.stdout, "0\ndone\n");
     let x = std::fs::metadata(out.upper.join("x")).expect("/x in upper");
     assert_eq!(x.uid(), fx.user.uid());

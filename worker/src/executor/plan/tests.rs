@@ -431,10 +431,15 @@ fn missing_or_oversized_secrets_are_errors() {
     }];
     let plan = build(&r).expect("plan");
     let e = prepare_rootfs(&mut RecordingSyscalls::default(), &plan).expect_err("missing");
-    assert!(e.to_string().contains("reading secret /host/missing"), "{e}");
+    assert!(
+        e.to_string().contains("reading secret /host/missing"),
+        "{e}"
+    );
     let mut sys = RecordingSyscalls::default();
-    sys.contents
-        .insert("/host/missing".into(), vec![b'x'; (MAX_SECRET + 1) as usize]);
+    sys.contents.insert(
+        "/host/missing".into(),
+        vec![b'x'; (MAX_SECRET + 1) as usize],
+    );
     let e = prepare_rootfs(&mut sys, &plan).expect_err("too large");
     assert!(e.to_string().contains("larger than"), "{e}");
 }
