@@ -46,6 +46,10 @@ pub struct Task {
     pub platform: Option<Platform>,
     /// Keys it waits for.
     pub inputs: Vec<Digest>,
+    /// True when it runs a process of its platform (RUN). Only those need
+    /// native execution or emulation; file ops and exports of a platform run
+    /// on any worker that serves it, and are never "emulated".
+    pub runs_code: bool,
 }
 
 /// Run `key` on `worker`.
@@ -253,6 +257,7 @@ impl Scheduler {
             let (cands, emulated) = match &t.platform {
                 Some(p) => {
                     let (c, e) = self.candidates(p);
+                    let e = e && t.runs_code;
                     if c.is_empty() {
                         return Err(SchedError::NoCandidate {
                             platform: p.to_string(),

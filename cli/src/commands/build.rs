@@ -243,7 +243,10 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let graph = Arc::new(graph);
     let cache = ResultCache::open(&state)?;
-    let executor = imgfarm_worker_executor();
+    let secrets = parse_secrets(&a.secrets)?;
+    let executor: Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> = Some(Arc::new(
+        imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets),
+    ));
     let worker = Arc::new(LocalWorker::new(
         store.clone(),
         cache,
@@ -260,6 +263,7 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
             key: v.key.clone(),
             platform: v.platform.clone(),
             inputs: v.inputs.clone(),
+            runs_code: matches!(v.op, imgfarm_common::graph::op::Op::Exec(_)),
         })
         .collect();
     let roots: Vec<Digest> = graph.targets.iter().map(|t| t.export.clone()).collect();
@@ -344,7 +348,39 @@ fn needed_by(graph: &BuildGraph, key: &Digest, roots: &[Digest]) -> bool {
     roots.iter().any(|r| down.contains(r))
 }
 
-/// The rootless executor, when this build has one.
-fn imgfarm_worker_executor() -> Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> {
-    None
+/// `--secret id=ID,src=PATH` (or `type=file`, `source=`); `env=VAR` is
+/// not supported yet. A named file must exist.
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("type", "file")) => {}
+                Some(("env", _)) | Some(("type", "env")) => {
+                    bail!("--secret {spec}: env secrets are not supported yet; use src=FILE")
+                }
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .ok_or_else(|| anyhow!("invalid --secret {spec:?}: no id"))?;
+        let src = src.ok_or_else(|| anyhow!("--secret {spec}: no src=PATH"))?;
+        if !src.is_file() {
+            bail!(
+                "--secret {spec}: {} does not exist or is not a file",
+                src.display()
+            );
+        }
+        out.insert(id, src);
+    }
+    Ok(out)
 }

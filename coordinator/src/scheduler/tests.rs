@@ -9,6 +9,7 @@ fn task(n: u8, platform: Option<Platform>, inputs: &[u8]) -> Task {
         key: key(n),
         platform,
         inputs: inputs.iter().map(|i| key(*i)).collect(),
+        runs_code: true,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod export;
 pub mod image;
 pub mod layers;
 pub mod result;
+pub mod rootless;
 pub mod view;
 
 use exec::{ExecRequest, Executor};
