@@ -176,7 +176,10 @@ impl RootlessExecutor {
     }
 }
 
-struct LogWriter<'a, 'b>(&'a RefCell<&'b mut dyn FnMut(&[u8])>);
+/// The log callback shared by the stdout and stderr writers.
+type SharedLog<'b> = RefCell<&'b mut dyn FnMut(&[u8])>;
+
+struct LogWriter<'a, 'b>(&'a SharedLog<'b>);
 
 impl Write for LogWriter<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -238,7 +241,7 @@ impl Executor for RootlessExecutor {
         er.emulation = mode.emulator();
         let result = (|| {
             er.mounts = self.mounts(req)?;
-            let cell: RefCell<&mut dyn FnMut(&[u8])> = RefCell::new(log);
+            let cell: SharedLog<'_> = RefCell::new(log);
             let t1 = Instant::now();
             let report = self
                 .exec
