@@ -19,6 +19,18 @@ pub enum DebugCommand {
     },
     /// Print the build graph as JSON
     Graph(Box<BuildArgs>),
+    /// Build busybox images for linux/amd64 and linux/arm64 from the
+    /// busybox-static .debs that scripts/setup.sh downloads, and store them
+    /// as busybox:latest (an index) in the local image store
+    SeedBusybox {
+        /// Where busybox-static_{amd64,arm64}.deb are
+        #[arg(
+            long,
+            env = "IMGFARM_DEBS_DIR",
+            default_value = "/var/cache/imgfarm/debs"
+        )]
+        debs: PathBuf,
+    },
     /// Import an OCI layout directory into the local image store and name
     /// one of its refs (used to seed base images offline)
     ImportLayout {
@@ -38,6 +50,7 @@ pub fn run(_g: &GlobalArgs, c: DebugCommand) -> anyhow::Result<ExitCode> {
     match c {
         DebugCommand::Parse { file } => parse_file(&file),
         DebugCommand::Graph(_) => not_implemented("debug graph"),
+        DebugCommand::SeedBusybox { debs } => super::seed::seed_busybox(_g, &debs),
         DebugCommand::ImportLayout {
             dir,
             layout_ref,
