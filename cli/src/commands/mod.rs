@@ -5,6 +5,7 @@ mod debug;
 mod farm;
 mod image;
 mod roles;
+mod seed;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
