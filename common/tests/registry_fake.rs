@@ -9,6 +9,7 @@ use imgfarm_common::registry::{
     Credential, PullOptions, Reference, RegistryClient, RegistryConfig, RegistryError,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ struct Answer {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     cut_after: Option<usize>,
+    delay: Option<std::time::Duration>,
 }
 
 impl Answer {
@@ -38,6 +40,7 @@ impl Answer {
             headers: Vec::new(),
             body: body.into(),
             cut_after: None,
+            delay: None,
         }
     }
     fn header(mut self, k: &str, v: &str) -> Self {
@@ -45,6 +48,11 @@ impl Answer {
         self
     }
 }
+
+/// Delayed answers being served right now, and the most seen at once (one
+/// test uses delays, so process-wide counters are enough).
+static SLOW_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static SLOW_MAX: AtomicUsize = AtomicUsize::new(0);
 
 type Script = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
 
@@ -91,6 +99,11 @@ async fn serve(script: Script) -> (String, Arc<Mutex<Vec<Request>>>) {
                 };
                 log.lock().unwrap().push(req.clone());
                 let a = script(&req);
+                if let Some(d) = a.delay {
+                    let now = SLOW_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+                    SLOW_MAX.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(d).await;
+                }
                 let mut out = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                     a.status,
@@ -109,6 +122,9 @@ async fn serve(script: Script) -> (String, Arc<Mutex<Vec<Request>>>) {
                 bytes.extend_from_slice(&body[..a.cut_after.unwrap_or(body.len()).min(body.len())]);
                 let _ = sock.write_all(&bytes).await;
                 let _ = sock.shutdown().await;
+                if a.delay.is_some() {
+                    SLOW_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                }
             });
         }
     });
@@ -411,4 +427,70 @@ async fn oversized_or_lying_manifests_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_fetches_run_in_parallel_within_the_bound() {
+    // An image with 8 layers; each blob answer takes 150 ms.
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layers: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1000]).collect();
+    let desc = |b: &[u8]| {
+        format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}"#,
+            Digest::sha256_of(b),
+            b.len()
+        )
+    };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+        desc(&config),
+        layers.iter().map(|l| desc(l)).collect::<Vec<_>>().join(",")
+    );
+    let mut blobs: HashMap<String, Vec<u8>> = layers
+        .iter()
+        .map(|l| {
+            (
+                format!("/v2/lib/x/blobs/{}", Digest::sha256_of(l)),
+                l.clone(),
+            )
+        })
+        .collect();
+    blobs.insert(
+        format!("/v2/lib/x/blobs/{}", Digest::sha256_of(&config)),
+        config.clone(),
+    );
+    let (addr, _log) = serve(Arc::new(move |req: &Request| {
+        if req.target == "/v2/" {
+            return Answer::new(200, "{}");
+        }
+        if req.target == "/v2/lib/x/manifests/latest" {
+            return Answer::new(200, manifest.clone());
+        }
+        match blobs.get(&req.target) {
+            Some(b) => {
+                let mut a = Answer::new(200, b.clone());
+                a.delay = Some(std::time::Duration::from_millis(150));
+                a
+            }
+            None => Answer::new(404, ""),
+        }
+    }))
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path()).unwrap();
+    let mut cfg = fast_config();
+    cfg.max_parallel = 3;
+    let client = RegistryClient::new(cfg);
+    let r: Reference = format!("{addr}/lib/x:latest").parse().unwrap();
+    let start = std::time::Instant::now();
+    let pulled = client
+        .pull(&r, &PullOptions::default(), &store)
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(pulled.stats.blobs_fetched, 9);
+    let max = SLOW_MAX.load(Ordering::SeqCst);
+    assert!(max <= 3, "at most 3 blob requests at once, saw {max}");
+    assert!(max >= 2, "blobs are fetched in parallel, saw {max}");
+    eprintln!("9 blobs of 150 ms each, 3 at a time: {took:?} (sequential: over 1.35 s)");
 }

@@ -611,6 +611,34 @@ impl RegistryClient {
         Ok((tok.token, tok.lifetime))
     }
 
+    /// Check that the credentials configured for `registry` are accepted (what
+    /// `docker login` does before saving them): `GET /v2/` with auth, through
+    /// the token service when the registry uses Bearer tokens.
+    pub async fn verify_credentials(&self, registry: &str) -> Result<()> {
+        let host = self.host(registry)?;
+        let base = self.base_url(&host).await?;
+        let url = base.join("v2/").map_err(|e| RegistryError::Protocol {
+            registry: host.registry.clone(),
+            what: "the /v2/ URL".into(),
+            reason: e.to_string(),
+        })?;
+        let req = Req {
+            method: Method::GET,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            scopes: &[],
+            repository: "",
+            push: false,
+        };
+        let resp = self.send(&host, &req).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(&host, resp, &req, Subject::Other).await)
+        }
+    }
+
     /// Turn a non-success response into the clearest error we can.
     pub(super) async fn status_error(
         &self,
