@@ -371,4 +371,15 @@ mod tests {
         let r = p("Foo.Example/bar");
         assert_eq!(r.registry, "Foo.Example");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_roundtrips(s in "[a-zA-Z0-9:/@._\\-\\[\\]]{0,80}") {
+            if let Ok(r) = s.parse::<Reference>() {
+                // A parsed reference prints to text that parses to itself.
+                let again: Reference = r.to_string().parse().unwrap();
+                proptest::prop_assert_eq!(again, r);
+            }
+        }
+    }
 }
