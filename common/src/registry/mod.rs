@@ -1,6 +1,6 @@
 //! Distribution-spec registry client: pull, push, auth and TLS.
 //!
-//! - [`reference`]: docker-style image references.
+//! - [`mod@reference`]: docker-style image references.
 //! - [`challenge`]: `WWW-Authenticate` parsing, token scopes and responses (pure).
 //! - [`credentials`]: docker/podman credential lookup, `login`/`logout`.
 //! - [`tls`]: per-registry CAs (`certs.d`), plain-http policy, rustls (ring).

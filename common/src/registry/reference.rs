@@ -44,7 +44,7 @@ pub struct ReferenceError {
 }
 
 impl Reference {
-    /// The host[:port] to open connections to: `registry-1.docker.io` for Docker Hub.
+    /// The `host[:port]` to open connections to: `registry-1.docker.io` for Docker Hub.
     pub fn api_host(&self) -> &str {
         api_host(&self.registry)
     }
