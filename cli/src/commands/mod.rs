@@ -4,6 +4,7 @@ mod build;
 mod debug;
 mod farm;
 mod image;
+mod images_list;
 mod roles;
 mod seed;
 
