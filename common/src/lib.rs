@@ -14,6 +14,7 @@
 pub mod context;
 pub mod dockerfile;
 pub mod graph;
+pub mod image_name;
 pub mod oci;
 pub mod paths;
 pub mod platform;

@@ -1,10 +1,13 @@
-//! img's image commands: images, pull, push, tag, rm, save, load, inspect,
-//! login, logout, du, prune.
+//! What img's image commands share: the `images` flags, opening the local
+//! store, finding an image by reference, and the registry client. Each
+//! command lives in its own file (pull.rs, push.rs, tag.rs, ...).
 
-use super::{not_implemented, GlobalArgs};
+use super::GlobalArgs;
+use anyhow::{anyhow, Context};
 use clap::Args;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use imgfarm_common::image_name::{self, LookupError};
+use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
+use imgfarm_common::registry::{RegistryClient, RegistryConfig};
 
 /// `imgfarm images`
 #[derive(Debug, Args)]
@@ -19,153 +22,76 @@ pub struct ImagesArgs {
     pub format: String,
 }
 
-/// `imgfarm pull`
-#[derive(Debug, Args)]
-pub struct PullArgs {
-    /// Image reference (e.g. registry:5000/app:1)
-    pub image: String,
-    /// Platform to pull (default: the host's); "all" pulls every platform
-    #[arg(long)]
-    pub platform: Option<String>,
+/// Registry flags shared by pull, push and login.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryFlags {
+    /// Allow plain http (and unverified TLS fallback) for this registry (host or host:port); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
-/// `imgfarm push`
-#[derive(Debug, Args)]
-pub struct PushArgs {
-    /// Image reference in the local store
-    pub image: String,
+impl RegistryFlags {
+    /// Docker's defaults (credentials, certs.d) plus these flags.
+    pub fn config(&self) -> RegistryConfig {
+        let mut config = RegistryConfig::from_env();
+        config
+            .insecure_registries
+            .extend(self.insecure_registries.iter().cloned());
+        config
+    }
+
+    /// A registry client with [`RegistryFlags::config`].
+    pub fn client(&self) -> RegistryClient {
+        RegistryClient::new(self.config())
+    }
 }
 
-/// `imgfarm tag`
-#[derive(Debug, Args)]
-pub struct TagArgs {
-    /// Existing image reference
-    pub source: String,
-    /// New reference
-    pub target: String,
+/// Open (creating if needed) the local image store in the state dir.
+pub fn open_store(g: &GlobalArgs) -> anyhow::Result<ContentStore> {
+    let state = g.state_dir();
+    ContentStore::open(&state)
+        .with_context(|| format!("opening the image store in {}", state.display()))
 }
 
-/// `imgfarm rm`
-#[derive(Debug, Args)]
-pub struct RmArgs {
-    /// Image references to remove
-    #[arg(required = true)]
-    pub images: Vec<String>,
+/// Open the store only if the state dir exists (read-only commands must not
+/// create it).
+pub fn existing_store(g: &GlobalArgs) -> anyhow::Result<Option<ContentStore>> {
+    if g.state_dir().exists() {
+        open_store(g).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
-/// `imgfarm save`
-#[derive(Debug, Args)]
-pub struct SaveArgs {
-    /// Image references to save
-    #[arg(required = true)]
-    pub images: Vec<String>,
-    /// Write to this file instead of stdout
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Archive format: docker or oci
-    #[arg(long, default_value = "docker")]
-    pub format: String,
+/// Find `input` in the store, or say it is not there.
+pub fn lookup(
+    store: Option<&ContentStore>,
+    input: &str,
+) -> anyhow::Result<(String, RefDescriptor)> {
+    let not_found = || {
+        anyhow!("no such image: {input} (not in the local store; `imgfarm images` lists it, `imgfarm pull {input}` fetches it)")
+    };
+    let Some(store) = store else {
+        image_name::store_name(input).map_err(|e| anyhow!(e))?;
+        return Err(not_found());
+    };
+    match image_name::find(store, input) {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(not_found()),
+        Err(LookupError::Invalid(e)) => Err(anyhow!(e)),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// `imgfarm load`
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Read from this file instead of stdin
-    #[arg(short, long)]
-    pub input: Option<PathBuf>,
+/// The normalised store name for `input`, or a clear error.
+pub fn store_name(input: &str) -> anyhow::Result<String> {
+    image_name::store_name(input).map_err(|e| anyhow!(e))
 }
 
-/// `imgfarm inspect`
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// Image reference
-    pub image: String,
-}
-
-/// `imgfarm login`
-#[derive(Debug, Args)]
-pub struct LoginArgs {
-    /// Registry host (default: docker.io)
-    pub registry: Option<String>,
-    /// Username
-    #[arg(short, long)]
-    pub username: Option<String>,
-    /// Password
-    #[arg(short, long)]
-    pub password: Option<String>,
-    /// Read the password from stdin
-    #[arg(long)]
-    pub password_stdin: bool,
-}
-
-/// `imgfarm logout`
-#[derive(Debug, Args)]
-pub struct LogoutArgs {
-    /// Registry host (default: docker.io)
-    pub registry: Option<String>,
-}
-
-/// `imgfarm du`
-#[derive(Debug, Args)]
-pub struct DuArgs {
-    /// Show every blob
-    #[arg(short, long)]
-    pub verbose: bool,
-}
-
-/// `imgfarm prune`
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    /// Also remove the build cache
-    #[arg(short, long)]
-    pub all: bool,
-}
-
-/// Run `imgfarm images`.
-pub fn images(g: &GlobalArgs, a: ImagesArgs) -> anyhow::Result<ExitCode> {
-    super::images_list::run(g, a)
-}
-/// Run `imgfarm pull`.
-pub fn pull(_g: &GlobalArgs, _a: PullArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("pull")
-}
-/// Run `imgfarm push`.
-pub fn push(_g: &GlobalArgs, _a: PushArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("push")
-}
-/// Run `imgfarm tag`.
-pub fn tag(_g: &GlobalArgs, _a: TagArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("tag")
-}
-/// Run `imgfarm rm`.
-pub fn rm(_g: &GlobalArgs, _a: RmArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("rm")
-}
-/// Run `imgfarm save`.
-pub fn save(_g: &GlobalArgs, _a: SaveArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("save")
-}
-/// Run `imgfarm load`.
-pub fn load(_g: &GlobalArgs, _a: LoadArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("load")
-}
-/// Run `imgfarm inspect`.
-pub fn inspect(_g: &GlobalArgs, _a: InspectArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("inspect")
-}
-/// Run `imgfarm login`.
-pub fn login(_g: &GlobalArgs, _a: LoginArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("login")
-}
-/// Run `imgfarm logout`.
-pub fn logout(_g: &GlobalArgs, _a: LogoutArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("logout")
-}
-/// Run `imgfarm du`.
-pub fn du(_g: &GlobalArgs, _a: DuArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("du")
-}
-/// Run `imgfarm prune`.
-pub fn prune(_g: &GlobalArgs, _a: PruneArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("prune")
+/// A current-thread tokio runtime for one registry operation.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

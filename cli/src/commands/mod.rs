@@ -2,11 +2,21 @@
 
 mod build;
 mod debug;
+mod du;
 mod farm;
 mod image;
 mod images_list;
+mod inspect;
+mod load;
+mod login;
+mod prune;
+mod pull;
+mod push;
+mod rm;
 mod roles;
+mod save;
 mod seed;
+mod tag;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,28 +64,28 @@ pub enum Command {
     #[command(visible_alias = "ls")]
     Images(image::ImagesArgs),
     /// Pull an image or a repository from a registry
-    Pull(image::PullArgs),
+    Pull(pull::PullArgs),
     /// Push an image or a repository to a registry
-    Push(image::PushArgs),
+    Push(push::PushArgs),
     /// Create a tag TARGET that refers to SOURCE
-    Tag(image::TagArgs),
+    Tag(tag::TagArgs),
     /// Remove one or more images
     #[command(visible_alias = "rmi")]
-    Rm(image::RmArgs),
+    Rm(rm::RmArgs),
     /// Save images to a tar archive (docker-archive, or OCI with --format oci)
-    Save(image::SaveArgs),
+    Save(save::SaveArgs),
     /// Load images from a tar archive
-    Load(image::LoadArgs),
+    Load(load::LoadArgs),
     /// Show an image's manifest and config
-    Inspect(image::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Log in to a registry
-    Login(image::LoginArgs),
+    Login(login::LoginArgs),
     /// Log out from a registry
-    Logout(image::LogoutArgs),
+    Logout(login::LogoutArgs),
     /// Show disk usage of the local store
-    Du(image::DuArgs),
+    Du(du::DuArgs),
     /// Remove unreferenced blobs and build cache
-    Prune(image::PruneArgs),
+    Prune(prune::PruneArgs),
     /// Run a farm coordinator (operators)
     Coordinator(roles::CoordinatorArgs),
     /// Run a farm worker (operators)
@@ -93,18 +103,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Build(a) => build::run(g, *a),
-        Command::Images(a) => image::images(g, a),
-        Command::Pull(a) => image::pull(g, a),
-        Command::Push(a) => image::push(g, a),
-        Command::Tag(a) => image::tag(g, a),
-        Command::Rm(a) => image::rm(g, a),
-        Command::Save(a) => image::save(g, a),
-        Command::Load(a) => image::load(g, a),
-        Command::Inspect(a) => image::inspect(g, a),
-        Command::Login(a) => image::login(g, a),
-        Command::Logout(a) => image::logout(g, a),
-        Command::Du(a) => image::du(g, a),
-        Command::Prune(a) => image::prune(g, a),
+        Command::Images(a) => images_list::run(g, a),
+        Command::Pull(a) => pull::run(g, a),
+        Command::Push(a) => push::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
+        Command::Rm(a) => rm::run(g, a),
+        Command::Save(a) => save::run(g, a),
+        Command::Load(a) => load::run(g, a),
+        Command::Inspect(a) => inspect::run(g, a),
+        Command::Login(a) => login::login(g, a),
+        Command::Logout(a) => login::logout(g, a),
+        Command::Du(a) => du::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Coordinator(a) => roles::coordinator(g, a),
         Command::Worker(a) => roles::worker(g, a),
         Command::Farm(c) => farm::run(g, c),

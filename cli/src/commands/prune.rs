@@ -1,0 +1,105 @@
+//! `imgfarm prune [--all]`: garbage-collect blobs no image ref reaches.
+//! Blobs the build cache (`<state>/cache/vertices`) still names are held by
+//! a lease during the collection, so a cached rebuild still finds its
+//! layers. `--all` first drops the build cache (vertex results, RUN
+//! `--mount=type=cache` dirs and unpacked snapshots), then collects.
+
+use super::du::human;
+use super::image::existing_store;
+use super::GlobalArgs;
+use anyhow::Context;
+use clap::Args;
+use imgfarm_common::oci::Digest;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `imgfarm prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove the build cache
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+/// Every digest-looking string in a cache entry (layer chains, configs, manifests).
+fn digests_in(v: &serde_json::Value, out: &mut Vec<Digest>) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Ok(d) = s.parse::<Digest>() {
+                out.push(d);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| digests_in(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| digests_in(x, out)),
+        _ => {}
+    }
+}
+
+fn cache_digests(state: &Path) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(state.join("cache").join("vertices")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let small = e.metadata().is_ok_and(|m| m.len() <= 16 << 20);
+        if let (true, Ok(bytes)) = (small, std::fs::read(e.path())) {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                digests_in(&v, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Remove `dir`; trees a build made inside a user namespace (subuid-owned
+/// files) are removed from inside one, as their owner can.
+fn remove_tree(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() || std::fs::remove_dir_all(dir).is_ok() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("unshare")
+        .args(["--map-auto", "--map-root-user", "rm", "-rf", "--"])
+        .arg(dir)
+        .status()
+        .with_context(|| format!("running unshare rm -rf {}", dir.display()))?;
+    if !status.success() || dir.exists() {
+        anyhow::bail!(
+            "could not remove {} (files owned by subordinate ids): remove it with `unshare --map-auto --map-root-user rm -rf {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Run `imgfarm prune`.
+pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let state = g.state_dir();
+    let Some(store) = existing_store(g)? else {
+        println!("Total reclaimed space: 0B");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if a.all {
+        for sub in ["cache", "snapshots"] {
+            remove_tree(&state.join(sub))?;
+        }
+    }
+    let lease = store.lease(Some(std::time::Duration::from_secs(3600)))?;
+    for d in cache_digests(&state) {
+        if store.contains(&d) {
+            lease.add(&d)?;
+        }
+    }
+    let report = store.gc().context("collecting unreferenced blobs")?;
+    lease.release();
+    for d in &report.removed {
+        println!("deleted: {d}");
+    }
+    println!(
+        "Deleted {} blobs, kept {}. Total reclaimed space: {}",
+        report.removed.len(),
+        report.kept,
+        human(report.freed_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
