@@ -30,10 +30,7 @@ fn pull_all_tag_push_round_trip_read_by_skopeo() {
         "{out}"
     );
     let refs = images(&state, &cfg);
-    assert_eq!(
-        refs,
-        vec![(format!("{src}"), base.index_digest().to_string())]
-    );
+    assert_eq!(refs, vec![(src.clone(), base.index_digest().to_string())]);
 
     let dst = reg.image_ref("copy/bb", "2");
     let mut c = imgfarm(&state, &cfg);
