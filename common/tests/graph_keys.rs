@@ -262,3 +262,27 @@ fn key_covers_op_inputs_and_platform() {
         }
     }
 }
+
+#[test]
+fn real_context_file_change_changes_exactly_the_downstream_vertices() {
+    use imgfarm_common::context::BuildContext;
+    use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "A").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "B").unwrap();
+    let pr = parse(MULTI);
+    let unused = FakeContext::default();
+    let run = |dir: &std::path::Path| {
+        let ctx = BuildContext::open(dir, IgnoreMatcher::empty()).unwrap();
+        let mut req = request(&pr, &unused);
+        req.context = &ctx;
+        imgfarm_common::graph::build_graph(&req).unwrap()
+    };
+    let before = run(dir.path());
+    std::fs::write(dir.path().join("b.txt"), "B changed").unwrap();
+    let after = run(dir.path());
+    let changed: BTreeSet<Digest> = keys(&before).difference(&keys(&after)).cloned().collect();
+    let ctx_b = find(&before, "[context] b.txt").key.clone();
+    assert_eq!(changed, before.downstream(&ctx_b));
+    assert_eq!(changed.len(), 4);
+}
