@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 /// Bumped whenever the encoding or an op's meaning changes.
-pub const KEY_FORMAT: &str = "imgfarm.vertex.v1";
+pub const KEY_FORMAT: &str = "imgfarm.vertex.v2";
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
