@@ -303,3 +303,33 @@ fn vertices_round_trip_through_serde() {
         );
     }
 }
+
+#[test]
+fn multi_platform_descriptions_name_the_platforms() {
+    let uses = CROSS.replace(
+        "RUN go build",
+        "ARG TARGETARCH\nRUN GOARCH=$TARGETARCH go build",
+    );
+    let both = build(&uses, &FakeContext::default(), |r| {
+        r.platforms = vec![Platform::linux_amd64(), Platform::linux_arm64()];
+    });
+    let d = descriptions(&both);
+    assert!(
+        d.contains(&"[linux/amd64 build 1/2] FROM docker.io/library/golang:1.23".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|s| s.starts_with("[linux/amd64->arm64 build 2/2] RUN GOARCH")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|s| s.starts_with("[linux/amd64 build 2/2] RUN GOARCH")),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"[linux/arm64 stage-1 2/2] COPY --from=build /out /out".to_string()),
+        "{d:#?}"
+    );
+}

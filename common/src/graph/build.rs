@@ -232,6 +232,7 @@ fn build_inner(req: &BuildRequest<'_>) -> Result<BuildGraph, DockerfileError> {
             used_args: &mut used_args,
             by_name: &by_name,
             single_stage: df.stages.len() == 1,
+            multi_platform: platforms.len() > 1,
         };
         let target = pb.run()?;
         graph.targets.push(target);
