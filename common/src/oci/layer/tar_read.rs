@@ -231,7 +231,7 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let left = self.remaining + self.pad;
+        let left = self.remaining.saturating_add(self.pad);
         self.remaining = 0;
         self.pad = 0;
         self.skip(left)?;
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn pax_records() {
-        let r = parse_pax(b"12 path=abc\n16 uid=123456789\n").unwrap();
+        let r = parse_pax(b"12 path=abc\n17 uid=123456789\n").unwrap();
         assert_eq!(r[0], ("path".to_string(), b"abc".to_vec()));
         assert_eq!(r[1].0, "uid");
         for badrec in [
