@@ -6,6 +6,8 @@
 //! - [`emulation`]: native platforms, binfmt_misc handlers, qemu-user-static.
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
 
+#![warn(missing_docs)]
+
 pub mod emulation;
 pub mod executor;
 pub mod idmap;
