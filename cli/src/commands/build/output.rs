@@ -271,10 +271,11 @@ pub fn export(
                     .with_context(|| format!("writing {}", dest.display()))?;
                 progress.note(&format!("sending tarball {}", dest.display()));
             }
-            "registry" => bail!(
-                "--push/type=registry: the registry client is not available in this build; \
-                 export with --output type=oci,dest=FILE and push with skopeo meanwhile"
-            ),
+            "registry" => {
+                let ns = names(a, o)?;
+                super::registry::push(store, &root, &ns)?;
+                progress.note(&format!("pushing {} to {}", root.digest, ns.join(", ")));
+            }
             other => bail!("unsupported output type {other}"),
         }
     }
