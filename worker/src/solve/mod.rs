@@ -353,3 +353,6 @@ impl VertexRunner for LocalWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -192,7 +192,7 @@ impl Write for LogWriter<'_, '_> {
 }
 
 /// Host id → container id for the mapping in use.
-fn to_container(host: u64, root: u32, sub: Option<(u32, u32)>) -> u64 {
+pub(crate) fn to_container(host: u64, root: u32, sub: Option<(u32, u32)>) -> u64 {
     if host == u64::from(root) {
         return 0;
     }
