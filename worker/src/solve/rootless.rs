@@ -147,10 +147,22 @@ impl RootlessExecutor {
                     let Some(dir) = req.context_dir else {
                         return Err(ExecFailure::Setup("bind mount without a context".into()));
                     };
-                    let from_stage = m
-                        .input
-                        .and_then(|i| req.inputs.get(i))
-                        .is_some_and(|r| !r.chain.is_empty());
+                    let input = m.input.and_then(|i| req.inputs.get(i));
+                    if let Some(files) = input.and_then(|r| r.files_dir.as_ref()) {
+                        let rel = s.source.trim_start_matches('/');
+                        let source = if rel.is_empty() {
+                            files.clone()
+                        } else {
+                            files.join(rel)
+                        };
+                        out.push(ExtraMount::Bind {
+                            source,
+                            target: s.target.clone(),
+                            readonly: true,
+                        });
+                        continue;
+                    }
+                    let from_stage = input.is_some_and(|r| !r.chain.is_empty());
                     if from_stage {
                         return Err(ExecFailure::Setup(
                             "RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
