@@ -5,6 +5,7 @@
 //! - [`snapshot`]: overlayfs snapshot descriptions (lower dirs, upper, work, merged).
 //! - [`emulation`]: native platforms, binfmt_misc handlers, qemu-user-static.
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
+//! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
 
 #![warn(missing_docs)]
 
@@ -12,3 +13,4 @@ pub mod emulation;
 pub mod executor;
 pub mod idmap;
 pub mod snapshot;
+pub mod solve;
