@@ -49,17 +49,13 @@ pub enum DebugCommand {
 pub fn run(_g: &GlobalArgs, c: DebugCommand) -> anyhow::Result<ExitCode> {
     match c {
         DebugCommand::Parse { file } => parse_file(&file),
-<<<<<<< HEAD
         DebugCommand::Graph(a) => graph(&a),
-=======
-        DebugCommand::Graph(_) => not_implemented("debug graph"),
         DebugCommand::SeedBusybox { debs } => super::seed::seed_busybox(_g, &debs),
         DebugCommand::ImportLayout {
             dir,
             layout_ref,
             name,
         } => import_layout(_g, &dir, layout_ref.as_deref(), &name),
->>>>>>> solver
     }
 }
 
