@@ -568,3 +568,35 @@ fn bad_checksum_is_rejected() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn absurd_sizes_do_not_overflow() {
+    let sb = Sandbox::new();
+    // A PAX size of u64::MAX on a regular file, then an unread skip.
+    let t = Tar::default()
+        .pax("size", u64::MAX.to_string().as_bytes())
+        .file("f", b"")
+        .file("g", b"")
+        .end();
+    assert!(matches!(
+        sb.apply(&t, &opts()),
+        Err(LayerError::BadArchive(_))
+    ));
+    let t = Tar::default()
+        .pax("size", u64::MAX.to_string().as_bytes())
+        .device("d")
+        .file("g", b"")
+        .end();
+    assert!(matches!(
+        sb.apply(&t, &opts()),
+        Err(LayerError::BadArchive(_))
+    ));
+    let t = Tar::default()
+        .pax("uid", b"99999999999999")
+        .file("f", b"x")
+        .end();
+    let r = sb.apply(&t, &opts()).unwrap();
+    if opts().ownership {
+        assert_eq!(r.ownership_failures, 1);
+    }
+}

@@ -478,3 +478,51 @@ async fn tls_without_the_ca_names_certs_d() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn pull_docker_schema2_manifest_list() {
+    let test = "pull_docker_schema2_manifest_list";
+    let Some((reg, base)) = fixtures(test, RegistryOptions::default()) else {
+        return;
+    };
+    // skopeo converts the OCI index to a Docker manifest list, as Docker Hub serves them.
+    run_checked(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--all",
+                "--format",
+                "v2s2",
+            ])
+            .args(reg.skopeo_dest_flags())
+            .arg(format!("oci:{}:latest", base.layout_dir().display()))
+            .arg(format!("docker://{}/dockerish:latest", reg.addr())),
+    )
+    .unwrap();
+    let raw = skopeo(&reg, &["--raw"], "dockerish:latest");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("s")).unwrap();
+    let client = RegistryClient::new(config_for(&reg, tmp.path()));
+    let opts = PullOptions {
+        platforms: PlatformSelection::Only(vec![Platform::linux_amd64()]),
+    };
+    let pulled = client
+        .pull(&reference(&reg, "dockerish:latest"), &opts, &store)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.root.media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert_eq!(pulled.root.digest.as_str(), sha256(&raw));
+    let img = &pulled.images[0];
+    assert_eq!(
+        img.manifest.media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    // Layer bytes are unchanged by the format conversion.
+    assert_eq!(img.layers[0].digest.as_str(), base.layer_digest("amd64"));
+    assert!(store.contains(&img.config.digest));
+}

@@ -318,4 +318,16 @@ mod tests {
         assert!(parse_token_response(br#"{"token":"a\nb"}"#).is_err());
         assert!(parse_token_response(&vec![b' '; MAX_TOKEN_RESPONSE + 1]).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(h in "\\PC{0,200}") {
+            let _ = parse_challenge(&h);
+        }
+
+        #[test]
+        fn never_panics_on_challenge_like_text(h in "(Basic|Bearer)( [a-z]{1,6}=(\"[^\"]{0,10}\"?|[a-z:/.]{0,10}),?){0,4}") {
+            let _ = parse_challenge(&h);
+        }
+    }
 }

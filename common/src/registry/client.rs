@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// Default bound on manifest and index documents (4 MiB, as containerd).
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// How long the https probe of a registry that may fall back to http waits.
+const HTTPS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of blobs transferred at once.
 pub const DEFAULT_PARALLEL: usize = 4;
 
@@ -291,7 +293,9 @@ impl RegistryClient {
         let plain_ok =
             tls::allows_plain_http(&host.api_host, &self.inner.config.insecure_registries)
                 || tls::allows_plain_http(&host.registry, &self.inner.config.insecure_registries);
-        let https_err = match self.ping_one(host, &https).await {
+        // When http is a fallback, don't let a silent plain server stall the https probe.
+        let probe_timeout = plain_ok.then_some(HTTPS_PROBE_TIMEOUT);
+        let https_err = match self.ping_one(host, &https, probe_timeout).await {
             Ok(()) => return Ok(https),
             Err(e) => e,
         };
@@ -308,7 +312,7 @@ impl RegistryClient {
             });
         }
         let http = parse_url(&format!("http://{}/", host.api_host), &host.registry)?;
-        match self.ping_one(host, &http).await {
+        match self.ping_one(host, &http, None).await {
             Ok(()) => Ok(http),
             Err(http_err) => Err(RegistryError::Unreachable {
                 url: format!("{https}v2/"),
@@ -319,14 +323,18 @@ impl RegistryClient {
     }
 
     /// GET `/v2/`: any HTTP answer means the scheme works; a 401 teaches the auth mode.
-    async fn ping_one(&self, host: &Host, base: &Url) -> std::result::Result<(), String> {
+    async fn ping_one(
+        &self,
+        host: &Host,
+        base: &Url,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), String> {
         let url = base.join("v2/").map_err(|e| e.to_string())?;
-        let resp = host
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let mut rb = host.http.get(url);
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
+        }
+        let resp = rb.send().await.map_err(|e| error_chain(&e))?;
         // A registry answers /v2/ with 200 or 401 (distribution spec "Determining
         // support"); anything else (e.g. a TLS server's 400 to plain http) is not one.
         let api_header = resp
@@ -601,6 +609,34 @@ impl RegistryClient {
             reason: e.to_string(),
         })?;
         Ok((tok.token, tok.lifetime))
+    }
+
+    /// Check that the credentials configured for `registry` are accepted (what
+    /// `docker login` does before saving them): `GET /v2/` with auth, through
+    /// the token service when the registry uses Bearer tokens.
+    pub async fn verify_credentials(&self, registry: &str) -> Result<()> {
+        let host = self.host(registry)?;
+        let base = self.base_url(&host).await?;
+        let url = base.join("v2/").map_err(|e| RegistryError::Protocol {
+            registry: host.registry.clone(),
+            what: "the /v2/ URL".into(),
+            reason: e.to_string(),
+        })?;
+        let req = Req {
+            method: Method::GET,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            scopes: &[],
+            repository: "",
+            push: false,
+        };
+        let resp = self.send(&host, &req).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(&host, resp, &req, Subject::Other).await)
+        }
     }
 
     /// Turn a non-success response into the clearest error we can.

@@ -15,7 +15,6 @@ use crate::platform::Platform;
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT};
 use reqwest::Method;
-use sha2::{Digest as _, Sha256};
 use std::io::Write as _;
 
 /// Which manifests of an index to pull.
@@ -347,10 +346,13 @@ impl RegistryClient {
                     });
                 }
             }
-            let mut writer = store
-                .writer(Some(desc.digest.clone()), Some(desc.size))
-                .map_err(store_err)?;
-            let mut hasher = Sha256::new();
+            // Network chunks are small; batch them into 256 KiB file writes.
+            let mut writer = std::io::BufWriter::with_capacity(
+                256 * 1024,
+                store
+                    .writer(Some(desc.digest.clone()), Some(desc.size))
+                    .map_err(store_err)?,
+            );
             let mut n: u64 = 0;
             loop {
                 let chunk = match resp.chunk().await {
@@ -378,8 +380,7 @@ impl RegistryClient {
                         actual: n,
                     });
                 }
-                hasher.update(&chunk);
-                // Small sequential writes to a local file; the store's writer is synchronous.
+                // Sequential writes to a local file; the store's writer is synchronous.
                 writer
                     .write_all(&chunk)
                     .map_err(|e| RegistryError::Store(format!("writing {what}: {e}")))?;
@@ -391,15 +392,22 @@ impl RegistryClient {
                     actual: n,
                 });
             }
-            let actual = Digest::from_sha256(hasher);
-            if actual != desc.digest {
-                return Err(RegistryError::DigestMismatch {
-                    what,
-                    expected: desc.digest.to_string(),
-                    actual: actual.to_string(),
-                });
+            // The store's writer hashes as it writes and refuses to commit a
+            // mismatch (the temp file is deleted): one hash pass, nothing stored.
+            let writer = writer
+                .into_inner()
+                .map_err(|e| RegistryError::Store(format!("writing {what}: {}", e.error())))?;
+            match writer.commit() {
+                Ok(_) => {}
+                Err(StoreError::DigestMismatch { expected, actual }) => {
+                    return Err(RegistryError::DigestMismatch {
+                        what,
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    })
+                }
+                Err(e) => return Err(store_err(e)),
             }
-            writer.commit().map_err(store_err)?;
             return Ok(Some(n));
         }
     }

@@ -44,7 +44,7 @@ pub struct ReferenceError {
 }
 
 impl Reference {
-    /// The host[:port] to open connections to: `registry-1.docker.io` for Docker Hub.
+    /// The `host[:port]` to open connections to: `registry-1.docker.io` for Docker Hub.
     pub fn api_host(&self) -> &str {
         api_host(&self.registry)
     }
@@ -370,5 +370,16 @@ mod tests {
         // docker: "Foo/bar" has a domain "Foo" (a repository can't be uppercase).
         let r = p("Foo.Example/bar");
         assert_eq!(r.registry, "Foo.Example");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_roundtrips(s in "[a-zA-Z0-9:/@._\\-\\[\\]]{0,80}") {
+            if let Ok(r) = s.parse::<Reference>() {
+                // A parsed reference prints to text that parses to itself.
+                let again: Reference = r.to_string().parse().unwrap();
+                proptest::prop_assert_eq!(again, r);
+            }
+        }
     }
 }

@@ -27,6 +27,7 @@ use super::fsops::{self, DirError, Root};
 use super::tar_read::{Entry, EntryKind, Limits, TarReader};
 use super::whiteout::{self, Marker};
 use super::xattrs;
+use super::IdMap;
 use super::LayerError;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -72,6 +73,10 @@ pub struct ApplyOptions {
     pub max_entries: u64,
     /// Largest total uncompressed tar stream, in bytes.
     pub max_uncompressed: u64,
+    /// When applying for a rootless container from outside its user
+    /// namespace (as real root): chown to the host ids that the archive's
+    /// container ids map to. Unmapped ids count as ownership failures.
+    pub id_map: Option<IdMap>,
 }
 
 impl Default for ApplyOptions {
@@ -84,6 +89,7 @@ impl Default for ApplyOptions {
             max_pax: 1 << 20,
             max_entries: 1_000_000,
             max_uncompressed: 64 << 30,
+            id_map: None,
         }
     }
 }
@@ -614,11 +620,13 @@ impl Applier<'_> {
         ));
     }
 
-    fn ids(e_uid: u64, e_gid: u64) -> Option<(Uid, Gid)> {
-        Some((
-            Uid::from_raw(u32::try_from(e_uid).ok()?),
-            Gid::from_raw(u32::try_from(e_gid).ok()?),
-        ))
+    fn ids(&self, e_uid: u64, e_gid: u64) -> Option<(Uid, Gid)> {
+        let (uid, gid) = (u32::try_from(e_uid).ok()?, u32::try_from(e_gid).ok()?);
+        let (uid, gid) = match &self.opts.id_map {
+            Some(m) => (m.uid_to_host(uid)?, m.gid_to_host(gid)?),
+            None => (uid, gid),
+        };
+        Some((Uid::from_raw(uid), Gid::from_raw(gid)))
     }
 
     fn chown_failed(&mut self, rel: &[u8], err: Errno) {
@@ -635,7 +643,7 @@ impl Applier<'_> {
         if !self.opts.ownership {
             return;
         }
-        match Self::ids(e.uid, e.gid) {
+        match self.ids(e.uid, e.gid) {
             Some((u, g)) => {
                 if let Err(err) = fchown(fd.as_fd(), Some(u), Some(g)) {
                     self.chown_failed(rel, err);
@@ -649,7 +657,7 @@ impl Applier<'_> {
         if !self.opts.ownership {
             return;
         }
-        match Self::ids(e.uid, e.gid) {
+        match self.ids(e.uid, e.gid) {
             Some((u, g)) => {
                 if let Err(err) = fchownat(
                     parent.as_fd(),

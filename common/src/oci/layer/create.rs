@@ -18,12 +18,15 @@
 //! - deterministic mode (`SOURCE_DATE_EPOCH`, BuildKit's rule): mtimes are
 //!   clamped to the epoch; atime/ctime are never written; uname/gname are
 //!   always empty; gzip headers carry mtime 0 and no name. Equal trees give
-//!   equal digests on any machine.
+//!   equal digests on any machine;
+//! - with [`CreateOptions::id_map`], host ids of a rootless upper dir are
+//!   recorded as the container ids they stand for.
 
 use super::compress::{Compressor, HashingWriter, Settings};
 use super::tar_write::{self, EntryHeader, Kind};
 use super::whiteout;
 use super::xattrs;
+use super::IdMap;
 use super::{Compression, LayerError, LayerInfo};
 use crate::oci::store::{ContentStore, Lease};
 use crate::oci::Digest;
@@ -66,6 +69,10 @@ pub struct CreateOptions {
     pub threads: usize,
     /// Adds the blob to this lease before it becomes visible (GC safety).
     pub lease: Option<Lease>,
+    /// When archiving a rootless upper dir from outside its user namespace:
+    /// record container ids (host ids translated back through this map;
+    /// unmapped ones become 65534, as the kernel shows them).
+    pub id_map: Option<IdMap>,
 }
 
 /// The default gzip member size for parallel compression.
@@ -83,6 +90,7 @@ impl Default for CreateOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             lease: None,
+            id_map: None,
         }
     }
 }
@@ -282,8 +290,14 @@ impl<W: Write> Walker<'_, W> {
             path,
             kind,
             mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
+            uid: u64::from(match &self.opts.id_map {
+                Some(m) => m.uid_to_container(meta.uid()),
+                None => meta.uid(),
+            }),
+            gid: u64::from(match &self.opts.id_map {
+                Some(m) => m.gid_to_container(meta.gid()),
+                None => meta.gid(),
+            }),
             mtime,
             uname: Vec::new(),
             gname: Vec::new(),

@@ -11,6 +11,7 @@ pub mod apply;
 mod compress;
 pub mod create;
 mod fsops;
+pub mod idmap;
 mod tar_read;
 mod tar_write;
 pub mod whiteout;
@@ -18,6 +19,7 @@ mod xattrs;
 
 pub use apply::{apply, ApplyOptions, ApplyReport, DevicePolicy};
 pub use create::{create, create_to_writer, CreateOptions, SourceKind};
+pub use idmap::{IdMap, IdRange};
 
 use crate::oci::store::StoreError;
 use crate::oci::Digest;

@@ -231,7 +231,7 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let left = self.remaining + self.pad;
+        let left = self.remaining.saturating_add(self.pad);
         self.remaining = 0;
         self.pad = 0;
         self.skip(left)?;
