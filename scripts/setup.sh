@@ -189,7 +189,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # qemu in binfmt_misc with flags P (keep argv[0]: busybox applets need it) and F (open the
 # interpreter now, so it works inside chroots and user namespaces).
-BINFMT=/proc/sys/fs/binfmt_misc
+BINFMT=${IMGFARM_BINFMT_DIR:-/proc/sys/fs/binfmt_misc}  # override only for testing this script
 case "$NATIVE_ARCH" in
   amd64) QEMU_TARGETS=(aarch64) ;;
   arm64) QEMU_TARGETS=(x86_64) ;;

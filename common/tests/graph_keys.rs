@@ -72,19 +72,19 @@ fn golden_keys() {
     );
     assert_eq!(
         String::from_utf8(bytes).unwrap(),
-        r#"{"format":"imgfarm.vertex.v1","platform":{"os":"linux","architecture":"amd64"},"op":{"kind":"image","reference":"docker.io/library/alpine:3.20","digest":null},"inputs":[]}"#
+        r#"{"format":"imgfarm.vertex.v2","platform":{"os":"linux","architecture":"amd64"},"op":{"image":{"reference":"docker.io/library/alpine:3.20","digest":null}},"inputs":[]}"#
     );
     assert_eq!(
         image.key.as_str(),
-        "sha256:9fe7fb616b2c8ed1636db18136cbaee8e6f2d90afe0c72f7695da897ac2f3dfb"
+        "sha256:903e7d930413e33ab025ff195e107d93bb0c27cb23d2dedf1194b32a16334312"
     );
     assert_eq!(
         run.key.as_str(),
-        "sha256:f8c25cf4afd3c64f269fa6f1daddd7b9a38305fd5da4e6c2f123e1aedf84601b"
+        "sha256:3e230520994935527031802aa9de41ed7cd0c3135d617092ebac419f180298f6"
     );
     assert_eq!(
         g.targets[0].export.as_str(),
-        "sha256:721e0a382b87b372db6cad61f58cae8120ee4a6b6980278849e68f14018d2b05"
+        "sha256:a31e50477b14f683e40cd8688ec59a67b28e146d108d007997456bf2e1212a61"
     );
 }
 
@@ -261,4 +261,75 @@ fn key_covers_op_inputs_and_platform() {
             assert!(v.platform.is_none(), "context is platform-neutral: {c:?}");
         }
     }
+}
+
+#[test]
+fn real_context_file_change_changes_exactly_the_downstream_vertices() {
+    use imgfarm_common::context::BuildContext;
+    use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "A").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "B").unwrap();
+    let pr = parse(MULTI);
+    let unused = FakeContext::default();
+    let run = |dir: &std::path::Path| {
+        let ctx = BuildContext::open(dir, IgnoreMatcher::empty()).unwrap();
+        let mut req = request(&pr, &unused);
+        req.context = &ctx;
+        imgfarm_common::graph::build_graph(&req).unwrap()
+    };
+    let before = run(dir.path());
+    std::fs::write(dir.path().join("b.txt"), "B changed").unwrap();
+    let after = run(dir.path());
+    let changed: BTreeSet<Digest> = keys(&before).difference(&keys(&after)).cloned().collect();
+    let ctx_b = find(&before, "[context] b.txt").key.clone();
+    assert_eq!(changed, before.downstream(&ctx_b));
+    assert_eq!(changed.len(), 4);
+}
+
+#[test]
+fn vertices_round_trip_through_serde() {
+    let g = build(MULTI, &ctx(), |r| {
+        r.platforms = vec![Platform::linux_amd64(), Platform::linux_arm64()];
+    });
+    for v in g.vertices() {
+        let text = serde_json::to_string(v).unwrap();
+        let back: imgfarm_common::graph::Vertex = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, v);
+        // No field is skipped: non-self-describing formats (bincode) need them all.
+        assert!(
+            !text.contains("\"kind\":"),
+            "ops are externally tagged: {text}"
+        );
+    }
+}
+
+#[test]
+fn multi_platform_descriptions_name_the_platforms() {
+    let uses = CROSS.replace(
+        "RUN go build",
+        "ARG TARGETARCH\nRUN GOARCH=$TARGETARCH go build",
+    );
+    let both = build(&uses, &FakeContext::default(), |r| {
+        r.platforms = vec![Platform::linux_amd64(), Platform::linux_arm64()];
+    });
+    let d = descriptions(&both);
+    assert!(
+        d.contains(&"[linux/amd64 build 1/2] FROM docker.io/library/golang:1.23".to_string()),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|s| s.starts_with("[linux/amd64->arm64 build 2/2] RUN GOARCH")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|s| s.starts_with("[linux/amd64 build 2/2] RUN GOARCH")),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(&"[linux/arm64 stage-1 2/2] COPY --from=build /out /out".to_string()),
+        "{d:#?}"
+    );
 }

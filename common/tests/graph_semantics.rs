@@ -462,7 +462,11 @@ fn heredocs_in_run_and_copy() {
         .collect();
     assert_eq!(
         inline,
-        vec!["#!/usr/bin/env python3\nprint(1)\n", "hello world\n", "hello $NAME\n"]
+        vec![
+            "#!/usr/bin/env python3\nprint(1)\n",
+            "hello world\n",
+            "hello $NAME\n"
+        ]
     );
     assert_eq!(copy(&g, "COPY <<EOF /greeting").dest, "/greeting");
 }

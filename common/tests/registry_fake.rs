@@ -6,7 +6,7 @@
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::registry::{
-    Credential, PullOptions, Reference, RegistryClient, RegistryConfig, RegistryError,
+    Credential, PullOptions, PushOptions, Reference, RegistryClient, RegistryConfig, RegistryError,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -493,4 +493,159 @@ async fn blob_fetches_run_in_parallel_within_the_bound() {
     assert!(max <= 3, "at most 3 blob requests at once, saw {max}");
     assert!(max >= 2, "blobs are fetched in parallel, saw {max}");
     eprintln!("9 blobs of 150 ms each, 3 at a time: {took:?} (sequential: over 1.35 s)");
+}
+
+/// One fake registry per case; each answers `/v2/` with 200 and the rest by `f`.
+async fn simple(f: impl Fn(&Request) -> Option<Answer> + Send + Sync + 'static) -> String {
+    let (addr, _log) = serve(Arc::new(move |req: &Request| {
+        if req.target == "/v2/" {
+            return Answer::new(200, "{}");
+        }
+        f(req).unwrap_or_else(|| {
+            Answer::new(404, r#"{"errors":[{"code":"NOT_FOUND","message":"nope"}]}"#)
+        })
+    }))
+    .await;
+    addr
+}
+
+#[tokio::test]
+async fn error_paths_have_clear_errors() {
+    let img = Arc::new(image());
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("s")).unwrap();
+    let client = RegistryClient::new(fast_config());
+    let pull = |addr: &str| format!("{addr}/lib/x:latest").parse::<Reference>().unwrap();
+
+    // A blob the manifest names but the registry lacks.
+    let i = img.clone();
+    let addr = simple(move |r| {
+        (r.target == "/v2/lib/x/manifests/latest").then(|| Answer::new(200, i.manifest.clone()))
+    })
+    .await;
+    let e = client
+        .pull(&pull(&addr), &PullOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::BlobUnknown { .. }), "{e:?}");
+    assert!(e.to_string().contains("blob unknown"), "{e}");
+
+    // A blob whose length is not the descriptor's size.
+    let i = img.clone();
+    let addr = simple(move |r| match content(&i, r) {
+        Some(mut a) if r.target.contains("/blobs/") => {
+            a.body.push(0);
+            Some(a)
+        }
+        other => other,
+    })
+    .await;
+    let e = client
+        .pull(&pull(&addr), &PullOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::SizeMismatch { .. }), "{e:?}");
+    assert!(!store.contains(&Digest::sha256_of(&img.layer)));
+
+    // 403: authenticated but not allowed.
+    let addr = simple(|_| {
+        Some(Answer::new(403, r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#))
+    })
+    .await;
+    let e = client
+        .pull(&pull(&addr), &PullOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("access denied: pull from lib/x on {addr}: DENIED: requested access to the resource is denied")
+    );
+
+    // An unusable challenge.
+    let addr =
+        simple(|_| Some(Answer::new(401, "").header("WWW-Authenticate", "Negotiate abc"))).await;
+    let e = client
+        .pull(&pull(&addr), &PullOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Challenge { .. }), "{e:?}");
+
+    // A lone manifest for another platform.
+    let i = img.clone();
+    let addr = simple(move |r| content(&i, r)).await;
+    let opts = PullOptions {
+        platforms: imgfarm_common::registry::PlatformSelection::Only(vec![
+            imgfarm_common::platform::Platform::linux_arm64(),
+        ]),
+    };
+    let e = client.pull(&pull(&addr), &opts, &store).await.unwrap_err();
+    assert!(
+        e.to_string().contains("no image for platform linux/arm64")
+            && e.to_string().contains("available: linux/amd64"),
+        "{e}"
+    );
+    assert!(
+        !store.contains(&Digest::sha256_of(&img.layer)),
+        "layers of the wrong platform are not fetched"
+    );
+
+    // Nothing listening: both schemes are tried on loopback, both reasons shown.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = client
+        .pull(
+            &pull(&format!("127.0.0.1:{port}")),
+            &PullOptions::default(),
+            &store,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Unreachable { .. }) && e.to_string().contains("http:"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn push_error_paths() {
+    let img = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("s")).unwrap();
+    let client = RegistryClient::new(fast_config());
+    // The manifest is local but its layer is not.
+    let manifest = store.put_bytes(&img.manifest).unwrap();
+    store.put_bytes(&img.config).unwrap();
+    let addr = simple(|_| None).await;
+    let target: Reference = format!("{addr}/lib/x:1").parse().unwrap();
+    let e = client
+        .push(&store, &manifest, &target, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::MissingLocal { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains(&Digest::sha256_of(&img.layer).to_string()),
+        "{e}"
+    );
+
+    // The registry opens an upload without a Location.
+    store.put_bytes(&img.layer).unwrap();
+    let addr = simple(|r| (r.method == "POST").then(|| Answer::new(202, ""))).await;
+    let target: Reference = format!("{addr}/lib/x:1").parse().unwrap();
+    let e = client
+        .push(&store, &manifest, &target, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no Location header"), "{e}");
+
+    // A root that is not in the store at all.
+    let absent = Digest::sha256_of(b"absent");
+    let e = client
+        .push(&store, &absent, &target, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::MissingLocal { .. }), "{e:?}");
 }

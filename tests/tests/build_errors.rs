@@ -38,12 +38,12 @@ fn bad_inputs_fail_clearly_and_leave_the_store_unchanged() {
     let err = fails(
         &env,
         "missing-base",
-        "FROM none/such:1\nRUN true\n",
+        "FROM 127.0.0.1:1/none/such:1\nRUN true\n",
         &[],
         &[],
     );
     assert!(
-        err.contains("docker.io/none/such:1") && err.contains("not found"),
+        err.contains("127.0.0.1:1/none/such:1") && err.contains("not found"),
         "missing base image: {err}"
     );
 

@@ -7,6 +7,8 @@
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
 //! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
 
+#![warn(missing_docs)]
+
 pub mod emulation;
 pub mod executor;
 pub mod idmap;

@@ -609,3 +609,24 @@ fn refused_newuidmap_falls_back_to_a_single_id_mapping_with_a_warning() {
         "{warnings}"
     );
 }
+
+#[test]
+fn a_missing_helper_binary_is_a_clear_error() {
+    let ex = imgfarm_worker::executor::Executor::new()
+        .with_helper("/nonexistent/imgfarm")
+        .with_mapping(imgfarm_worker::idmap::IdMapping::Single { uid: 1, gid: 1 });
+    let req = ExecRequest::new(
+        vec![],
+        "/nonexistent/upper".into(),
+        "/nonexistent/work".into(),
+        vec!["true".into()],
+    );
+    let msg = ex
+        .run(&req, std::io::sink(), std::io::sink())
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        msg.contains("/nonexistent/imgfarm") && msg.contains("starting"),
+        "{msg}"
+    );
+}

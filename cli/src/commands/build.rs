@@ -1,6 +1,7 @@
 //! `imgfarm build`: docker buildx build's flags and meanings.
 
 mod output;
+mod registry;
 
 use super::GlobalArgs;
 use crate::progress::{Mode, Progress};
@@ -199,20 +200,25 @@ fn plan(
     let unresolved = graph.unresolved_images();
     if !unresolved.is_empty() {
         for (reference, platform) in unresolved {
-            let found = if a.pull {
+            let mut found = if a.pull {
                 None
             } else {
                 image::resolve_local(store, &reference, &platform)?
             };
+            if found.is_none() {
+                registry::pull_base(store, &reference, &platform).with_context(|| {
+                    format!(
+                        "base image {reference} for {platform}: not found in the local image \
+                         store, and the registry did not provide it"
+                    )
+                })?;
+                found = image::resolve_local(store, &reference, &platform)?;
+            }
             match found {
                 Some(r) => {
                     req.resolved_images.insert((reference, platform), r);
                 }
-                None => bail!(
-                    "base image {reference} for {platform}: not found in the local image store \
-                     and pulling from a registry is not available in this build; \
-                     load it first (imgfarm load / imgfarm pull)"
-                ),
+                None => bail!("base image {reference} for {platform}: not found"),
             }
         }
         graph = build_graph(&req).map_err(|e| anyhow!("{e}"))?;

@@ -1,7 +1,7 @@
 //! Hidden developer dumps.
 
 use super::build::BuildArgs;
-use super::{not_implemented, GlobalArgs};
+use super::GlobalArgs;
 use anyhow::Context as _;
 use clap::Subcommand;
 use imgfarm_common::dockerfile::{dump::dump, parser};
@@ -49,7 +49,7 @@ pub enum DebugCommand {
 pub fn run(_g: &GlobalArgs, c: DebugCommand) -> anyhow::Result<ExitCode> {
     match c {
         DebugCommand::Parse { file } => parse_file(&file),
-        DebugCommand::Graph(_) => not_implemented("debug graph"),
+        DebugCommand::Graph(a) => graph(&a),
         DebugCommand::SeedBusybox { debs } => super::seed::seed_busybox(_g, &debs),
         DebugCommand::ImportLayout {
             dir,
@@ -100,4 +100,77 @@ fn parse_file(file: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("{}", dump(&result.ast));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `imgfarm debug graph [build flags] CONTEXT`: the build graph as JSON.
+fn graph(a: &BuildArgs) -> anyhow::Result<ExitCode> {
+    use imgfarm_common::context::BuildContext;
+    use imgfarm_common::dockerfile::ignore::{find_ignore_file, IgnoreMatcher};
+    use imgfarm_common::graph::{build_graph, BuildRequest};
+    use imgfarm_common::platform::Platform;
+
+    let dockerfile = a
+        .file
+        .clone()
+        .unwrap_or_else(|| a.context.join("Dockerfile"));
+    let bytes = std::fs::read(&dockerfile)
+        .with_context(|| format!("reading the Dockerfile {}", dockerfile.display()))?;
+    let name = dockerfile.display().to_string();
+    let parsed = imgfarm_common::dockerfile::parser::parse_named(&bytes, &name)?;
+    let ignore = match find_ignore_file(&a.context, &dockerfile) {
+        Some(p) => IgnoreMatcher::from_file(&p)?,
+        None => IgnoreMatcher::empty(),
+    };
+    let context = BuildContext::open(&a.context, ignore)?;
+    let req = BuildRequest {
+        dockerfile: &parsed,
+        file_name: name,
+        build_args: build_args(&a.build_args),
+        target: a.target.clone(),
+        platforms: platforms(&a.platform)?,
+        build_platform: Platform::host(),
+        labels: labels(&a.labels),
+        context: &context,
+        resolved_images: Default::default(),
+    };
+    let g = build_graph(&req)?;
+    for w in &g.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}", serde_json::to_string_pretty(&g.to_json())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--build-arg KEY=VALUE`, or `KEY` to take the value from the environment
+/// (skipped when unset), as docker does.
+pub(super) fn build_args(raw: &[String]) -> std::collections::BTreeMap<String, String> {
+    raw.iter()
+        .filter_map(|s| match s.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(s).ok().map(|v| (s.clone(), v)),
+        })
+        .collect()
+}
+
+/// `--label KEY=VALUE` (a bare KEY gets an empty value).
+pub(super) fn labels(raw: &[String]) -> std::collections::BTreeMap<String, String> {
+    raw.iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (s.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// Repeatable, comma-separated `--platform` lists, duplicates dropped.
+pub(super) fn platforms(raw: &[String]) -> anyhow::Result<Vec<imgfarm_common::platform::Platform>> {
+    let mut out = Vec::new();
+    for list in raw {
+        for p in imgfarm_common::platform::parse_platform_list(list)? {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -232,6 +232,7 @@ fn build_inner(req: &BuildRequest<'_>) -> Result<BuildGraph, DockerfileError> {
             used_args: &mut used_args,
             by_name: &by_name,
             single_stage: df.stages.len() == 1,
+            multi_platform: platforms.len() > 1,
         };
         let target = pb.run()?;
         graph.targets.push(target);
@@ -245,4 +246,14 @@ fn build_inner(req: &BuildRequest<'_>) -> Result<BuildGraph, DockerfileError> {
     }
     graph.warnings = warnings.into_iter().collect();
     Ok(graph)
+}
+
+/// The real build context: the selection digest covers exactly the files a
+/// COPY/ADD selects (after `.dockerignore` and `--exclude`).
+impl ContextSelector for crate::context::BuildContext {
+    fn select(&self, sources: &[String], excludes: &[String]) -> Result<Digest, String> {
+        crate::context::BuildContext::select(self, sources, excludes)
+            .map(|s| s.digest())
+            .map_err(|e| e.to_string())
+    }
 }

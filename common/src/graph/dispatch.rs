@@ -56,6 +56,7 @@ pub(super) struct PlatformBuild<'a, 'r> {
     pub used_args: &'a mut BTreeSet<String>,
     pub by_name: &'a HashMap<String, usize>,
     pub single_stage: bool,
+    pub multi_platform: bool,
 }
 
 fn err(kind: ErrorKind, ins: &Instruction, msg: impl Into<String>) -> DockerfileError {
@@ -164,13 +165,34 @@ impl PlatformBuild<'_, '_> {
         }
     }
 
+    /// BuildKit's progress prefix: `[stage 3/7]`, with the platform (and the
+    /// TARGET* platform when a stage cross-builds) in multi-platform builds:
+    /// `[linux/amd64->arm64 build 3/7]`.
     fn prefix(&self, st: &mut StageState) -> String {
         st.step += 1;
-        if self.single_stage {
-            format!("[{}/{}]", st.step, st.total)
-        } else {
-            format!("[{} {}/{}]", st.name, st.step, st.total)
+        let mut out = String::from("[");
+        if self.multi_platform {
+            out.push_str(&st.platform.to_string());
+            if let Some(t) = target_from_env(&st.env).filter(|t| *t != st.platform) {
+                out.push_str("->");
+                if t.os == st.platform.os {
+                    out.push_str(&t.architecture);
+                    if !t.variant.is_empty() {
+                        out.push('/');
+                        out.push_str(&t.variant);
+                    }
+                } else {
+                    out.push_str(&t.to_string());
+                }
+            }
+            out.push(' ');
         }
+        if !self.single_stage {
+            out.push_str(&st.name);
+            out.push(' ');
+        }
+        out.push_str(&format!("{}/{}]", st.step, st.total));
+        out
     }
 
     fn image_vertex(
@@ -968,6 +990,20 @@ impl PlatformBuild<'_, '_> {
         }
         Ok(out)
     }
+}
+
+/// The platform the TARGET* args in scope describe (BuildKit `platformFromEnv`).
+fn target_from_env(env: &Vars) -> Option<Platform> {
+    if let Some(p) = get_var(env, "TARGETPLATFORM").and_then(|v| v.parse::<Platform>().ok()) {
+        return Some(p);
+    }
+    let arch = get_var(env, "TARGETARCH")?;
+    let os = get_var(env, "TARGETOS").unwrap_or("linux");
+    Some(Platform::new(
+        os,
+        arch,
+        get_var(env, "TARGETVARIANT").unwrap_or(""),
+    ))
 }
 
 /// Parse one ONBUILD trigger taken from a base image's config.

@@ -11,80 +11,56 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Per-stage image configuration.
+///
+/// Every field is always serialised (no skipped fields, no internally
+/// tagged enums) so the type also travels in non-self-describing formats
+/// such as bincode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
     /// `author` (MAINTAINER).
-    #[serde(rename = "Author", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "Author", default)]
     pub author: String,
     /// `User`.
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "User", default)]
     pub user: String,
     /// `ExposedPorts` keys, e.g. `80/tcp`.
-    #[serde(
-        rename = "ExposedPorts",
-        default,
-        skip_serializing_if = "BTreeSet::is_empty"
-    )]
+    #[serde(rename = "ExposedPorts", default)]
     pub exposed_ports: BTreeSet<String>,
     /// `Env` as `KEY=value`, in definition order.
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Env", default)]
     pub env: Vec<String>,
     /// `Entrypoint`; `None` when unset.
-    #[serde(
-        rename = "Entrypoint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Entrypoint", default)]
     pub entrypoint: Option<Vec<String>>,
     /// `Cmd`; `None` when unset (ENTRYPOINT resets an inherited CMD).
-    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Cmd", default)]
     pub cmd: Option<Vec<String>>,
     /// `Volumes` keys.
-    #[serde(
-        rename = "Volumes",
-        default,
-        skip_serializing_if = "BTreeSet::is_empty"
-    )]
+    #[serde(rename = "Volumes", default)]
     pub volumes: BTreeSet<String>,
     /// `WorkingDir`.
-    #[serde(
-        rename = "WorkingDir",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "WorkingDir", default)]
     pub working_dir: String,
     /// `Labels`.
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(rename = "Labels", default)]
     pub labels: BTreeMap<String, String>,
     /// `StopSignal`.
-    #[serde(
-        rename = "StopSignal",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "StopSignal", default)]
     pub stop_signal: String,
     /// `Healthcheck`.
-    #[serde(
-        rename = "Healthcheck",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Healthcheck", default)]
     pub healthcheck: Option<Healthcheck>,
     /// `OnBuild` trigger expressions.
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "OnBuild", default)]
     pub onbuild: Vec<String>,
     /// `Shell`.
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Shell", default)]
     pub shell: Vec<String>,
     /// `ArgsEscaped`, set by CMD/ENTRYPOINT as BuildKit does.
-    #[serde(
-        rename = "ArgsEscaped",
-        default,
-        skip_serializing_if = "std::ops::Not::not"
-    )]
+    #[serde(rename = "ArgsEscaped", default)]
     pub args_escaped: bool,
     /// History entries added by this build (the base image's come first at export).
-    #[serde(rename = "History", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "History", default)]
     pub history: Vec<HistoryEntry>,
 }
 
@@ -96,7 +72,6 @@ pub struct HistoryEntry {
     /// `comment`.
     pub comment: String,
     /// `empty_layer`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_layer: bool,
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 /// Bumped whenever the encoding or an op's meaning changes.
-pub const KEY_FORMAT: &str = "imgfarm.vertex.v1";
+pub const KEY_FORMAT: &str = "imgfarm.vertex.v2";
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
@@ -36,9 +36,29 @@ pub fn canonical_bytes(platform: Option<&Platform>, op: &Op, inputs: &[Digest]) 
     serde_json::to_vec(&m).unwrap_or_default()
 }
 
-/// The key of a vertex.
+/// The key of a vertex: sha256 of [`canonical_bytes`], streamed into the
+/// hasher without building the byte vector.
 pub fn vertex_key(platform: Option<&Platform>, op: &Op, inputs: &[Digest]) -> Digest {
-    let mut h = Sha256::new();
-    h.update(canonical_bytes(platform, op, inputs));
-    Digest::from_sha256(h)
+    let m = KeyMaterial {
+        format: KEY_FORMAT,
+        platform,
+        op,
+        inputs,
+    };
+    let mut w = HashWriter(Sha256::new());
+    // Writing into a hasher cannot fail, nor can serialising these types.
+    let _ = serde_json::to_writer(&mut w, &m);
+    Digest::from_sha256(w.0)
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

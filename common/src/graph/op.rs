@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// A vertex's operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Pull a base image's root filesystem for the vertex's platform.
     Image(ImageOp),
@@ -140,7 +140,7 @@ pub struct FileOp {
 
 /// A file action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FileAction {
     /// Copy sources to `dest`.
     Copy(CopyAction),

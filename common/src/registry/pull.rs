@@ -346,9 +346,13 @@ impl RegistryClient {
                     });
                 }
             }
-            let mut writer = store
-                .writer(Some(desc.digest.clone()), Some(desc.size))
-                .map_err(store_err)?;
+            // Network chunks are small; batch them into 256 KiB file writes.
+            let mut writer = std::io::BufWriter::with_capacity(
+                256 * 1024,
+                store
+                    .writer(Some(desc.digest.clone()), Some(desc.size))
+                    .map_err(store_err)?,
+            );
             let mut n: u64 = 0;
             loop {
                 let chunk = match resp.chunk().await {
@@ -376,7 +380,7 @@ impl RegistryClient {
                         actual: n,
                     });
                 }
-                // Small sequential writes to a local file; the store's writer is synchronous.
+                // Sequential writes to a local file; the store's writer is synchronous.
                 writer
                     .write_all(&chunk)
                     .map_err(|e| RegistryError::Store(format!("writing {what}: {e}")))?;
@@ -390,6 +394,9 @@ impl RegistryClient {
             }
             // The store's writer hashes as it writes and refuses to commit a
             // mismatch (the temp file is deleted): one hash pass, nothing stored.
+            let writer = writer
+                .into_inner()
+                .map_err(|e| RegistryError::Store(format!("writing {what}: {}", e.error())))?;
             match writer.commit() {
                 Ok(_) => {}
                 Err(StoreError::DigestMismatch { expected, actual }) => {

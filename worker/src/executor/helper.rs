@@ -173,8 +173,10 @@ fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i
             return 1;
         }
     };
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        ctl.send(&Msg::SetupError(format!("unshare(CLONE_NEWPID): {e}")));
+    // The user namespace exists and is mapped (enter_userns); now the rest of the helper's.
+    let rest = plan.helper_namespaces.difference(CloneFlags::CLONE_NEWUSER);
+    if let Err(e) = unshare(rest) {
+        ctl.send(&Msg::SetupError(format!("unshare({rest:?}): {e}")));
         return 1;
     }
     let (stub_r, stub_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
@@ -245,11 +247,7 @@ fn container_init(
             0,
         )
     };
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if plan.new_netns {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    if let Err(e) = unshare(flags) {
+    if let Err(e) = unshare(plan.init_namespaces) {
         return format!("unshare(mount, uts, ipc, net): {e}");
     }
     if let Err(e) = nix::unistd::sethostname(&plan.hostname) {

@@ -13,6 +13,7 @@
 use super::{ExecRequest, ExtraMount, Network, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
 use crate::snapshot::{Snapshot, SnapshotMount};
 use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
 use std::path::{Path, PathBuf};
 
 /// Devices bound from the host into the container's `/dev` (mknod is impossible rootless).
@@ -136,6 +137,10 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// The helper's namespaces, in order: `CLONE_NEWUSER`, then `CLONE_NEWPID` (whose first
+/// child becomes pid 1).
+pub const HELPER_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER.union(CloneFlags::CLONE_NEWPID);
+
 /// A resource limit set before exec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rlimit {
@@ -194,7 +199,12 @@ pub struct ProcessPlan {
 /// Everything the container's pid 1 does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Unshare a network namespace.
+    /// Namespaces the helper creates before forking pid 1 (user first, mapped by
+    /// newuidmap/newgidmap, then pid): [`HELPER_NAMESPACES`].
+    pub helper_namespaces: CloneFlags,
+    /// Namespaces pid 1 unshares: mount, uts, ipc, plus net for [`Network::None`].
+    pub init_namespaces: CloneFlags,
+    /// Unshare a network namespace (own netns: sysfs may be mounted, lo is brought up).
     pub new_netns: bool,
     /// Hostname.
     pub hostname: String,
@@ -554,7 +564,14 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH_ENV.into());
     }
+    let mut init_namespaces =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if new_netns {
+        init_namespaces |= CloneFlags::CLONE_NEWNET;
+    }
     Ok(Plan {
+        helper_namespaces: HELPER_NAMESPACES,
+        init_namespaces,
         new_netns,
         hostname: req.hostname.clone(),
         steps,

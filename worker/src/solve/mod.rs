@@ -169,7 +169,7 @@ impl LocalWorker {
                     chain: layers.clone(),
                     delta: layers,
                     base_config: Some(config),
-                    manifest: None,
+                    ..VertexResult::default()
                 })
             }
             Op::Context(_) => Ok(VertexResult::default()),
@@ -265,11 +265,45 @@ impl LocalWorker {
                     ..VertexResult::default()
                 })
             }
-            Op::Url(_) | Op::Inline(_) => Err(SolveError::Unsupported(format!(
+            Op::Inline(inline) => self.inline_files(v, inline),
+            Op::Url(_) => Err(SolveError::Unsupported(format!(
                 "{} sources are not supported by the local solver yet",
                 v.op.kind()
             ))),
         }
+    }
+
+    /// Heredoc files, written once per key under `<state>/inline/<key>`.
+    fn inline_files(
+        &self,
+        v: &Vertex,
+        inline: &imgfarm_common::graph::op::InlineOp,
+    ) -> Result<VertexResult, SolveError> {
+        let root = self.store.root().join("inline");
+        let dir = root.join(v.key.hex());
+        let tmp = root.join(format!("{}.tmp", v.key.hex()));
+        let io = |e: std::io::Error| SolveError::Layer(format!("inline files: {e}"));
+        if !dir.is_dir() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(io)?;
+            for f in &inline.files {
+                if f.name.is_empty() || f.name.contains('/') || f.name == ".." || f.name == "." {
+                    return Err(SolveError::Context(format!(
+                        "inline file name {:?} is not a plain file name",
+                        f.name
+                    )));
+                }
+                let p = tmp.join(&f.name);
+                std::fs::write(&p, &f.content).map_err(io)?;
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(f.mode & 0o7777);
+                std::fs::set_permissions(&p, mode).map_err(io)?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(io)?;
+        }
+        Ok(VertexResult {
+            files_dir: Some(dir),
+            ..VertexResult::default()
+        })
     }
 
     fn copy(
@@ -282,9 +316,16 @@ impl LocalWorker {
         let mut inputs: Vec<usize> = c.sources.iter().map(|s| s.input).collect();
         inputs.dedup();
         let mut stages: HashMap<usize, (tempfile::TempDir, ChainView)> = HashMap::new();
+        let mut inline: HashMap<usize, BuildContext> = HashMap::new();
         for &i in &inputs {
             let key = &v.inputs[i.min(v.inputs.len().saturating_sub(1))];
             let is_context = matches!(self.graph.vertex(key).map(|x| &x.op), Some(Op::Context(_)));
+            if let Some(files) = self.input(v, i)?.files_dir {
+                let ctx = BuildContext::open(&files, Default::default())
+                    .map_err(|e| SolveError::Context(e.to_string()))?;
+                inline.insert(i, ctx);
+                continue;
+            }
             if !is_context {
                 let chain = self.input(v, i)?.chain;
                 let dir =
@@ -318,8 +359,9 @@ impl LocalWorker {
                 .filter(|s| s.input == i)
                 .map(|s| s.path.clone())
                 .collect();
-            let (ctx, owners) = match (stage_ctx.get(&i), stages.get(&i)) {
-                (Some(ctx), Some((_, view))) => (ctx, Some(view)),
+            let (ctx, owners) = match (stage_ctx.get(&i), stages.get(&i), inline.get(&i)) {
+                (Some(ctx), Some((_, view)), _) => (ctx, Some(view)),
+                (_, _, Some(ctx)) => (ctx, None),
                 _ => (self.context.as_ref(), None),
             };
             let sel = ctx
@@ -353,3 +395,6 @@ impl VertexRunner for LocalWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

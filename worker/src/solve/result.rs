@@ -46,6 +46,9 @@ pub struct VertexResult {
     pub base_config: Option<Digest>,
     /// An export vertex's manifest.
     pub manifest: Option<RefDescriptor>,
+    /// Files of an inline source (heredocs), written under the state dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_dir: Option<PathBuf>,
 }
 
 /// Why the cache could not be read or written.

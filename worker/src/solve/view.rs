@@ -25,6 +25,8 @@ pub struct ViewEntry {
     pub mtime: u64,
     /// Link target (symlink).
     pub link: String,
+    /// Index in the chain of the layer that holds this entry.
+    pub layer: usize,
 }
 
 /// The merged view of a chain.
@@ -50,13 +52,18 @@ impl ChainView {
     /// Read every layer of `chain`, bottom first.
     pub fn load(store: &ContentStore, chain: &[LayerRef]) -> Result<Self, SolveError> {
         let mut v = Self::default();
-        for l in chain {
-            v.apply(store, l)?;
+        for (i, l) in chain.iter().enumerate() {
+            v.apply(store, l, i)?;
         }
         Ok(v)
     }
 
-    fn apply(&mut self, store: &ContentStore, l: &LayerRef) -> Result<(), SolveError> {
+    fn apply(
+        &mut self,
+        store: &ContentStore,
+        l: &LayerRef,
+        index: usize,
+    ) -> Result<(), SolveError> {
         let bad = |e: std::io::Error| SolveError::Layer(format!("reading layer {}: {e}", l.digest));
         let mut ar = tar::Archive::new(open_layer(store, l)?);
         for e in ar.entries().map_err(bad)? {
@@ -100,6 +107,7 @@ impl ChainView {
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default(),
+                layer: index,
             };
             if path == "etc/passwd" || path == "etc/group" {
                 let mut buf = Vec::new();
@@ -183,4 +191,42 @@ impl ChainView {
         };
         Ok((uid, gid))
     }
+}
+
+/// Write the merged filesystem of `chain` as one plain tar to `out`: every
+/// path once, as the topmost layer has it (whiteouts applied, never written).
+pub fn write_flat_tar(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    out: impl std::io::Write,
+) -> Result<(), SolveError> {
+    let view = ChainView::load(store, chain)?;
+    let mut w = tar::Builder::new(out);
+    let bad = |e: std::io::Error| SolveError::Layer(format!("writing tar: {e}"));
+    for (i, l) in chain.iter().enumerate() {
+        let mut ar = tar::Archive::new(open_layer(store, l)?);
+        for e in ar.entries().map_err(bad)? {
+            let mut e = e.map_err(bad)?;
+            let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+            if view.entries.get(&path).is_none_or(|v| v.layer != i) {
+                continue;
+            }
+            let mut h = e.header().clone();
+            let link = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let name = if h.entry_type() == tar::EntryType::Directory {
+                format!("{path}/")
+            } else {
+                path.clone()
+            };
+            match (h.entry_type(), link) {
+                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
+                    w.append_link(&mut h, &name, t).map_err(bad)?
+                }
+                _ => w.append_data(&mut h, &name, &mut e).map_err(bad)?,
+            }
+        }
+    }
+    w.finish().map_err(bad)
 }

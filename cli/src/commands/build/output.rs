@@ -253,28 +253,27 @@ pub fn export(
             }
             "tar" => {
                 let dest = o.dest()?;
-                let tmp = tempfile::tempdir().context("temporary directory")?;
-                for (p, m) in manifests {
-                    let dir = if multi {
-                        tmp.path().join(p.dir_name())
-                    } else {
-                        tmp.path().to_path_buf()
-                    };
-                    unpack(store, m, &dir)?;
-                }
                 let f =
                     File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
-                let mut t = tar::Builder::new(BufWriter::new(f));
-                t.follow_symlinks(false);
-                t.append_dir_all(".", tmp.path())
-                    .and_then(|_| t.into_inner().map(|_| ()))
-                    .with_context(|| format!("writing {}", dest.display()))?;
+                let mut out = BufWriter::new(f);
+                if multi {
+                    bail!(
+                        "type=tar with several platforms is not supported yet; \
+                         build one platform or use type=local"
+                    );
+                }
+                for (_, m) in manifests {
+                    let (_, (_, layers)) = read_manifest(store, &m.digest)?;
+                    imgfarm_worker::solve::view::write_flat_tar(store, &layers, &mut out)
+                        .with_context(|| format!("writing {}", dest.display()))?;
+                }
                 progress.note(&format!("sending tarball {}", dest.display()));
             }
-            "registry" => bail!(
-                "--push/type=registry: the registry client is not available in this build; \
-                 export with --output type=oci,dest=FILE and push with skopeo meanwhile"
-            ),
+            "registry" => {
+                let ns = names(a, o)?;
+                super::registry::push(store, &root, &ns)?;
+                progress.note(&format!("pushing {} to {}", root.digest, ns.join(", ")));
+            }
             other => bail!("unsupported output type {other}"),
         }
     }

@@ -14,24 +14,20 @@ pub struct Healthcheck {
     #[serde(rename = "Test")]
     pub test: Vec<String>,
     /// `--interval`, ns (0 = inherit).
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "Interval", default)]
     pub interval: i64,
     /// `--timeout`, ns.
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "Timeout", default)]
     pub timeout: i64,
     /// `--start-period`, ns.
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "StartPeriod", default)]
     pub start_period: i64,
     /// `--start-interval`, ns.
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "StartInterval", default)]
     pub start_interval: i64,
     /// `--retries`.
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "Retries", default)]
     pub retries: i64,
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
 }
 
 pub(super) fn parse_healthcheck(node: &Node) -> Result<Healthcheck, DockerfileError> {

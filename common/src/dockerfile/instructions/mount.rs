@@ -46,33 +46,24 @@ pub struct MountSpec {
     /// Mount point in the container; for secrets defaults to `/run/secrets/<id>`.
     pub target: String,
     /// Path inside the `from` source (bind, cache).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
     /// Stage name or index, or image reference (bind, cache); empty = context (bind) or none (cache).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub from: String,
     /// Read-only mount.
     pub readonly: bool,
     /// Cache or secret id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Cache sharing mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing: Option<CacheSharing>,
     /// Secret must exist (`required`).
-    #[serde(default)]
     pub required: bool,
     /// File mode (octal in the Dockerfile).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Owner uid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
     /// Owner gid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
     /// tmpfs size limit in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
 

@@ -4,7 +4,7 @@
 //! is the Alphabetic property, `is_numeric` covers Nd, Nl and No), so the
 //! exact Go rules are rebuilt here from the Unicode general category.
 
-use unicode_properties::{GeneralCategory, GeneralCategoryGroup as Group, UnicodeGeneralCategory};
+use unicode_general_category::{get_general_category, GeneralCategory as Gc};
 
 /// Go `unicode.IsSpace`: the Unicode White_Space property (same set as Rust's).
 pub(crate) fn is_space(c: char) -> bool {
@@ -16,7 +16,14 @@ pub(crate) fn is_letter(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphabetic();
     }
-    c.general_category_group() == Group::Letter
+    matches!(
+        get_general_category(c),
+        Gc::UppercaseLetter
+            | Gc::LowercaseLetter
+            | Gc::TitlecaseLetter
+            | Gc::ModifierLetter
+            | Gc::OtherLetter
+    )
 }
 
 /// Go `unicode.IsDigit`: general category Nd.
@@ -24,7 +31,7 @@ pub(crate) fn is_digit(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_digit();
     }
-    c.general_category() == GeneralCategory::DecimalNumber
+    get_general_category(c) == Gc::DecimalNumber
 }
 
 /// Go `strconv.IsPrint`: categories L, M, N, P, S, plus the ASCII space.
@@ -32,9 +39,16 @@ pub(crate) fn is_print(c: char) -> bool {
     if c.is_ascii() {
         return (' '..='~').contains(&c);
     }
-    matches!(
-        c.general_category_group(),
-        Group::Letter | Group::Mark | Group::Number | Group::Punctuation | Group::Symbol
+    !matches!(
+        get_general_category(c),
+        Gc::SpaceSeparator
+            | Gc::LineSeparator
+            | Gc::ParagraphSeparator
+            | Gc::Control
+            | Gc::Format
+            | Gc::Surrogate
+            | Gc::PrivateUse
+            | Gc::Unassigned
     )
 }
 

@@ -31,6 +31,14 @@ fn mount_targets(sys: &RecordingSyscalls) -> Vec<(String, Option<String>)> {
 fn mount_order_host_network() {
     let plan = build(&req()).expect("plan");
     assert!(!plan.new_netns);
+    assert_eq!(
+        plan.init_namespaces,
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
+    );
+    assert_eq!(
+        plan.helper_namespaces,
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID
+    );
     assert_eq!(plan.root, PathBuf::from("/s/3/work/merged"));
     let mut sys = RecordingSyscalls::default();
     let (stubs, warnings) = prepare_rootfs(&mut sys, &plan).expect("setup");
@@ -163,6 +171,7 @@ fn network_none_owns_netns_and_sysfs() {
     r.network = Network::None;
     let plan = build(&r).expect("plan");
     assert!(plan.new_netns);
+    assert!(plan.init_namespaces.contains(CloneFlags::CLONE_NEWNET));
     let mut sys = RecordingSyscalls::default();
     prepare_rootfs(&mut sys, &plan).expect("setup");
     assert!(mount_targets(&sys).contains(&("/s/3/work/merged/sys".into(), Some("sysfs".into()))));
