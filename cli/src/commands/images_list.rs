@@ -4,6 +4,7 @@
 
 use super::image::ImagesArgs;
 use super::GlobalArgs;
+use imgfarm_common::image_name::familiar;
 use imgfarm_common::oci::image::{Document, MAX_DOCUMENT_SIZE};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
 use imgfarm_common::platform::Platform;
@@ -47,7 +48,7 @@ pub fn run(g: &GlobalArgs, a: ImagesArgs) -> anyhow::Result<ExitCode> {
     let mut refs = store.list_refs()?;
     refs.sort_by(|x, y| x.0.cmp(&y.0));
     if let Some(f) = &a.filter {
-        refs.retain(|(n, _)| n.contains(f.as_str()));
+        refs.retain(|(n, _)| n.contains(f.as_str()) || familiar(n).contains(f.as_str()));
     }
     if a.format == "json" {
         let rows: Vec<serde_json::Value> = refs
@@ -73,7 +74,8 @@ pub fn run(g: &GlobalArgs, a: ImagesArgs) -> anyhow::Result<ExitCode> {
     println!("NAME\tDIGEST\tPLATFORMS");
     for (n, d) in &refs {
         println!(
-            "{n}\t{}\t{}",
+            "{}\t{}\t{}",
+            familiar(n),
             d.digest.short(),
             platforms(&store, d).join(",")
         );
