@@ -25,6 +25,10 @@ fn seeded(base: &BaseImages, dir: &Path) -> (std::path::PathBuf, std::path::Path
     c.args(["load", "-i"]).arg(&ar);
     let out = ok(c, "load oci-archive");
     assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+    let mut c = imgfarm(&state, &cfg);
+    c.arg("images");
+    let table = ok(c, "images");
+    assert!(table.contains("\nbusybox:latest\t"), "{table}");
     (state, cfg)
 }
 
@@ -221,9 +225,26 @@ fn rm_keeps_blobs_until_prune() {
     c.args(["rm", "busybox"]);
     ok(c, "rm");
     assert_eq!(du(&state, &cfg), (blobs, bytes), "rm only drops the name");
+    // A build-cache entry (the solver's VertexResult JSON) naming the amd64
+    // layer keeps it through a plain prune; --all drops the cache and it.
+    let vertices = state.join("cache").join("vertices");
+    std::fs::create_dir_all(&vertices).expect("cache dir");
+    let entry = serde_json::json!({
+        "chain": [{"digest": base.layer_digest("amd64"), "diff_id": base.diff_id("amd64"),
+                   "size": 1, "media_type": "application/vnd.oci.image.layer.v1.tar+gzip"}],
+        "delta": [], "base_config": null, "manifest": null
+    });
+    std::fs::write(vertices.join("k.json"), entry.to_string()).expect("entry");
+    let mut c = imgfarm(&state, &cfg);
+    c.args(["prune"]);
+    assert!(ok(c, "prune").contains("Deleted 6 blobs"));
+    let mut c = imgfarm(&state, &cfg);
+    c.args(["du", "-v"]);
+    assert!(ok(c, "du -v").contains(base.layer_digest("amd64")));
     let mut c = imgfarm(&state, &cfg);
     c.args(["prune", "--all"]);
     let out = ok(c, "prune --all");
-    assert!(out.contains("Deleted 7 blobs"), "{out}");
+    assert!(out.contains("Deleted 1 blobs"), "{out}");
+    assert!(!state.join("cache").exists());
     assert_eq!(du(&state, &cfg), (0, 0));
 }
