@@ -191,6 +191,14 @@ fn tag_rm_inspect_and_their_errors() {
     let mut c = imgfarm(&state, &cfg);
     c.args(["tag", "missing", "x:1"]);
     fails_with(c, "no such image: missing");
+    let out_file = d.path().join("never.tar");
+    let mut c = imgfarm(&state, &cfg);
+    c.args(["save", "busybox", "nosuch", "-o"]).arg(&out_file);
+    fails_with(c, "no such image: nosuch");
+    assert!(!out_file.exists(), "a failed save leaves no file");
+    let mut c = imgfarm(&state, &cfg);
+    c.args(["push", "nosuch:1"]);
+    fails_with(c, "no such image: nosuch:1");
     // rm checks every name first: one unknown name removes nothing.
     let mut c = imgfarm(&state, &cfg);
     c.args(["rm", "mine/bb:1", "nosuch"]);
