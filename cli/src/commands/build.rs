@@ -291,9 +291,18 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         let Some(v) = graph.vertex(key) else {
             return key.to_string();
         };
+        // The graph names the platform inside the step label for
+        // multi-platform builds (`[linux/arm64 stage-1 4/4]`); the progress
+        // line names it once, in front, with the emulation mark.
+        let label = |p: &imgfarm_common::platform::Platform| {
+            v.description
+                .strip_prefix(&format!("[{p} "))
+                .map(|rest| format!("[{rest}"))
+                .unwrap_or_else(|| v.description.clone())
+        };
         match (&v.platform, multi || emulated) {
-            (Some(p), true) if emulated => format!("[{p} emulated] {}", v.description),
-            (Some(p), true) => format!("[{p}] {}", v.description),
+            (Some(p), true) if emulated => format!("[{p} emulated] {}", label(p)),
+            (Some(p), true) => format!("[{p}] {}", label(p)),
             _ => v.description.clone(),
         }
     };
