@@ -331,6 +331,23 @@ if [ "$BUILD" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# The busybox base image (linux/amd64 + linux/arm64, made offline from the .debs above) in the
+# local image store of the user who ran the set-up, so the README's example builds right away.
+if [ "$BUILD" = 1 ] && [ -x "$REPO/target/release/imgfarm" ]; then
+  SEED_USER=${SUDO_USER:-$(id -un)}
+  as_seed_user() {
+    if [ "$SEED_USER" != "$(id -un)" ]; then sudo -u "$SEED_USER" -H "$@"; else "$@"; fi
+  }
+  if [ -z "$(as_seed_user "$REPO/target/release/imgfarm" images -q busybox 2>/dev/null)" ]; then
+    if as_seed_user "$REPO/target/release/imgfarm" debug seed-busybox --debs "$DEBS_DIR" >/dev/null; then
+      changed "seeded busybox:latest (linux/amd64, linux/arm64) into $SEED_USER's image store"
+    else
+      fail "imgfarm debug seed-busybox (as $SEED_USER)"
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 echo
 if [ "${#CHANGES[@]}" = 0 ]; then
   echo "setup.sh: nothing changed (everything was already in place)"
