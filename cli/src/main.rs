@@ -2,11 +2,14 @@
 //! coordinator, the worker and operator tools).
 
 mod commands;
+mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // RUN steps re-execute this binary as the executor helper.
+    imgfarm_worker::executor::helper_main_if_requested();
     let cli = commands::Cli::parse();
     init_tracing(&cli.global);
     match commands::run(cli) {

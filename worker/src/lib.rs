@@ -1,1 +1,14 @@
 //! The worker: rootless executor, snapshots, emulation and the vertex solver.
+//!
+//! - [`executor`]: runs a build step in user, mount, pid, uts, ipc (and net) namespaces over
+//!   an overlayfs snapshot, unpacks layers and removes work dirs inside a user namespace.
+//! - [`snapshot`]: overlayfs snapshot descriptions (lower dirs, upper, work, merged).
+//! - [`emulation`]: native platforms, binfmt_misc handlers, qemu-user-static.
+//! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
+//! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
+
+pub mod emulation;
+pub mod executor;
+pub mod idmap;
+pub mod snapshot;
+pub mod solve;

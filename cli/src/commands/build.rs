@@ -1,9 +1,27 @@
 //! `imgfarm build`: docker buildx build's flags and meanings.
 
+mod output;
+mod registry;
+
 use super::GlobalArgs;
+use crate::progress::{Mode, Progress};
+use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
-use std::path::PathBuf;
+use imgfarm_common::context::BuildContext;
+use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
+use imgfarm_common::graph::{build_graph, BuildGraph, BuildRequest, ContextSelector};
+use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::oci::Digest;
+use imgfarm_common::platform::{parse_platform_list, Platform};
+use imgfarm_coordinator::drive::{drive, DriveError, DriveEvent};
+use imgfarm_coordinator::link::{InProcessLink, LinkEvent};
+use imgfarm_coordinator::scheduler::{Scheduler, Task, WorkerSpec};
+use imgfarm_worker::solve::result::ResultCache;
+use imgfarm_worker::solve::{image, LocalWorker};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Flags of `imgfarm build` (and of `imgfarm debug graph`, which shares them).
 #[derive(Debug, Args, Clone)]
@@ -64,7 +82,311 @@ pub struct BuildArgs {
     pub tls_dir: Option<PathBuf>,
 }
 
+/// Largest Dockerfile read.
+const MAX_DOCKERFILE: u64 = 10 << 20;
+
+struct Selector<'a>(&'a BuildContext);
+
+impl ContextSelector for Selector<'_> {
+    fn select(&self, sources: &[String], excludes: &[String]) -> Result<Digest, String> {
+        self.0
+            .select(sources, excludes)
+            .map(|s| s.digest())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn key_values(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for i in items {
+        match i.split_once('=') {
+            Some((k, v)) => out.insert(k.to_string(), v.to_string()),
+            // docker: `--build-arg KEY` takes KEY from the environment.
+            None if what == "--build-arg" => match std::env::var(i) {
+                Ok(v) => out.insert(i.clone(), v),
+                Err(_) => continue,
+            },
+            None => bail!("invalid {what} {i:?}: expected KEY=VALUE"),
+        };
+    }
+    Ok(out)
+}
+
+fn read_dockerfile(a: &BuildArgs) -> anyhow::Result<(Vec<u8>, String, PathBuf)> {
+    let path = a
+        .file
+        .clone()
+        .unwrap_or_else(|| a.context.join("Dockerfile"));
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+    if meta.len() > MAX_DOCKERFILE {
+        bail!(
+            "{} is {} bytes; a Dockerfile may be at most {MAX_DOCKERFILE}",
+            path.display(),
+            meta.len()
+        );
+    }
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((bytes, name, path))
+}
+
+fn open_context(a: &BuildArgs, dockerfile: &Path) -> anyhow::Result<BuildContext> {
+    // BuildKit: <Dockerfile>.dockerignore next to the Dockerfile wins over
+    // the context's .dockerignore.
+    let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+    let general = a.context.join(".dockerignore");
+    let ignore = match [specific, general].into_iter().find(|p| p.is_file()) {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            IgnoreMatcher::parse(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => IgnoreMatcher::empty(),
+    };
+    BuildContext::open(&a.context, ignore)
+        .with_context(|| format!("build context {}", a.context.display()))
+}
+
+/// Native and emulated platforms of the embedded worker. Emulation is
+/// offered for every requested foreign platform; the executor refuses
+/// before running when qemu is missing.
+fn local_worker_spec(targets: &[Platform], jobs: usize) -> WorkerSpec {
+    let host = Platform::host();
+    let emulated = targets
+        .iter()
+        .filter(|p| !host.matches(p))
+        .cloned()
+        .collect();
+    WorkerSpec {
+        name: "local".into(),
+        native: vec![host],
+        emulated,
+        slots: jobs,
+    }
+}
+
+/// Build the graph, resolving base images from the local store (and,
+/// with `--pull` or when missing, from the registry once that lands).
+fn plan(
+    a: &BuildArgs,
+    store: &ContentStore,
+    ctx: &BuildContext,
+) -> anyhow::Result<(BuildGraph, Vec<Platform>)> {
+    let (bytes, name, _) = read_dockerfile(a)?;
+    let parsed = imgfarm_common::dockerfile::parser::parse_named(&bytes, &name)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut platforms = Vec::new();
+    for p in &a.platform {
+        platforms.extend(parse_platform_list(p)?);
+    }
+    let selector = Selector(ctx);
+    let mut req = BuildRequest {
+        dockerfile: &parsed,
+        file_name: name,
+        build_args: key_values(&a.build_args, "--build-arg")?,
+        target: a.target.clone(),
+        platforms: platforms.clone(),
+        build_platform: Platform::host(),
+        labels: key_values(&a.labels, "--label")?,
+        context: &selector,
+        resolved_images: BTreeMap::new(),
+    };
+    let mut graph = build_graph(&req).map_err(|e| anyhow!("{e}"))?;
+    let unresolved = graph.unresolved_images();
+    if !unresolved.is_empty() {
+        for (reference, platform) in unresolved {
+            let mut found = if a.pull {
+                None
+            } else {
+                image::resolve_local(store, &reference, &platform)?
+            };
+            if found.is_none() {
+                registry::pull_base(store, &reference, &platform).with_context(|| {
+                    format!(
+                        "base image {reference} for {platform}: not found in the local image \
+                         store, and the registry did not provide it"
+                    )
+                })?;
+                found = image::resolve_local(store, &reference, &platform)?;
+            }
+            match found {
+                Some(r) => {
+                    req.resolved_images.insert((reference, platform), r);
+                }
+                None => bail!("base image {reference} for {platform}: not found"),
+            }
+        }
+        graph = build_graph(&req).map_err(|e| anyhow!("{e}"))?;
+    }
+    if platforms.is_empty() {
+        platforms.push(Platform::host());
+    }
+    Ok((graph, platforms))
+}
+
 /// Run `imgfarm build`.
-pub fn run(_g: &GlobalArgs, _a: BuildArgs) -> anyhow::Result<ExitCode> {
-    super::not_implemented("build")
+pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
+    if a.farm.is_some() {
+        return super::not_implemented("build --farm");
+    }
+    let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
+    let outputs = output::parse_outputs(&a)?;
+    let state = g.state_dir();
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("creating state directory {}", state.display()))?;
+    let store = ContentStore::open(&state)
+        .with_context(|| format!("opening the image store in {}", state.display()))?;
+    let (_, _, dockerfile_path) = read_dockerfile(&a)?;
+    let ctx = Arc::new(open_context(&a, &dockerfile_path)?);
+    let (graph, platforms) = plan(&a, &store, &ctx)?;
+    for w in &graph.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let graph = Arc::new(graph);
+    let cache = ResultCache::open(&state)?;
+    let secrets = parse_secrets(&a.secrets)?;
+    let executor: Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> = Some(Arc::new(
+        imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets),
+    ));
+    let worker = Arc::new(LocalWorker::new(
+        store.clone(),
+        cache,
+        Arc::clone(&graph),
+        Arc::clone(&ctx),
+        executor,
+        a.no_cache,
+    ));
+    let cached = worker.load_cache();
+    let tasks: Vec<Task> = graph
+        .vertices()
+        .into_iter()
+        .map(|v| Task {
+            key: v.key.clone(),
+            platform: v.platform.clone(),
+            inputs: v.inputs.clone(),
+            runs_code: matches!(v.op, imgfarm_common::graph::op::Op::Exec(_)),
+        })
+        .collect();
+    let roots: Vec<Digest> = graph.targets.iter().map(|t| t.export.clone()).collect();
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut sched = Scheduler::new(
+        tasks,
+        &roots,
+        &cached,
+        vec![local_worker_spec(&platforms, jobs)],
+        jobs,
+    )?;
+    let mut progress = Progress::new(mode);
+    let multi = platforms.len() > 1;
+    let name_of = |key: &Digest, emulated: bool| -> String {
+        let Some(v) = graph.vertex(key) else {
+            return key.to_string();
+        };
+        match (&v.platform, multi || emulated) {
+            (Some(p), true) if emulated => format!("[{p} emulated] {}", v.description),
+            (Some(p), true) => format!("[{p}] {}", v.description),
+            _ => v.description.clone(),
+        }
+    };
+    // Cached steps that the build would otherwise need, in graph order.
+    let pending: BTreeSet<&Digest> = sched.pending().iter().collect();
+    for v in graph.vertices() {
+        if cached.contains(&v.key) && !pending.contains(&v.key) && needed_by(&graph, &v.key, &roots)
+        {
+            progress.cached(v.key.as_str(), &name_of(&v.key, false));
+        }
+    }
+    let mut emulated_keys = BTreeSet::new();
+    let mut link = InProcessLink::new(Arc::clone(&worker));
+    let result = drive(&mut sched, &mut link, &mut |ev| match ev {
+        DriveEvent::Started(d) => {
+            if d.emulated {
+                emulated_keys.insert(d.key.clone());
+            }
+            progress.started(d.key.as_str(), &name_of(&d.key, d.emulated));
+        }
+        DriveEvent::Link(LinkEvent::Log { key, bytes }) => progress.log(key.as_str(), bytes),
+        DriveEvent::Link(LinkEvent::Done { key }) => progress.done(key.as_str()),
+        DriveEvent::Link(LinkEvent::Failed { key, error }) => progress.failed(key.as_str(), error),
+        DriveEvent::Link(LinkEvent::WorkerLost { .. }) => {}
+    });
+    if let Err(e) = result {
+        progress.finish();
+        match &e {
+            DriveError::VertexFailed { key, error } => {
+                let name = name_of(key, emulated_keys.contains(key));
+                eprintln!("ERROR: failed to solve: {name}: {error}");
+                let tail = progress.tail(key.as_str());
+                if !tail.is_empty() && !error.contains(tail.last().map_or("", |s| s.as_str())) {
+                    eprintln!("------\n{}\n------", tail.join("\n"));
+                }
+            }
+            other => eprintln!("ERROR: failed to solve: {other}"),
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut manifests = Vec::new();
+    for t in &graph.targets {
+        let r = worker
+            .result(&t.export)
+            .and_then(|r| r.manifest)
+            .ok_or_else(|| anyhow!("export of {} produced no manifest", t.platform))?;
+        manifests.push((t.platform.clone(), r));
+    }
+    let done = output::export(&a, &store, &outputs, &manifests, &mut progress);
+    progress.finish();
+    done?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Is `key` needed for `roots` (it or a user of it leads to a root)?
+fn needed_by(graph: &BuildGraph, key: &Digest, roots: &[Digest]) -> bool {
+    let down = graph.downstream(key);
+    roots.iter().any(|r| down.contains(r))
+}
+
+/// `--secret id=ID,src=PATH` (or `type=file`, `source=`); `env=VAR` is
+/// not supported yet. A named file must exist.
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("type", "file")) => {}
+                Some(("env", _)) | Some(("type", "env")) => {
+                    bail!("--secret {spec}: env secrets are not supported yet; use src=FILE")
+                }
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .ok_or_else(|| anyhow!("invalid --secret {spec:?}: no id"))?;
+        let src = src.ok_or_else(|| anyhow!("--secret {spec}: no src=PATH"))?;
+        if !src.is_file() {
+            bail!(
+                "--secret {spec}: {} does not exist or is not a file",
+                src.display()
+            );
+        }
+        out.insert(id, src);
+    }
+    Ok(out)
 }

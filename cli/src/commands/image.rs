@@ -122,8 +122,8 @@ pub struct PruneArgs {
 }
 
 /// Run `imgfarm images`.
-pub fn images(_g: &GlobalArgs, _a: ImagesArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("images")
+pub fn images(g: &GlobalArgs, a: ImagesArgs) -> anyhow::Result<ExitCode> {
+    super::images_list::run(g, a)
 }
 /// Run `imgfarm pull`.
 pub fn pull(_g: &GlobalArgs, _a: PullArgs) -> anyhow::Result<ExitCode> {

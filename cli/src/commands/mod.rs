@@ -4,7 +4,9 @@ mod build;
 mod debug;
 mod farm;
 mod image;
+mod images_list;
 mod roles;
+mod seed;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,0 +1,3 @@
+#!/bin/sh
+cat "$GREETING_FILE"
+echo "running on $(cat /app/arch)"

@@ -1,0 +1,365 @@
+//! User-namespace id mappings for rootless execution.
+//!
+//! The default is the *full* mapping rootless BuildKit, podman and buildah use: container
+//! id 0 is the calling user, and container ids `1..=N` are the user's subordinate ids from
+//! `/etc/subuid` and `/etc/subgid` (subuid(5)), written by the setuid helpers
+//! `newuidmap`/`newgidmap` (user_namespaces(7): only a privileged writer may map ids other
+//! than its own). With no subordinate range, the fallback maps only container root to the
+//! user: everything else is `nobody`, so `chown` to any other id fails with EINVAL.
+
+use std::path::{Path, PathBuf};
+
+/// Subordinate ids we ask for (container ids `1..=65536`), as Debian's `useradd` allocates.
+pub const WANTED_RANGE: u32 = 65536;
+/// Largest subuid/subgid file read.
+const MAX_SUBID_FILE: u64 = 4 << 20;
+
+/// One line of `/etc/subuid` or `/etc/subgid`: `owner:start:count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubIdRange {
+    /// First host id of the range.
+    pub start: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// How container ids map to host ids.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum IdMapping {
+    /// `0 → uid`, `1..=count → subuid..` (and the same for gids), via newuidmap/newgidmap.
+    Full {
+        /// Host uid of container root.
+        uid: u32,
+        /// Host gid of container root.
+        gid: u32,
+        /// First subordinate uid (container uid 1).
+        subuid: u32,
+        /// First subordinate gid (container gid 1).
+        subgid: u32,
+        /// Number of subordinate ids mapped (container ids `1..=count`).
+        count: u32,
+    },
+    /// Only `0 → uid` and `0 → gid`, written by the namespace itself (setgroups denied).
+    Single {
+        /// Host uid of container root.
+        uid: u32,
+        /// Host gid of container root.
+        gid: u32,
+    },
+}
+
+/// Why the full mapping is not used (the fallback warning names what will fail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdMapError {
+    /// No usable line for the user in the file.
+    #[error(
+        "no subordinate id range for user {user} (uid {uid}) in {file}: only container root \
+         is mapped, so chown to any other id will fail; add a range of {WANTED_RANGE} ids \
+         (e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`)"
+    )]
+    NoRange {
+        /// User name.
+        user: String,
+        /// User id.
+        uid: u32,
+        /// The file searched.
+        file: PathBuf,
+    },
+    /// newuidmap or newgidmap is not installed.
+    #[error(
+        "{tool} not found: only container root is mapped, so chown to any other id will fail; \
+         install it (apt install uidmap)"
+    )]
+    NoHelper {
+        /// The missing tool.
+        tool: &'static str,
+    },
+}
+
+impl IdMapping {
+    /// Host uid that container uid `inner` maps to, if mapped.
+    pub fn host_uid(&self, inner: u32) -> Option<u32> {
+        match *self {
+            IdMapping::Full {
+                uid, subuid, count, ..
+            } => map_one(inner, uid, subuid, count),
+            IdMapping::Single { uid, .. } => (inner == 0).then_some(uid),
+        }
+    }
+
+    /// Host gid that container gid `inner` maps to, if mapped.
+    pub fn host_gid(&self, inner: u32) -> Option<u32> {
+        match *self {
+            IdMapping::Full {
+                gid, subgid, count, ..
+            } => map_one(inner, gid, subgid, count),
+            IdMapping::Single { gid, .. } => (inner == 0).then_some(gid),
+        }
+    }
+
+    /// Arguments after the pid for `newuidmap PID ...` (`inner outer count` triples).
+    pub fn newuidmap_args(&self) -> Vec<String> {
+        match *self {
+            IdMapping::Full {
+                uid, subuid, count, ..
+            } => triples(uid, subuid, count),
+            IdMapping::Single { uid, .. } => vec!["0".into(), uid.to_string(), "1".into()],
+        }
+    }
+
+    /// Arguments after the pid for `newgidmap PID ...`.
+    pub fn newgidmap_args(&self) -> Vec<String> {
+        match *self {
+            IdMapping::Full {
+                gid, subgid, count, ..
+            } => triples(gid, subgid, count),
+            IdMapping::Single { gid, .. } => vec!["0".into(), gid.to_string(), "1".into()],
+        }
+    }
+
+    /// Whether supplementary groups can be set (setgroups is denied in a single mapping).
+    pub fn allows_setgroups(&self) -> bool {
+        matches!(self, IdMapping::Full { .. })
+    }
+}
+
+fn map_one(inner: u32, own: u32, sub: u32, count: u32) -> Option<u32> {
+    if inner == 0 {
+        Some(own)
+    } else if inner <= count {
+        sub.checked_add(inner - 1)
+    } else {
+        None
+    }
+}
+
+fn triples(own: u32, sub: u32, count: u32) -> Vec<String> {
+    vec![
+        "0".into(),
+        own.to_string(),
+        "1".into(),
+        "1".into(),
+        sub.to_string(),
+        count.to_string(),
+    ]
+}
+
+/// Parse a subuid/subgid file and return the first range owned by `user` (by name) or by
+/// `uid` (numeric owner, as shadow-utils also accepts). Ranges smaller than `wanted` are
+/// used only when nothing larger exists; the count is capped at `wanted`.
+pub fn find_range(text: &str, user: &str, uid: u32, wanted: u32) -> Option<SubIdRange> {
+    let uid_s = uid.to_string();
+    let mut best: Option<SubIdRange> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split(':');
+        let (Some(owner), Some(start), Some(count), None) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if owner != user && owner != uid_s {
+            continue;
+        }
+        let (Ok(start), Ok(count)) = (start.parse::<u32>(), count.parse::<u32>()) else {
+            continue;
+        };
+        if count == 0 || start.checked_add(count - 1).is_none() {
+            continue;
+        }
+        let r = SubIdRange {
+            start,
+            count: count.min(wanted),
+        };
+        if count >= wanted {
+            return Some(r);
+        }
+        if best.is_none_or(|b| b.count < r.count) {
+            best = Some(r);
+        }
+    }
+    best
+}
+
+/// Decide the mapping for `user`/`uid`/`gid` from the texts of `/etc/subuid` and
+/// `/etc/subgid` (pure; see [`detect`]). `helpers_present` says whether newuidmap and
+/// newgidmap were found. Returns the mapping and, for the fallback, the reason.
+pub fn choose(
+    user: &str,
+    uid: u32,
+    gid: u32,
+    subuid_text: &str,
+    subgid_text: &str,
+    helpers_present: Result<(), &'static str>,
+) -> (IdMapping, Option<IdMapError>) {
+    let single = IdMapping::Single { uid, gid };
+    let Some(u) = find_range(subuid_text, user, uid, WANTED_RANGE) else {
+        let e = IdMapError::NoRange {
+            user: user.into(),
+            uid,
+            file: "/etc/subuid".into(),
+        };
+        return (single, Some(e));
+    };
+    let Some(g) = find_range(subgid_text, user, uid, WANTED_RANGE) else {
+        let e = IdMapError::NoRange {
+            user: user.into(),
+            uid,
+            file: "/etc/subgid".into(),
+        };
+        return (single, Some(e));
+    };
+    if let Err(tool) = helpers_present {
+        return (single, Some(IdMapError::NoHelper { tool }));
+    }
+    (
+        IdMapping::Full {
+            uid,
+            gid,
+            subuid: u.start,
+            subgid: g.start,
+            count: u.count.min(g.count),
+        },
+        None,
+    )
+}
+
+/// The mapping for the calling process's real user, read from the system files. The
+/// warning (`Some`) explains a fallback to the single-id mapping.
+pub fn detect() -> (IdMapping, Option<IdMapError>) {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let helpers = if find_tool("newuidmap").is_none() {
+        Err("newuidmap")
+    } else if find_tool("newgidmap").is_none() {
+        Err("newgidmap")
+    } else {
+        Ok(())
+    };
+    choose(
+        &name,
+        uid,
+        gid,
+        &read_bounded(Path::new("/etc/subuid")),
+        &read_bounded(Path::new("/etc/subgid")),
+        helpers,
+    )
+}
+
+fn read_bounded(p: &Path) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.take(MAX_SUBID_FILE).read_to_string(&mut s);
+    }
+    s
+}
+
+/// Absolute path of a setuid map helper, searched in the standard system directories
+/// (not `$PATH`: a setuid helper must come from the system).
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB: &str = "alice:100000:65536\n# comment\nbob:165536:65536\n1003:231072:65536\n";
+
+    #[test]
+    fn finds_by_name_and_by_uid() {
+        assert_eq!(
+            find_range(SUB, "bob", 1002, WANTED_RANGE),
+            Some(SubIdRange {
+                start: 165536,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            find_range(SUB, "carol", 1003, WANTED_RANGE).map(|r| r.start),
+            Some(231072)
+        );
+        assert_eq!(find_range(SUB, "dave", 1004, WANTED_RANGE), None);
+    }
+
+    #[test]
+    fn ignores_malformed_lines_and_overflow() {
+        let t = "x:1:2:3\nx:abc:10\nx:4294967295:2\nx:10:0\n";
+        assert_eq!(find_range(t, "x", 1, WANTED_RANGE), None);
+    }
+
+    #[test]
+    fn small_range_is_used_when_nothing_larger() {
+        let t = "x:500000:1000\n";
+        assert_eq!(
+            find_range(t, "x", 1, WANTED_RANGE),
+            Some(SubIdRange {
+                start: 500000,
+                count: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn full_mapping_maps_like_newuidmap() {
+        let (m, w) = choose("bob", 1002, 1002, SUB, SUB, Ok(()));
+        assert!(w.is_none());
+        assert_eq!(m.host_uid(0), Some(1002));
+        assert_eq!(m.host_uid(1), Some(165536));
+        assert_eq!(m.host_uid(1000), Some(166535));
+        assert_eq!(m.host_uid(65536), Some(231071));
+        assert_eq!(m.host_uid(65537), None);
+        assert_eq!(
+            m.newuidmap_args(),
+            ["0", "1002", "1", "1", "165536", "65536"]
+        );
+        assert!(m.allows_setgroups());
+    }
+
+    #[test]
+    fn fallback_names_chown() {
+        let (m, w) = choose("dave", 1004, 1004, SUB, SUB, Ok(()));
+        assert_eq!(
+            m,
+            IdMapping::Single {
+                uid: 1004,
+                gid: 1004
+            }
+        );
+        let msg = w.expect("warning").to_string();
+        assert!(
+            msg.contains("chown") && msg.contains("/etc/subuid"),
+            "{msg}"
+        );
+        assert_eq!(m.host_uid(1000), None);
+        assert!(!m.allows_setgroups());
+    }
+
+    #[test]
+    fn fallback_when_helper_missing() {
+        let (m, w) = choose("bob", 1002, 1002, SUB, SUB, Err("newuidmap"));
+        assert!(matches!(m, IdMapping::Single { .. }));
+        assert!(w
+            .expect("warning")
+            .to_string()
+            .contains("apt install uidmap"));
+    }
+
+    #[test]
+    fn missing_subgid_falls_back() {
+        let (_, w) = choose("bob", 1002, 1002, SUB, "", Ok(()));
+        assert!(w.expect("warning").to_string().contains("/etc/subgid"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Reading layer blobs from the content store (gzip, zstd or plain tar,
+//! detected by magic bytes as the image spec allows) and writing new layer
+//! tars straight into the store, hashing the `diff_id` on the way.
+
+use super::result::LayerRef;
+use super::SolveError;
+use flate2::write::GzEncoder;
+use imgfarm_common::oci::layer::MEDIA_TYPE_TAR_GZIP;
+use imgfarm_common::oci::store::{BlobWriter, ContentStore};
+use imgfarm_common::oci::Digest;
+use sha2::{Digest as _, Sha256};
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A decompressing reader over a layer blob.
+pub fn open_layer(store: &ContentStore, l: &LayerRef) -> Result<Box<dyn Read>, SolveError> {
+    let blob = store
+        .open_blob(&l.digest)
+        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?;
+    let mut r = BufReader::with_capacity(256 * 1024, blob);
+    let head = r
+        .fill_buf()
+        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(r)
+                .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?,
+        )
+    } else {
+        Box::new(r)
+    })
+}
+
+/// Hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A gzip layer being written: a tar builder whose bytes are hashed
+/// (diff_id) and compressed into a store blob.
+pub struct LayerWriter {
+    tar: tar::Builder<Hashing<GzEncoder<io::BufWriter<BlobWriter>>>>,
+}
+
+impl LayerWriter {
+    /// A new layer blob in `store`.
+    pub fn new(store: &ContentStore) -> Result<Self, SolveError> {
+        let blob = store
+            .writer(None, None)
+            .map_err(|e| SolveError::Store(e.to_string()))?;
+        let gz = GzEncoder::new(
+            io::BufWriter::with_capacity(256 * 1024, blob),
+            flate2::Compression::new(6),
+        );
+        let mut tar = tar::Builder::new(Hashing {
+            inner: gz,
+            hash: Sha256::new(),
+            size: 0,
+        });
+        tar.mode(tar::HeaderMode::Complete);
+        Ok(Self { tar })
+    }
+
+    /// Append an entry (header path/size/cksum set here).
+    pub fn append(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        data: impl Read,
+    ) -> Result<(), SolveError> {
+        self.tar
+            .append_data(header, path, data)
+            .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
+    }
+
+    /// Append a symlink or hardlink entry.
+    pub fn append_link(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        target: &str,
+    ) -> Result<(), SolveError> {
+        self.tar
+            .append_link(header, path, target)
+            .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
+    }
+
+    /// Finish the tar, commit the blob.
+    pub fn finish(self) -> Result<LayerRef, SolveError> {
+        let err = |e: io::Error| SolveError::Layer(format!("finishing layer: {e}"));
+        let hashing = self.tar.into_inner().map_err(err)?;
+        let diff_id = Digest::from_sha256(hashing.hash);
+        let buf = hashing.inner.finish().map_err(err)?;
+        let blob = buf.into_inner().map_err(|e| err(e.into_error()))?;
+        let (digest, size) = blob
+            .commit()
+            .map_err(|e| SolveError::Store(e.to_string()))?;
+        Ok(LayerRef {
+            digest,
+            diff_id,
+            size,
+            media_type: MEDIA_TYPE_TAR_GZIP.to_string(),
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! The vertex solver: runs one build-graph vertex at a time on this worker
+//! and keeps results by key (in memory and in the persisted cache). The
+//! coordinator's scheduler decides what runs when; [`LocalWorker`] is the
+//! runner behind the in-process link (and, later, behind the QUIC link).
+
+pub mod copy;
+pub mod exec;
+pub mod export;
+pub mod image;
+pub mod layers;
+pub mod result;
+pub mod rootless;
+pub mod view;
+
+use exec::{ExecRequest, Executor};
+use imgfarm_common::context::BuildContext;
+use imgfarm_common::graph::op::{FileAction, Op};
+use imgfarm_common::graph::{BuildGraph, Vertex};
+use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::oci::Digest;
+use imgfarm_coordinator::link::VertexRunner;
+use result::{ResultCache, VertexResult};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use view::ChainView;
+
+/// Why a vertex failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    /// Content store trouble.
+    #[error("content store: {0}")]
+    Store(String),
+    /// Writing or reading a layer failed.
+    #[error("layer: {0}")]
+    Layer(String),
+    /// A base image could not be used.
+    #[error("base image: {0}")]
+    BaseImage(String),
+    /// A context read failed.
+    #[error("{0}")]
+    Context(String),
+    /// `--chown`/USER names that do not resolve.
+    #[error("{0}")]
+    User(String),
+    /// RUN failed.
+    #[error(transparent)]
+    Exec(#[from] exec::ExecFailure),
+    /// The op is not supported by this worker (yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Build cache trouble.
+    #[error(transparent)]
+    Cache(#[from] result::CacheError),
+    /// A bug: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What the embedded worker needs for one build.
+pub struct LocalWorker {
+    store: ContentStore,
+    cache: ResultCache,
+    graph: Arc<BuildGraph>,
+    context: Arc<BuildContext>,
+    context_dir: PathBuf,
+    executor: Option<Arc<dyn Executor>>,
+    no_cache: bool,
+    results: Mutex<HashMap<Digest, VertexResult>>,
+}
+
+impl LocalWorker {
+    /// A worker for `graph` over `store`, reading `context`.
+    pub fn new(
+        store: ContentStore,
+        cache: ResultCache,
+        graph: Arc<BuildGraph>,
+        context: Arc<BuildContext>,
+        executor: Option<Arc<dyn Executor>>,
+        no_cache: bool,
+    ) -> Self {
+        let context_dir = context.root().to_path_buf();
+        Self {
+            store,
+            cache,
+            graph,
+            context,
+            context_dir,
+            executor,
+            no_cache,
+            results: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Load cached results for the graph's vertices; returns their keys.
+    /// A cached result counts only while every blob it names is in the store.
+    /// With `--no-cache` nothing is loaded.
+    pub fn load_cache(&self) -> BTreeSet<Digest> {
+        let mut out = BTreeSet::new();
+        if self.no_cache {
+            return out;
+        }
+        for v in self.graph.vertices() {
+            if !cacheable(v) {
+                continue;
+            }
+            let Some(r) = self.cache.get(&v.key) else {
+                continue;
+            };
+            let blobs_present = r
+                .chain
+                .iter()
+                .chain(&r.delta)
+                .all(|l| self.store.contains(&l.digest))
+                && r.base_config.iter().all(|d| self.store.contains(d))
+                && r.manifest.iter().all(|m| self.store.contains(&m.digest));
+            if blobs_present {
+                out.insert(v.key.clone());
+                self.lock().insert(v.key.clone(), r);
+            }
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, VertexResult>> {
+        self.results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The result of `key`, once it has run (or came from the cache).
+    pub fn result(&self, key: &Digest) -> Option<VertexResult> {
+        self.lock().get(key).cloned()
+    }
+
+    fn input(&self, v: &Vertex, i: usize) -> Result<VertexResult, SolveError> {
+        let key = v
+            .inputs
+            .get(i)
+            .ok_or_else(|| SolveError::Internal(format!("input {i} of {}", v.key)))?;
+        self.result(key)
+            .ok_or_else(|| SolveError::Internal(format!("input {key} has no result")))
+    }
+
+    fn chain_of(&self, v: &Vertex, i: Option<usize>) -> Result<Vec<result::LayerRef>, SolveError> {
+        match i {
+            Some(i) => Ok(self.input(v, i)?.chain),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Run one vertex to its result.
+    pub fn solve_vertex(
+        &self,
+        v: &Vertex,
+        emulated: bool,
+        log: &mut dyn FnMut(&[u8]),
+    ) -> Result<VertexResult, SolveError> {
+        match &v.op {
+            Op::Image(img) => {
+                let Some(digest) = &img.digest else {
+                    return Err(SolveError::BaseImage(format!(
+                        "{}: not found in the local image store; run `imgfarm pull {}` first",
+                        img.reference, img.reference
+                    )));
+                };
+                let (_, (config, layers)) = image::read_manifest(&self.store, digest)?;
+                Ok(VertexResult {
+                    chain: layers.clone(),
+                    delta: layers,
+                    base_config: Some(config),
+                    ..VertexResult::default()
+                })
+            }
+            Op::Context(_) => Ok(VertexResult::default()),
+            Op::File(f) => {
+                let lower = self.chain_of(v, f.dest_root)?;
+                let view = ChainView::load(&self.store, &lower)?;
+                let layer = match &f.action {
+                    FileAction::Mkdir { path, mode, user } => {
+                        copy::mkdir_layer(&self.store, &view, path, *mode, user)?
+                    }
+                    FileAction::Copy(c) => self.copy(v, &view, c)?,
+                };
+                let mut chain = lower;
+                chain.push(layer.clone());
+                Ok(VertexResult {
+                    chain,
+                    delta: vec![layer],
+                    ..VertexResult::default()
+                })
+            }
+            Op::Merge(m) => {
+                let mut chain = self.chain_of(v, m.lower)?;
+                chain.extend(self.input(v, m.upper)?.delta);
+                Ok(VertexResult {
+                    chain,
+                    ..VertexResult::default()
+                })
+            }
+            Op::Exec(e) => {
+                let lower = self.chain_of(v, e.root)?;
+                let Some(exec) = &self.executor else {
+                    return Err(SolveError::Unsupported(
+                        "RUN needs the rootless executor, which this build of imgfarm lacks".into(),
+                    ));
+                };
+                let platform = v
+                    .platform
+                    .clone()
+                    .ok_or_else(|| SolveError::Internal("RUN without a platform".into()))?;
+                let inputs = (0..v.inputs.len())
+                    .map(|i| self.input(v, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let req = ExecRequest {
+                    store: &self.store,
+                    lower: &lower,
+                    op: e,
+                    inputs: &inputs,
+                    context_dir: Some(&self.context_dir),
+                    platform: &platform,
+                    emulated,
+                };
+                let layer = exec.run(&req, log)?;
+                let mut chain = lower;
+                chain.push(layer.clone());
+                Ok(VertexResult {
+                    chain,
+                    delta: vec![layer],
+                    ..VertexResult::default()
+                })
+            }
+            Op::Export(x) => {
+                let platform = v
+                    .platform
+                    .clone()
+                    .ok_or_else(|| SolveError::Internal("export without a platform".into()))?;
+                let mut layers = Vec::new();
+                let mut base = None;
+                for i in 0..v.inputs.len() {
+                    let r = self.input(v, i)?;
+                    if x.base_image == Some(i) {
+                        if let Some(c) = &r.base_config {
+                            let bytes = self
+                                .store
+                                .read_bytes(c, imgfarm_common::oci::image::MAX_DOCUMENT_SIZE)
+                                .map_err(|e| SolveError::Store(e.to_string()))?;
+                            base = Some(
+                                imgfarm_common::oci::image::ImageConfig::from_json(&bytes)
+                                    .map_err(|e| SolveError::BaseImage(e.to_string()))?,
+                            );
+                        }
+                    }
+                    layers.extend(r.delta);
+                }
+                let (manifest, _config) = export::export_image(
+                    &self.store,
+                    &platform,
+                    &x.config,
+                    base.as_ref(),
+                    &layers,
+                )?;
+                Ok(VertexResult {
+                    manifest: Some(manifest),
+                    ..VertexResult::default()
+                })
+            }
+            Op::Inline(inline) => self.inline_files(v, inline),
+            Op::Url(_) => Err(SolveError::Unsupported(format!(
+                "{} sources are not supported by the local solver yet",
+                v.op.kind()
+            ))),
+        }
+    }
+
+    /// Heredoc files, written once per key under `<state>/inline/<key>`.
+    fn inline_files(
+        &self,
+        v: &Vertex,
+        inline: &imgfarm_common::graph::op::InlineOp,
+    ) -> Result<VertexResult, SolveError> {
+        let root = self.store.root().join("inline");
+        let dir = root.join(v.key.hex());
+        let tmp = root.join(format!("{}.tmp", v.key.hex()));
+        let io = |e: std::io::Error| SolveError::Layer(format!("inline files: {e}"));
+        if !dir.is_dir() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(io)?;
+            for f in &inline.files {
+                if f.name.is_empty() || f.name.contains('/') || f.name == ".." || f.name == "." {
+                    return Err(SolveError::Context(format!(
+                        "inline file name {:?} is not a plain file name",
+                        f.name
+                    )));
+                }
+                let p = tmp.join(&f.name);
+                std::fs::write(&p, &f.content).map_err(io)?;
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(f.mode & 0o7777);
+                std::fs::set_permissions(&p, mode).map_err(io)?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(io)?;
+        }
+        Ok(VertexResult {
+            files_dir: Some(dir),
+            ..VertexResult::default()
+        })
+    }
+
+    fn copy(
+        &self,
+        v: &Vertex,
+        view: &ChainView,
+        c: &imgfarm_common::graph::op::CopyAction,
+    ) -> Result<result::LayerRef, SolveError> {
+        // Group sources by input; each input is the context or a stage.
+        let mut inputs: Vec<usize> = c.sources.iter().map(|s| s.input).collect();
+        inputs.dedup();
+        let mut stages: HashMap<usize, (tempfile::TempDir, ChainView)> = HashMap::new();
+        let mut inline: HashMap<usize, BuildContext> = HashMap::new();
+        for &i in &inputs {
+            let key = &v.inputs[i.min(v.inputs.len().saturating_sub(1))];
+            let is_context = matches!(self.graph.vertex(key).map(|x| &x.op), Some(Op::Context(_)));
+            if let Some(files) = self.input(v, i)?.files_dir {
+                let ctx = BuildContext::open(&files, Default::default())
+                    .map_err(|e| SolveError::Context(e.to_string()))?;
+                inline.insert(i, ctx);
+                continue;
+            }
+            if !is_context {
+                let chain = self.input(v, i)?.chain;
+                let dir =
+                    tempfile::tempdir().map_err(|e| SolveError::Layer(format!("temp dir: {e}")))?;
+                for l in &chain {
+                    let r = layers::open_layer(&self.store, l)?;
+                    let opts = imgfarm_common::oci::layer::ApplyOptions {
+                        ownership: false,
+                        devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
+                        ..Default::default()
+                    };
+                    imgfarm_common::oci::layer::apply(r, dir.path(), &opts)
+                        .map_err(|e| SolveError::Layer(e.to_string()))?;
+                }
+                let sview = ChainView::load(&self.store, &chain)?;
+                stages.insert(i, (dir, sview));
+            }
+        }
+        let mut stage_ctx: HashMap<usize, BuildContext> = HashMap::new();
+        for (i, (dir, _)) in &stages {
+            let ctx = BuildContext::open(dir.path(), Default::default())
+                .map_err(|e| SolveError::Context(e.to_string()))?
+                .with_rooted_symlinks();
+            stage_ctx.insert(*i, ctx);
+        }
+        let mut sources = Vec::new();
+        for &i in &inputs {
+            let paths: Vec<String> = c
+                .sources
+                .iter()
+                .filter(|s| s.input == i)
+                .map(|s| s.path.clone())
+                .collect();
+            let (ctx, owners) = match (stage_ctx.get(&i), stages.get(&i), inline.get(&i)) {
+                (Some(ctx), Some((_, view)), _) => (ctx, Some(view)),
+                (_, _, Some(ctx)) => (ctx, None),
+                _ => (self.context.as_ref(), None),
+            };
+            let sel = ctx
+                .select(&paths, &c.excludes)
+                .map_err(|e| SolveError::Context(e.to_string()))?;
+            sources.push((copy::SourceFs { ctx, owners }, sel.matches));
+        }
+        copy::copy_layer(&self.store, view, c, &sources)
+    }
+}
+
+/// Can this vertex's result be reused by key? (An ADD URL without a
+/// checksum must be fetched again each build.)
+fn cacheable(v: &Vertex) -> bool {
+    !matches!(&v.op, Op::Url(u) if !u.content_addressed)
+}
+
+impl VertexRunner for LocalWorker {
+    fn run(&self, key: &Digest, emulated: bool, log: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        let v = self
+            .graph
+            .vertex(key)
+            .ok_or_else(|| format!("vertex {key} is not in the build graph"))?;
+        let r = self
+            .solve_vertex(v, emulated, log)
+            .map_err(|e| e.to_string())?;
+        if cacheable(v) {
+            self.cache.put(key, &r).map_err(|e| e.to_string())?;
+        }
+        self.lock().insert(key.clone(), r);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! What a vertex produces, and the persisted cache of results by key
+//! (`<state>/cache/vertices/<hex>.json`): same key, same result, on any run.
+
+use imgfarm_common::oci::layer::LayerInfo;
+use imgfarm_common::oci::store::RefDescriptor;
+use imgfarm_common::oci::Digest;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A layer as the solver tracks it: the blob in the content store and its
+/// uncompressed `diff_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// Blob digest (manifest layer descriptor).
+    pub digest: Digest,
+    /// Uncompressed digest (config `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Blob size.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+}
+
+impl From<LayerInfo> for LayerRef {
+    fn from(l: LayerInfo) -> Self {
+        Self {
+            digest: l.digest,
+            diff_id: l.diff_id,
+            size: l.size,
+            media_type: l.media_type,
+        }
+    }
+}
+
+/// The result of one vertex.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexResult {
+    /// The whole filesystem as a layer chain, bottom first.
+    pub chain: Vec<LayerRef>,
+    /// The layers this vertex adds to an exported image (a base image: all
+    /// of its layers; COPY/RUN/WORKDIR: one; merge and sources: none).
+    pub delta: Vec<LayerRef>,
+    /// A base image's config blob.
+    pub base_config: Option<Digest>,
+    /// An export vertex's manifest.
+    pub manifest: Option<RefDescriptor>,
+    /// Files of an inline source (heredocs), written under the state dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_dir: Option<PathBuf>,
+}
+
+/// Why the cache could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Filesystem error.
+    #[error("build cache {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Results by vertex key, one small JSON file each.
+#[derive(Debug, Clone)]
+pub struct ResultCache {
+    dir: PathBuf,
+}
+
+const MAX_ENTRY: u64 = 16 << 20;
+
+impl ResultCache {
+    /// The cache under `state/cache/vertices`.
+    pub fn open(state: &Path) -> Result<Self, CacheError> {
+        let dir = state.join("cache").join("vertices");
+        fs::create_dir_all(&dir).map_err(|source| CacheError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, key: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// The cached result of `key`; a missing, oversized or unreadable entry
+    /// is a miss (the vertex runs again and rewrites it).
+    pub fn get(&self, key: &Digest) -> Option<VertexResult> {
+        let p = self.path(key);
+        let meta = fs::metadata(&p).ok()?;
+        if meta.len() > MAX_ENTRY {
+            return None;
+        }
+        serde_json::from_slice(&fs::read(&p).ok()?).ok()
+    }
+
+    /// Record `key`'s result (temp file + rename, so readers never see half).
+    pub fn put(&self, key: &Digest, r: &VertexResult) -> Result<(), CacheError> {
+        let p = self.path(key);
+        let io = |source| CacheError::Io {
+            path: p.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec(r).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        tmp.write_all(&bytes).map_err(io)?;
+        tmp.persist(&p).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+}

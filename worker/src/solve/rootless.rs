@@ -1,0 +1,343 @@
+//! [`Executor`] over the rootless executor (crate::executor): parent layers
+//! are unpacked once per chain prefix into `<state>/snapshots/<key>/fs`
+//! (inside a user namespace, so owners are mapped ids), the step runs over
+//! an overlay of them, and its upper dir becomes the layer. Owners in the
+//! upper dir are host ids; they are mapped back to container ids (the
+//! inverse of the user namespace mapping) as the layer is written.
+
+use super::exec::{ExecFailure, ExecRequest, Executor};
+use super::layers::LayerWriter;
+use super::result::LayerRef;
+use crate::emulation;
+use crate::executor::{self, ExecError, ExtraMount, Network};
+use crate::idmap::IdMapping;
+use imgfarm_common::dockerfile::instructions::mount::MountType;
+use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
+use imgfarm_common::oci::layer::{create_to_writer, Compression, CreateOptions, SourceKind};
+use imgfarm_common::oci::Digest;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The embedded worker's RUN executor.
+pub struct RootlessExecutor {
+    exec: executor::Executor,
+    state: PathBuf,
+    secrets: BTreeMap<String, PathBuf>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+fn setup(e: impl std::fmt::Display) -> ExecFailure {
+    ExecFailure::Setup(e.to_string())
+}
+
+impl RootlessExecutor {
+    /// An executor keeping snapshots and cache mounts under `state`;
+    /// `secrets` maps `--secret` ids to files.
+    pub fn new(state: &Path, secrets: BTreeMap<String, PathBuf>) -> Self {
+        Self {
+            exec: executor::Executor::new(),
+            state: state.to_path_buf(),
+            secrets,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut m = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(m.entry(key.to_string()).or_default())
+    }
+
+    /// The unpacked dirs of `lower`, bottom first, unpacking what is missing.
+    fn snapshots(&self, req: &ExecRequest<'_>) -> Result<Vec<PathBuf>, ExecFailure> {
+        let root = self.state.join("snapshots");
+        std::fs::create_dir_all(&root).map_err(setup)?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut prefix = String::new();
+        for l in req.lower {
+            prefix.push_str(l.diff_id.as_str());
+            prefix.push('\n');
+            let key = Digest::sha256_of(prefix.as_bytes()).hex().to_string();
+            let dir = root.join(&key);
+            let fs = dir.join("fs");
+            let lock = self.lock_for(&key);
+            let _g = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !dir.join("done").exists() {
+                let t = Instant::now();
+                if dir.exists() {
+                    self.exec.remove_tree(&dir).map_err(setup)?;
+                }
+                std::fs::create_dir_all(dir.join("scratch")).map_err(setup)?;
+                std::fs::create_dir_all(&fs).map_err(setup)?;
+                let mut blob = req
+                    .store
+                    .open_blob(&l.digest)
+                    .map_err(|e| setup(format!("layer {}: {e}", l.digest)))?;
+                self.exec
+                    .unpack_layer(&mut blob, &fs, &dirs, &dir.join("scratch"))
+                    .map_err(setup)?;
+                std::fs::write(dir.join("done"), b"").map_err(setup)?;
+                tracing::info!(layer = %l.digest, ms = t.elapsed().as_millis() as u64, "unpacked");
+            }
+            dirs.push(fs);
+        }
+        Ok(dirs)
+    }
+
+    fn mounts(&self, req: &ExecRequest<'_>) -> Result<Vec<ExtraMount>, ExecFailure> {
+        let mut out = Vec::new();
+        for m in &req.op.mounts {
+            let s = &m.spec;
+            match s.kind {
+                MountType::Tmpfs => out.push(ExtraMount::Tmpfs {
+                    target: s.target.clone(),
+                    size: s.size,
+                }),
+                MountType::Cache => {
+                    let id = if s.id.is_empty() { &s.target } else { &s.id };
+                    let dir = self
+                        .state
+                        .join("cache")
+                        .join("mounts")
+                        .join(Digest::sha256_of(id.as_bytes()).hex());
+                    std::fs::create_dir_all(&dir).map_err(setup)?;
+                    out.push(ExtraMount::Cache {
+                        source: dir,
+                        target: s.target.clone(),
+                    });
+                }
+                MountType::Secret => {
+                    let id = if s.id.is_empty() {
+                        s.target.rsplit('/').next().unwrap_or("").to_string()
+                    } else {
+                        s.id.clone()
+                    };
+                    let target = if s.target.is_empty() {
+                        format!("/run/secrets/{id}")
+                    } else {
+                        s.target.clone()
+                    };
+                    match self.secrets.get(&id) {
+                        Some(src) => out.push(ExtraMount::Secret {
+                            source: src.clone(),
+                            target,
+                            mode: s.mode.unwrap_or(0o400),
+                            uid: s.uid.unwrap_or(0),
+                            gid: s.gid.unwrap_or(0),
+                        }),
+                        None if s.required => {
+                            return Err(ExecFailure::Setup(format!(
+                                "secret {id} not found: pass it with --secret id={id},src=PATH"
+                            )))
+                        }
+                        None => {}
+                    }
+                }
+                MountType::Bind => {
+                    // From the build context (a context input); stages need a merged
+                    // view, which the solver does not build yet.
+                    let Some(dir) = req.context_dir else {
+                        return Err(ExecFailure::Setup("bind mount without a context".into()));
+                    };
+                    let input = m.input.and_then(|i| req.inputs.get(i));
+                    if let Some(files) = input.and_then(|r| r.files_dir.as_ref()) {
+                        let rel = s.source.trim_start_matches('/');
+                        let source = if rel.is_empty() {
+                            files.clone()
+                        } else {
+                            files.join(rel)
+                        };
+                        out.push(ExtraMount::Bind {
+                            source,
+                            target: s.target.clone(),
+                            readonly: true,
+                        });
+                        continue;
+                    }
+                    let from_stage = input.is_some_and(|r| !r.chain.is_empty());
+                    if from_stage {
+                        return Err(ExecFailure::Setup(
+                            "RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
+                                .into(),
+                        ));
+                    }
+                    let rel = s.source.trim_start_matches('/');
+                    if rel.split('/').any(|p| p == "..") {
+                        return Err(ExecFailure::Setup(format!(
+                            "bind mount source {:?} leaves the build context",
+                            s.source
+                        )));
+                    }
+                    out.push(ExtraMount::Bind {
+                        source: dir.join(rel),
+                        target: s.target.clone(),
+                        readonly: s.readonly,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The log callback shared by the stdout and stderr writers.
+type SharedLog<'b> = RefCell<&'b mut dyn FnMut(&[u8])>;
+
+struct LogWriter<'a, 'b>(&'a SharedLog<'b>);
+
+impl Write for LogWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (self.0.borrow_mut())(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Host id → container id for the mapping in use.
+pub(crate) fn to_container(host: u64, root: u32, sub: Option<(u32, u32)>) -> u64 {
+    if host == u64::from(root) {
+        return 0;
+    }
+    if let Some((start, count)) = sub {
+        if host >= u64::from(start) && host < u64::from(start) + u64::from(count) {
+            return host - u64::from(start) + 1;
+        }
+    }
+    65534
+}
+
+impl Executor for RootlessExecutor {
+    fn run(
+        &self,
+        req: &ExecRequest<'_>,
+        log: &mut dyn FnMut(&[u8]),
+    ) -> Result<LayerRef, ExecFailure> {
+        let mode = emulation::resolve(req.platform).map_err(setup)?;
+        let t0 = Instant::now();
+        let lowers = self.snapshots(req)?;
+        let t_unpack = t0.elapsed();
+        let tmp_root = self.state.join("tmp");
+        std::fs::create_dir_all(&tmp_root).map_err(setup)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&tmp_root)
+            .map_err(setup)?
+            .keep();
+        let upper = tmp.join("upper");
+        let work = tmp.join("work");
+        std::fs::create_dir_all(&upper).map_err(setup)?;
+        std::fs::create_dir_all(&work).map_err(setup)?;
+        let mut er = executor::ExecRequest::new(lowers, upper.clone(), work, req.op.args.clone());
+        er.env = req.op.env.clone();
+        er.cwd = if req.op.cwd.is_empty() {
+            "/".into()
+        } else {
+            req.op.cwd.clone()
+        };
+        er.user = req.op.user.clone();
+        er.network = match req.op.network {
+            RunNetwork::None => Network::None,
+            _ => Network::Host,
+        };
+        er.platform = req.platform.clone();
+        er.emulation = mode.emulator();
+        let result = (|| {
+            er.mounts = self.mounts(req)?;
+            let cell: SharedLog<'_> = RefCell::new(log);
+            let t1 = Instant::now();
+            let report = self
+                .exec
+                .run(&er, LogWriter(&cell), LogWriter(&cell))
+                .map_err(|e| match e {
+                    ExecError::Failed {
+                        command,
+                        code,
+                        how,
+                        tail,
+                    } => match code {
+                        Some(code) => ExecFailure::Exit {
+                            command: command.join(" "),
+                            code,
+                            tail,
+                        },
+                        None => ExecFailure::Setup(format!(
+                            "process \"{}\" {how}\n{tail}",
+                            command.join(" ")
+                        )),
+                    },
+                    other => setup(other),
+                })?;
+            let t_run = t1.elapsed();
+            let t2 = Instant::now();
+            let layer = self.layer_from_upper(req, &upper)?;
+            tracing::info!(
+                unpack_ms = t_unpack.as_millis() as u64,
+                setup_ms = report.setup.map_or(0, |d| d.as_millis() as u64),
+                run_ms = t_run.as_millis() as u64,
+                diff_ms = t2.elapsed().as_millis() as u64,
+                "RUN timings"
+            );
+            Ok(layer)
+        })();
+        if let Err(e) = self.exec.remove_tree(&tmp) {
+            tracing::warn!("could not remove {}: {e}", tmp.display());
+        }
+        result
+    }
+}
+
+impl RootlessExecutor {
+    fn layer_from_upper(
+        &self,
+        req: &ExecRequest<'_>,
+        upper: &Path,
+    ) -> Result<LayerRef, ExecFailure> {
+        let opts = CreateOptions {
+            compression: Compression::None,
+            source: SourceKind::OverlayUpper,
+            ..CreateOptions::default()
+        };
+        let file = tempfile::tempfile_in(self.state.join("tmp")).map_err(setup)?;
+        let (mut file, _, _) = create_to_writer(upper, &opts, file).map_err(setup)?;
+        file.rewind().map_err(setup)?;
+        let (root_uid, root_gid, sub_u, sub_g) = match self.exec.mapping() {
+            IdMapping::Full {
+                uid,
+                gid,
+                subuid,
+                subgid,
+                count,
+            } => (*uid, *gid, Some((*subuid, *count)), Some((*subgid, *count))),
+            IdMapping::Single { uid, gid } => (*uid, *gid, None, None),
+        };
+        let mut w = LayerWriter::new(req.store).map_err(setup)?;
+        let mut ar = tar::Archive::new(std::io::BufReader::new(file));
+        for e in ar.entries().map_err(setup)? {
+            let mut e = e.map_err(setup)?;
+            let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let link = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let mut h = e.header().clone();
+            h.set_uid(to_container(h.uid().map_err(setup)?, root_uid, sub_u));
+            h.set_gid(to_container(h.gid().map_err(setup)?, root_gid, sub_g));
+            match (h.entry_type(), link) {
+                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
+                    w.append_link(&mut h, &path, &t).map_err(setup)?
+                }
+                _ => w.append(&mut h, &path, &mut e).map_err(setup)?,
+            }
+        }
+        w.finish().map_err(setup)
+    }
+}

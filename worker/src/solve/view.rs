@@ -1,0 +1,232 @@
+//! A metadata view of a layer chain without unpacking it: path → type,
+//! mode, owner (and the bytes of /etc/passwd and /etc/group, to resolve
+//! `--chown` names). Whiteouts per the image spec "Whiteouts": `.wh.<name>`
+//! deletes a lower path, `.wh..wh..opq` empties a lower directory.
+
+use super::layers::open_layer;
+use super::result::LayerRef;
+use super::SolveError;
+use imgfarm_common::oci::store::ContentStore;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// Metadata of one path in the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewEntry {
+    /// Tar entry type.
+    pub kind: tar::EntryType,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Modification time.
+    pub mtime: u64,
+    /// Link target (symlink).
+    pub link: String,
+    /// Index in the chain of the layer that holds this entry.
+    pub layer: usize,
+}
+
+/// The merged view of a chain.
+#[derive(Debug, Default, Clone)]
+pub struct ChainView {
+    /// Clean relative paths (`etc/passwd`) → metadata.
+    pub entries: BTreeMap<String, ViewEntry>,
+    passwd: Option<Vec<u8>>,
+    group: Option<Vec<u8>>,
+}
+
+const MAX_ENTRIES: usize = 2_000_000;
+const MAX_ID_FILE: u64 = 4 << 20;
+
+fn clean(p: &str) -> String {
+    p.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl ChainView {
+    /// Read every layer of `chain`, bottom first.
+    pub fn load(store: &ContentStore, chain: &[LayerRef]) -> Result<Self, SolveError> {
+        let mut v = Self::default();
+        for (i, l) in chain.iter().enumerate() {
+            v.apply(store, l, i)?;
+        }
+        Ok(v)
+    }
+
+    fn apply(
+        &mut self,
+        store: &ContentStore,
+        l: &LayerRef,
+        index: usize,
+    ) -> Result<(), SolveError> {
+        let bad = |e: std::io::Error| SolveError::Layer(format!("reading layer {}: {e}", l.digest));
+        let mut ar = tar::Archive::new(open_layer(store, l)?);
+        for e in ar.entries().map_err(bad)? {
+            let mut e = e.map_err(bad)?;
+            let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+            if path.is_empty() {
+                continue;
+            }
+            let (dir, base) = match path.rsplit_once('/') {
+                Some((d, b)) => (d.to_string(), b.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if base == ".wh..wh..opq" {
+                let prefix = format!("{dir}/");
+                if dir.is_empty() {
+                    self.entries.clear();
+                } else {
+                    self.entries.retain(|k, _| !k.starts_with(&prefix));
+                }
+                continue;
+            }
+            if let Some(name) = base.strip_prefix(".wh.") {
+                let gone = if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let prefix = format!("{gone}/");
+                self.entries
+                    .retain(|k, _| k != &gone && !k.starts_with(&prefix));
+                continue;
+            }
+            let h = e.header();
+            let entry = ViewEntry {
+                kind: h.entry_type(),
+                mode: h.mode().unwrap_or(0o644) & 0o7777,
+                uid: h.uid().unwrap_or(0),
+                gid: h.gid().unwrap_or(0),
+                mtime: h.mtime().unwrap_or(0),
+                link: e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+                layer: index,
+            };
+            if path == "etc/passwd" || path == "etc/group" {
+                let mut buf = Vec::new();
+                (&mut e)
+                    .take(MAX_ID_FILE)
+                    .read_to_end(&mut buf)
+                    .map_err(bad)?;
+                if path == "etc/passwd" {
+                    self.passwd = Some(buf);
+                } else {
+                    self.group = Some(buf);
+                }
+            }
+            if entry.kind != tar::EntryType::Directory {
+                // A non-directory replaces a directory and everything in it.
+                let prefix = format!("{path}/");
+                self.entries.retain(|k, _| !k.starts_with(&prefix));
+            }
+            self.entries.insert(path, entry);
+            if self.entries.len() > MAX_ENTRIES {
+                return Err(SolveError::Layer(format!(
+                    "layer chain has more than {MAX_ENTRIES} paths"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry at absolute or relative `path`.
+    pub fn get(&self, path: &str) -> Option<&ViewEntry> {
+        self.entries.get(&clean(path))
+    }
+
+    /// Is `path` a directory (following one final symlink level is not done:
+    /// BuildKit resolves the destination in the root, which we approximate).
+    pub fn is_dir(&self, path: &str) -> bool {
+        self.get(path)
+            .is_some_and(|e| e.kind == tar::EntryType::Directory)
+    }
+
+    /// Resolve a `user[:group]` spec to ids via /etc/passwd and /etc/group
+    /// of this filesystem (Docker's rule: numeric ids are used as given; a
+    /// user name without a group takes the user's primary group).
+    pub fn resolve_user(&self, spec: &str) -> Result<(u64, u64), SolveError> {
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        let lookup = |file: &Option<Vec<u8>>, name: &str, field: usize| -> Option<u64> {
+            let text = String::from_utf8_lossy(file.as_deref()?).into_owned();
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&name))
+                    .then(|| f.get(field).and_then(|v| v.parse().ok()))
+                    .flatten()
+            })
+        };
+        let (uid, primary) = if user.is_empty() {
+            (0, 0)
+        } else if let Ok(n) = user.parse::<u64>() {
+            // BuildKit: a numeric user without a group also gets it as gid.
+            (n, n)
+        } else {
+            let uid = lookup(&self.passwd, user, 2).ok_or_else(|| {
+                SolveError::User(format!(
+                    "unable to find user {user}: no matching entries in /etc/passwd"
+                ))
+            })?;
+            (uid, lookup(&self.passwd, user, 3).unwrap_or(0))
+        };
+        let gid = match group {
+            None => primary,
+            Some(g) => match g.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => lookup(&self.group, g, 2).ok_or_else(|| {
+                    SolveError::User(format!(
+                        "unable to find group {g}: no matching entries in /etc/group"
+                    ))
+                })?,
+            },
+        };
+        Ok((uid, gid))
+    }
+}
+
+/// Write the merged filesystem of `chain` as one plain tar to `out`: every
+/// path once, as the topmost layer has it (whiteouts applied, never written).
+pub fn write_flat_tar(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    out: impl std::io::Write,
+) -> Result<(), SolveError> {
+    let view = ChainView::load(store, chain)?;
+    let mut w = tar::Builder::new(out);
+    let bad = |e: std::io::Error| SolveError::Layer(format!("writing tar: {e}"));
+    for (i, l) in chain.iter().enumerate() {
+        let mut ar = tar::Archive::new(open_layer(store, l)?);
+        for e in ar.entries().map_err(bad)? {
+            let mut e = e.map_err(bad)?;
+            let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+            if view.entries.get(&path).is_none_or(|v| v.layer != i) {
+                continue;
+            }
+            let mut h = e.header().clone();
+            let link = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let name = if h.entry_type() == tar::EntryType::Directory {
+                format!("{path}/")
+            } else {
+                path.clone()
+            };
+            match (h.entry_type(), link) {
+                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
+                    w.append_link(&mut h, &name, t).map_err(bad)?
+                }
+                _ => w.append_data(&mut h, &name, &mut e).map_err(bad)?,
+            }
+        }
+    }
+    w.finish().map_err(bad)
+}
