@@ -54,6 +54,10 @@ oracle_case!(
     ignore = "imgfarm bug: COPY into /dlink/f where /dlink -> d replaces the symlink with a directory instead of following it"
 );
 oracle_case!(
+    run_etc_hosts,
+    ignore = "imgfarm differs: RUN sees no /etc/hosts or /etc/resolv.conf; BuildKit mounts both even with --network none"
+);
+oracle_case!(
     mount_bind_from_stage,
     ignore = "imgfarm: RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
 );
