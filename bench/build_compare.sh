@@ -32,9 +32,11 @@ LAYOUT=$(ls -d /tmp/imgfarm-testkit-0/base-*/oci 2>/dev/null | head -1 || true)
 [ -n "$LAYOUT" ] && [ -f "$LAYOUT/index.json" ] ||
     die "no base-image layout: run \`cargo test -p imgfarm-e2e --test base_images_roundtrip\` once"
 
-echo "building imgfarm (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p imgfarm) || die "cargo build --release failed"
-IMGFARM="$ROOT/target/release/imgfarm"
+if [ -z "${IMGFARM:-}" ]; then   # IMGFARM=/path/to/release/imgfarm skips the build
+    echo "building imgfarm (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p imgfarm) || die "cargo build --release failed"
+    IMGFARM="$ROOT/target/release/imgfarm"
+fi
 
 WORK=$(mktemp -d /tmp/imgfarm-bench-XXXXXX)
 chmod 755 "$WORK"
@@ -75,6 +77,7 @@ setsid /usr/sbin/dockerd --data-root "$D/root" --exec-root "$D/exec" -H "unix://
     --pidfile "$D/dockerd.pid" --iptables=false --ip-masq=false --bridge=none \
     --insecure-registry "127.0.0.1:$PORT" >"$D/log" 2>&1 &
 DOCKERD_PID=$!
+mkdir -p "$D/cli" && echo "{}" > "$D/cli/config.json"
 export DOCKER_HOST="unix://$D/docker.sock" DOCKER_BUILDKIT=1 DOCKER_CONFIG="$D/cli"
 for _ in $(seq 300); do $DOCKER version >/dev/null 2>&1 && break; sleep 0.1; done
 $DOCKER version >/dev/null 2>&1 || die "dockerd did not start: $(tail -5 "$D/log")"
