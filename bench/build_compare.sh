@@ -42,15 +42,21 @@ WORK=$(mktemp -d /tmp/imgfarm-bench-XXXXXX)
 chmod 755 "$WORK"
 REG_PID="" DOCKERD_PID=""
 cleanup() {
-    [ -n "$DOCKERD_PID" ] && kill -TERM "$DOCKERD_PID" 2>/dev/null && for _ in $(seq 100); do
-        kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+    set +e
+    if [ -n "$DOCKERD_PID" ]; then
+        kill -TERM "$DOCKERD_PID" 2>/dev/null
+        for _ in $(seq 200); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
+    fi
     [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
-    buildah --root "$WORK/buildah/root" --runroot "$WORK/buildah/run" rm -a >/dev/null 2>&1 || true
-    buildah --root "$WORK/buildah/root" --runroot "$WORK/buildah/run" rmi -af >/dev/null 2>&1 || true
-    # The user's state holds files owned by its subordinate ids: remove them inside its userns.
+    for br in "$WORK"/buildah/r*; do
+        [ -d "$br" ] || continue
+        buildah --root "$br/root" --runroot "$br/run" rm -a >/dev/null 2>&1
+        buildah --root "$br/root" --runroot "$br/run" rmi -af >/dev/null 2>&1
+    done
+    # The user's state holds files owned by its subordinate ids: empty it inside its userns.
     [ -d "$WORK/user" ] && setpriv --reuid="$FARM_USER" --regid="$FARM_USER" --init-groups -- \
-        unshare --map-auto --map-root-user rm -rf "$WORK/user" 2>/dev/null
-    rm -rf "$WORK" 2>/dev/null || true
+        unshare --map-auto --map-root-user sh -c 'rm -rf "$1"/* "$1"/.[!.]*' sh "$WORK/user" 2>/dev/null
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 
