@@ -2,22 +2,21 @@
 //! are unpacked once per chain prefix into `<state>/snapshots/<key>/fs`
 //! (inside a user namespace, so owners are mapped ids), the step runs over
 //! an overlay of them, and its upper dir becomes the layer. Owners in the
-//! upper dir are host ids; they are mapped back to container ids (the
-//! inverse of the user namespace mapping) as the layer is written.
+//! upper dir are host ids; common::oci::layer::create maps them back to
+//! container ids with the executor's id map as it writes the layer.
 
 use super::exec::{ExecFailure, ExecRequest, Executor};
-use super::layers::LayerWriter;
 use super::result::LayerRef;
 use crate::emulation;
 use crate::executor::{self, ExecError, ExtraMount, Network};
 use crate::idmap::IdMapping;
 use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
-use imgfarm_common::oci::layer::{create_to_writer, Compression, CreateOptions, SourceKind};
+use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
 use imgfarm_common::oci::Digest;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -203,19 +202,6 @@ impl Write for LogWriter<'_, '_> {
     }
 }
 
-/// Host id → container id for the mapping in use.
-pub(crate) fn to_container(host: u64, root: u32, sub: Option<(u32, u32)>) -> u64 {
-    if host == u64::from(root) {
-        return 0;
-    }
-    if let Some((start, count)) = sub {
-        if host >= u64::from(start) && host < u64::from(start) + u64::from(count) {
-            return host - u64::from(start) + 1;
-        }
-    }
-    65534
-}
-
 impl Executor for RootlessExecutor {
     fn run(
         &self,
@@ -302,42 +288,34 @@ impl RootlessExecutor {
         req: &ExecRequest<'_>,
         upper: &Path,
     ) -> Result<LayerRef, ExecFailure> {
-        let opts = CreateOptions {
-            compression: Compression::None,
-            source: SourceKind::OverlayUpper,
-            ..CreateOptions::default()
-        };
-        let file = tempfile::tempfile_in(self.state.join("tmp")).map_err(setup)?;
-        let (mut file, _, _) = create_to_writer(upper, &opts, file).map_err(setup)?;
-        file.rewind().map_err(setup)?;
-        let (root_uid, root_gid, sub_u, sub_g) = match self.exec.mapping() {
+        let id_map = match self.exec.mapping() {
             IdMapping::Full {
                 uid,
                 gid,
                 subuid,
                 subgid,
                 count,
-            } => (*uid, *gid, Some((*subuid, *count)), Some((*subgid, *count))),
-            IdMapping::Single { uid, gid } => (*uid, *gid, None, None),
+            } => IdMap::rootless(*uid, *gid, *subuid, *subgid, *count),
+            IdMapping::Single { uid, gid } => IdMap {
+                uids: vec![IdRange {
+                    container: 0,
+                    host: *uid,
+                    size: 1,
+                }],
+                gids: vec![IdRange {
+                    container: 0,
+                    host: *gid,
+                    size: 1,
+                }],
+            },
         };
-        let mut w = LayerWriter::new(req.store).map_err(setup)?;
-        let mut ar = tar::Archive::new(std::io::BufReader::new(file));
-        for e in ar.entries().map_err(setup)? {
-            let mut e = e.map_err(setup)?;
-            let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let link = e
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let mut h = e.header().clone();
-            h.set_uid(to_container(h.uid().map_err(setup)?, root_uid, sub_u));
-            h.set_gid(to_container(h.gid().map_err(setup)?, root_gid, sub_g));
-            match (h.entry_type(), link) {
-                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
-                    w.append_link(&mut h, &path, &t).map_err(setup)?
-                }
-                _ => w.append(&mut h, &path, &mut e).map_err(setup)?,
-            }
-        }
-        w.finish().map_err(setup)
+        let opts = CreateOptions {
+            source: SourceKind::OverlayUpper,
+            id_map: Some(id_map),
+            ..CreateOptions::from_env()
+        };
+        create(req.store, upper, &opts)
+            .map(LayerRef::from)
+            .map_err(setup)
     }
 }

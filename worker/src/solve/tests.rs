@@ -1,6 +1,6 @@
 //! Unit tests of the solver's file logic on a real content store in a temp
 //! dir: chain views with whiteouts, `--chown` resolution, COPY destination
-//! rules, WORKDIR, and id mapping back from host ids.
+//! rules and WORKDIR.
 
 use super::copy::{copy_layer, mkdir_layer, SourceFs};
 use super::layers::{open_layer, LayerWriter};
@@ -190,14 +190,4 @@ fn workdir_creates_only_missing_dirs_owned_by_the_user() {
     let l = listing(&s, &l);
     assert_eq!(l["srv/app/data/"], (0o755, 12, 34));
     assert_eq!(l["srv/"].1, 0, "existing dir keeps its owner");
-}
-
-#[test]
-fn host_ids_map_back_to_container_ids() {
-    use super::rootless::to_container;
-    assert_eq!(to_container(1001, 1001, Some((100_000, 65536))), 0);
-    assert_eq!(to_container(100_000, 1001, Some((100_000, 65536))), 1);
-    assert_eq!(to_container(100_999, 1001, Some((100_000, 65536))), 1000);
-    assert_eq!(to_container(5, 1001, Some((100_000, 65536))), 65534);
-    assert_eq!(to_container(100_000, 1001, None), 65534);
 }
