@@ -11,6 +11,7 @@
 //! failure when `CI` is set, so CI never passes a test that did not run.
 
 mod base_images;
+pub mod dockerd;
 mod cmd;
 mod farm_user;
 mod logging;
@@ -18,6 +19,7 @@ mod registry;
 mod skip;
 
 pub use base_images::{BaseImages, ARCHES};
+pub use dockerd::Dockerd;
 pub use cmd::{run_checked, CommandExt};
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
 pub use logging::init_tracing;

@@ -1,0 +1,37 @@
+//! Found by the oracle: `imgfarm build` with a relative context path fails on
+//! `RUN --mount=type=bind` from the context ("mount source ... must be an absolute UTF-8 host
+//! path"); `docker build` accepts any context path.
+
+mod build_support;
+
+use build_support::{ok, Env};
+
+#[test]
+#[ignore = "imgfarm bug: bind mounts from a relative context path are rejected (the context path is not made absolute)"]
+fn bind_mount_from_a_relative_context_path() {
+    let Some(env) = Env::new("bind_mount_from_a_relative_context_path") else {
+        return;
+    };
+    env.context(
+        "relctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,source=data,target=/mnt/d cat /mnt/d/a > /a\n",
+            ),
+            ("data/a", "a\n"),
+        ],
+    );
+    let out = env
+        .user
+        .command(&env.bin)
+        .current_dir(env.work.path())
+        .arg("--state")
+        .arg(env.state.path())
+        .args(["build", "--progress", "plain", "--platform", "linux/amd64"])
+        .args(["-t", "rel/ctx", "relctx"])
+        .env_remove("IMGFARM_STATE")
+        .output()
+        .expect("imgfarm runs");
+    ok(&out);
+}

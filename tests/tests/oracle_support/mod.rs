@@ -1,0 +1,245 @@
+//! The reference oracle: build one case dir of `tests/oracle/` with imgfarm (as the farm
+//! user, rootless) and with BuildKit (a private dockerd 20.10), both FROM the same busybox
+//! (seeded into imgfarm's store, pushed to a loopback registry for dockerd), export both as
+//! docker-archives, and compare the file trees and the config fields.
+
+#![allow(dead_code)]
+
+pub mod tree;
+
+use crate::build_support::{ok, text, Env};
+use imgfarm_testkit::{or_skip, BaseImages, Dockerd, Registry};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use tree::Tree;
+
+/// Config fields compared (image-spec `config` object).
+pub const CONFIG_FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "Labels",
+    "ExposedPorts",
+    "Volumes",
+    "StopSignal",
+];
+
+/// The registry with busybox and the dockerd that pulls from it, shared by the tests of one
+/// binary that run at the same time (dropped, dockerd first, when the last one finishes).
+pub struct Reference {
+    pub dockerd: Dockerd,
+    pub registry: Registry,
+    /// `127.0.0.1:PORT/busybox:latest`
+    pub base: String,
+}
+
+static SHARED: Mutex<Weak<Reference>> = Mutex::new(Weak::new());
+
+impl Reference {
+    /// The shared reference, started when needed; `None` with a visible SKIPPED line when
+    /// dockerd can't start (not root, docker.io missing).
+    pub fn get(test: &str) -> Option<Arc<Reference>> {
+        let mut g = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = g.upgrade() {
+            return Some(r);
+        }
+        let base = or_skip(test, BaseImages::build())?;
+        let registry = or_skip(test, Registry::start())?;
+        base.push_to(&registry, "busybox", "latest")
+            .expect("pushing busybox to the registry");
+        let dockerd = or_skip(test, Dockerd::start(Some(registry.addr())))?;
+        let r = Arc::new(Reference {
+            base: registry.image_ref("busybox", "latest"),
+            dockerd,
+            registry,
+        });
+        *g = Arc::downgrade(&r);
+        Some(r)
+    }
+}
+
+/// The repo's `tests/oracle/<case>`.
+pub fn case_src(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("oracle")
+        .join(case)
+}
+
+/// Extra build flags of a case: `oracle.args`, one argument a line, `{dir}` = the case dir.
+fn extra_args(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("oracle.args"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.replace("{dir}", &dir.display().to_string()))
+        .collect()
+}
+
+/// An exported image: its tree and its config JSON.
+pub struct Image {
+    pub tree: Tree,
+    pub config: serde_json::Value,
+    pub layers: usize,
+}
+
+/// Read a docker-archive (`docker save` layout: manifest.json, config, layer tars).
+pub fn read_docker_archive(tar_path: &Path) -> Image {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(tar_path)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(st.success(), "unpacking {}", tar_path.display());
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("manifest.json")).expect("manifest.json"),
+    )
+    .expect("manifest json");
+    let m = &manifest[0];
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(m["Config"].as_str().expect("Config"))).expect("config"),
+    )
+    .expect("config json");
+    let mut tree = Tree::new();
+    let layers = m["Layers"].as_array().expect("Layers");
+    for l in layers {
+        let p = dir.path().join(l.as_str().expect("layer path"));
+        tree::apply_layer(&mut tree, &p)
+            .unwrap_or_else(|e| panic!("applying {}: {e:#}", p.display()));
+    }
+    Image {
+        tree,
+        config,
+        layers: layers.len(),
+    }
+}
+
+/// Build `case` with imgfarm as the farm user (linux/amd64, `BASE=busybox:latest`).
+pub fn build_imgfarm(env: &Env, case: &str) -> (Image, String) {
+    let ctx = env.work.path().join(case);
+    if !ctx.exists() {
+        crate::build_support::copy_dir(&case_src(case), &ctx);
+        env.chown_work();
+    }
+    let dest = env.work.path().join(format!("{case}-imgfarm.tar"));
+    let out_arg = format!("type=docker,dest={}", dest.display());
+    let mut args: Vec<String> = [
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64",
+        "--build-arg",
+        "BASE=busybox:latest",
+        "-t",
+        &format!("oracle/{case}"),
+        "-o",
+        &out_arg,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra_args(&ctx));
+    args.push(ctx.display().to_string());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = ok(&env.run(&argv));
+    (read_docker_archive(&dest), log)
+}
+
+/// Build `case` with BuildKit (`docker build --network none`) and `docker save` it.
+pub fn build_buildkit(r: &Reference, case: &str, work: &Path) -> Image {
+    let ctx = work.join(format!("{case}-bk"));
+    if !ctx.exists() {
+        crate::build_support::copy_dir(&case_src(case), &ctx);
+    }
+    let tag = format!("oracle/{case}:latest");
+    let mut cmd = r.dockerd.docker([
+        "build",
+        "--network",
+        "none",
+        "--platform",
+        "linux/amd64",
+        "--progress",
+        "plain",
+        "--build-arg",
+    ]);
+    cmd.arg(format!("BASE={}", r.base)).arg("-t").arg(&tag);
+    cmd.args(extra_args(&ctx)).arg(&ctx);
+    let out = cmd.output().expect("docker build runs");
+    assert!(
+        out.status.success(),
+        "docker build of {case} failed:\n{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let dest = work.join(format!("{case}-buildkit.tar"));
+    let out = r
+        .dockerd
+        .docker(["save", "-o"])
+        .arg(&dest)
+        .arg(&tag)
+        .output()
+        .expect("docker save runs");
+    assert!(out.status.success(), "docker save: {}", text(&out.stderr));
+    read_docker_archive(&dest)
+}
+
+fn field(cfg: &serde_json::Value, f: &str) -> serde_json::Value {
+    let v = cfg["config"]
+        .get(f)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    // An empty string/list/map says nothing more than an absent field.
+    match &v {
+        serde_json::Value::String(s) if s.is_empty() => serde_json::Value::Null,
+        serde_json::Value::Array(a) if a.is_empty() => serde_json::Value::Null,
+        serde_json::Value::Object(o) if o.is_empty() => serde_json::Value::Null,
+        _ => v,
+    }
+}
+
+/// Differences of the compared config fields, one line each.
+pub fn config_diff(ours: &serde_json::Value, reference: &serde_json::Value) -> Vec<String> {
+    CONFIG_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let (a, b) = (field(ours, f), field(reference, f));
+            (a != b).then(|| format!("config {f}:\n    imgfarm:  {a}\n    buildkit: {b}"))
+        })
+        .collect()
+}
+
+/// Build `case` with both builders and panic with every difference when they disagree.
+pub fn assert_matches_buildkit(test: &str, case: &str) {
+    let Some(r) = Reference::get(test) else {
+        return;
+    };
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let reference = build_buildkit(&r, case, work.path());
+    let (ours, log) = build_imgfarm(&env, case);
+    let mut d = tree::diff(&ours.tree, &reference.tree);
+    d.extend(config_diff(&ours.config, &reference.config));
+    if !d.is_empty() {
+        let shown = d.len().min(60);
+        panic!(
+            "{case}: imgfarm and BuildKit differ in {} ways:\n{}\n{}\n--- imgfarm build log ---\n{log}",
+            d.len(),
+            d[..shown].join("\n"),
+            if d.len() > shown { "..." } else { "" }
+        );
+    }
+}
+
+/// Build `case` with imgfarm only (what dockerd 20.10 can't build, e.g. heredocs).
+pub fn imgfarm_only(test: &str, case: &str) -> Option<(Image, String)> {
+    let env = Env::new(test)?;
+    Some(build_imgfarm(&env, case))
+}

@@ -1,0 +1,244 @@
+//! An image's file tree, built by applying its layer tars in order (OCI image-spec
+//! "Applying Changesets": `.wh.NAME` deletes NAME, `.wh..wh..opq` empties the directory of
+//! what lower layers put there), and a field-by-field diff of two trees with mtimes ignored.
+
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+/// What a path is, with what is compared for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    /// A regular file (or a hardlink to one) and the sha256 of its content.
+    File(String),
+    Symlink(String),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// One path of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Kind,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// The other paths hardlinked with this one in the layer that wrote it (sorted).
+    pub links: Vec<String>,
+}
+
+/// Path (no leading `/`, `.` for the root) → node.
+pub type Tree = BTreeMap<String, Node>;
+
+fn norm(p: &str) -> String {
+    let s = p.trim_start_matches("./").trim_start_matches('/');
+    let s = s.trim_end_matches('/');
+    if s.is_empty() || s == "." {
+        ".".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn split(p: &str) -> (&str, &str) {
+    match p.rfind('/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (".", p),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "." {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn remove_under(tree: &mut Tree, dir: &str, keep_self: bool) {
+    let prefix = if dir == "." {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let doomed: Vec<String> = tree
+        .keys()
+        .filter(|k| (prefix.is_empty() && k.as_str() != ".") || k.starts_with(&prefix))
+        .cloned()
+        .collect();
+    for k in doomed {
+        tree.remove(&k);
+    }
+    if !keep_self {
+        tree.remove(dir);
+    }
+}
+
+/// Apply one layer tar (gzip or plain) on top of `tree`.
+pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
+    let mut f = std::fs::File::open(layer)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    drop(f);
+    let f = std::fs::File::open(layer)?;
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    let mut ar = tar::Archive::new(reader);
+    // First collect, then whiteouts apply to the lower layers only.
+    let mut entries: Vec<(String, Node, Option<String>)> = Vec::new();
+    let mut whiteouts: Vec<(String, bool)> = Vec::new();
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = norm(&e.path()?.to_string_lossy());
+        let (dir, name) = split(&path);
+        if name == ".wh..wh..opq" {
+            whiteouts.push((dir.to_string(), true));
+            continue;
+        }
+        if let Some(real) = name.strip_prefix(".wh.") {
+            whiteouts.push((join(dir, real), false));
+            continue;
+        }
+        let h = e.header();
+        let mode = h.mode()? & 0o7777;
+        let uid = h.uid()?;
+        let gid = h.gid()?;
+        let et = h.entry_type();
+        let mut hardlink = None;
+        let kind = match et {
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut hsh = Sha256::new();
+                std::io::copy(&mut e, &mut hsh)?;
+                Kind::File(hex::encode(hsh.finalize()))
+            }
+            tar::EntryType::Symlink => Kind::Symlink(
+                e.link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => {
+                let t = e
+                    .link_name()?
+                    .map(|l| norm(&l.to_string_lossy()))
+                    .unwrap_or_default();
+                hardlink = Some(t);
+                Kind::Fifo // replaced below
+            }
+            tar::EntryType::Char => Kind::Char(
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            ),
+            tar::EntryType::Block => Kind::Block(
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            ),
+            tar::EntryType::Fifo => Kind::Fifo,
+            _ => continue, // pax/gnu headers are consumed by the tar crate
+        };
+        entries.push((
+            path,
+            Node {
+                kind,
+                mode,
+                uid,
+                gid,
+                links: Vec::new(),
+            },
+            hardlink,
+        ));
+    }
+    for (p, opaque) in whiteouts {
+        remove_under(tree, &p, opaque);
+    }
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, mut node, hardlink) in entries {
+        if let Some(t) = hardlink {
+            let target = tree
+                .get(&t)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{}: hardlink {path} -> missing {t}", layer.display())
+                })?
+                .clone();
+            node = Node {
+                links: Vec::new(),
+                ..target
+            };
+            // Union the two into one group keyed by the first-written path.
+            let key = groups
+                .iter()
+                .find(|(_, g)| g.contains(&t))
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| t.clone());
+            let g = groups.entry(key).or_default();
+            g.insert(t);
+            g.insert(path.clone());
+        }
+        if node.kind != Kind::Dir {
+            remove_under(tree, &path, true);
+        } else if let Some(old) = tree.get(&path) {
+            if old.kind != Kind::Dir {
+                tree.remove(&path);
+            }
+        }
+        tree.insert(path, node);
+    }
+    for g in groups.values() {
+        let all: Vec<String> = g.iter().cloned().collect();
+        for p in g {
+            if let Some(n) = tree.get_mut(p) {
+                n.links = all.iter().filter(|q| *q != p).cloned().collect();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(n: &Node) -> String {
+    let kind = match &n.kind {
+        Kind::Dir => "dir".to_string(),
+        Kind::File(d) => format!("file sha256:{}", &d[..12]),
+        Kind::Symlink(t) => format!("symlink -> {t}"),
+        Kind::Char(a, b) => format!("char {a}:{b}"),
+        Kind::Block(a, b) => format!("block {a}:{b}"),
+        Kind::Fifo => "fifo".to_string(),
+    };
+    let links = if n.links.is_empty() {
+        String::new()
+    } else {
+        format!(" hardlinked with {:?}", n.links)
+    };
+    format!(
+        "{kind} mode {:04o} owner {}:{}{links}",
+        n.mode, n.uid, n.gid
+    )
+}
+
+/// Every difference between `ours` and `reference`, one line each.
+pub fn diff(ours: &Tree, reference: &Tree) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, n) in ours {
+        match reference.get(p) {
+            None => out.push(format!("only in imgfarm:  /{p}: {}", show(n))),
+            Some(r) if r != n => out.push(format!(
+                "differs /{p}:\n    imgfarm:  {}\n    buildkit: {}",
+                show(n),
+                show(r)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (p, r) in reference {
+        if !ours.contains_key(p) {
+            out.push(format!("only in buildkit: /{p}: {}", show(r)));
+        }
+    }
+    out
+}
