@@ -1,1 +1,3 @@
 //! The farm coordinator: worker pool, scheduler, job queue, exporters.
+
+pub mod server;
