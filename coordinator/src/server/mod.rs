@@ -276,6 +276,12 @@ pub(crate) fn drop_peer(conn: &quinn::Connection, e: &WireError) {
     conn.close(code.into(), e.to_string().as_bytes());
 }
 
+/// Gives a refused peer up to a second to read our preamble or refusal and
+/// hang up itself, so it can report the reason in its own words.
+async fn linger(conn: &quinn::Connection) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
+}
+
 async fn serve_stream(
     conn: &quinn::Connection,
     mut send: quinn::SendStream,
@@ -305,6 +311,7 @@ async fn serve_stream(
     .await
     {
         let _ = send.finish();
+        linger(conn).await;
         return Err(wire(e));
     }
     let open: StreamOpen = expect_msg(&mut recv, MAX_CONTROL_FRAME, "opening a stream")
@@ -315,8 +322,7 @@ async fn serve_stream(
             if let Err(e) = check_hello(&hello, peer.role, &peer.name) {
                 let _ = write_msg(&mut send, &Message::Refused(e.to_string())).await;
                 let _ = send.finish();
-                // Let the refusal reach the peer before the connection closes.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                linger(conn).await;
                 return Err(wire(e.into()));
             }
             let session_id = ids.fetch_add(1, Ordering::Relaxed);

@@ -179,6 +179,16 @@ impl Link {
         Ok(write_msg(&mut self.send, msg).await?)
     }
 
+    /// Writes bytes on the control stream as they are, bypassing framing.
+    /// For tests that play a hostile peer; never needed otherwise.
+    #[doc(hidden)]
+    pub async fn send_raw_bytes(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        tokio::io::AsyncWriteExt::write_all(&mut self.send, bytes)
+            .await
+            .map_err(WireError::Io)?;
+        Ok(())
+    }
+
     /// Receives the next control message; `Ok(None)` when the coordinator
     /// ended the stream.
     pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
