@@ -235,17 +235,25 @@ binfmt_ok() { # target: registered, enabled, with P and F
 }
 
 if [ "$IS_ROOT" = 1 ]; then
+  BINFMT_READY=1
   if ! mountpoint -q "$BINFMT"; then
-    mount -t binfmt_misc binfmt_misc "$BINFMT"
-    changed "mounted binfmt_misc on $BINFMT"
+    if mount -t binfmt_misc binfmt_misc "$BINFMT"; then
+      changed "mounted binfmt_misc on $BINFMT"
+    else
+      fail "mount -t binfmt_misc binfmt_misc $BINFMT (a container without the privilege?)"
+      BINFMT_READY=0
+    fi
   fi
-  if [ "$(cat "$BINFMT/status")" != enabled ]; then
+  if [ "$BINFMT_READY" = 1 ] && [ "$(cat "$BINFMT/status")" != enabled ]; then
     echo 1 >"$BINFMT/status"
     changed "enabled binfmt_misc"
   fi
-  for t in "${QEMU_TARGETS[@]}"; do
-    register_qemu "$t"
-  done
+  if [ "$BINFMT_READY" = 1 ]; then
+    for t in "${QEMU_TARGETS[@]}"; do
+      register_qemu "$t" || fail "registering qemu-$t in $BINFMT"
+      binfmt_ok "$t" || fail "qemu-$t is not registered with flags PF after registration"
+    done
+  fi
 else
   for t in "${QEMU_TARGETS[@]}"; do
     binfmt_ok "$t" 2>/dev/null || needs_root "register qemu-$t in binfmt_misc with flags PF"

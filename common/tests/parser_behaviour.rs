@@ -181,6 +181,16 @@ fn shell_form_fallbacks_and_words() {
         "(onbuild (onbuild (run \"x\")))"
     );
     assert_eq!(dumped("\\\n"), "(\"\")");
+    assert_eq!(
+        dumped("ONBUILD COPY --from=x . /"),
+        "(onbuild (copy [\"--from=x\"] \".\" \"/\"))"
+    );
+    // Upstream's TestParseWords cases with non-ASCII text.
+    assert_eq!(dumped("ARG àöû"), "(arg \"àöû\")");
+    assert_eq!(
+        dumped("ARG föo bàr \"âbc xÿz\""),
+        "(arg \"föo\" \"bàr\" \"\\\"âbc xÿz\\\"\")"
+    );
 }
 
 /// The largest argument list the parser accepts must clone, compare, print
@@ -196,4 +206,26 @@ fn largest_argument_list_is_stack_safe() {
     assert!(format!("{copy:?}").len() > 9_999);
     assert!(dump(&copy).len() > 9_999);
     drop(copy);
+}
+
+/// Builder flags always use a backslash escape, as BuildKit's
+/// `extractBuilderFlags` does, even under `# escape=``.
+#[test]
+fn builder_flags_escape_with_backslash_under_backtick_escape() {
+    let r = ok("# escape=`\nFROM a\nCOPY --x=a\\ b c\nCOPY --y=a` b c\n");
+    assert_eq!(r.ast.children[1].flags, ["--x=a b"]);
+    assert_eq!(r.ast.children[1].args(), ["c"]);
+    assert_eq!(r.ast.children[2].flags, ["--y=a`"]);
+    assert_eq!(r.ast.children[2].args(), ["b", "c"]);
+}
+
+/// Keywords are matched with Go's simple lower-case mapping, so a dotted
+/// capital I still names ENTRYPOINT, in the parser and in `Node::keyword`.
+#[test]
+fn keyword_lowercasing_follows_go() {
+    let r = ok("FROM a\nENTRYPO\u{130}NT [\"x\"]\n");
+    let node = &r.ast.children[1];
+    assert!(node.json, "dispatched as ENTRYPOINT");
+    assert_eq!(node.keyword(), "entrypoint");
+    assert_eq!(dump(node), "entrypoint \"x\"");
 }

@@ -218,7 +218,15 @@ fn build_cached() -> anyhow::Result<BaseImages> {
     let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755));
     let final_dir = parent.join(format!("base-{key}"));
     if let Some(b) = load_complete(&final_dir)? {
-        return Ok(b);
+        if intact(&b) {
+            return Ok(b);
+        }
+        // A test changed the shared cache: throw it away (atomically) and rebuild.
+        tracing::warn!(dir = %final_dir.display(), "cached base images were modified; rebuilding");
+        let trash = parent.join(format!(".trash-{key}-{}", std::process::id()));
+        if std::fs::rename(&final_dir, &trash).is_ok() {
+            let _ = std::fs::remove_dir_all(&trash);
+        }
     }
     // Build next to it and rename into place, so concurrent test processes never see a
     // half-built tree.
@@ -241,6 +249,27 @@ fn build_cached() -> anyhow::Result<BaseImages> {
         }
     }
     load_complete(&final_dir)?.context("base image cache vanished right after the build")
+}
+
+/// Whether the layout blobs and layer tars still hash to their recorded digests.
+fn intact(b: &BaseImages) -> bool {
+    let blob = |d: &str| {
+        let hex = d.strip_prefix("sha256:").unwrap_or(d);
+        b.layout.join("blobs/sha256").join(hex)
+    };
+    let mut checks: Vec<(PathBuf, &str)> = vec![(blob(&b.index_digest), &b.index_digest)];
+    for i in &b.images {
+        checks.push((blob(&i.manifest_digest), &i.manifest_digest));
+        checks.push((blob(&i.config_digest), &i.config_digest));
+        checks.push((blob(&i.layer_digest), &i.layer_digest));
+        checks.push((i.layer_tar.clone(), &i.diff_id));
+    }
+    checks
+        .iter()
+        .all(|(p, d)| sha256_file(p).map(|got| got == *d).unwrap_or(false))
+        && b.images
+            .iter()
+            .all(|i| i.rootfs.join("bin/busybox").is_file())
 }
 
 /// Load a finished build (marked by `DONE`, which records the digests).

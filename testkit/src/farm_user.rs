@@ -297,3 +297,28 @@ fn next_free_start(file: &Path) -> u64 {
     }
     max.div_ceil(RANGE) * RANGE
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_range_needs_a_full_range_for_the_name_or_uid() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("subuid");
+        std::fs::write(&f, "a:100000:1000\na:200000:65536\n1002:300000:65536\n").expect("write");
+        assert_eq!(sub_range(&f, "a", 1001).expect("a"), 200_000);
+        assert_eq!(sub_range(&f, "b", 1002).expect("by uid"), 300_000);
+        assert!(sub_range(&f, "c", 1003).is_err());
+        assert!(sub_range(&d.path().join("missing"), "a", 1001).is_err());
+    }
+
+    #[test]
+    fn next_free_start_is_past_every_range_and_aligned() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("subuid");
+        assert_eq!(next_free_start(&f), 131_072);
+        std::fs::write(&f, "a:100000:65536\nb:165536:65536\njunk\n").expect("write");
+        assert_eq!(next_free_start(&f), 262_144);
+    }
+}

@@ -115,7 +115,7 @@ impl Registry {
                 .stderr(log2)
                 .spawn()
                 .with_context(|| format!("spawning {REGISTRY_BIN}"))?;
-            match wait_ready(&mut child, &addr, tls.as_ref()) {
+            match wait_ready(&mut child, &addr, tls.as_ref(), &log_path) {
                 Ok(()) => {
                     let reg = Registry {
                         child,
@@ -150,6 +150,11 @@ impl Registry {
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// `127.0.0.1:PORT/<repo>:<tag>`, a reference to an image in this registry.
+    pub fn image_ref(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{repo}:{tag}", self.addr)
     }
 
     /// Whether it serves HTTPS.
@@ -250,24 +255,39 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Wait until `GET /v2/` answers 200 or 401, checking that our child is still the one serving.
-fn wait_ready(child: &mut Child, addr: &str, tls: Option<&TlsFiles>) -> anyhow::Result<()> {
+/// Wait until our child logged that it listens on `addr` and `GET /v2/` answers 200 or 401.
+/// The log line proves the port is ours: when two fixtures race for one free port, the loser
+/// logs `bind: address already in use` and exits, while the probe may reach the winner.
+fn wait_ready(
+    child: &mut Child,
+    addr: &str,
+    tls: Option<&TlsFiles>,
+    log_path: &Path,
+) -> anyhow::Result<()> {
+    let listening = format!("listening on {addr}");
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last;
     loop {
         if let Some(status) = child.try_wait().context("polling registry")? {
             bail!("docker-registry exited early ({status})");
         }
-        match probe_v2(addr, tls) {
-            Ok(code) if code == 200 || code == 401 => {
-                // Make sure the answer came from our process, not a squatter on the port.
-                if let Some(status) = child.try_wait().context("polling registry")? {
-                    bail!("docker-registry exited ({status}) after the port answered");
+        let bound = std::fs::read_to_string(log_path)
+            .map(|l| l.contains(&listening))
+            .unwrap_or(false);
+        if !bound {
+            last = String::from("no `listening on` line in the registry log yet");
+        } else {
+            match probe_v2(addr, tls) {
+                Ok(code) if code == 200 || code == 401 => {
+                    // Make sure the answer came from our process, not a squatter on the port.
+                    if let Some(status) = child.try_wait().context("polling registry")? {
+                        bail!("docker-registry exited ({status}) after the port answered");
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Ok(code) => last = format!("GET /v2/ answered {code}"),
+                Err(e) => last = format!("{e:#}"),
             }
-            Ok(code) => last = format!("GET /v2/ answered {code}"),
-            Err(e) => last = format!("{e:#}"),
         }
         if Instant::now() > deadline {
             bail!("{addr} did not answer /v2/ within {READY_TIMEOUT:?}: {last}");

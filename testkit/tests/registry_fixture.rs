@@ -235,3 +235,29 @@ fn drop_stops_exactly_the_registry_process() {
     assert!(gone, "registry pid {pid} still alive after drop");
     assert!(!storage.exists());
 }
+
+#[test]
+fn registries_started_in_parallel_get_distinct_ports() {
+    init_tracing();
+    let name = "registries_started_in_parallel_get_distinct_ports";
+    if !require_tools_or_skip(name, &["curl"]) {
+        return;
+    }
+    let handles: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(Registry::start))
+        .collect();
+    let mut regs = Vec::new();
+    for h in handles {
+        let Some(r) = or_skip(name, h.join().expect("thread")) else {
+            return;
+        };
+        regs.push(r);
+    }
+    let mut addrs: Vec<&str> = regs.iter().map(|r| r.addr()).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), regs.len());
+    for r in &regs {
+        assert_eq!(v2_status(r, None), "200", "{}", r.addr());
+    }
+}

@@ -146,9 +146,11 @@ impl Node {
         out
     }
 
-    /// The keyword in lower case (instruction nodes).
+    /// The keyword in lower case (instruction nodes), with Go's
+    /// `strings.ToLower` rules as BuildKit uses them (so `ENTRYPOİNT` is
+    /// `entrypoint`, like the parser's own dispatch).
     pub fn keyword(&self) -> String {
-        self.value.to_lowercase()
+        crate::dockerfile::parser::unicode::to_lower(&self.value)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`dump`]: the tree → BuildKit's test dump format.
 //! - [`shell`]: shell word expansion (BuildKit's `shell.Lex`).
 //! - [`instructions`]: typed instructions, stages and their semantics.
+//! - [`stages`]: stage resolution, global ARGs, targets and pruning.
 //! - [`ignore`]: `.dockerignore` matching with Docker's rules.
 
 pub mod ast;
@@ -15,3 +16,4 @@ pub mod ignore;
 pub mod instructions;
 pub mod parser;
 pub mod shell;
+pub mod stages;

@@ -21,6 +21,14 @@
 //!   files up to [`MAX_FILE_BYTES`].
 //! - Builder flags are scanned per character, not per byte, so non-ASCII
 //!   flag values stay intact.
+//! - HEALTHCHECK splits its type word at ASCII whitespace only (BuildKit also
+//!   splits at the bytes 0x85 and 0xA0, inside UTF-8 sequences).
+//! - `${...}` references nested more than 64 deep on a RUN/COPY/ADD line
+//!   that mentions `<<` are refused instead of recursing without bound.
+//!
+//! Builder flags take a plain backslash as their escape character whatever
+//! `# escape=` says, as BuildKit's `extractBuilderFlags` does (FORMAT.md
+//! says the escape token; the code does not).
 
 mod command;
 mod directives;
@@ -99,8 +107,7 @@ impl<'f> Parser<'f> {
                 0,
                 "",
                 format!(
-                    "the Dockerfile is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (16 MiB); split it or move data into the build context",
-                    bytes.len()
+                    "the Dockerfile is over the limit of {MAX_FILE_BYTES} bytes (16 MiB); split it or move data into the build context"
                 ),
             ));
         }
@@ -131,27 +138,66 @@ impl<'f> Parser<'f> {
         let mut physical = lines::Physical::new(&text);
         let mut children = Vec::new();
         let mut comments: Vec<String> = Vec::new();
+        while let Some((logical, start_line)) = self.next_logical(&mut physical, &mut comments)? {
+            let mut node = command::node_from_line(&logical, self.directives.escape, 0)
+                .map_err(|e| self.error(start_line, &logical, e.0))?;
+            if can_contain_heredoc(&node) && logical.contains("<<") {
+                node.heredocs = self.read_heredocs(&logical, start_line, &mut physical)?;
+            }
+            node.start_line = start_line;
+            node.end_line = physical.line_no();
+            node.prev_comment = std::mem::take(&mut comments);
+            children.push(node);
+        }
 
+        let (Some(first), Some(last)) = (children.first(), children.last()) else {
+            return Err(self.error(
+                0,
+                "",
+                "file with no instructions; a Dockerfile needs at least one instruction such as FROM",
+            ));
+        };
+        let root = Node {
+            start_line: first.start_line,
+            end_line: last.end_line,
+            children,
+            ..Node::default()
+        };
+        Ok(ParseResult {
+            ast: root,
+            escape_token: self.directives.escape,
+            syntax: self.directives.syntax,
+            check: self.directives.check,
+            warnings: self.warnings,
+        })
+    }
+}
+
+impl Parser<'_> {
+    /// Read the next logical line: skip blank lines, comments and directives
+    /// (collecting comments), then join continuation lines. Returns the line
+    /// and its first physical line number, or `None` at the end of input.
+    fn next_logical(
+        &mut self,
+        physical: &mut lines::Physical<'_>,
+        comments: &mut Vec<String>,
+    ) -> Result<Option<(String, usize)>, DockerfileError> {
         while let Some(raw) = physical.next_line() {
-            let line_no = physical.line_no();
-            if lines::is_comment(raw) {
-                let comment = lines::trim_newline(raw).trim_start_matches(unicode::is_space);
-                let comment = comment[1..].trim_matches(unicode::is_space);
+            let start_line = physical.line_no();
+            let token = lines::trim_newline(raw).trim_start_matches(unicode::is_space);
+            if let Some(comment) = token.strip_prefix('#') {
+                let comment = comment.trim_matches(unicode::is_space);
                 if comment.is_empty() {
                     comments.clear();
                 } else {
                     comments.push(comment.to_string());
                 }
             }
-            let token = lines::trim_newline(raw).trim_start_matches(unicode::is_space);
             self.directives
                 .check_line(token)
-                .map_err(|m| self.error(line_no, token, m))?;
-            let token = if lines::is_comment(token) { "" } else { token };
-
-            let start_line = line_no;
-            let escape = self.directives.escape;
-            let (first, mut continues) = lines::trim_continuation(token, escape);
+                .map_err(|m| self.error(start_line, token, m))?;
+            let token = if token.starts_with('#') { "" } else { token };
+            let (first, mut continues) = lines::trim_continuation(token, self.directives.escape);
             if !continues && first.is_empty() {
                 continue;
             }
@@ -185,65 +231,47 @@ impl<'f> Parser<'f> {
                     line: physical.line_no(),
                 });
             }
-
-            let mut node = command::node_from_line(&logical, self.directives.escape, 0)
-                .map_err(|e| self.error(start_line, &logical, e.0))?;
-            if can_contain_heredoc(&node) && logical.contains("<<") {
-                let docs = heredoc::heredocs_from_line(&logical)
-                    .map_err(|e| self.error(start_line, &logical, heredoc_message(&e)))?;
-                for mut doc in docs {
-                    let mut terminated = false;
-                    while let Some(body) = physical.next_line() {
-                        let mut candidate = lines::trim_newline(body);
-                        if doc.chomp {
-                            candidate = candidate.trim_start_matches('\t');
-                        }
-                        if candidate == doc.name {
-                            terminated = true;
-                            break;
-                        }
-                        doc.content.push_str(body);
-                    }
-                    if !terminated {
-                        return Err(self.error(
-                            start_line,
-                            &logical,
-                            format!(
-                                "unterminated heredoc: no line {:?} closes it before the end of the file",
-                                doc.name
-                            ),
-                        ));
-                    }
-                    node.heredocs.push(doc);
-                }
-            }
-
-            node.start_line = start_line;
-            node.end_line = physical.line_no();
-            node.prev_comment = std::mem::take(&mut comments);
-            children.push(node);
+            return Ok(Some((logical, start_line)));
         }
+        Ok(None)
+    }
 
-        let (Some(first), Some(last)) = (children.first(), children.last()) else {
-            return Err(self.error(
-                0,
-                "",
-                "file with no instructions; a Dockerfile needs at least one instruction such as FROM",
-            ));
-        };
-        let root = Node {
-            start_line: first.start_line,
-            end_line: last.end_line,
-            children,
-            ..Node::default()
-        };
-        Ok(ParseResult {
-            ast: root,
-            escape_token: self.directives.escape,
-            syntax: self.directives.syntax,
-            check: self.directives.check,
-            warnings: self.warnings,
-        })
+    /// Read the bodies of the heredocs `logical` names, each up to its
+    /// terminator line (leading tabs ignored for `<<-`). Bodies are kept
+    /// verbatim, line endings included.
+    fn read_heredocs(
+        &self,
+        logical: &str,
+        start_line: usize,
+        physical: &mut lines::Physical<'_>,
+    ) -> Result<Vec<Heredoc>, DockerfileError> {
+        let mut docs = heredoc::heredocs_from_line(logical)
+            .map_err(|e| self.error(start_line, logical, heredoc_message(&e)))?;
+        for doc in &mut docs {
+            let mut terminated = false;
+            while let Some(body) = physical.next_line() {
+                let mut candidate = lines::trim_newline(body);
+                if doc.chomp {
+                    candidate = candidate.trim_start_matches('\t');
+                }
+                if candidate == doc.name {
+                    terminated = true;
+                    break;
+                }
+                doc.content.push_str(body);
+            }
+            if !terminated {
+                return Err(self.error(
+                    start_line,
+                    logical,
+                    format!(
+                        "unterminated heredoc: no line {:?} closes it before the end of the file",
+                        doc.name
+                    ),
+                ));
+            }
+        }
+        Ok(docs)
     }
 }
 

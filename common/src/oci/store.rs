@@ -16,8 +16,8 @@
 //!
 //! - [`ContentStore::writer`] streams to `ingest/`, hashes as it goes, and on
 //!   [`BlobWriter::commit`] verifies digest and size, fsyncs and renames into
-//!   place. A concurrent writer of the same digest is harmless: the second
-//!   commit notices the blob exists and drops its temp file.
+//!   place. A concurrent writer of the same digest is harmless: each commit
+//!   renames its own verified temp file over the same name atomically.
 //! - [`ContentStore::open_blob`] verifies lazily, at end of file.
 //! - GC ([`ContentStore::gc`]) keeps what refs, unexpired leases and child
 //!   links reach, and removes the rest.

@@ -4,7 +4,7 @@
 //! is the Alphabetic property, `is_numeric` covers Nd, Nl and No), so the
 //! exact Go rules are rebuilt here from the Unicode general category.
 
-use unicode_general_category::{get_general_category, GeneralCategory as Gc};
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup as Group, UnicodeGeneralCategory};
 
 /// Go `unicode.IsSpace`: the Unicode White_Space property (same set as Rust's).
 pub(crate) fn is_space(c: char) -> bool {
@@ -16,14 +16,7 @@ pub(crate) fn is_letter(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphabetic();
     }
-    matches!(
-        get_general_category(c),
-        Gc::UppercaseLetter
-            | Gc::LowercaseLetter
-            | Gc::TitlecaseLetter
-            | Gc::ModifierLetter
-            | Gc::OtherLetter
-    )
+    c.general_category_group() == Group::Letter
 }
 
 /// Go `unicode.IsDigit`: general category Nd.
@@ -31,7 +24,7 @@ pub(crate) fn is_digit(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_digit();
     }
-    get_general_category(c) == Gc::DecimalNumber
+    c.general_category() == GeneralCategory::DecimalNumber
 }
 
 /// Go `strconv.IsPrint`: categories L, M, N, P, S, plus the ASCII space.
@@ -39,16 +32,9 @@ pub(crate) fn is_print(c: char) -> bool {
     if c.is_ascii() {
         return (' '..='~').contains(&c);
     }
-    !matches!(
-        get_general_category(c),
-        Gc::SpaceSeparator
-            | Gc::LineSeparator
-            | Gc::ParagraphSeparator
-            | Gc::Control
-            | Gc::Format
-            | Gc::Surrogate
-            | Gc::PrivateUse
-            | Gc::Unassigned
+    matches!(
+        c.general_category_group(),
+        Group::Letter | Group::Mark | Group::Number | Group::Punctuation | Group::Symbol
     )
 }
 

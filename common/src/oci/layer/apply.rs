@@ -288,6 +288,10 @@ impl Applier<'_> {
                 path: display(entry_path),
                 reason: "a parent component is a symlink".into(),
             }),
+            Err(DirError::Loop) => Err(LayerError::Unsafe {
+                path: display(entry_path),
+                reason: "its parent path is a symlink loop".into(),
+            }),
             Err(DirError::Os(e)) => Err(self.os_err("resolve parent of", entry_path, e)),
         }
     }
@@ -517,7 +521,7 @@ impl Applier<'_> {
             Err(DirError::Symlink) => {
                 return Err(unsafe_link("target path goes through a symlink"))
             }
-            Err(DirError::Missing | DirError::NotDir) => {
+            Err(DirError::Missing | DirError::NotDir | DirError::Loop) => {
                 return Err(unsafe_link("target does not exist in the layer's root"))
             }
             Err(DirError::Os(err)) => {

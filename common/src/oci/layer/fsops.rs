@@ -42,6 +42,8 @@ pub(crate) enum DirError {
     NotDir,
     /// `no_symlinks` was set and a symlink was met.
     Symlink,
+    /// Too many symlinks (a loop).
+    Loop,
     /// Some other OS error.
     Os(Errno),
 }
@@ -74,8 +76,10 @@ impl Root {
         }
     }
 
-    /// Opens directory `comps` inside the root (as `O_PATH`), creating
-    /// missing components with mode 0755 when `create` is set.
+    /// Opens directory `comps` inside the root (as `O_PATH`). With
+    /// `create`, missing directories are made (mode 0755) along the path as
+    /// the root resolves it: a dangling in-image symlink `up -> ../x` makes
+    /// `<root>/x` (containerd's rule), never anything outside.
     pub(crate) fn dir(
         &self,
         comps: &[Vec<u8>],
@@ -87,6 +91,7 @@ impl Root {
             Errno::ENOENT => DirError::Missing,
             Errno::ENOTDIR => DirError::NotDir,
             Errno::ELOOP if no_symlinks => DirError::Symlink,
+            Errno::ELOOP => DirError::Loop,
             e => DirError::Os(e),
         };
         match self.resolve(&join(comps), flags, no_symlinks) {
@@ -94,35 +99,81 @@ impl Root {
             Err(Errno::ENOENT) if create => {}
             Err(e) => return Err(classify(e)),
         }
-        // Walk down, creating what is missing.
-        let mut current = self
-            .resolve(b".", flags, no_symlinks)
-            .map_err(DirError::Os)?;
-        for i in 1..=comps.len() {
-            let prefix = join(&comps[..i]);
-            match self.resolve(&prefix, flags, no_symlinks) {
+        let resolved = if no_symlinks {
+            comps.to_vec()
+        } else {
+            self.resolve_symlinks(comps).map_err(classify)?
+        };
+        // Walk the symlink-free path, creating what is missing. Each step
+        // is still resolved by the kernel with RESOLVE_IN_ROOT and
+        // RESOLVE_NO_SYMLINKS: a symlink raced in meanwhile fails (ELOOP)
+        // instead of being followed.
+        let mut current = self.resolve(b".", flags, true).map_err(DirError::Os)?;
+        for i in 1..=resolved.len() {
+            let prefix = join(&resolved[..i]);
+            match self.resolve(&prefix, flags, true) {
                 Ok(fd) => current = fd,
                 Err(Errno::ENOENT) => {
                     match mkdirat(
                         current.as_fd(),
-                        os(&comps[i - 1]),
+                        os(&resolved[i - 1]),
                         Mode::from_bits_truncate(0o755),
                     ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(DirError::Os(e)),
                     }
-                    current = self
-                        .resolve(&prefix, flags, no_symlinks)
-                        .map_err(|e| match e {
-                            // It exists but cannot be entered: a dangling symlink.
-                            Errno::ENOENT => DirError::NotDir,
-                            e => classify(e),
-                        })?;
+                    current = self.resolve(&prefix, flags, true).map_err(classify)?;
                 }
                 Err(e) => return Err(classify(e)),
             }
         }
         Ok(current)
+    }
+
+    /// Resolves symlinks in `comps` the way the kernel would with the root
+    /// as `/`, stopping at the first missing component (the rest is kept
+    /// as is). The result contains no symlinks and no `..`.
+    fn resolve_symlinks(&self, comps: &[Vec<u8>]) -> nix::Result<Vec<Vec<u8>>> {
+        let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().cloned().collect();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = queue.pop_front() {
+            match c.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let parent = self.resolve(&join(&out), OFlag::O_PATH | OFlag::O_DIRECTORY, true)?;
+            let Some(st) = lstat_at(&parent, &c)? else {
+                out.push(c);
+                out.extend(queue.drain(..).filter(|c| !c.is_empty() && c != b"."));
+                if out.iter().any(|c| c == b"..") {
+                    // `missing/../x`: the kernel would fail; so do we.
+                    return Err(Errno::ENOENT);
+                }
+                return Ok(out);
+            };
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
+                out.push(c);
+                continue;
+            }
+            links += 1;
+            if links > 40 {
+                return Err(Errno::ELOOP);
+            }
+            let target = nix::fcntl::readlinkat(parent.as_fd(), os(&c))?;
+            let target = target.as_bytes();
+            if target.starts_with(b"/") {
+                out.clear();
+            }
+            for (i, t) in target.split(|b| *b == b'/').enumerate() {
+                queue.insert(i, t.to_vec());
+            }
+        }
+        Ok(out)
     }
 }
 

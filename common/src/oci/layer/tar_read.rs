@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn pax_records() {
-        let r = parse_pax(b"12 path=abc\n16 uid=123456789\n").unwrap();
+        let r = parse_pax(b"12 path=abc\n17 uid=123456789\n").unwrap();
         assert_eq!(r[0], ("path".to_string(), b"abc".to_vec()));
         assert_eq!(r[1].0, "uid");
         for badrec in [

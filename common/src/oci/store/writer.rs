@@ -111,21 +111,16 @@ impl BlobWriter {
         if let Some(lease) = &self.lease {
             lease.add_locked(&actual)?;
         }
+        // Renaming over an existing blob is harmless (same bytes, verified
+        // just now) and heals a damaged copy; readers holding the old file
+        // open keep reading the old inode.
         let dest = self.store.blob_path(&actual);
-        let present = fs::symlink_metadata(&dest)
-            .map(|m| m.is_file() && m.len() == size)
-            .unwrap_or(false);
-        if present {
-            // Another writer won the race; its bytes hash the same.
-            let _ = fs::remove_file(&self.temp);
-        } else {
-            fs::set_permissions(&self.temp, fs::Permissions::from_mode(0o444))
-                .map_err(|e| StoreError::io("chmod temp file", &self.temp, e))?;
-            fs::rename(&self.temp, &dest)
-                .map_err(|e| StoreError::io("rename blob into place", &dest, e))?;
-            if let Some(dir) = dest.parent() {
-                let _ = File::open(dir).and_then(|d| d.sync_all());
-            }
+        fs::set_permissions(&self.temp, fs::Permissions::from_mode(0o444))
+            .map_err(|e| StoreError::io("chmod temp file", &self.temp, e))?;
+        fs::rename(&self.temp, &dest)
+            .map_err(|e| StoreError::io("rename blob into place", &dest, e))?;
+        if let Some(dir) = dest.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
         }
         self.temp = PathBuf::new();
         usage::record_added(self.store.root(), &[(actual.clone(), size)])?;

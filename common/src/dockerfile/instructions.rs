@@ -1,1 +1,0 @@
-//! TODO: see the module docs in mod.rs.

@@ -1,0 +1,264 @@
+//! Cache keys: stable across runs and machines, and sensitive to exactly
+//! what changed. Also cross-platform dedupe and pruning.
+
+mod graph_support;
+use graph_support::*;
+use imgfarm_common::graph::op::Op;
+use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::Digest;
+use imgfarm_common::platform::Platform;
+use std::collections::BTreeSet;
+
+const MULTI: &str = "\
+FROM alpine:3.20 AS base
+RUN echo base
+ARG V=1
+COPY a.txt /a
+RUN echo $V
+COPY b.txt /b
+FROM alpine:3.20 AS other
+RUN echo other
+FROM base
+COPY --from=other /etc/o /o
+";
+
+fn ctx() -> FakeContext {
+    FakeContext::with(&[("a.txt", "A"), ("b.txt", "B")])
+}
+
+fn keys(g: &BuildGraph) -> BTreeSet<Digest> {
+    g.vertices().into_iter().map(|v| v.key.clone()).collect()
+}
+
+fn descs_of(g: &BuildGraph, ks: &BTreeSet<Digest>) -> BTreeSet<String> {
+    ks.iter()
+        .map(|k| g.vertex(k).unwrap().description.clone())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn same_inputs_same_keys() {
+    let a = build(MULTI, &ctx(), |_| {});
+    let b = build(MULTI, &ctx(), |_| {});
+    assert_eq!(keys(&a), keys(&b));
+    assert_eq!(a.to_json(), b.to_json());
+    assert_eq!(a.targets[0].export, b.targets[0].export);
+    // Descriptions and lines are not part of keys: blank lines and comments change nothing.
+    let c = build(&format!("# comment\n\n{MULTI}"), &ctx(), |_| {});
+    assert_eq!(keys(&a), keys(&c));
+}
+
+/// Pinned keys: any machine, any run, must compute exactly these. If the
+/// encoding changes on purpose, bump `key::KEY_FORMAT` and update them.
+#[test]
+fn golden_keys() {
+    let g = build(
+        "FROM alpine:3.20\nRUN echo hi\n",
+        &FakeContext::default(),
+        |_| {},
+    );
+    let image = find(&g, "FROM docker.io/library/alpine:3.20");
+    let run = find(&g, "RUN echo hi");
+    // The canonical encoding, spelled out (its sha256 was checked with
+    // Python's hashlib as an independent implementation).
+    let bytes = imgfarm_common::graph::key::canonical_bytes(
+        image.platform.as_ref(),
+        &image.op,
+        &image.inputs,
+    );
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        r#"{"format":"imgfarm.vertex.v1","platform":{"os":"linux","architecture":"amd64"},"op":{"kind":"image","reference":"docker.io/library/alpine:3.20","digest":null},"inputs":[]}"#
+    );
+    assert_eq!(
+        image.key.as_str(),
+        "sha256:9fe7fb616b2c8ed1636db18136cbaee8e6f2d90afe0c72f7695da897ac2f3dfb"
+    );
+    assert_eq!(
+        run.key.as_str(),
+        "sha256:f8c25cf4afd3c64f269fa6f1daddd7b9a38305fd5da4e6c2f123e1aedf84601b"
+    );
+    assert_eq!(
+        g.targets[0].export.as_str(),
+        "sha256:721e0a382b87b372db6cad61f58cae8120ee4a6b6980278849e68f14018d2b05"
+    );
+}
+
+#[test]
+fn changing_an_arg_changes_exactly_the_downstream_vertices() {
+    let before = build(MULTI, &ctx(), |_| {});
+    let after = build(MULTI, &ctx(), |r| {
+        r.build_args.insert("V".into(), "2".into());
+    });
+    let changed: BTreeSet<Digest> = keys(&before).difference(&keys(&after)).cloned().collect();
+    let first = find(&before, "RUN echo $V").key.clone();
+    assert_eq!(changed, before.downstream(&first));
+    assert_eq!(
+        descs_of(&before, &changed),
+        set(&[
+            "[base 4/5] RUN echo $V",
+            "[base 5/5] COPY b.txt /b",
+            "[stage-2 1/1] COPY --from=other /etc/o /o",
+            "exporting stage-2 image for linux/amd64",
+        ])
+    );
+    assert_eq!(keys(&before).len(), keys(&after).len());
+}
+
+#[test]
+fn changing_a_context_file_changes_exactly_the_downstream_vertices() {
+    let before = build(MULTI, &ctx(), |_| {});
+    let after = build(
+        MULTI,
+        &FakeContext::with(&[("a.txt", "A"), ("b.txt", "B2")]),
+        |_| {},
+    );
+    let changed: BTreeSet<Digest> = keys(&before).difference(&keys(&after)).cloned().collect();
+    let ctx_b = find(&before, "[context] b.txt").key.clone();
+    assert_eq!(changed, before.downstream(&ctx_b));
+    assert_eq!(
+        descs_of(&before, &changed),
+        set(&[
+            "[context] b.txt",
+            "[base 5/5] COPY b.txt /b",
+            "[stage-2 1/1] COPY --from=other /etc/o /o",
+            "exporting stage-2 image for linux/amd64",
+        ])
+    );
+    // An unrelated file in the context changes nothing.
+    let mut bigger = ctx();
+    bigger.files.insert("unused.txt".into(), "x".into());
+    assert_eq!(keys(&before), keys(&build(MULTI, &bigger, |_| {})));
+}
+
+const CROSS: &str = "\
+FROM --platform=$BUILDPLATFORM golang:1.23 AS build
+RUN go build -o /out ./...
+FROM alpine:3.20
+COPY --from=build /out /out
+";
+
+#[test]
+fn changing_the_platform_changes_exactly_the_target_platform_vertices() {
+    let amd = build(CROSS, &FakeContext::default(), |_| {});
+    let arm = build(CROSS, &FakeContext::default(), |r| {
+        r.platforms = vec![Platform::linux_arm64()]
+    });
+    let changed: BTreeSet<Digest> = keys(&amd).difference(&keys(&arm)).cloned().collect();
+    assert_eq!(
+        descs_of(&amd, &changed),
+        set(&[
+            "[stage-1 1/2] FROM docker.io/library/alpine:3.20",
+            "[stage-1 2/2] COPY --from=build /out /out",
+            "exporting stage-1 image for linux/amd64",
+        ])
+    );
+    let alpine = find(&amd, "FROM docker.io/library/alpine:3.20").key.clone();
+    assert_eq!(changed, amd.downstream(&alpine));
+    // The build stage runs on the build platform for both targets.
+    assert_eq!(
+        find(&arm, "RUN go build -o /out ./...").platform,
+        Some(Platform::linux_amd64())
+    );
+}
+
+#[test]
+fn identical_vertices_across_platforms_appear_once() {
+    let both = build(CROSS, &FakeContext::default(), |r| {
+        r.platforms = vec![Platform::linux_amd64(), Platform::linux_arm64()];
+    });
+    // golang + RUN shared; alpine, COPY, export per platform.
+    assert_eq!(both.len(), 2 + 3 * 2);
+    assert_eq!(both.targets.len(), 2);
+    assert_ne!(both.targets[0].export, both.targets[1].export);
+    let runs: Vec<_> = both
+        .vertices()
+        .into_iter()
+        .filter(|v| v.op.kind() == "exec")
+        .collect();
+    assert_eq!(runs.len(), 1);
+    // Both exports reach the one shared RUN.
+    let run = runs[0].key.clone();
+    let down = both.downstream(&run);
+    assert!(both.targets.iter().all(|t| down.contains(&t.export)));
+
+    // Reading TARGETARCH makes the build stage platform-specific.
+    let uses = CROSS.replace(
+        "RUN go build",
+        "ARG TARGETARCH\nRUN GOARCH=$TARGETARCH go build",
+    );
+    let both = build(&uses, &FakeContext::default(), |r| {
+        r.platforms = vec![Platform::linux_amd64(), Platform::linux_arm64()];
+    });
+    assert_eq!(
+        both.vertices()
+            .into_iter()
+            .filter(|v| v.op.kind() == "exec")
+            .count(),
+        2
+    );
+    assert_eq!(both.len(), 1 + 4 * 2);
+}
+
+#[test]
+fn stages_the_target_does_not_need_are_pruned() {
+    let text = "\
+FROM alpine AS unused
+COPY does-not-exist /x
+RUN echo unused
+FROM alpine AS base
+RUN echo base
+FROM base AS test
+RUN echo test
+FROM base AS release
+COPY --from=base /etc/os-release /r
+";
+    let g = build(text, &FakeContext::default(), |_| {});
+    let d = descriptions(&g);
+    assert!(
+        !d.iter()
+            .any(|s| s.contains("unused") || s.contains("[test")),
+        "{d:#?}"
+    );
+    assert_eq!(g.len(), 4, "{d:#?}"); // alpine, RUN echo base, COPY, export
+    let g = build(text, &FakeContext::default(), |r| {
+        r.target = Some("TEST".into())
+    });
+    let d = descriptions(&g);
+    assert!(d.iter().any(|s| s.ends_with("RUN echo test")), "{d:#?}");
+    assert!(
+        !d.iter()
+            .any(|s| s.contains("[release") || s.contains("unused")),
+        "{d:#?}"
+    );
+    assert_eq!(g.targets[0].stage, "test");
+    // Only the stages a target needs are counted; the unused one's missing
+    // file is never looked up.
+    let g = build(text, &FakeContext::default(), |r| {
+        r.target = Some("base".into())
+    });
+    assert_eq!(g.len(), 3);
+}
+
+#[test]
+fn key_covers_op_inputs_and_platform() {
+    let g = build(MULTI, &ctx(), |_| {});
+    for v in g.vertices() {
+        let again = imgfarm_common::graph::key::vertex_key(v.platform.as_ref(), &v.op, &v.inputs);
+        assert_eq!(again, v.key);
+        for i in &v.inputs {
+            assert!(
+                g.vertex(i).is_some(),
+                "{} has a dangling input",
+                v.description
+            );
+        }
+        if let Op::Context(c) = &v.op {
+            assert!(v.platform.is_none(), "context is platform-neutral: {c:?}");
+        }
+    }
+}
