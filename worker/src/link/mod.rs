@@ -6,9 +6,11 @@
 //! mismatch fails with a message naming both versions) and the
 //! hello/welcome. Blob transfers each use a stream of their own.
 
+mod backoff;
 mod blobs;
 mod dial;
 
+pub use backoff::{connect_with_backoff, is_retryable, Backoff};
 pub use blobs::PutOutcome;
 pub use dial::{parse_farm_addr, transport_config, FarmAddr};
 
