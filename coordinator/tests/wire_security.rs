@@ -409,3 +409,53 @@ async fn blob_transfer_is_verified() {
         .unwrap());
     link.close().await;
 }
+
+#[tokio::test]
+async fn a_second_control_stream_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut c).await, Ev::Session(..)));
+    let (mut send, mut recv) = link.connection().open_bi().await.unwrap();
+    write_preamble(&mut send, PROTOCOL_VERSION).await.unwrap();
+    imgfarm_common::proto::io::write_msg(
+        &mut send,
+        &imgfarm_common::proto::StreamOpen::Control(hello(Role::Worker, "w1")),
+    )
+    .await
+    .unwrap();
+    read_preamble(&mut recv, PROTOCOL_VERSION, Role::Coordinator, Role::Worker)
+        .await
+        .unwrap();
+    let reply: Message = imgfarm_common::proto::io::expect_msg(
+        &mut recv,
+        imgfarm_common::proto::MAX_CONTROL_FRAME,
+        "refusing",
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(reply, Message::Refused(ref t) if t.contains("one session per connection")),
+        "{reply:?}"
+    );
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Wire {
+            source: WireError::Unexpected(_),
+            ..
+        })
+    ));
+}

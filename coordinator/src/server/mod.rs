@@ -25,7 +25,7 @@ use imgfarm_common::proto::{
 };
 use quinn::crypto::rustls::QuicServerConfig;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -245,16 +245,17 @@ async fn serve_connection(
             .await;
         return;
     }
+    let control_taken = Arc::new(AtomicBool::new(false));
     while let Ok((send, recv)) = conn.accept_bi().await {
-        let (conn, opts, tx, peer, ids) = (
-            conn.clone(),
-            opts.clone(),
-            tx.clone(),
-            peer.clone(),
-            ids.clone(),
-        );
+        let ctx = ConnCtx {
+            conn: conn.clone(),
+            peer: peer.clone(),
+            ids: ids.clone(),
+            control_taken: control_taken.clone(),
+        };
+        let (opts, tx) = (opts.clone(), tx.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(&conn, send, recv, &opts, &tx, &peer, &ids).await {
+            if let Err(e) = serve_stream(&ctx, send, recv, &opts, &tx).await {
                 let _ = tx.send(ServerEvent::Dropped(e)).await;
             }
         });
@@ -282,15 +283,23 @@ async fn linger(conn: &quinn::Connection) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
 }
 
+/// One connection's shared state, seen by each of its streams.
+struct ConnCtx {
+    conn: quinn::Connection,
+    peer: PeerIdentity,
+    ids: Arc<AtomicU64>,
+    /// Set once the connection's control stream is admitted: one per connection.
+    control_taken: Arc<AtomicBool>,
+}
+
 async fn serve_stream(
-    conn: &quinn::Connection,
+    ctx: &ConnCtx,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     opts: &ServerOptions,
     tx: &Events,
-    peer: &PeerIdentity,
-    ids: &AtomicU64,
 ) -> Result<(), ServerError> {
+    let (conn, peer, ids) = (&ctx.conn, &ctx.peer, &ctx.ids);
     let wire = |source: WireError| {
         drop_peer(conn, &source);
         ServerError::Wire {
@@ -319,11 +328,22 @@ async fn serve_stream(
         .map_err(wire)?;
     match open {
         StreamOpen::Control(hello) => {
-            if let Err(e) = check_hello(&hello, peer.role, &peer.name) {
+            let admitted = check_hello(&hello, peer.role, &peer.name).map_err(WireError::from);
+            let admitted = admitted.and_then(|()| {
+                if ctx.control_taken.swap(true, Ordering::SeqCst) {
+                    Err(WireError::Unexpected(
+                        "a second control stream on one connection: one session per connection"
+                            .into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = admitted {
                 let _ = write_msg(&mut send, &Message::Refused(e.to_string())).await;
                 let _ = send.finish();
                 linger(conn).await;
-                return Err(wire(e.into()));
+                return Err(wire(e));
             }
             let session_id = ids.fetch_add(1, Ordering::Relaxed);
             let welcome = Welcome {
