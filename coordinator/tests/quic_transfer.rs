@@ -16,13 +16,23 @@ use imgfarm_common::identity::{server_config, Role};
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::blob::{receive_blob_verified, send_blob_bytes, BLOB_CHUNK};
 use imgfarm_common::proto::BlobHeader;
-use imgfarm_coordinator::server::transport_config;
+use imgfarm_coordinator::server::{endpoint_config, transport_config};
 use imgfarm_worker::link::{Link, LinkOptions, PutOutcome};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wire_common::*;
+
+/// A loopback UDP socket with the same buffer sizes the endpoints request.
+fn udp() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let r = socket2::SockRef::from(&s);
+    let size = imgfarm_common::proto::windows::SOCKET_BUFFER;
+    r.set_recv_buffer_size(size).unwrap();
+    r.set_send_buffer_size(size).unwrap();
+    s
+}
 
 fn mib_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
@@ -81,7 +91,13 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport_config()));
-    let server = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = quinn::Endpoint::new(
+        endpoint_config(),
+        Some(cfg),
+        udp(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     let addr = server.local_addr().unwrap();
     let header = BlobHeader {
         digest: Digest::sha256_of(&data),
@@ -106,7 +122,13 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ccfg = quinn::ClientConfig::new(Arc::new(quic));
     ccfg.transport_config(Arc::new(imgfarm_worker::link::transport_config()));
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = quinn::Endpoint::new(
+        imgfarm_worker::link::endpoint_config(),
+        None,
+        udp(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     let conn = client
         .connect_with(ccfg, addr, "127.0.0.1")
         .unwrap()
@@ -121,6 +143,11 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let mut ack = [0u8; 1];
     recv.read_exact(&mut ack).await.unwrap();
     let total = start.elapsed();
+    let stats = conn.stats();
+    println!(
+        "quic path: mtu {} bytes, {} datagrams sent, {} lost packets, cwnd {} bytes",
+        stats.path.current_mtu, stats.udp_tx.datagrams, stats.path.lost_packets, stats.path.cwnd
+    );
     conn.close(0u32.into(), b"done");
     let _ = receiver.await.unwrap();
     total

@@ -60,4 +60,8 @@ pub mod windows {
     pub const SEND: u64 = 64 * 1024 * 1024;
     /// UDP socket buffer sizes requested (the kernel may cap them).
     pub const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+    /// Largest UDP payload MTU discovery may reach. Probing starts from the
+    /// safe 1200 bytes; on loopback (MTU 65536) it climbs to large packets,
+    /// on Ethernet it stops near 1452.
+    pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 }

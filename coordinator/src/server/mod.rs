@@ -12,7 +12,7 @@ mod session;
 mod transport;
 
 pub use session::Session;
-pub use transport::transport_config;
+pub use transport::{endpoint_config, transport_config};
 
 use imgfarm_common::identity::Role;
 use imgfarm_common::identity::{peer_identity_from_der, server_config, Credentials, PeerIdentity};
@@ -145,7 +145,7 @@ impl Server {
             source,
         })?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config(),
             Some(cfg),
             socket,
             Arc::new(quinn::TokioRuntime),

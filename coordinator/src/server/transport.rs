@@ -4,6 +4,14 @@ use imgfarm_common::proto::windows;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Endpoint settings: UDP payloads up to [`windows::MAX_UDP_PAYLOAD`] so
+/// MTU discovery can use large datagrams where the path allows.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut e = quinn::EndpointConfig::default();
+    let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
+    e
+}
+
 /// Transport parameters for farm connections: flow-control windows large
 /// enough for bulk blob streams (see [`windows`]), keep-alives well under
 /// the idle timeout so a quiet control stream stays up.
@@ -14,6 +22,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.send_window(windows::SEND);
     t.max_concurrent_bidi_streams(256u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));

@@ -51,6 +51,14 @@ pub async fn parse_farm_addr(addr: &str) -> Result<FarmAddr, LinkError> {
     })
 }
 
+/// Endpoint settings: UDP payloads up to [`windows::MAX_UDP_PAYLOAD`] so
+/// MTU discovery can use large datagrams where the path allows.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut e = quinn::EndpointConfig::default();
+    let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
+    e
+}
+
 /// Transport parameters matching the coordinator's (bulk windows, keep-alive).
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -59,6 +67,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.send_window(windows::SEND);
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));
@@ -78,7 +89,7 @@ pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endp
     let _ = sock.set_recv_buffer_size(windows::SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(windows::SOCKET_BUFFER);
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(),
         None,
         socket,
         std::sync::Arc::new(quinn::TokioRuntime),

@@ -12,7 +12,7 @@ mod dial;
 
 pub use backoff::{connect_with_backoff, is_retryable, Backoff};
 pub use blobs::PutOutcome;
-pub use dial::{parse_farm_addr, transport_config, FarmAddr};
+pub use dial::{endpoint_config, parse_farm_addr, transport_config, FarmAddr};
 
 use imgfarm_common::identity::{
     client_config, peer_identity_from_der, Credentials, IdentityError, Role,
