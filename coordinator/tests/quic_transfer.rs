@@ -145,8 +145,13 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let total = start.elapsed();
     let stats = conn.stats();
     println!(
-        "quic path: mtu {} bytes, {} datagrams sent, {} lost packets, cwnd {} bytes",
-        stats.path.current_mtu, stats.udp_tx.datagrams, stats.path.lost_packets, stats.path.cwnd
+        "quic path: mtu {} bytes ({} MTU probes sent, {} lost), {} datagrams sent, {} lost packets, cwnd {} bytes",
+        stats.path.current_mtu,
+        stats.path.sent_plpmtud_probes,
+        stats.path.lost_plpmtud_probes,
+        stats.udp_tx.datagrams,
+        stats.path.lost_packets,
+        stats.path.cwnd
     );
     conn.close(0u32.into(), b"done");
     let _ = receiver.await.unwrap();
