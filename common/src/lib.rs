@@ -9,12 +9,14 @@
 //! - [`oci`]: content store, layers, image types, OCI layout and index merge.
 //! - [`registry`]: the distribution-spec client (pull, push, auth).
 //! - [`proto`]: the coordinator/worker wire protocol.
+//! - [`identity`]: the farm CA, role certificates and TLS configuration.
 //! - [`paths`]: where state lives.
 
 pub mod context;
 pub mod dockerfile;
 pub mod graph;
 pub mod image_name;
+pub mod identity;
 pub mod oci;
 pub mod paths;
 pub mod platform;

@@ -6,11 +6,13 @@
 //! - [`emulation`]: native platforms, binfmt_misc handlers, qemu-user-static.
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
 //! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
+//! - [`link`]: the worker's dial-out QUIC link to a farm coordinator.
 
 #![warn(missing_docs)]
 
 pub mod emulation;
 pub mod executor;
 pub mod idmap;
+pub mod link;
 pub mod snapshot;
 pub mod solve;

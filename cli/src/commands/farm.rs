@@ -1,8 +1,12 @@
 //! `imgfarm farm`: certificates and status of a build farm.
 
 use super::{not_implemented, GlobalArgs};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use imgfarm_common::identity::{
+    init_farm, issue_leaf, write_new_files, CaMaterial, FileSpec, InitOptions, IssuedFiles, Role,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Farm operator commands.
@@ -13,11 +17,15 @@ pub enum FarmCommand {
         /// Where to write ca.crt, ca.key and coordinator.{crt,key}
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// Subject alternative names for the coordinator (DNS names or IPs)
+        /// Subject alternative names for the coordinator (DNS names or IPs) [default: localhost, 127.0.0.1]
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
     },
     /// Issue a worker or client certificate signed by the farm CA
+    #[command(group = clap::ArgGroup::new("who").required(true).args(["worker", "client"]))]
     Issue {
         /// The farm directory made by `farm init`
         #[arg(long, value_name = "DIR")]
@@ -28,6 +36,9 @@ pub enum FarmCommand {
         /// Issue a client certificate with this name
         #[arg(long)]
         client: Option<String>,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
     },
     /// Show the farm's workers and queue
     Status(FarmQuery),
@@ -52,9 +63,97 @@ pub struct FarmQuery {
 /// Run a farm command.
 pub fn run(_g: &GlobalArgs, c: FarmCommand) -> anyhow::Result<ExitCode> {
     match c {
-        FarmCommand::Init { .. } => not_implemented("farm init"),
-        FarmCommand::Issue { .. } => not_implemented("farm issue"),
+        FarmCommand::Init { dir, sans, force } => farm_init(&dir, sans, force),
+        FarmCommand::Issue {
+            dir,
+            worker,
+            client,
+            force,
+        } => farm_issue(&dir, worker, client, force),
         FarmCommand::Status(_) => not_implemented("farm status"),
         FarmCommand::Workers(_) => not_implemented("farm workers"),
     }
+}
+
+fn leaf_files(dir: &Path, issued: &IssuedFiles) -> [FileSpec; 2] {
+    [
+        FileSpec {
+            path: dir.join(format!("{}.crt", issued.stem)),
+            contents: issued.cert_pem.clone(),
+            mode: 0o644,
+        },
+        FileSpec {
+            path: dir.join(format!("{}.key", issued.stem)),
+            contents: issued.key_pem.clone(),
+            mode: 0o600,
+        },
+    ]
+}
+
+/// `farm init`: CA + coordinator certificate, all files or none.
+fn farm_init(dir: &Path, sans: Vec<String>, force: bool) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let opts = if sans.is_empty() {
+        InitOptions::default()
+    } else {
+        InitOptions { sans }
+    };
+    let (ca, coordinator) = init_farm(&opts)?;
+    let mut files = vec![
+        FileSpec {
+            path: dir.join("ca.crt"),
+            contents: ca.cert_pem,
+            mode: 0o644,
+        },
+        FileSpec {
+            path: dir.join("ca.key"),
+            contents: ca.key_pem,
+            mode: 0o600,
+        },
+    ];
+    files.extend(leaf_files(dir, &coordinator));
+    write_new_files(&files, force)?;
+    println!(
+        "farm CA and coordinator certificate ({}) written to {}",
+        opts.sans.join(", "),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `farm issue`: a worker or client certificate signed by the farm CA in `dir`.
+fn farm_issue(
+    dir: &Path,
+    worker: Option<String>,
+    client: Option<String>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let (role, name) = match (worker, client) {
+        (Some(w), None) => (Role::Worker, w),
+        (None, Some(c)) => (Role::Client, c),
+        _ => anyhow::bail!("give exactly one of --worker NAME or --client NAME"),
+    };
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "read {}: is {} a farm directory made by `imgfarm farm init`?",
+                p.display(),
+                dir.display()
+            )
+        })
+    };
+    let ca = CaMaterial {
+        cert_pem: read("ca.crt")?,
+        key_pem: read("ca.key")?,
+    };
+    let issued = issue_leaf(&ca, role, &name, &[])?;
+    write_new_files(&leaf_files(dir, &issued), force)?;
+    println!(
+        "{role} certificate {}.crt and key {}.key written to {}",
+        issued.stem,
+        issued.stem,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

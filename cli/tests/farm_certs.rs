@@ -1,0 +1,116 @@
+//! `imgfarm farm init` / `farm issue`: the files, their modes, the refusal
+//! to overwrite, and errors that say what to do.
+
+use assert_cmd::Command;
+use std::os::unix::fs::PermissionsExt;
+
+fn imgfarm() -> Command {
+    Command::cargo_bin("imgfarm").unwrap()
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_and_issue_write_the_farm_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("farm");
+    let d = dir.to_str().unwrap();
+    imgfarm()
+        .args([
+            "farm",
+            "init",
+            "--dir",
+            d,
+            "--san",
+            "farm.test",
+            "--san",
+            "127.0.0.1",
+        ])
+        .assert()
+        .success();
+    imgfarm()
+        .args(["farm", "issue", "--dir", d, "--worker", "w1"])
+        .assert()
+        .success();
+    imgfarm()
+        .args(["farm", "issue", "--dir", d, "--client", "alice"])
+        .assert()
+        .success();
+    for (f, m) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("coordinator.crt", 0o644),
+        ("coordinator.key", 0o600),
+        ("worker-w1.crt", 0o644),
+        ("worker-w1.key", 0o600),
+        ("client-alice.crt", 0o644),
+        ("client-alice.key", 0o600),
+    ] {
+        assert_eq!(mode(&dir.join(f)), m, "{f}");
+    }
+    let tls = imgfarm_common::identity::TlsDir::new(&dir);
+    let w = tls
+        .load(imgfarm_common::identity::Role::Worker, Some("w1"))
+        .unwrap();
+    assert_eq!(w.identity.name, "w1");
+
+    // No silent overwrite.
+    let before = std::fs::read(dir.join("worker-w1.key")).unwrap();
+    let out = imgfarm()
+        .args(["farm", "issue", "--dir", d, "--worker", "w1"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(dir.join("worker-w1.key")).unwrap(), before);
+    imgfarm()
+        .args(["farm", "issue", "--dir", d, "--worker", "w1", "--force"])
+        .assert()
+        .success();
+    assert_ne!(std::fs::read(dir.join("worker-w1.key")).unwrap(), before);
+    assert_eq!(mode(&dir.join("worker-w1.key")), 0o600);
+}
+
+#[test]
+fn issue_needs_a_farm_and_a_valid_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let out = imgfarm()
+        .args(["farm", "issue", "--dir", d, "--worker", "w1"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("farm init"), "{err}");
+
+    imgfarm()
+        .args(["farm", "init", "--dir", d])
+        .assert()
+        .success();
+    let out = imgfarm()
+        .args(["farm", "issue", "--dir", d, "--client", "../evil"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("invalid name"), "{err}");
+    imgfarm()
+        .args(["farm", "issue", "--dir", d])
+        .assert()
+        .failure();
+    let fresh = tmp.path().join("fresh");
+    let out = imgfarm()
+        .args([
+            "farm",
+            "init",
+            "--dir",
+            fresh.to_str().unwrap(),
+            "--san",
+            "bad name",
+        ])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("invalid --san"), "{err}");
+    assert!(!fresh.join("ca.key").exists());
+}

@@ -1,0 +1,214 @@
+//! The one place that turns messages into bytes and back: bincode 2
+//! (standard config, with a decode limit) inside u32 big-endian
+//! length-prefixed frames.
+//!
+//! A frame's declared length is compared with the limit as soon as its 4
+//! header bytes are known, before any buffer for the body is reserved, so a
+//! hostile length costs the receiver nothing.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest control frame accepted or sent (16 MiB). Blobs never travel in
+/// frames; they stream raw on their own QUIC streams.
+pub const MAX_CONTROL_FRAME: u32 = 16 * 1024 * 1024;
+
+/// Length of the frame header (u32 big-endian body length).
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// bincode configuration: standard (varint) encoding, and no single decode
+/// may claim more than a frame's worth of memory.
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ MAX_CONTROL_FRAME as usize }>,
+> {
+    bincode::config::standard().with_limit::<{ MAX_CONTROL_FRAME as usize }>()
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The declared (or produced) frame body is larger than allowed.
+    #[error(
+        "frame of {len} bytes exceeds the limit of {max} bytes: the peer is broken or hostile"
+    )]
+    FrameTooLarge {
+        /// Declared length.
+        len: u64,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The body is not a valid bincode encoding of the expected message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The body decoded but left bytes unread.
+    #[error("malformed frame: {0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// The message could not be encoded.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Encodes `msg` as one frame (header + body). Fails if the body would exceed
+/// [`MAX_CONTROL_FRAME`], so we never send what the peer must refuse.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    bincode::serde::encode_into_std_write(msg, &mut out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let body_len = out.len() - FRAME_HEADER_LEN;
+    let len = u32::try_from(body_len)
+        .ok()
+        .filter(|l| *l <= MAX_CONTROL_FRAME)
+        .ok_or(CodecError::FrameTooLarge {
+            len: body_len as u64,
+            max: MAX_CONTROL_FRAME,
+        })?;
+    out[..FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Checks a frame header and returns the body length it declares.
+pub fn check_header(header: [u8; FRAME_HEADER_LEN], max: u32) -> Result<usize, CodecError> {
+    let len = u32::from_be_bytes(header);
+    if len > max {
+        return Err(CodecError::FrameTooLarge {
+            len: u64::from(len),
+            max,
+        });
+    }
+    Ok(len as usize)
+}
+
+/// Decodes one frame body (without its header) into a message.
+pub fn decode_message<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let (msg, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::TrailingBytes(body.len() - used));
+    }
+    Ok(msg)
+}
+
+/// A push-style frame splitter: feed it bytes as they arrive, take whole
+/// frame bodies out. Pure (no I/O), used by the fuzz target and the tests;
+/// the async reader in [`super::io`] applies the same header check.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    max: u32,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing frames larger than `max` bytes.
+    pub fn new(max: u32) -> Self {
+        Self {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Appends received bytes. Fails at once when a buffered header declares
+    /// an oversized frame, so the body is never accumulated.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
+        self.buf.extend_from_slice(bytes);
+        if let Some(header) = self.header() {
+            check_header(header, self.max)?;
+        }
+        Ok(())
+    }
+
+    fn header(&self) -> Option<[u8; FRAME_HEADER_LEN]> {
+        self.buf
+            .get(..FRAME_HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+    }
+
+    /// Takes the next complete frame body, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
+        let Some(header) = self.header() else {
+            return Ok(None);
+        };
+        let len = check_header(header, self.max)?;
+        let end = FRAME_HEADER_LEN + len;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let body = self.buf[FRAME_HEADER_LEN..end].to_vec();
+        self.buf.drain(..end);
+        if let Some(next) = self.header() {
+            check_header(next, self.max)?;
+        }
+        Ok(Some(body))
+    }
+
+    /// Takes and decodes the next complete message, if one is buffered.
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        match self.next_frame()? {
+            Some(body) => decode_message(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes buffered but not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Message;
+
+    #[test]
+    fn round_trip_one_frame() {
+        let frame = encode_frame(&Message::Bye).unwrap();
+        let mut d = FrameDecoder::new(MAX_CONTROL_FRAME);
+        d.push(&frame[..2]).unwrap();
+        assert!(d.next_frame().unwrap().is_none());
+        d.push(&frame[2..]).unwrap();
+        assert_eq!(d.next_message::<Message>().unwrap(), Some(Message::Bye));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_the_body() {
+        let mut d = FrameDecoder::new(1024);
+        let err = d.push(&1025u32.to_be_bytes()).unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::FrameTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut frame = encode_frame(&Message::Bye).unwrap();
+        frame.push(0);
+        let err = decode_message::<Message>(&frame[FRAME_HEADER_LEN..]).unwrap_err();
+        assert!(matches!(err, CodecError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn unknown_variant_is_malformed() {
+        let err = decode_message::<Message>(&[200]).unwrap_err();
+        assert!(matches!(err, CodecError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn encode_refuses_an_oversized_message() {
+        let log = Message::VertexLog(crate::proto::VertexLog {
+            vertex_key: String::new(),
+            stream: 1,
+            data: vec![0; MAX_CONTROL_FRAME as usize + 1],
+        });
+        assert!(matches!(
+            encode_frame(&log),
+            Err(CodecError::FrameTooLarge { .. }) | Err(CodecError::Encode(_))
+        ));
+    }
+}

@@ -1,0 +1,461 @@
+//! Real QUIC on 127.0.0.1: mutual TLS against the farm CA, role checks,
+//! version handshake, frame limit, verified blob transfer.
+
+mod wire_common;
+
+use imgfarm_common::identity::Role;
+use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::oci::Digest;
+use imgfarm_common::proto::io::{read_preamble, write_preamble, WireError};
+use imgfarm_common::proto::{
+    close_code, BlobHeader, CodecError, HandshakeError, Message, PROTOCOL_VERSION,
+};
+use imgfarm_coordinator::server::ServerError;
+use imgfarm_worker::link::{Link, LinkError, LinkOptions, PutOutcome};
+use std::time::Duration;
+use wire_common::*;
+
+fn url(c: &Coord) -> String {
+    format!("quic://127.0.0.1:{}", c.addr.port())
+}
+
+#[tokio::test]
+async fn worker_and_client_handshake_ok() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let mut link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(link.welcome.version, PROTOCOL_VERSION);
+    match next_event(&mut c).await {
+        Ev::Session(peer, h) => {
+            assert_eq!((peer.role, peer.name.as_str()), (Role::Worker, "w1"));
+            assert_eq!(h.native_platforms, vec!["linux/amd64".to_string()]);
+        }
+        other => panic!("expected a session, got {other:?}"),
+    }
+    // The control stream works both ways (the fixture echoes).
+    link.send(&Message::StatusRequest).await.unwrap();
+    assert_eq!(link.recv().await.unwrap(), Some(Message::StatusRequest));
+    link.close().await;
+
+    // A client with its only client certificate (no --name).
+    let alice = farm.load(Role::Client, None).unwrap();
+    assert_eq!(alice.identity.name, "alice");
+    let link = Link::connect(
+        &url(&c),
+        &alice,
+        hello(Role::Client, "alice"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut c).await, Ev::Session(p, _) if p.role == Role::Client));
+    link.close().await;
+}
+
+#[tokio::test]
+async fn worker_or_client_from_another_ca_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let other = make_farm(&tmp.path().join("other"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    for (role, name) in [(Role::Worker, "w1"), (Role::Client, "alice")] {
+        let creds = other.load(role, Some(name)).unwrap();
+        let err = Link::connect(&url(&c), &creds, hello(role, name), LinkOptions::default())
+            .await
+            .unwrap_err();
+        // The client side sees the TLS alert (or a closed connection).
+        assert!(
+            matches!(err, LinkError::Connection { .. } | LinkError::Wire(_)),
+            "{err:?}"
+        );
+        match next_event(&mut c).await {
+            Ev::Dropped(ServerError::Connection { source, .. }) => {
+                let text = source.to_string();
+                assert!(
+                    text.contains("certificate") || text.contains("Certificate"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a refused connection, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn coordinator_from_another_ca_is_refused_by_the_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let other = make_farm(&tmp.path().join("other"));
+    let c = start(
+        other.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let err = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("certificate"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn client_cert_cannot_register_as_worker_and_reverse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let alice = farm.load(Role::Client, Some("alice")).unwrap();
+    let err = Link::connect(
+        &url(&c),
+        &alice,
+        hello(Role::Worker, "alice"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("TLS certificate is for client"),
+        "{err}"
+    );
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Wire {
+            source: WireError::Handshake(HandshakeError::IdentityMismatch { .. }),
+            ..
+        })
+    ));
+
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let err = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Client, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("TLS certificate is for worker"),
+        "{err}"
+    );
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Wire {
+            source: WireError::Handshake(HandshakeError::IdentityMismatch { .. }),
+            ..
+        })
+    ));
+
+    // The coordinator's own certificate has no clientAuth usage: refused in TLS.
+    let coord = farm.load(Role::Coordinator, None).unwrap();
+    assert!(Link::connect(
+        &url(&c),
+        &coord,
+        hello(Role::Worker, "coordinator"),
+        LinkOptions::default()
+    )
+    .await
+    .is_err());
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Connection { .. })
+    ));
+}
+
+#[tokio::test]
+async fn version_mismatch_is_refused_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        1,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let err = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions {
+            protocol_version: 2,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "peer speaks imgfarm protocol 1, we speak 2: upgrade the coordinator"
+    );
+    match next_event(&mut c).await {
+        Ev::Dropped(e) => assert_eq!(
+            e.to_string(),
+            "worker w1: peer speaks imgfarm protocol 2, we speak 1: upgrade the coordinator"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn older_worker_is_told_to_upgrade_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        2,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let err = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions {
+            protocol_version: 1,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "peer speaks imgfarm protocol 2, we speak 1: upgrade the worker"
+    );
+    match next_event(&mut c).await {
+        Ev::Dropped(e) => assert_eq!(
+            e.to_string(),
+            "worker w1: peer speaks imgfarm protocol 1, we speak 2: upgrade the worker"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversized_frame_drops_the_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+
+    // Before any session: a stream opening with a 4 GiB frame header.
+    let conn = raw_connect(c.addr, &w1).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    write_preamble(&mut send, PROTOCOL_VERSION).await.unwrap();
+    send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    match next_event(&mut c).await {
+        Ev::Dropped(ServerError::Wire {
+            source: WireError::Codec(CodecError::FrameTooLarge { len, .. }),
+            ..
+        }) => assert_eq!(len, u64::from(u32::MAX)),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap();
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, close_code::FRAME_TOO_LARGE.into())
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Inside an admitted session: the session's recv fails and the peer is dropped.
+    let mut link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut c).await, Ev::Session(..)));
+    // Hand-craft a hostile frame header on the control stream.
+    link.send_raw_bytes(&(MAX_FRAME_PLUS_ONE).to_be_bytes())
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), c.server_errors.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(e.contains("FrameTooLarge"), "{e}");
+    let reason = tokio::time::timeout(Duration::from_secs(5), link.connection().closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == close_code::FRAME_TOO_LARGE.into()),
+        "{reason:?}"
+    );
+}
+
+const MAX_FRAME_PLUS_ONE: u32 = imgfarm_common::proto::MAX_CONTROL_FRAME + 1;
+
+#[tokio::test]
+async fn blob_transfer_is_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut c).await, Ev::Session(..)));
+
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let header = BlobHeader {
+        digest: Digest::sha256_of(&data),
+        size: data.len() as u64,
+    };
+    assert_eq!(
+        link.put_blob(&header, &mut &data[..]).await.unwrap(),
+        PutOutcome::Stored
+    );
+    assert!(matches!(next_event(&mut c).await, Ev::BlobStored(d) if d == header.digest));
+    assert!(c.store.contains(&header.digest));
+    // Sent once: a second upload is answered "present" without bytes.
+    assert_eq!(
+        link.put_blob(&header, &mut &data[..]).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert!(matches!(next_event(&mut c).await, Ev::BlobStored(_)));
+
+    // A corrupted sender: header of one blob, bytes of another.
+    let evil = b"not the announced bytes".to_vec();
+    let lying = BlobHeader {
+        digest: Digest::sha256_of(b"something else entirely!"),
+        size: evil.len() as u64,
+    };
+    let err = link.put_blob(&lying, &mut &evil[..]).await.unwrap_err();
+    assert!(err.to_string().contains("refused by peer"), "{err}");
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Blob { .. })
+    ));
+    assert!(!c.store.contains(&lying.digest));
+    assert!(!c.store.contains(&Digest::sha256_of(&evil)));
+
+    // A size lie: more bytes than announced.
+    let short = BlobHeader {
+        digest: Digest::sha256_of(&evil[..5]),
+        size: 5,
+    };
+    // The link sends exactly `size` bytes, so lie through a raw stream instead.
+    let conn = raw_connect(c.addr, &w1).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_preamble(&mut send, PROTOCOL_VERSION).await.unwrap();
+    imgfarm_common::proto::io::write_msg(
+        &mut send,
+        &imgfarm_common::proto::StreamOpen::BlobPut(short.clone()),
+    )
+    .await
+    .unwrap();
+    send.write_all(&evil).await.unwrap();
+    send.finish().unwrap();
+    read_preamble(&mut recv, PROTOCOL_VERSION, Role::Coordinator, Role::Worker)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Blob { .. })
+    ));
+    assert!(!c.store.contains(&short.digest));
+
+    // Download into the worker's own store, verified.
+    let mine = ContentStore::open(tmp.path().join("worker-store")).unwrap();
+    assert!(link.get_blob(&mine, &header.digest).await.unwrap());
+    assert_eq!(mine.read_bytes(&header.digest, 1 << 30).unwrap(), data);
+    assert!(!link
+        .get_blob(&mine, &Digest::sha256_of(b"absent"))
+        .await
+        .unwrap());
+    link.close().await;
+}
+
+#[tokio::test]
+async fn a_second_control_stream_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let farm = make_farm(&tmp.path().join("tls"));
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(next_event(&mut c).await, Ev::Session(..)));
+    let (mut send, mut recv) = link.connection().open_bi().await.unwrap();
+    write_preamble(&mut send, PROTOCOL_VERSION).await.unwrap();
+    imgfarm_common::proto::io::write_msg(
+        &mut send,
+        &imgfarm_common::proto::StreamOpen::Control(hello(Role::Worker, "w1")),
+    )
+    .await
+    .unwrap();
+    read_preamble(&mut recv, PROTOCOL_VERSION, Role::Coordinator, Role::Worker)
+        .await
+        .unwrap();
+    let reply: Message = imgfarm_common::proto::io::expect_msg(
+        &mut recv,
+        imgfarm_common::proto::MAX_CONTROL_FRAME,
+        "refusing",
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(reply, Message::Refused(ref t) if t.contains("one session per connection")),
+        "{reply:?}"
+    );
+    assert!(matches!(
+        next_event(&mut c).await,
+        Ev::Dropped(ServerError::Wire {
+            source: WireError::Unexpected(_),
+            ..
+        })
+    ));
+}

@@ -1,0 +1,114 @@
+//! Address parsing, endpoint creation and transport tuning for the dialer.
+
+use super::LinkError;
+use imgfarm_common::proto::windows;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A resolved coordinator address.
+#[derive(Debug, Clone)]
+pub struct FarmAddr {
+    /// Where to send.
+    pub socket: SocketAddr,
+    /// The name to verify the coordinator's certificate against (DNS or IP SAN).
+    pub server_name: String,
+}
+
+/// Parses `quic://HOST:PORT` or `HOST:PORT` (IPv6 as `[::1]:PORT`) and resolves it.
+pub async fn parse_farm_addr(addr: &str) -> Result<FarmAddr, LinkError> {
+    let bad = |reason: &str| LinkError::Address {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = match addr.split_once("://") {
+        Some(("quic", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(bad(&format!(
+                "unsupported scheme {scheme:?}: use quic://HOST:PORT"
+            )))
+        }
+        None => addr,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("missing :PORT (use quic://HOST:PORT)"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port is not a number 1-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let socket = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| bad(&format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok(FarmAddr {
+        socket,
+        server_name: host.to_string(),
+    })
+}
+
+/// Endpoint settings: UDP payloads up to [`windows::MAX_UDP_PAYLOAD`] so
+/// MTU discovery can use large datagrams where the path allows.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut e = quinn::EndpointConfig::default();
+    let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
+    e
+}
+
+/// Transport parameters matching the coordinator's (bulk windows, keep-alive).
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(windows::STREAM_RECEIVE.into());
+    t.receive_window(windows::CONNECTION_RECEIVE.into());
+    t.send_window(windows::SEND);
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = Duration::from_secs(30).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// A client-only endpoint on an ephemeral port of the right address family.
+pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let local: SocketAddr = if target.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(windows::SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(windows::SOCKET_BUFFER);
+    quinn::Endpoint::new(
+        endpoint_config(),
+        None,
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses() {
+        let a = parse_farm_addr("quic://127.0.0.1:7000").await.unwrap();
+        assert_eq!(a.socket, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(a.server_name, "127.0.0.1");
+        let a = parse_farm_addr("[::1]:7000").await.unwrap();
+        assert_eq!(a.server_name, "::1");
+        for bad in ["http://x:1", "quic://x", "quic://:1", "x:notaport"] {
+            assert!(parse_farm_addr(bad).await.is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The worker's (and the client's) dial-out QUIC link to the coordinator.
+//!
+//! [`Link::connect`] resolves `quic://HOST:PORT`, does the mutual-TLS QUIC
+//! handshake (farm CA only), checks that the server's certificate is the
+//! coordinator's, opens the control stream, exchanges preambles (a version
+//! mismatch fails with a message naming both versions) and the
+//! hello/welcome. Blob transfers each use a stream of their own.
+
+mod backoff;
+mod blobs;
+mod dial;
+
+pub use backoff::{connect_with_backoff, is_retryable, Backoff};
+pub use blobs::PutOutcome;
+pub use dial::{endpoint_config, parse_farm_addr, transport_config, FarmAddr};
+
+use imgfarm_common::identity::{
+    client_config, peer_identity_from_der, Credentials, IdentityError, Role,
+};
+use imgfarm_common::proto::io::{
+    expect_msg, read_msg, read_preamble, write_msg, write_preamble, WireError,
+};
+use imgfarm_common::proto::{
+    close_code, Hello, Message, StreamOpen, Welcome, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
+};
+use quinn::crypto::rustls::QuicClientConfig;
+use std::sync::Arc;
+
+/// Why the link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The address is not `quic://HOST:PORT` or `HOST:PORT`, or does not resolve.
+    #[error("farm address {addr:?}: {reason}")]
+    Address {
+        /// What was given.
+        addr: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// TLS setup from the credentials failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Creating the local UDP endpoint failed.
+    #[error("local QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+    /// The QUIC/TLS handshake failed or the connection was closed.
+    #[error("connection to {addr}: {source}")]
+    Connection {
+        /// Coordinator address.
+        addr: String,
+        /// Cause (a closed connection carries the coordinator's reason).
+        source: quinn::ConnectionError,
+    },
+    /// Connecting failed before the handshake.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// Coordinator address.
+        addr: String,
+        /// Cause.
+        source: quinn::ConnectError,
+    },
+    /// The server's certificate is not the farm coordinator's.
+    #[error("server at {addr} is not the farm coordinator: {reason}")]
+    NotCoordinator {
+        /// Address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Protocol failure (version mismatch, refused hello, bad frame, ...).
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A blob transfer failed.
+    #[error(transparent)]
+    Blob(#[from] imgfarm_common::proto::blob::BlobError),
+}
+
+/// Options of a link.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// Protocol version spoken (always [`PROTOCOL_VERSION`] outside tests).
+    pub protocol_version: u32,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// An open session with the coordinator.
+#[derive(Debug)]
+pub struct Link {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    /// The coordinator's welcome.
+    pub welcome: Welcome,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    our_role: Role,
+    version: u32,
+}
+
+impl Link {
+    /// Dials the coordinator at `addr` (`quic://HOST:PORT` or `HOST:PORT`) as
+    /// `creds` and opens the control session with `hello`.
+    pub async fn connect(
+        addr: &str,
+        creds: &Credentials,
+        hello: Hello,
+        opts: LinkOptions,
+    ) -> Result<Self, LinkError> {
+        let target = parse_farm_addr(addr).await?;
+        let conn_err = |source| LinkError::Connection {
+            addr: addr.to_string(),
+            source,
+        };
+        let tls = client_config(creds)?;
+        let quic = QuicClientConfig::try_from(tls)
+            .map_err(|e| IdentityError::Tls(format!("QUIC needs TLS 1.3: {e}")))?;
+        let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+        cfg.transport_config(Arc::new(transport_config()));
+        let endpoint = dial::client_endpoint(target.socket).map_err(LinkError::Endpoint)?;
+        let conn = endpoint
+            .connect_with(cfg, target.socket, &target.server_name)
+            .map_err(|source| LinkError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?
+            .await
+            .map_err(conn_err)?;
+        check_server_is_coordinator(&conn, addr)?;
+
+        let (mut send, mut recv) = conn.open_bi().await.map_err(conn_err)?;
+        let our_role = creds.identity.role;
+        write_preamble(&mut send, opts.protocol_version).await?;
+        write_msg(&mut send, &StreamOpen::Control(hello)).await?;
+        if let Err(e) = read_preamble(
+            &mut recv,
+            opts.protocol_version,
+            Role::Coordinator,
+            our_role,
+        )
+        .await
+        {
+            conn.close(
+                close_code::VERSION_MISMATCH.into(),
+                e.to_string().as_bytes(),
+            );
+            return Err(e.into());
+        }
+        let reply: Message =
+            match expect_msg(&mut recv, MAX_CONTROL_FRAME, "answering our hello").await {
+                Ok(m) => m,
+                Err(e) => return Err(explain_close(&conn, e)),
+            };
+        let welcome = match reply {
+            Message::Welcome(w) => w,
+            Message::Refused(why) => return Err(WireError::Refused(why).into()),
+            other => {
+                return Err(
+                    WireError::Unexpected(format!("expected welcome, got {other:?}")).into(),
+                )
+            }
+        };
+        Ok(Self {
+            endpoint,
+            conn,
+            welcome,
+            send,
+            recv,
+            our_role,
+            version: opts.protocol_version,
+        })
+    }
+
+    /// Sends one control message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+        Ok(write_msg(&mut self.send, msg).await?)
+    }
+
+    /// Writes bytes on the control stream as they are, bypassing framing.
+    /// For tests that play a hostile peer; never needed otherwise.
+    #[doc(hidden)]
+    pub async fn send_raw_bytes(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        tokio::io::AsyncWriteExt::write_all(&mut self.send, bytes)
+            .await
+            .map_err(WireError::Io)?;
+        Ok(())
+    }
+
+    /// Receives the next control message; `Ok(None)` when the coordinator
+    /// ended the stream.
+    pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
+        Ok(read_msg(&mut self.recv, MAX_CONTROL_FRAME).await?)
+    }
+
+    /// The QUIC connection (remote address, stats, close reason).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Ends the session politely and waits for the endpoint to drain.
+    pub async fn close(self) {
+        let mut send = self.send;
+        let _ = write_msg(&mut send, &Message::Bye).await;
+        let _ = send.finish();
+        self.conn.close(close_code::NORMAL.into(), b"bye");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// If the connection was closed by the coordinator, its reason is the best
+/// error to show (e.g. the version mismatch text or the refusal).
+fn explain_close(conn: &quinn::Connection, e: WireError) -> LinkError {
+    match conn.close_reason() {
+        Some(reason) => LinkError::Connection {
+            addr: conn.remote_address().to_string(),
+            source: reason,
+        },
+        None => e.into(),
+    }
+}
+
+fn check_server_is_coordinator(conn: &quinn::Connection, addr: &str) -> Result<(), LinkError> {
+    let not = |reason: String| LinkError::NotCoordinator {
+        addr: addr.to_string(),
+        reason,
+    };
+    let chain = conn
+        .peer_identity()
+        .and_then(|a| {
+            a.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or_else(|| not("no certificate".into()))?;
+    let leaf = chain.first().ok_or_else(|| not("empty chain".into()))?;
+    let id = peer_identity_from_der(leaf).map_err(|e| not(e.to_string()))?;
+    if id.role != Role::Coordinator {
+        conn.close(close_code::REFUSED.into(), b"not a coordinator certificate");
+        return Err(not(format!("its certificate is for {id}")));
+    }
+    Ok(())
+}
