@@ -1,13 +1,12 @@
-//! Found by the oracle: `imgfarm build` with a relative context path fails on
+//! Found by the oracle: `imgfarm build` with a relative context path failed on
 //! `RUN --mount=type=bind` from the context ("mount source ... must be an absolute UTF-8 host
-//! path"); `docker build` accepts any context path.
+//! path"); `docker build` accepts any context path. The CLI now canonicalises it up front.
 
 mod build_support;
 
 use build_support::{ok, Env};
 
 #[test]
-#[ignore = "imgfarm bug: bind mounts from a relative context path are rejected (the context path is not made absolute)"]
 fn bind_mount_from_a_relative_context_path() {
     let Some(env) = Env::new("bind_mount_from_a_relative_context_path") else {
         return;
