@@ -49,10 +49,7 @@ oracle_case!(
     mount_targets_created,
     ignore = "imgfarm bug: missing RUN --mount targets are not left in the layer as empty dirs like BuildKit does"
 );
-oracle_case!(
-    copy_through_dir_symlink,
-    ignore = "imgfarm bug: COPY into /dlink/f where /dlink -> d replaces the symlink with a directory instead of following it"
-);
+oracle_case!(copy_through_dir_symlink);
 oracle_case!(
     run_etc_hosts,
     ignore = "imgfarm differs: RUN sees no /etc/hosts or /etc/resolv.conf; BuildKit mounts both even with --network none"
