@@ -4,7 +4,7 @@
 
 mod build_support;
 
-use build_support::{ok, Env};
+use build_support::{ok, text, Env};
 
 #[test]
 fn bind_mount_from_a_relative_context_path() {
@@ -33,4 +33,34 @@ fn bind_mount_from_a_relative_context_path() {
         .output()
         .expect("imgfarm runs");
     ok(&out);
+}
+
+#[test]
+fn a_missing_context_directory_is_named_in_the_error() {
+    let Some(env) = Env::new("a_missing_context_directory_is_named_in_the_error") else {
+        return;
+    };
+    let out = env
+        .user
+        .command(&env.bin)
+        .current_dir(env.work.path())
+        .arg("--state")
+        .arg(env.state.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "no/ctx",
+            "no-such-ctx",
+        ])
+        .env_remove("IMGFARM_STATE")
+        .output()
+        .expect("imgfarm runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("build context no-such-ctx") && err.contains("does it exist"),
+        "{err}"
+    );
 }
