@@ -230,10 +230,18 @@ fn plan(
 }
 
 /// Run `imgfarm build`.
-pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     if a.farm.is_some() {
         return super::not_implemented("build --farm");
     }
+    // Once, up front: every later use (bind-mount sources handed to the executor, which
+    // needs absolute host paths) sees the same absolute, symlink-free context directory.
+    a.context = std::fs::canonicalize(&a.context).with_context(|| {
+        format!(
+            "build context {}: cannot resolve the directory (does it exist?)",
+            a.context.display()
+        )
+    })?;
     let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
     let outputs = output::parse_outputs(&a)?;
     let state = g.state_dir();

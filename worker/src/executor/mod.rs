@@ -46,8 +46,9 @@ pub enum Network {
 }
 
 /// An extra mount of a step (`RUN --mount`). Targets are absolute container paths; missing
-/// targets are created and removed again after the step when still empty (BuildKit's
-/// mount stubs cleaner).
+/// targets are created, and after the step an empty file created as a target is removed
+/// while created directories stay in the layer, empty, root-owned, 0755 (what BuildKit's
+/// mount stubs cleaner leaves).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExtraMount {
     /// A bind mount of a host directory or file (`type=bind`, from the context or a stage).

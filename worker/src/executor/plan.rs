@@ -42,8 +42,6 @@ pub enum Point {
     File,
     /// A directory or a file, like the (host) bind source.
     LikeSource,
-    /// Mount only when the target exists (nothing is created).
-    IfExists,
 }
 
 /// One setup action, run in order by the container's pid 1 before `pivot_root`.
@@ -71,6 +69,10 @@ pub enum Step {
         point: Point,
         /// Failure is a warning, not an error (devpts).
         optional: bool,
+        /// Directories created for this mount stay in the layer and only an empty file
+        /// created as the target is removed after the step (BuildKit's mount stubs
+        /// cleaner, for `RUN --mount` targets and `/etc/hosts`, `/etc/resolv.conf`).
+        keep_dirs: bool,
     },
     /// Remount a bind mount read-only, keeping its locked flags.
     RemountReadOnly {
@@ -165,8 +167,14 @@ pub const DEFAULT_RLIMITS: [Rlimit; 1] = [Rlimit {
 pub enum StageSource {
     /// Copied from a host file of at most [`MAX_SECRET`] bytes (a secret).
     Secret(PathBuf),
-    /// Copied from a host file when it exists, empty otherwise (`/etc/resolv.conf`).
-    HostFileOrEmpty(PathBuf),
+    /// The host's `/etc/resolv.conf` (empty when missing), passed through
+    /// [`resolv_conf_for`] with whether the step has its own network namespace.
+    ResolvConf {
+        /// Host file.
+        path: PathBuf,
+        /// The step has its own netns (host loopback resolvers are unreachable).
+        own_netns: bool,
+    },
     /// Generated.
     Bytes(Vec<u8>),
 }
@@ -174,6 +182,41 @@ pub enum StageSource {
 /// BuildKit's generated `/etc/hosts` for a step with `hostname`.
 pub fn hosts_file(hostname: &str) -> String {
     format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// Public resolvers used when filtering leaves no nameserver (libnetwork's defaults,
+/// which BuildKit inherits).
+const DEFAULT_NAMESERVERS: &str = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n\
+nameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844\n";
+
+/// The `/etc/resolv.conf` a step sees, from the host's (BuildKit's `GetResolvConf`): kept
+/// as it is on the host network; with its own netns, localhost nameservers (`127.0.0.0/8`,
+/// `::1`) are dropped, since they are unreachable there, and when none remains the
+/// public defaults are added.
+pub fn resolv_conf_for(host: &str, own_netns: bool) -> String {
+    let is_nameserver = |l: &str| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("nameserver")).then(|| w.next().unwrap_or("").to_string())
+    };
+    let has_any = host.lines().any(|l| is_nameserver(l).is_some());
+    if !own_netns && has_any {
+        return host.to_string();
+    }
+    let mut out = String::new();
+    let mut kept = 0;
+    for l in host.lines() {
+        match is_nameserver(l) {
+            Some(ip) if ip.starts_with("127.") || ip == "::1" => continue,
+            Some(_) => kept += 1,
+            None => {}
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if kept == 0 {
+        out.push_str(DEFAULT_NAMESERVERS);
+    }
+    out
 }
 
 /// The process to exec.
@@ -295,6 +338,22 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
                 cwd: None,
                 point,
                 optional: false,
+                keep_dirs: false,
+            }
+        };
+    // A `RUN --mount` target (BuildKit keeps the directories it creates for them).
+    let step_mount =
+        |source: &str, target: &str, fstype: Option<&str>, flags, data: Option<&str>, point| {
+            Step::Mount {
+                source: source.into(),
+                target: Target::Container(target.to_string()),
+                fstype: fstype.map(Into::into),
+                flags,
+                data: data.map(Into::into),
+                cwd: None,
+                point,
+                optional: false,
+                keep_dirs: true,
             }
         };
 
@@ -311,6 +370,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
                 cwd,
                 point: Point::Existing,
                 optional: false,
+                keep_dirs: false,
             });
         }
         SnapshotMount::BindUpper => steps.push(mount(
@@ -371,6 +431,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         cwd: None,
         point: Point::Dir,
         optional: true,
+        keep_dirs: false,
     });
     steps.push(Step::Symlink {
         to: "pts/ptmx".into(),
@@ -395,8 +456,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             link: c(link),
         });
     }
-    let new_netns = req.network == Network::None;
-    if new_netns {
+    if req.network == Network::None {
         steps.push(mount(
             "sysfs",
             c("/sys"),
@@ -438,8 +498,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         Some("mode=755,size=16m"),
         Point::Existing,
     ));
-    // /etc/hosts and /etc/resolv.conf as BuildKit provides them, read-only; only where the
-    // image has them, so no /etc copy-up lands in the layer.
+    let new_netns = req.network == Network::None;
+    // /etc/hosts and /etc/resolv.conf as BuildKit provides them (even without network),
+    // bound read-only; a target the image lacks is created and removed after the step.
     for (name, source) in [
         (
             "hosts",
@@ -447,7 +508,10 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         ),
         (
             "resolv.conf",
-            StageSource::HostFileOrEmpty(PathBuf::from("/etc/resolv.conf")),
+            StageSource::ResolvConf {
+                path: PathBuf::from("/etc/resolv.conf"),
+                own_netns: new_netns,
+            },
         ),
     ] {
         let staged = stage.join(name);
@@ -465,8 +529,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             flags: MsFlags::MS_BIND,
             data: None,
             cwd: None,
-            point: Point::IfExists,
+            point: Point::File,
             optional: true,
+            keep_dirs: true,
         });
         steps.push(Step::RemountReadOnly {
             target: c(&target),
@@ -493,9 +558,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             ExtraMount::Bind {
                 source, readonly, ..
             } => {
-                steps.push(mount(
+                steps.push(step_mount(
                     &host_source(source)?,
-                    c(&t),
+                    &t,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
@@ -508,9 +573,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
                     });
                 }
             }
-            ExtraMount::Cache { source, .. } => steps.push(mount(
+            ExtraMount::Cache { source, .. } => steps.push(step_mount(
                 &host_source(source)?,
-                c(&t),
+                &t,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
@@ -518,9 +583,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             )),
             ExtraMount::Tmpfs { size, .. } => {
                 let data = size.map(|s| format!("size={s}"));
-                steps.push(mount(
+                steps.push(step_mount(
                     "tmpfs",
-                    c(&t),
+                    &t,
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                     data.as_deref(),
@@ -541,9 +606,9 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
                     mode: mode & 0o7777,
                     owner: (*uid, *gid),
                 });
-                steps.push(mount(
+                steps.push(step_mount(
                     &staged.to_string_lossy(),
-                    c(&t),
+                    &t,
                     None,
                     MsFlags::MS_BIND,
                     None,

@@ -2,7 +2,7 @@
 //! (`pivot_root(".", ".")` then `umount2(".", MNT_DETACH)`, runc's trick that needs no
 //! put_old directory), and the final process setup (user, workdir, capabilities, exec).
 
-use super::plan::{Plan, Point, StageSource, Step, Target, MAX_SECRET};
+use super::plan::{resolv_conf_for, Plan, Point, StageSource, Step, Target, MAX_SECRET};
 use super::syscalls::{FileKind, Syscalls};
 use super::user;
 use nix::errno::Errno;
@@ -135,7 +135,8 @@ fn create_missing(
 }
 
 /// Run the steps before pivot_root. Returns the mount points created in the image
-/// (relative to the root), for removal after the step, and warnings.
+/// (relative to the root) that are removed after the step when still empty (all of them,
+/// except directories made for a mount with `keep_dirs`), and warnings.
 pub fn prepare_rootfs(
     sys: &mut dyn Syscalls,
     plan: &Plan,
@@ -143,10 +144,7 @@ pub fn prepare_rootfs(
     let mut stubs = Vec::new();
     let mut warnings = Vec::new();
     let root = plan.root.as_path();
-    // A remount right after a skipped `IfExists` mount is skipped too.
-    let mut skipped = false;
     for step in &plan.steps {
-        let was_skipped = std::mem::replace(&mut skipped, false);
         match step {
             Step::MakeRootPrivate => sys
                 .mount(
@@ -167,6 +165,7 @@ pub fn prepare_rootfs(
                 cwd,
                 point,
                 optional,
+                keep_dirs,
             } => {
                 let path = match target {
                     Target::Host(p) => p.clone(),
@@ -180,13 +179,15 @@ pub fn prepare_rootfs(
                             ),
                             _ => false,
                         };
-                        if *point == Point::IfExists && !matches!(sys.kind(&p), Ok(FileKind::File))
-                        {
-                            skipped = true;
-                            continue;
-                        }
-                        if !matches!(point, Point::Existing | Point::IfExists) {
-                            stubs.extend(create_missing(sys, root, &p, is_file)?);
+                        if *point != Point::Existing {
+                            let mut created = create_missing(sys, root, &p, is_file)?;
+                            if *keep_dirs {
+                                // Only the target itself, when it was created as a file.
+                                let target = created.pop().filter(|_| is_file);
+                                created.clear();
+                                created.extend(target);
+                            }
+                            stubs.extend(created);
                         }
                         p
                     }
@@ -215,7 +216,6 @@ pub fn prepare_rootfs(
                     }
                 }
             }
-            Step::RemountReadOnly { .. } if was_skipped => {}
             Step::RemountReadOnly { target, optional } => {
                 let path = match target {
                     Target::Host(p) => p.clone(),
@@ -256,8 +256,9 @@ pub fn prepare_rootfs(
             } => {
                 let data = match source {
                     StageSource::Bytes(b) => b.clone(),
-                    StageSource::HostFileOrEmpty(p) => {
-                        sys.read_file(p, MAX_SECRET).unwrap_or_default()
+                    StageSource::ResolvConf { path, own_netns } => {
+                        let host = sys.read_file(path, MAX_SECRET).unwrap_or_default();
+                        resolv_conf_for(&String::from_utf8_lossy(&host), *own_netns).into_bytes()
                     }
                     StageSource::Secret(p) => {
                         let d = sys

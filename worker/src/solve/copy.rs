@@ -158,7 +158,9 @@ pub fn copy_layer(
     };
     let mut plan = Plan::new(view, chown);
     let total: usize = sources.iter().map(|(_, m)| m.len()).sum();
-    let dest = clean(&action.dest);
+    // BuildKit resolves the destination inside the rootfs: symlinks of the image on the
+    // way (and at the end) are followed, never outside the root.
+    let dest = view.resolve_in_root(&clean(&action.dest))?;
     let dest_is_dir = action.dest.ends_with('/')
         || action.dest.ends_with("/.")
         || total > 1

@@ -191,3 +191,57 @@ fn workdir_creates_only_missing_dirs_owned_by_the_user() {
     assert_eq!(l["srv/app/data/"], (0o755, 12, 34));
     assert_eq!(l["srv/"].1, 0, "existing dir keeps its owner");
 }
+
+/// A layer with directories `dirs` and symlinks `links` (path, target).
+fn layer_with_links(s: &ContentStore, dirs: &[&str], links: &[(&str, &str)]) -> LayerRef {
+    let mut w = LayerWriter::new(s).unwrap();
+    for d in dirs {
+        let mut h = hdr(DIR, 0o755, 0, 0);
+        w.append(&mut h, d, std::io::empty()).unwrap();
+    }
+    for (p, t) in links {
+        let mut h = hdr(tar::EntryType::Symlink, 0o777, 0, 0);
+        w.append_link(&mut h, p, t).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+#[test]
+fn paths_resolve_through_symlinks_inside_the_root() {
+    let (_d, s) = store();
+    let base = layer_with_links(
+        &s,
+        &["d/", "usr/", "usr/lib/"],
+        &[
+            ("dlink", "d"),
+            ("abs", "/usr/lib"),
+            ("up", "../../../../usr"),
+            ("loop", "loop"),
+        ],
+    );
+    let v = ChainView::load(&s, &[base]).unwrap();
+    assert_eq!(v.resolve_in_root("/dlink/x").unwrap(), "d/x");
+    assert_eq!(v.resolve_in_root("dlink").unwrap(), "d");
+    assert_eq!(v.resolve_in_root("/abs/y").unwrap(), "usr/lib/y");
+    // `..` in a link never climbs above the root.
+    assert_eq!(v.resolve_in_root("/up/lib").unwrap(), "usr/lib");
+    assert_eq!(v.resolve_in_root("/missing/z").unwrap(), "missing/z");
+    let e = v.resolve_in_root("/loop/z").unwrap_err().to_string();
+    assert!(e.contains("too many levels of symbolic links"), "{e}");
+}
+
+#[test]
+fn copy_follows_a_directory_symlink_in_the_destination() {
+    let (_d, s) = store();
+    let base = layer_with_links(&s, &["d/"], &[("dlink", "d"), ("esc", "/../../d")]);
+    let v = ChainView::load(&s, &[base]).unwrap();
+    let l = copy_into(&v, &s, &copy_action(&["f.txt"], "/dlink/through.txt"));
+    assert!(l.contains_key("d/through.txt"), "{l:?}");
+    assert!(!l.keys().any(|k| k.starts_with("dlink")), "{l:?}");
+    // A destination that is a symlink to a directory: into the directory.
+    let l = copy_into(&v, &s, &copy_action(&["f.txt"], "/dlink"));
+    assert!(l.contains_key("d/f.txt"), "{l:?}");
+    // An absolute link climbing out stays inside the root.
+    let l = copy_into(&v, &s, &copy_action(&["f.txt"], "/esc/x"));
+    assert!(l.contains_key("d/x"), "{l:?}");
+}

@@ -40,6 +40,8 @@ pub struct ChainView {
 
 const MAX_ENTRIES: usize = 2_000_000;
 const MAX_ID_FILE: u64 = 4 << 20;
+/// Most symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
 
 fn clean(p: &str) -> String {
     p.split('/')
@@ -141,8 +143,54 @@ impl ChainView {
         self.entries.get(&clean(path))
     }
 
-    /// Is `path` a directory (following one final symlink level is not done:
-    /// BuildKit resolves the destination in the root, which we approximate).
+    /// `path` with every symlink of the view followed, resolved inside the root
+    /// (continuity's `RootPath`, which BuildKit uses for a COPY destination): an
+    /// absolute link target restarts at the root, `..` never climbs above it, and
+    /// missing components are kept as they are. Returns a clean relative path.
+    pub fn resolve_in_root(&self, path: &str) -> Result<String, SolveError> {
+        let mut pending: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            cur.push(c);
+            let Some(e) = self.entries.get(&cur.join("/")) else {
+                continue;
+            };
+            if e.kind != tar::EntryType::Symlink {
+                continue;
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(SolveError::Context(format!(
+                    "resolving {path:?} in the image: too many levels of symbolic links"
+                )));
+            }
+            cur.pop();
+            if e.link.starts_with('/') {
+                cur.clear();
+            }
+            pending.extend(
+                e.link
+                    .split('/')
+                    .filter(|s| !s.is_empty() && *s != ".")
+                    .rev()
+                    .map(str::to_string),
+            );
+        }
+        Ok(cur.join("/"))
+    }
+
+    /// Is `path` itself a directory (no symlink is followed; resolve first with
+    /// [`Self::resolve_in_root`]).
     pub fn is_dir(&self, path: &str) -> bool {
         self.get(path)
             .is_some_and(|e| e.kind == tar::EntryType::Directory)

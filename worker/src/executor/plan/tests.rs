@@ -60,6 +60,10 @@ fn mount_order_host_network() {
         (format!("{m}/sys"), None),
         (format!("{m}/sys"), None),
         ("/s/3/work/stage".into(), Some("tmpfs".into())),
+        (format!("{m}/etc/hosts"), None),
+        (format!("{m}/etc/hosts"), None),
+        (format!("{m}/etc/resolv.conf"), None),
+        (format!("{m}/etc/resolv.conf"), None),
     ];
     assert_eq!(mount_targets(&sys), expect);
     // The fake has an empty image: every mount point was created and is a stub.
@@ -98,24 +102,27 @@ fn mount_order_host_network() {
 }
 
 #[test]
-fn hosts_and_resolv_conf_only_where_the_image_has_them() {
+fn hosts_and_resolv_conf_bound_over_the_image_files() {
     let plan = build(&req()).expect("plan");
     let m = "/s/3/work/merged";
     let mut sys = RecordingSyscalls::default();
+    sys.files.insert(format!("{m}/etc").into(), FileKind::Dir);
     sys.files
         .insert(format!("{m}/etc/hosts").into(), FileKind::File);
-    sys.contents
-        .insert("/etc/resolv.conf".into(), b"nameserver 10.0.0.1\n".to_vec());
+    sys.files
+        .insert(format!("{m}/etc/resolv.conf").into(), FileKind::File);
+    sys.contents.insert(
+        "/etc/resolv.conf".into(),
+        b"nameserver 127.0.0.53\n".to_vec(),
+    );
     let (stubs, warnings) = prepare_rootfs(&mut sys, &plan).expect("setup");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(!stubs.iter().any(|s| s.starts_with("etc")), "{stubs:?}");
     let t = mount_targets(&sys);
-    let hosts: Vec<_> = t
-        .iter()
-        .filter(|x| x.0 == format!("{m}/etc/hosts"))
-        .collect();
-    assert_eq!(hosts.len(), 2, "bind and read-only remount");
-    assert!(!t.iter().any(|x| x.0.ends_with("/etc/resolv.conf")));
+    for f in ["hosts", "resolv.conf"] {
+        let n = t.iter().filter(|x| x.0 == format!("{m}/etc/{f}")).count();
+        assert_eq!(n, 2, "{f}: bind and read-only remount");
+    }
     assert!(sys.calls.contains(&Call::WriteFile(
         "/s/3/work/stage/hosts".into(),
         b"127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -123,12 +130,67 @@ fn hosts_and_resolv_conf_only_where_the_image_has_them() {
         0o644,
         Some((0, 0))
     )));
+    // The host network: the host's resolvers as they are.
+    assert!(sys.calls.contains(&Call::WriteFile(
+        "/s/3/work/stage/resolv.conf".into(),
+        b"nameserver 127.0.0.53\n".to_vec(),
+        0o644,
+        Some((0, 0))
+    )));
+}
+
+#[test]
+fn hosts_and_resolv_conf_targets_missing_in_the_image_are_stubs() {
+    let mut r = req();
+    r.network = Network::None;
+    let plan = build(&r).expect("plan");
+    let m = "/s/3/work/merged";
+    let mut sys = RecordingSyscalls::default();
+    sys.contents.insert(
+        "/etc/resolv.conf".into(),
+        b"nameserver 127.0.0.53\nnameserver 10.0.0.1\n".to_vec(),
+    );
+    let (stubs, warnings) = prepare_rootfs(&mut sys, &plan).expect("setup");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for f in ["hosts", "resolv.conf"] {
+        assert!(sys
+            .calls
+            .contains(&Call::CreateFile(format!("{m}/etc/{f}").into())));
+        assert!(
+            stubs.contains(&PathBuf::from(format!("etc/{f}"))),
+            "{stubs:?}"
+        );
+    }
+    // The created /etc stays, as in BuildKit (runc creates it, the cleaner keeps dirs).
+    assert!(!stubs.contains(&PathBuf::from("etc")), "{stubs:?}");
+    // Its own netns: the host's loopback resolver is unreachable and dropped.
     assert!(sys.calls.contains(&Call::WriteFile(
         "/s/3/work/stage/resolv.conf".into(),
         b"nameserver 10.0.0.1\n".to_vec(),
         0o644,
         Some((0, 0))
     )));
+}
+
+#[test]
+fn resolv_conf_filtering() {
+    let host = "search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n";
+    assert_eq!(resolv_conf_for(host, false), host);
+    let own = resolv_conf_for(host, true);
+    assert!(
+        own.starts_with("search lan\noptions edns0\nnameserver 8.8.8.8\n"),
+        "{own}"
+    );
+    assert!(
+        !own.contains("127.0.0.53") && !own.contains("::1\n"),
+        "{own}"
+    );
+    assert_eq!(
+        resolv_conf_for("nameserver 1.1.1.1\nnameserver 127.0.0.1\n", true),
+        "nameserver 1.1.1.1\n"
+    );
+    // No nameserver at all (or no host file): the public defaults, as BuildKit.
+    assert!(resolv_conf_for("", false).contains("nameserver 8.8.4.4"));
 }
 
 #[test]
@@ -280,8 +342,12 @@ fn extra_mounts_parents_first_and_secret_staged() {
     assert!(sys.calls.contains(&Call::CreateFile(PathBuf::from(format!(
         "{m}/run/secrets/token"
     )))));
+    // BuildKit's stubs cleaner: the created secret file goes, the directories created for
+    // the mounts (/run, /run/secrets, /cache, /src) stay in the layer.
     assert!(stubs.contains(&PathBuf::from("run/secrets/token")));
-    assert!(stubs.contains(&PathBuf::from("src")));
+    for kept in ["run", "run/secrets", "cache", "cache/tmp", "src"] {
+        assert!(!stubs.contains(&PathBuf::from(kept)), "{kept}: {stubs:?}");
+    }
 }
 
 #[test]
