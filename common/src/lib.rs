@@ -15,8 +15,8 @@
 pub mod context;
 pub mod dockerfile;
 pub mod graph;
-pub mod image_name;
 pub mod identity;
+pub mod image_name;
 pub mod oci;
 pub mod paths;
 pub mod platform;

@@ -11,16 +11,16 @@
 //! failure when `CI` is set, so CI never passes a test that did not run.
 
 mod base_images;
-pub mod dockerd;
 mod cmd;
+pub mod dockerd;
 mod farm_user;
 mod logging;
 mod registry;
 mod skip;
 
 pub use base_images::{BaseImages, ARCHES};
-pub use dockerd::Dockerd;
 pub use cmd::{run_checked, CommandExt};
+pub use dockerd::Dockerd;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
 pub use logging::init_tracing;
 pub use registry::{Registry, RegistryOptions};
