@@ -124,3 +124,119 @@ fn tar_verbose(p: &std::path::Path) -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A one-file HTTP server on 127.0.0.1 (a thread of this test): `/hello.txt`
+/// with a Last-Modified header, everything else 404. Returns the port.
+fn serve_hello(body: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let path = first.split(' ').nth(1).unwrap_or("");
+            let resp = if path == "/hello.txt" {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = conn.write_all(resp.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn add_from_url_with_and_without_checksum() {
+    let Some(env) = Env::new("add_from_url_with_and_without_checksum") else {
+        return;
+    };
+    let body = "downloaded over http\n";
+    let port = serve_hello(body);
+    let sum = imgfarm_common::oci::Digest::sha256_of(body.as_bytes());
+    let url = format!("http://127.0.0.1:{port}/hello.txt");
+    let dockerfile =
+        format!("FROM busybox\nADD {url} /dl/\nADD --checksum={sum} {url} /named.txt\n");
+    let ctx = env.context("addurl", &[("Dockerfile", &dockerfile)]);
+    let local = env.work.path().join("local");
+    let tarball = env.work.path().join("fs.tar");
+    ok(&env.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "addurl:ok",
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+        "-o",
+        &format!("type=tar,dest={}", tarball.display()),
+        ctx.to_str().unwrap(),
+    ]));
+    let read = |p: &str| std::fs::read_to_string(local.join(p)).unwrap_or_default();
+    assert_eq!(
+        read("dl/hello.txt"),
+        body,
+        "dest/ takes the URL's file name"
+    );
+    assert_eq!(read("named.txt"), body);
+    let listing = tar_verbose(&tarball);
+    for name in ["dl/hello.txt", "named.txt"] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} in the tar:\n{listing}"));
+        assert!(line.starts_with("-rw-------"), "mode 0600: {line}");
+        assert!(
+            line.contains("1994-11-06"),
+            "mtime from Last-Modified: {line}"
+        );
+    }
+
+    // A wrong checksum fails the build, names both digests, and stores nothing.
+    let refs_before = env.refs();
+    let wrong = imgfarm_common::oci::Digest::sha256_of(b"something else");
+    let bad = env.context(
+        "addurl-bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD --checksum={wrong} {url} /x\n"),
+        )],
+    );
+    let out = env.run(&["build", "-t", "addurl:bad", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = build_support::text(&out.stderr);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains(wrong.as_str()) && err.contains(sum.as_str()),
+        "{err}"
+    );
+    assert_eq!(env.refs(), refs_before, "no ref on a checksum mismatch");
+
+    // A 404 is a clear error.
+    let missing = env.context(
+        "addurl-404",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD http://127.0.0.1:{port}/nope.txt /x\n"),
+        )],
+    );
+    let out = env.run(&["build", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = build_support::text(&out.stderr);
+    assert!(
+        err.contains("HTTP 404") && err.contains("nope.txt"),
+        "{err}"
+    );
+}
