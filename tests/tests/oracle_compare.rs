@@ -57,7 +57,4 @@ oracle_case!(
     run_etc_hosts,
     ignore = "imgfarm differs: RUN sees no /etc/hosts or /etc/resolv.conf; BuildKit mounts both even with --network none"
 );
-oracle_case!(
-    mount_bind_from_stage,
-    ignore = "imgfarm: RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
-);
+oracle_case!(mount_bind_from_stage);
