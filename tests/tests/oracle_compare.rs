@@ -45,10 +45,7 @@ oracle_case!(buildplatform);
 oracle_case!(onbuild);
 oracle_case!(config_fields);
 oracle_case!(workdir_create);
-oracle_case!(
-    mount_targets_created,
-    ignore = "imgfarm bug: missing RUN --mount targets are not left in the layer as empty dirs like BuildKit does"
-);
+oracle_case!(mount_targets_created);
 oracle_case!(
     copy_through_dir_symlink,
     ignore = "imgfarm bug: COPY into /dlink/f where /dlink -> d replaces the symlink with a directory instead of following it"

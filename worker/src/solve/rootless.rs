@@ -193,7 +193,7 @@ impl RootlessExecutor {
 /// BuildKit creates missing RUN mount targets (directories) in the root
 /// filesystem, and they stay in the layer as empty directories (root, 0755);
 /// so do we: each missing directory on the way to a bind (of a directory),
-/// cache or tmpfs target is made in the upper dir. Existing parents are
+/// cache or tmpfs target (or to a secret's directory) is made in the upper dir. Existing parents are
 /// copied up with their mode, as overlayfs would.
 fn keep_mount_targets(
     lowers: &[PathBuf],
@@ -203,9 +203,11 @@ fn keep_mount_targets(
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     for m in mounts {
         let target = match m {
-            ExtraMount::Bind { source, target, .. } if source.is_dir() => target,
-            ExtraMount::Cache { target, .. } | ExtraMount::Tmpfs { target, .. } => target,
-            _ => continue,
+            ExtraMount::Bind { source, target, .. } if source.is_dir() => target.as_str(),
+            ExtraMount::Cache { target, .. } | ExtraMount::Tmpfs { target, .. } => target.as_str(),
+            // A secret file is not kept, but the directories made for it are.
+            ExtraMount::Secret { target, .. } => target.rsplit_once('/').map_or("", |(d, _)| d),
+            ExtraMount::Bind { .. } => continue,
         };
         let parts: Vec<&str> = target
             .split('/')
