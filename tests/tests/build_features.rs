@@ -240,3 +240,66 @@ fn add_from_url_with_and_without_checksum() {
         "{err}"
     );
 }
+
+#[test]
+fn run_mount_bind_from_stage_and_image() {
+    let Some(env) = Env::new("run_mount_bind_from_stage_and_image") else {
+        return;
+    };
+    let dockerfile = r#"FROM busybox AS data
+RUN mkdir /stuff && echo from-stage > /stuff/s.txt && ln -s /etc /stuff/etc-link
+FROM busybox
+RUN --mount=type=bind,from=data,source=/stuff,target=/mnt/stage cat /mnt/stage/s.txt > /copied
+RUN --mount=type=bind,from=data,source=/stuff,target=/mnt/rw,rw echo changed > /mnt/rw/s.txt && cat /mnt/rw/s.txt > /rw-seen
+RUN --mount=type=bind,from=data,source=/stuff/s.txt,target=/one-file cat /one-file > /file-copied
+RUN --mount=type=bind,from=busybox,source=/bin,target=/img-bin ls /img-bin/sh > /img-listing
+RUN --mount=type=bind,from=data,source=/stuff,target=/again cat /again/s.txt > /again-copied
+"#;
+    let ctx = env.context("bindstage", &[("Dockerfile", dockerfile)]);
+    let local = env.work.path().join("local");
+    ok(&env.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+        ctx.to_str().unwrap(),
+    ]));
+    let read = |p: &str| std::fs::read_to_string(local.join(p)).unwrap_or_default();
+    assert_eq!(read("copied"), "from-stage\n");
+    assert_eq!(read("rw-seen"), "changed\n", "rw mounts are writable");
+    assert_eq!(
+        read("again-copied"),
+        "from-stage\n",
+        "rw writes are discarded"
+    );
+    assert_eq!(read("file-copied"), "from-stage\n");
+    assert_eq!(read("img-listing"), "/img-bin/sh\n");
+    assert!(local.join("mnt/stage").is_dir(), "mount target kept");
+    assert!(
+        !local.join("mnt/stage/s.txt").exists(),
+        "mount content not kept"
+    );
+
+    // Errors: a missing source, a source leaving the stage by `..`, and an
+    // absolute symlink (refused for now: it would resolve on the host).
+    for (source, want) in [
+        ("/nope", "bind mount source /nope"),
+        ("/stuff/../..", "leaves the stage"),
+        ("/stuff/etc-link", "resolves outside the stage"),
+    ] {
+        let bad = env.context(
+            "bindstage-bad",
+            &[(
+                "Dockerfile",
+                &format!(
+                    "FROM busybox AS data\nRUN mkdir /stuff && ln -s /etc /stuff/etc-link\nFROM busybox\nRUN --mount=type=bind,from=data,source={source},target=/m true\n"
+                ),
+            )],
+        );
+        let out = env.run(&["build", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{source}");
+        let err = build_support::text(&out.stderr);
+        assert!(err.contains(want), "{source}: {err}");
+    }
+}
