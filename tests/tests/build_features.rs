@@ -126,8 +126,9 @@ fn tar_verbose(p: &std::path::Path) -> String {
 }
 
 /// A one-file HTTP server on 127.0.0.1 (a thread of this test): `/hello.txt`
-/// with a Last-Modified header, everything else 404. Returns the port.
-fn serve_hello(body: &'static str) -> u16 {
+/// (the content of `body`, read per request) with a Last-Modified header,
+/// everything else 404. Returns the port.
+fn serve_hello(body: std::path::PathBuf) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -145,6 +146,7 @@ fn serve_hello(body: &'static str) -> u16 {
             }
             let path = first.split(' ').nth(1).unwrap_or("");
             let resp = if path == "/hello.txt" {
+                let body = std::fs::read_to_string(&body).unwrap_or_default();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -164,7 +166,9 @@ fn add_from_url_with_and_without_checksum() {
         return;
     };
     let body = "downloaded over http\n";
-    let port = serve_hello(body);
+    let served = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(served.path(), body).expect("write");
+    let port = serve_hello(served.path().to_path_buf());
     let sum = imgfarm_common::oci::Digest::sha256_of(body.as_bytes());
     let url = format!("http://127.0.0.1:{port}/hello.txt");
     let dockerfile =
@@ -203,6 +207,30 @@ fn add_from_url_with_and_without_checksum() {
             "mtime from Last-Modified: {line}"
         );
     }
+
+    // Without a checksum the URL is fetched again: a changed download shows
+    // in the next build even though the Dockerfile did not change.
+    std::fs::write(served.path(), "second version\n").expect("write");
+    let unpinned = env.context(
+        "addurl-unpinned",
+        &[("Dockerfile", &format!("FROM busybox\nADD {url} /dl/\n"))],
+    );
+    let local2 = env.work.path().join("local2");
+    for _ in 0..2 {
+        let _ = std::fs::remove_dir_all(&local2);
+        ok(&env.run(&[
+            "build",
+            "-o",
+            &format!("type=local,dest={}", local2.display()),
+            unpinned.to_str().unwrap(),
+        ]));
+        std::fs::write(served.path(), "third version\n").expect("write");
+    }
+    assert_eq!(
+        std::fs::read_to_string(local2.join("dl/hello.txt")).unwrap_or_default(),
+        "third version\n"
+    );
+    std::fs::write(served.path(), body).expect("write");
 
     // A wrong checksum fails the build, names both digests, and stores nothing.
     let refs_before = env.refs();
