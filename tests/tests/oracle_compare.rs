@@ -48,7 +48,4 @@ oracle_case!(workdir_create);
 oracle_case!(mount_targets_created);
 oracle_case!(copy_through_dir_symlink);
 oracle_case!(run_etc_hosts);
-oracle_case!(
-    mount_bind_from_stage,
-    ignore = "imgfarm: RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
-);
+oracle_case!(mount_bind_from_stage);

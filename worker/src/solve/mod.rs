@@ -10,6 +10,7 @@ pub mod image;
 pub mod layers;
 pub mod result;
 pub mod rootless;
+pub mod url;
 pub mod view;
 
 use exec::{ExecRequest, Executor};
@@ -100,8 +101,23 @@ impl LocalWorker {
         if self.no_cache {
             return out;
         }
+        // A vertex fed (directly or not) by an uncacheable one must run again too:
+        // its key does not cover the content it will read.
+        let mut fresh: BTreeSet<Digest> = BTreeSet::new();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for v in self.graph.vertices() {
+                if !fresh.contains(&v.key)
+                    && (!cacheable(v) || v.inputs.iter().any(|i| fresh.contains(i)))
+                {
+                    fresh.insert(v.key.clone());
+                    changed = true;
+                }
+            }
+        }
         for v in self.graph.vertices() {
-            if !cacheable(v) {
+            if fresh.contains(&v.key) {
                 continue;
             }
             let Some(r) = self.cache.get(&v.key) else {
@@ -113,7 +129,8 @@ impl LocalWorker {
                 .chain(&r.delta)
                 .all(|l| self.store.contains(&l.digest))
                 && r.base_config.iter().all(|d| self.store.contains(d))
-                && r.manifest.iter().all(|m| self.store.contains(&m.digest));
+                && r.manifest.iter().all(|m| self.store.contains(&m.digest))
+                && r.files_dir.as_ref().is_none_or(|d| d.is_dir());
             if blobs_present {
                 out.insert(v.key.clone());
                 self.lock().insert(v.key.clone(), r);
@@ -266,10 +283,14 @@ impl LocalWorker {
                 })
             }
             Op::Inline(inline) => self.inline_files(v, inline),
-            Op::Url(_) => Err(SolveError::Unsupported(format!(
-                "{} sources are not supported by the local solver yet",
-                v.op.kind()
-            ))),
+            Op::Url(u) => {
+                let dir = url::fetch_to_dir(u, &self.store.root().join("url"))
+                    .map_err(|e| SolveError::Context(e.to_string()))?;
+                Ok(VertexResult {
+                    files_dir: Some(dir),
+                    ..VertexResult::default()
+                })
+            }
         }
     }
 

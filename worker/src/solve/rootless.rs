@@ -91,7 +91,7 @@ impl RootlessExecutor {
         Ok(dirs)
     }
 
-    fn mounts(&self, req: &ExecRequest<'_>) -> Result<Vec<ExtraMount>, ExecFailure> {
+    fn mounts(&self, req: &ExecRequest<'_>, tmp: &Path) -> Result<Vec<ExtraMount>, ExecFailure> {
         let mut out = Vec::new();
         for m in &req.op.mounts {
             let s = &m.spec;
@@ -161,14 +161,17 @@ impl RootlessExecutor {
                         });
                         continue;
                     }
-                    let from_stage = input.is_some_and(|r| !r.chain.is_empty());
-                    if from_stage {
-                        return Err(ExecFailure::Setup(
-                            "RUN --mount=type=bind,from=<stage> is not supported by the local solver yet"
-                                .into(),
-                        ));
-                    }
                     let rel = s.source.trim_start_matches('/');
+                    if let Some(r) = input.filter(|r| !r.chain.is_empty()) {
+                        let source = stage_source(req, &r.chain, rel, tmp, out.len())?;
+                        // A private copy: `rw` changes are discarded with it, as in BuildKit.
+                        out.push(ExtraMount::Bind {
+                            source,
+                            target: s.target.clone(),
+                            readonly: s.readonly,
+                        });
+                        continue;
+                    }
                     if rel.split('/').any(|p| p == "..") {
                         return Err(ExecFailure::Setup(format!(
                             "bind mount source {:?} leaves the build context",
@@ -185,6 +188,104 @@ impl RootlessExecutor {
         }
         Ok(out)
     }
+}
+
+/// BuildKit creates missing RUN mount targets (directories) in the root
+/// filesystem, and they stay in the layer as empty directories (root, 0755);
+/// so do we: each missing directory on the way to a bind (of a directory),
+/// cache or tmpfs target (or to a secret's directory) is made in the upper dir. Existing parents are
+/// copied up with their mode, as overlayfs would.
+fn keep_mount_targets(
+    lowers: &[PathBuf],
+    upper: &Path,
+    mounts: &[ExtraMount],
+) -> Result<(), ExecFailure> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    for m in mounts {
+        let target = match m {
+            ExtraMount::Bind { source, target, .. } if source.is_dir() => target.as_str(),
+            ExtraMount::Cache { target, .. } | ExtraMount::Tmpfs { target, .. } => target.as_str(),
+            // A secret file is not kept, but the directories made for it are.
+            ExtraMount::Secret { target, .. } => target.rsplit_once('/').map_or("", |(d, _)| d),
+            ExtraMount::Bind { .. } => continue,
+        };
+        let parts: Vec<&str> = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.contains(&"..") {
+            continue;
+        }
+        let mut rel = PathBuf::new();
+        for part in parts {
+            rel.push(part);
+            let up = upper.join(&rel);
+            if let Ok(meta) = up.symlink_metadata() {
+                if meta.is_dir() {
+                    continue;
+                }
+                break; // a file or whiteout written by the step: leave it.
+            }
+            // The topmost lower with an entry decides (a whiteout hides it).
+            let below = lowers
+                .iter()
+                .rev()
+                .find_map(|l| l.join(&rel).symlink_metadata().ok());
+            let mode = match below {
+                Some(b) if b.is_dir() => b.permissions().mode() & 0o7777,
+                Some(b) if b.file_type().is_char_device() => 0o755,
+                Some(_) => break, // not a directory below: nothing to keep.
+                None => 0o755,
+            };
+            std::fs::create_dir(&up).map_err(setup)?;
+            std::fs::set_permissions(&up, std::fs::Permissions::from_mode(mode)).map_err(setup)?;
+        }
+    }
+    Ok(())
+}
+
+/// `RUN --mount=type=bind,from=<stage|image>`: the stage's filesystem
+/// (`chain`) flattened into a private dir under `tmp` (removed after the
+/// RUN), and the path of `rel` in it. BuildKit binds the source read-only
+/// unless `rw`, whose writes are thrown away; a private copy gives both.
+/// A source that leaves the stage's root (`..`, or a symlink pointing out
+/// once resolved on the host) is refused.
+fn stage_source(
+    req: &ExecRequest<'_>,
+    chain: &[LayerRef],
+    rel: &str,
+    tmp: &Path,
+    index: usize,
+) -> Result<PathBuf, ExecFailure> {
+    if rel.split('/').any(|p| p == "..") {
+        return Err(ExecFailure::Setup(format!(
+            "bind mount source {rel:?} leaves the stage's filesystem"
+        )));
+    }
+    let root = tmp.join(format!("bind-{index}"));
+    std::fs::create_dir_all(&root).map_err(setup)?;
+    let opts = imgfarm_common::oci::layer::ApplyOptions {
+        ownership: false,
+        devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
+        ..Default::default()
+    };
+    for l in chain {
+        let r = super::layers::open_layer(req.store, l).map_err(setup)?;
+        imgfarm_common::oci::layer::apply(r, &root, &opts).map_err(setup)?;
+    }
+    let root = root.canonicalize().map_err(setup)?;
+    let source = root.join(rel);
+    let resolved = source.canonicalize().map_err(|e| {
+        ExecFailure::Setup(format!(
+            "bind mount source /{rel} in the mounted stage: {e}; check source="
+        ))
+    })?;
+    if !resolved.starts_with(&root) {
+        return Err(ExecFailure::Setup(format!(
+            "bind mount source /{rel} resolves outside the stage's filesystem"
+        )));
+    }
+    Ok(resolved)
 }
 
 /// The log callback shared by the stdout and stderr writers.
@@ -223,7 +324,8 @@ impl Executor for RootlessExecutor {
         let work = tmp.join("work");
         std::fs::create_dir_all(&upper).map_err(setup)?;
         std::fs::create_dir_all(&work).map_err(setup)?;
-        let mut er = executor::ExecRequest::new(lowers, upper.clone(), work, req.op.args.clone());
+        let mut er =
+            executor::ExecRequest::new(lowers.clone(), upper.clone(), work, req.op.args.clone());
         er.env = req.op.env.clone();
         er.cwd = if req.op.cwd.is_empty() {
             "/".into()
@@ -238,7 +340,7 @@ impl Executor for RootlessExecutor {
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();
         let result = (|| {
-            er.mounts = self.mounts(req)?;
+            er.mounts = self.mounts(req, &tmp)?;
             let cell: SharedLog<'_> = RefCell::new(log);
             let t1 = Instant::now();
             let report = self
@@ -265,6 +367,7 @@ impl Executor for RootlessExecutor {
                 })?;
             let t_run = t1.elapsed();
             let t2 = Instant::now();
+            keep_mount_targets(&lowers, &upper, &er.mounts)?;
             let layer = self.layer_from_upper(req, &upper)?;
             tracing::info!(
                 unpack_ms = t_unpack.as_millis() as u64,
