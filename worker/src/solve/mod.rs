@@ -3,6 +3,7 @@
 //! coordinator's scheduler decides what runs when; [`LocalWorker`] is the
 //! runner behind the in-process link (and, later, behind the QUIC link).
 
+pub mod cache_mount;
 pub mod copy;
 pub mod exec;
 pub mod export;

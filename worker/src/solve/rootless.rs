@@ -5,6 +5,7 @@
 //! upper dir are host ids; common::oci::layer::create maps them back to
 //! container ids with the executor's id map as it writes the layer.
 
+use super::cache_mount;
 use super::exec::{ExecFailure, ExecRequest, Executor};
 use super::result::LayerRef;
 use crate::emulation;
@@ -91,7 +92,15 @@ impl RootlessExecutor {
         Ok(dirs)
     }
 
-    fn mounts(&self, req: &ExecRequest<'_>, tmp: &Path) -> Result<Vec<ExtraMount>, ExecFailure> {
+    /// The step's extra mounts. Cache directories stay held (per their
+    /// `sharing` mode) by the leases pushed to `cache_leases` until the caller
+    /// drops them after the step.
+    fn mounts(
+        &self,
+        req: &ExecRequest<'_>,
+        tmp: &Path,
+        cache_leases: &mut Vec<cache_mount::CacheLease>,
+    ) -> Result<Vec<ExtraMount>, ExecFailure> {
         let mut out = Vec::new();
         for m in &req.op.mounts {
             let s = &m.spec;
@@ -102,16 +111,18 @@ impl RootlessExecutor {
                 }),
                 MountType::Cache => {
                     let id = if s.id.is_empty() { &s.target } else { &s.id };
-                    let dir = self
-                        .state
-                        .join("cache")
-                        .join("mounts")
-                        .join(Digest::sha256_of(id.as_bytes()).hex());
-                    std::fs::create_dir_all(&dir).map_err(setup)?;
+                    let lease = cache_mount::acquire(
+                        &self.state.join("cache").join("mounts"),
+                        id,
+                        s.sharing.unwrap_or_default(),
+                        s.mode,
+                    )
+                    .map_err(setup)?;
                     out.push(ExtraMount::Cache {
-                        source: dir,
+                        source: lease.dir.clone(),
                         target: s.target.clone(),
                     });
+                    cache_leases.push(lease);
                 }
                 MountType::Secret => {
                     let id = if s.id.is_empty() {
@@ -340,7 +351,8 @@ impl Executor for RootlessExecutor {
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();
         let result = (|| {
-            er.mounts = self.mounts(req, &tmp)?;
+            let mut cache_leases = Vec::new();
+            er.mounts = self.mounts(req, &tmp, &mut cache_leases)?;
             let cell: SharedLog<'_> = RefCell::new(log);
             let t1 = Instant::now();
             let report = self
