@@ -259,7 +259,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let cache = ResultCache::open(&state)?;
     let secrets = parse_secrets(&a.secrets)?;
     let executor: Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> = Some(Arc::new(
-        imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets),
+        imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets.files.clone()),
     ));
     let worker = Arc::new(LocalWorker::new(
         store.clone(),
@@ -371,23 +371,39 @@ fn needed_by(graph: &BuildGraph, key: &Digest, roots: &[Digest]) -> bool {
     roots.iter().any(|r| down.contains(r))
 }
 
-/// `--secret id=ID,src=PATH` (or `type=file`, `source=`); `env=VAR` is
-/// not supported yet. A named file must exist.
-fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut out = BTreeMap::new();
+/// Secrets given with `--secret`, as files the executor binds read-only.
+/// Environment secrets are written to private (0600) temp files that live
+/// as long as this value.
+struct Secrets {
+    files: BTreeMap<String, PathBuf>,
+    _env_files: Vec<tempfile::NamedTempFile>,
+}
+
+/// `--secret id=ID,src=PATH` (or `type=file`, `source=`), and
+/// `--secret id=ID,env=VAR` (or `type=env`, where VAR defaults to ID), as
+/// buildx takes them. With neither `src` nor `env`, an environment variable
+/// named ID is used when set, else a file named ID. A named file must exist
+/// and a named variable must be set.
+fn parse_secrets(specs: &[String]) -> anyhow::Result<Secrets> {
+    let mut files = BTreeMap::new();
+    let mut env_files = Vec::new();
     for spec in specs {
         let mut id = None;
         let mut src = None;
+        let mut env = None;
+        let mut env_type = false;
         for part in spec.split(',') {
             match part.split_once('=') {
                 Some(("id", v)) => id = Some(v.to_string()),
                 Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
                 Some(("type", "file")) => {}
-                Some(("env", _)) | Some(("type", "env")) => {
-                    bail!("--secret {spec}: env secrets are not supported yet; use src=FILE")
-                }
-                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
+                Some(("type", "env")) => env_type = true,
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
             }
+        }
+        if src.is_some() && (env.is_some() || env_type) {
+            bail!("invalid --secret {spec:?}: give src=PATH or env=VAR, not both");
         }
         let id = id
             .or_else(|| {
@@ -395,15 +411,71 @@ fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
                     .and_then(|p| p.file_name())
                     .map(|n| n.to_string_lossy().into_owned())
             })
+            .or_else(|| env.clone())
             .ok_or_else(|| anyhow!("invalid --secret {spec:?}: no id"))?;
-        let src = src.ok_or_else(|| anyhow!("--secret {spec}: no src=PATH"))?;
+        if env.is_none() && src.is_none() && (env_type || std::env::var_os(&id).is_some()) {
+            env = Some(id.clone());
+        }
+        if let Some(var) = env {
+            let value = std::env::var_os(&var)
+                .ok_or_else(|| anyhow!("--secret {spec}: environment variable {var} is not set"))?;
+            let mut f = tempfile::NamedTempFile::new()
+                .with_context(|| format!("--secret {spec}: cannot create a private temp file"))?;
+            std::io::Write::write_all(&mut f, value.as_encoded_bytes())
+                .with_context(|| format!("--secret {spec}: cannot write the temp file"))?;
+            files.insert(id, f.path().to_path_buf());
+            env_files.push(f);
+            continue;
+        }
+        let src = src.unwrap_or_else(|| PathBuf::from(&id));
         if !src.is_file() {
             bail!(
                 "--secret {spec}: {} does not exist or is not a file",
                 src.display()
             );
         }
-        out.insert(id, src);
+        files.insert(id, src);
     }
-    Ok(out)
+    Ok(Secrets {
+        files,
+        _env_files: env_files,
+    })
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::parse_secrets;
+
+    #[test]
+    fn env_secrets_become_private_files_and_errors_name_the_problem() {
+        // Edition 2021: set_var is safe; the names are unique to this test.
+        std::env::set_var("IMGFARM_TEST_SECRET_A", "s3cret");
+        std::env::set_var("IMGFARM_TEST_SECRET_B", "other");
+        let s = parse_secrets(&[
+            "id=tok,env=IMGFARM_TEST_SECRET_A".to_string(),
+            "type=env,id=IMGFARM_TEST_SECRET_B".to_string(),
+        ])
+        .unwrap();
+        let tok = &s.files["tok"];
+        assert_eq!(std::fs::read_to_string(tok).unwrap(), "s3cret");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tok).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&s.files["IMGFARM_TEST_SECRET_B"]).unwrap(),
+            "other"
+        );
+        let path = tok.clone();
+        drop(s);
+        assert!(!path.exists(), "the temp file goes with the build");
+
+        let unset = parse_secrets(&["id=x,env=IMGFARM_TEST_SECRET_UNSET".to_string()]);
+        let msg = format!("{:#}", unset.err().unwrap());
+        assert!(
+            msg.contains("IMGFARM_TEST_SECRET_UNSET is not set"),
+            "{msg}"
+        );
+        let both = parse_secrets(&["id=x,src=/etc/hostname,env=HOME".to_string()]);
+        assert!(format!("{:#}", both.err().unwrap()).contains("not both"));
+    }
 }
