@@ -183,7 +183,16 @@ fn root_inside_is_the_user_outside_and_ids_map_to_subuids() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["x", "y"]);
+    // /etc is there only as the (empty) parent of the /etc/hosts and
+    // /etc/resolv.conf mount points, whose stub files are removed again.
+    assert_eq!(names, ["etc", "x", "y"]);
+    assert_eq!(
+        std::fs::read_dir(out.upper.join("etc"))
+            .expect("etc")
+            .count(),
+        0,
+        "no stub files left in upper/etc"
+    );
     fx.remove(&out.upper);
 }
 
@@ -304,7 +313,10 @@ fn deleting_lower_files_leaves_overlay_whiteouts_and_opaque_dirs() {
     let Some(fx) = fixture("deleting_lower_files_leaves_whiteouts", "amd64") else {
         return;
     };
-    let out = fx.run(&fx.request("rm /bin/ls && rm -rf /etc && mkdir /etc && echo x > /etc/new"));
+    // /etc holds the read-only hosts/resolv.conf binds (as in BuildKit), so the
+    // recreated directory is /home.
+    let out =
+        fx.run(&fx.request("rm /bin/ls && rm -rf /home && mkdir /home && echo x > /home/new"));
     assert!(out.ok(), "{}", out.result);
     let wh = std::fs::symlink_metadata(out.upper.join("bin/ls")).expect("whiteout");
     assert!(wh.file_type().is_char_device());
@@ -313,7 +325,7 @@ fn deleting_lower_files_leaves_overlay_whiteouts_and_opaque_dirs() {
     // The recreated dir is opaque, marked with the user.* xattr an unprivileged
     // namespace can write (overlay's `userxattr`).
     let mut v = [0u8; 8];
-    let path = std::ffi::CString::new(out.upper.join("etc").as_os_str().as_encoded_bytes())
+    let path = std::ffi::CString::new(out.upper.join("home").as_os_str().as_encoded_bytes())
         .expect("cstring");
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
     let n = unsafe {
@@ -324,7 +336,7 @@ fn deleting_lower_files_leaves_overlay_whiteouts_and_opaque_dirs() {
             v.len(),
         )
     };
-    assert_eq!(n, 1, "opaque xattr on upper/etc");
+    assert_eq!(n, 1, "opaque xattr on upper/home");
     assert_eq!(v[0], b'y');
 }
 
@@ -390,20 +402,41 @@ fn run_mounts_bind_cache_tmpfs_secret() {
         std::fs::read_to_string(cache.join("c")).expect("cache file"),
         "kept\n"
     );
-    // Mount points created for the step are removed afterwards (BuildKit's stub cleaner);
-    // /run existed in the image and stays as overlay's (empty) copy-up of the parent.
-    let left: Vec<String> = std::fs::read_dir(&out.upper)
+    // As in BuildKit, directories created as mount targets stay (empty, 0755);
+    // stub files created as mount points are removed (its stub cleaner). /etc
+    // is the copy-up parent of the hosts/resolv.conf stubs, /run of the secret.
+    let mut left: Vec<String> = std::fs::read_dir(&out.upper)
         .expect("upper")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, ["run"], "stubs left in upper");
+    left.sort();
     assert_eq!(
-        std::fs::read_dir(out.upper.join("run"))
-            .expect("run")
+        left,
+        ["cache", "etc", "run", "src", "tmpfs"],
+        "mount targets left in upper"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.upper.join("etc"))
+            .expect("etc")
             .count(),
         0,
-        "/run/secrets stub removed"
+        "no stub files left in upper/etc"
+    );
+    // /run/secrets stays as the secret's created parent (BuildKit keeps it);
+    // the token stub file itself is removed.
+    let run: Vec<String> = std::fs::read_dir(out.upper.join("run"))
+        .expect("run")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(run, ["secrets"]);
+    assert_eq!(
+        std::fs::read_dir(out.upper.join("run/secrets"))
+            .expect("run/secrets")
+            .count(),
+        0,
+        "/run/secrets/token stub removed"
     );
 }
 
@@ -453,7 +486,7 @@ fn an_upper_dir_stacks_as_a_lower_layer_with_its_whiteouts() {
     let Some(fx) = fixture("an_upper_dir_stacks_as_a_lower_layer", "amd64") else {
         return;
     };
-    let a = fx.run(&fx.request("rm /bin/ls; echo '10.1.1.1 other' > /etc/hosts"));
+    let a = fx.run(&fx.request("rm /bin/ls; echo '10.1.1.1 other' > /etc/other"));
     assert!(a.ok(), "{}", a.result);
     let mut r = fx.request("ls /bin/ls 2>/dev/null || echo gone; cat /etc/hosts; hostname");
     r.rootfs_layers.push(a.upper.clone());
@@ -470,7 +503,19 @@ fn an_upper_dir_stacks_as_a_lower_layer_with_its_whiteouts() {
     r.rootfs_layers.push(a.upper.clone());
     let c = fx.run(&r);
     assert_eq!(c.stdout, "read-only\n");
-    assert_eq!(std::fs::read_dir(&c.upper).expect("upper").count(), 0);
+    // Nothing but (at most) the empty copy-up parent of the mount stubs.
+    let upper: Vec<String> = std::fs::read_dir(&c.upper)
+        .expect("upper")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(upper.is_empty() || upper == ["etc"], "{upper:?}");
+    if upper == ["etc"] {
+        assert_eq!(
+            std::fs::read_dir(c.upper.join("etc")).expect("etc").count(),
+            0
+        );
+    }
 }
 
 #[test]
