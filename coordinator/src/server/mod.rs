@@ -12,7 +12,7 @@ mod session;
 mod transport;
 
 pub use session::Session;
-pub use transport::{endpoint_config, transport_config};
+pub use transport::{dialer_transport_config, endpoint_config, transport_config};
 
 use imgfarm_common::identity::Role;
 use imgfarm_common::identity::{peer_identity_from_der, server_config, Credentials, PeerIdentity};

@@ -14,13 +14,24 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
 
 /// Transport parameters for farm connections: flow-control windows large
 /// enough for bulk blob streams (see [`windows`]), keep-alives well under
-/// the idle timeout so a quiet control stream stays up.
+/// the idle timeout so a quiet control stream stays up. The coordinator
+/// accepts the streams its peers open.
 pub fn transport_config() -> quinn::TransportConfig {
+    tuned_transport(256)
+}
+
+/// The same parameters for a dialling peer (worker or client), which
+/// accepts no streams from the coordinator.
+pub fn dialer_transport_config() -> quinn::TransportConfig {
+    tuned_transport(0)
+}
+
+fn tuned_transport(accepted_bidi_streams: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window(windows::STREAM_RECEIVE.into());
     t.receive_window(windows::CONNECTION_RECEIVE.into());
     t.send_window(windows::SEND);
-    t.max_concurrent_bidi_streams(256u32.into());
+    t.max_concurrent_bidi_streams(accepted_bidi_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(windows::MAX_UDP_PAYLOAD);

@@ -3,7 +3,6 @@
 use super::LinkError;
 use imgfarm_common::proto::windows;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// A resolved coordinator address.
 #[derive(Debug, Clone)]
@@ -51,31 +50,12 @@ pub async fn parse_farm_addr(addr: &str) -> Result<FarmAddr, LinkError> {
     })
 }
 
-/// Endpoint settings: UDP payloads up to [`windows::MAX_UDP_PAYLOAD`] so
-/// MTU discovery can use large datagrams where the path allows.
-pub fn endpoint_config() -> quinn::EndpointConfig {
-    let mut e = quinn::EndpointConfig::default();
-    let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
-    e
-}
-
-/// Transport parameters matching the coordinator's (bulk windows, keep-alive).
-pub fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(windows::STREAM_RECEIVE.into());
-    t.receive_window(windows::CONNECTION_RECEIVE.into());
-    t.send_window(windows::SEND);
-    t.max_concurrent_bidi_streams(0u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
-    t.mtu_discovery_config(Some(mtu));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = Duration::from_secs(30).try_into() {
-        t.max_idle_timeout(Some(idle));
-    }
-    t
-}
+/// Endpoint and transport settings shared with the coordinator, so both
+/// ends of a farm connection are tuned alike (one definition, in
+/// `imgfarm_coordinator::server`).
+pub use imgfarm_coordinator::server::{
+    dialer_transport_config as transport_config, endpoint_config,
+};
 
 /// A client-only endpoint on an ephemeral port of the right address family.
 pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endpoint> {
