@@ -632,20 +632,10 @@ impl PlatformBuild<'_, '_> {
                     ));
                     inputs.push(key);
                     mounts.push(ExecMount {
-                        spec: crate::dockerfile::instructions::mount::MountSpec {
-                            kind: MountType::Bind,
-                            target: "/dev/pipes/".into(),
-                            source: "/".into(),
-                            from: String::new(),
-                            readonly: true,
-                            id: String::new(),
-                            sharing: None,
-                            required: false,
-                            mode: None,
-                            uid: None,
-                            gid: None,
-                            size: None,
-                        },
+                        spec: crate::dockerfile::instructions::mount::MountSpec::read_only_bind(
+                            "/dev/pipes/",
+                            "/",
+                        ),
                         input: Some(inputs.len() - 1),
                     });
                     vec![format!("/dev/pipes/{}", h.name)]

@@ -67,6 +67,27 @@ pub struct MountSpec {
     pub size: Option<u64>,
 }
 
+impl MountSpec {
+    /// A read-only bind of `source` at `target`, every other option at
+    /// BuildKit's default (`type=bind` is the default mount type).
+    pub fn read_only_bind(target: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            kind: MountType::Bind,
+            target: target.into(),
+            source: source.into(),
+            from: String::new(),
+            readonly: true,
+            id: String::new(),
+            sharing: None,
+            required: false,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+        }
+    }
+}
+
 /// Expands one value; `None` means "not yet" (values with `$` are checked later).
 pub type ExpandFn<'a> = &'a mut dyn FnMut(&str) -> Result<String, String>;
 
@@ -77,20 +98,7 @@ const ALL_KEYS: &str = "type, from, source|src, target|dst|destination, readonly
 /// value is expanded first and the whole mount is validated.
 pub fn parse_mount(value: &str, mut expand: Option<ExpandFn<'_>>) -> Result<MountSpec, String> {
     let fields = split_csv(value)?;
-    let mut m = MountSpec {
-        kind: MountType::Bind,
-        target: String::new(),
-        source: String::new(),
-        from: String::new(),
-        readonly: true,
-        id: String::new(),
-        sharing: None,
-        required: false,
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-    };
+    let mut m = MountSpec::read_only_bind("", "");
     let mut ro_auto = true;
     let mut deferred = false;
     for field in &fields {
