@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod farm;
 pub mod graph;
 pub mod identity;
 pub mod image_name;

@@ -78,13 +78,13 @@ fn message() -> impl Strategy<Value = Message> {
             })),
         (
             ".{0,20}",
-            proptest::collection::vec(header(), 0..3),
+            proptest::collection::vec(any::<u8>(), 0..64),
             any::<bool>(),
             ".{0,20}"
         )
-            .prop_map(|(k, blobs, ok, err)| Message::VertexDone(VertexDone {
+            .prop_map(|(k, payload, ok, err)| Message::VertexDone(VertexDone {
                 vertex_key: k,
-                result: if ok { Ok(blobs) } else { Err(err) },
+                result: if ok { Ok(payload) } else { Err(err) },
                 duration_ms: 7,
             })),
         (

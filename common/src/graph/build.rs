@@ -108,6 +108,17 @@ impl BuildGraph {
         key
     }
 
+    /// A graph of already-keyed vertices (inputs before users), as a farm
+    /// worker rebuilds the part of a client's graph it runs. Keys are taken
+    /// as given; targets and warnings stay empty.
+    pub fn from_vertices(vertices: impl IntoIterator<Item = Vertex>) -> Self {
+        let mut g = Self::default();
+        for v in vertices {
+            g.insert(v);
+        }
+        g
+    }
+
     /// Number of vertices.
     pub fn len(&self) -> usize {
         self.graph.node_count()

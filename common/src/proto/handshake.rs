@@ -10,7 +10,7 @@ use crate::identity::Role;
 use crate::proto::messages::Hello;
 
 /// Protocol version of this build. Bump it whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The 4 magic bytes at the start of every stream.
 pub const MAGIC: [u8; 4] = *b"IMGF";

@@ -102,6 +102,65 @@ pub enum Message {
     Status(FarmStatus),
     /// Orderly end of the session.
     Bye,
+    /// Coordinator → worker: stop a running vertex (its build was cancelled).
+    CancelVertex {
+        /// The vertex.
+        vertex_key: String,
+    },
+    /// Coordinator → client: a vertex of the build was placed on a worker.
+    VertexStarted(VertexStarted),
+    /// Coordinator → client: a vertex of the build finished or failed.
+    VertexFinished(VertexFinished),
+    /// Coordinator → client: the build ended.
+    BuildFinished(BuildFinished),
+}
+
+/// A vertex was placed on a worker (for the client's progress line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexStarted {
+    /// The vertex.
+    pub vertex_key: String,
+    /// The worker's name.
+    pub worker: String,
+    /// True when the worker emulates the vertex's platform (binfmt/qemu).
+    pub emulated: bool,
+}
+
+/// A vertex ended, for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexFinished {
+    /// The vertex.
+    pub vertex_key: String,
+    /// `None` on success, else the worker's message.
+    pub error: Option<String>,
+    /// True when the result came from the coordinator's cache (nothing ran).
+    pub cached: bool,
+    /// Wall time the worker spent, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One platform's image in a finished build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltManifest {
+    /// The platform (`linux/arm64`).
+    pub platform: String,
+    /// The image manifest (in the coordinator's store).
+    pub manifest: BlobHeader,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// The end of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildFinished {
+    /// The build.
+    pub build_id: String,
+    /// The per-platform manifests, or why the build failed.
+    pub result: Result<Vec<BuiltManifest>, String>,
+    /// The merged OCI index (in the coordinator's store), when it succeeded.
+    pub index: Option<BlobHeader>,
+    /// References the coordinator pushed the index to.
+    pub pushed: Vec<String>,
 }
 
 /// Worker liveness and load.
@@ -126,7 +185,7 @@ pub struct RunVertex {
     pub platform: String,
     /// Whether the worker runs it by emulation.
     pub emulated: bool,
-    /// The operation, encoded by the solver (opaque to the wire layer).
+    /// The job: JSON of [`crate::farm::VertexJob`].
     pub op: Vec<u8>,
     /// Blobs the vertex needs (layers, context), fetched over blob streams.
     pub inputs: Vec<BlobHeader>,
@@ -148,8 +207,9 @@ pub struct VertexLog {
 pub struct VertexDone {
     /// The vertex.
     pub vertex_key: String,
-    /// `Ok(result blobs)` or `Err(message)`.
-    pub result: Result<Vec<BlobHeader>, String>,
+    /// `Ok(JSON of crate::farm::VertexResult)` (its blobs already put to
+    /// the coordinator) or `Err(message)`.
+    pub result: Result<Vec<u8>, String>,
     /// Wall time spent, in milliseconds.
     pub duration_ms: u64,
 }
@@ -206,11 +266,11 @@ pub enum BlobGetReply {
 pub struct Submit {
     /// Target platforms (`linux/amd64`, ...).
     pub platforms: Vec<String>,
-    /// The build definition, encoded by the frontend (opaque to the wire layer).
+    /// The build: JSON of [`crate::farm::FarmDefinition`].
     pub definition: Vec<u8>,
     /// Context blobs uploaded beforehand over blob streams.
     pub context: Vec<BlobHeader>,
-    /// Where the result goes (`push`, `oci`, `local`), encoded by the exporter.
+    /// Where the result goes: JSON of [`crate::farm::OutputSpec`].
     pub output: Vec<u8>,
     /// Re-attach to this build instead of submitting a new one.
     pub reattach: Option<String>,
@@ -240,6 +300,25 @@ pub struct WorkerStatus {
 pub struct FarmStatus {
     /// Connected workers.
     pub workers: Vec<WorkerStatus>,
-    /// Builds queued or running: (build id, state text).
-    pub builds: Vec<(String, String)>,
+    /// Builds queued or running, oldest first.
+    pub builds: Vec<BuildStatus>,
+}
+
+/// A build as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStatus {
+    /// Build id.
+    pub id: String,
+    /// `queued`, `running`, `done`, `failed`, `cancelled`.
+    pub state: String,
+    /// Target platforms.
+    pub platforms: Vec<String>,
+    /// Who submitted it (client certificate name).
+    pub client: String,
+    /// Vertices to run.
+    pub vertices_total: u64,
+    /// Vertices finished.
+    pub vertices_done: u64,
+    /// The definition's title.
+    pub title: String,
 }

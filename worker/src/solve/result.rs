@@ -1,55 +1,11 @@
 //! What a vertex produces, and the persisted cache of results by key
 //! (`<state>/cache/vertices/<hex>.json`): same key, same result, on any run.
 
-use imgfarm_common::oci::layer::LayerInfo;
-use imgfarm_common::oci::store::RefDescriptor;
+pub use imgfarm_common::farm::result::{LayerRef, VertexResult};
 use imgfarm_common::oci::Digest;
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// A layer as the solver tracks it: the blob in the content store and its
-/// uncompressed `diff_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRef {
-    /// Blob digest (manifest layer descriptor).
-    pub digest: Digest,
-    /// Uncompressed digest (config `rootfs.diff_ids`).
-    pub diff_id: Digest,
-    /// Blob size.
-    pub size: u64,
-    /// Blob media type.
-    pub media_type: String,
-}
-
-impl From<LayerInfo> for LayerRef {
-    fn from(l: LayerInfo) -> Self {
-        Self {
-            digest: l.digest,
-            diff_id: l.diff_id,
-            size: l.size,
-            media_type: l.media_type,
-        }
-    }
-}
-
-/// The result of one vertex.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VertexResult {
-    /// The whole filesystem as a layer chain, bottom first.
-    pub chain: Vec<LayerRef>,
-    /// The layers this vertex adds to an exported image (a base image: all
-    /// of its layers; COPY/RUN/WORKDIR: one; merge and sources: none).
-    pub delta: Vec<LayerRef>,
-    /// A base image's config blob.
-    pub base_config: Option<Digest>,
-    /// An export vertex's manifest.
-    pub manifest: Option<RefDescriptor>,
-    /// Files of an inline source (heredocs), written under the state dir.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files_dir: Option<PathBuf>,
-}
 
 /// Why the cache could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,220 @@
+//! What a farm build carries between client, coordinator and worker inside
+//! the opaque byte fields of the wire messages ([`crate::proto`]).
+//!
+//! - [`FarmDefinition`]: the client's build graph, sent once in
+//!   [`crate::proto::Submit::definition`]. The client parses the Dockerfile,
+//!   resolves base images and computes every key; the coordinator and the
+//!   workers never re-run the frontend, so all of them agree on keys.
+//! - [`VertexJob`]: one vertex plus what it needs, in
+//!   [`crate::proto::RunVertex::op`].
+//! - [`result::VertexResult`]: what a worker returns in
+//!   [`crate::proto::VertexDone::result`].
+//! - [`OutputSpec`]: where the merged index goes, in
+//!   [`crate::proto::Submit::output`].
+//!
+//! These payloads are JSON: the graph's types use serde attributes
+//! (`skip_serializing_if`, tagged enums) that bincode cannot carry. Each is
+//! bounded by the control frame limit it travels in and decoded with
+//! [`decode`], which names what failed.
+
+pub mod result;
+
+use crate::graph::Vertex;
+use crate::oci::Digest;
+use crate::proto::BlobHeader;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use result::{LayerRef, VertexResult};
+
+/// Why a farm payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    /// The bytes are not the expected JSON document.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which payload.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The document is larger than allowed.
+    #[error("{what} is {size} bytes, over the {max} byte limit")]
+    TooLarge {
+        /// Which payload.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The document decodes but does not make sense.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which payload.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Largest payload accepted by [`decode`] (the control frame limit).
+pub const MAX_PAYLOAD: usize = crate::proto::MAX_CONTROL_FRAME as usize;
+
+/// Encodes a payload (JSON).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain data types cannot fail (string keys only).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Decodes a payload, bounded by [`MAX_PAYLOAD`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, FarmError> {
+    if bytes.len() > MAX_PAYLOAD {
+        return Err(FarmError::TooLarge {
+            what,
+            size: bytes.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| FarmError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// One requested platform of a farm build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmTarget {
+    /// The platform (`linux/arm64`).
+    pub platform: String,
+    /// Key of its export vertex (its result carries the image manifest).
+    pub export: Digest,
+}
+
+/// A whole build as the client submits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmDefinition {
+    /// Every vertex, inputs before users (as [`crate::graph::BuildGraph::vertices`]).
+    pub vertices: Vec<Vertex>,
+    /// The requested platforms and their export vertices, in request order.
+    pub targets: Vec<FarmTarget>,
+    /// The build context as one layer blob (tar+gzip of the files the
+    /// context selection allows, after .dockerignore), uploaded beforehand.
+    /// `None` when no vertex reads the context.
+    pub context: Option<ContextBlob>,
+    /// Shown by `imgfarm farm status` (e.g. the tags or the Dockerfile name).
+    pub title: String,
+}
+
+/// The uploaded build context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextBlob {
+    /// The compressed layer blob.
+    pub layer: LayerRef,
+}
+
+impl FarmDefinition {
+    /// Checks what the coordinator relies on: keys unique, inputs defined
+    /// before use, targets naming export vertices, platforms parseable.
+    pub fn validate(&self) -> Result<(), FarmError> {
+        let invalid = |reason: String| FarmError::Invalid {
+            what: "build definition",
+            reason,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &self.vertices {
+            for i in &v.inputs {
+                if !seen.contains(i) {
+                    return Err(invalid(format!(
+                        "vertex {} uses {} before it is defined",
+                        v.key, i
+                    )));
+                }
+            }
+            if !seen.insert(v.key.clone()) {
+                return Err(invalid(format!("vertex {} appears twice", v.key)));
+            }
+        }
+        if self.targets.is_empty() {
+            return Err(invalid("no target platform".into()));
+        }
+        for t in &self.targets {
+            t.platform
+                .parse::<crate::platform::Platform>()
+                .map_err(|e| invalid(e.to_string()))?;
+            if !seen.contains(&t.export) {
+                return Err(invalid(format!(
+                    "target {} names export {} which is not a vertex",
+                    t.platform, t.export
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One vertex to run, with everything the worker cannot know by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexJob {
+    /// The vertex (its key is the job's name).
+    pub vertex: Vertex,
+    /// Its direct inputs, in `vertex.inputs` order. Source vertices among
+    /// them (context, inline files, URL) are solved again on the worker;
+    /// the others come with a result in `input_results`.
+    pub inputs: Vec<Vertex>,
+    /// Results of the non-source inputs, by key. Their blobs are in the
+    /// coordinator's store; the worker fetches those it lacks.
+    pub input_results: Vec<(Digest, VertexResult)>,
+    /// The build context, when the vertex or its inputs read it.
+    pub context: Option<ContextBlob>,
+}
+
+/// Registry credentials a client lends the coordinator for one build's
+/// push. Kept in memory only; never written to the database or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredential {
+    /// Registry host (`reg.example:5000`).
+    pub host: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where the merged index goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// References to push the index to (`--push -t ...`); empty = no push.
+    /// The client downloads the result for every other output.
+    pub push: Vec<String>,
+    /// Credentials for the push, per registry host.
+    pub credentials: Vec<RegistryCredential>,
+    /// Registry hosts the coordinator may talk plain http to (loopback
+    /// registries in tests, `--insecure`-style).
+    pub insecure: Vec<String>,
+    /// Skip the coordinator's cached results (`--no-cache`).
+    pub no_cache: bool,
+}
+
+/// A blob header for a layer reference.
+impl From<&LayerRef> for BlobHeader {
+    fn from(l: &LayerRef) -> Self {
+        BlobHeader {
+            digest: l.digest.clone(),
+            size: l.size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
