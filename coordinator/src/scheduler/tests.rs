@@ -626,6 +626,97 @@ mod prop {
             prop_assert_eq!(s.running(), 0);
         }
     }
+
+    /// Everything `roots` need in `tasks`.
+    fn closure(tasks: &[Task], roots: &[Digest]) -> BTreeSet<Digest> {
+        let by_key: BTreeMap<&Digest, &Task> = tasks.iter().map(|t| (&t.key, t)).collect();
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<Digest> = roots.to_vec();
+        while let Some(k) = todo.pop() {
+            if seen.insert(k.clone()) {
+                if let Some(t) = by_key.get(&k) {
+                    todo.extend(t.inputs.iter().cloned());
+                }
+            }
+        }
+        seen
+    }
+
+    proptest! {
+        /// Two builds over one graph, the second arriving mid-way, the first maybe cancelled:
+        /// every key runs at most once, and the surviving builds finish.
+        #[test]
+        fn shared_keys_run_once_and_cancel_spares_the_other_build(
+            g in graph(),
+            roots_a in proptest::collection::vec(0usize..64, 1..4),
+            roots_b in proptest::collection::vec(0usize..64, 1..4),
+            join_after in 0usize..20,
+            cancel_a in any::<bool>(),
+            picks in proptest::collection::vec(0usize..16, 0..200),
+        ) {
+            let n = g.len();
+            let tasks: Vec<Task> = g
+                .iter()
+                .enumerate()
+                .map(|(i, (p, ins, code))| Task {
+                    key: key(i as u8),
+                    platform: platform(*p),
+                    inputs: ins
+                        .iter()
+                        .filter(|_| i > 0)
+                        .map(|x| key((x % i) as u8))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                    runs_code: *code,
+                })
+                .collect();
+            let roots_a: Vec<Digest> = roots_a.iter().map(|r| key((r % n) as u8)).collect();
+            let roots_b: Vec<Digest> = roots_b.iter().map(|r| key((r % n) as u8)).collect();
+            let need_a = closure(&tasks, &roots_a);
+            let need_b = closure(&tasks, &roots_b);
+            let mut s = Scheduler::empty(4);
+            s.add_worker(worker("amd", &[Platform::linux_amd64()], &[Platform::linux_arm64()], 2));
+            s.add_worker(worker("arm", &[Platform::linux_arm64()], &[], 1));
+            s.add_build(tasks.clone(), &roots_a, &BTreeSet::new()).unwrap();
+            let mut started: BTreeSet<Digest> = BTreeSet::new();
+            let mut running: Vec<Digest> = Vec::new();
+            let mut picks = picks.into_iter();
+            let mut joined = false;
+            for round in 0..10_000usize {
+                if !joined && round >= join_after {
+                    joined = true;
+                    s.add_build(tasks.clone(), &roots_b, &BTreeSet::new()).unwrap();
+                    if cancel_a {
+                        let only_a: Vec<Digest> = need_a.difference(&need_b).cloned().collect();
+                        s.forget(&only_a);
+                    }
+                }
+                for d in s.place().decisions {
+                    prop_assert!(started.insert(d.key.clone()), "{} ran twice", d.key);
+                    running.push(d.key);
+                }
+                if running.is_empty() {
+                    if joined {
+                        break;
+                    }
+                    continue;
+                }
+                let i = picks.next().unwrap_or(0) % running.len();
+                let k = running.remove(i);
+                s.complete(&k).unwrap();
+            }
+            for r in &roots_b {
+                prop_assert_eq!(s.state_of(r), Some(VertexState::Done));
+            }
+            if !cancel_a {
+                for r in &roots_a {
+                    prop_assert_eq!(s.state_of(r), Some(VertexState::Done));
+                }
+            }
+            prop_assert!(s.is_finished());
+        }
+    }
 }
 
 /// Scheduling cost per vertex (place + complete) for a 1000-vertex graph
