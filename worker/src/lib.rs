@@ -12,8 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod emulation;
-pub mod farm;
 pub mod executor;
+pub mod farm;
 pub mod idmap;
 pub mod link;
 pub mod snapshot;

@@ -215,12 +215,7 @@ fn start_job(
     let cancelled = Arc::new(AtomicBool::new(false));
     let task = {
         let key = key.clone();
-        let (ctx, link, out, jobs) = (
-            Arc::clone(ctx),
-            link.clone(),
-            out.clone(),
-            Arc::clone(jobs),
-        );
+        let (ctx, link, out, jobs) = (Arc::clone(ctx), link.clone(), out.clone(), Arc::clone(jobs));
         let cancelled = Arc::clone(&cancelled);
         async move {
             let t0 = Instant::now();
