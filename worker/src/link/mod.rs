@@ -81,6 +81,9 @@ pub enum LinkError {
     Blob(#[from] imgfarm_common::proto::blob::BlobError),
 }
 
+/// Longest wait for the coordinator to acknowledge a [`Message::Bye`].
+pub const BYE_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Options of a link.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -271,11 +274,14 @@ impl LinkSender {
         Ok(write_msg(&mut self.send, msg).await?)
     }
 
-    /// Sends [`Message::Bye`] and finishes the stream (errors are ignored:
-    /// the session is ending anyway).
+    /// Sends [`Message::Bye`], finishes the stream and waits (up to
+    /// [`BYE_ACK_WAIT`]) until the coordinator acknowledged it, so closing
+    /// the connection right after does not discard the goodbye. Errors are
+    /// ignored: the session is ending anyway.
     pub async fn bye(&mut self) {
-        let _ = write_msg(&mut self.send, &Message::Bye).await;
-        let _ = self.send.finish();
+        if write_msg(&mut self.send, &Message::Bye).await.is_ok() && self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(BYE_ACK_WAIT, self.send.stopped()).await;
+        }
     }
 }
 
