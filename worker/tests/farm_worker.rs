@@ -705,6 +705,22 @@ async fn reconnects_after_the_coordinator_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_slots_are_refused() {
+    let su = setup();
+    let mut opts = su.options();
+    opts.slots = 0;
+    let err = start_in_process(opts)
+        .task
+        .await
+        .expect("join")
+        .expect_err("must fail");
+    assert_eq!(
+        err.to_string(),
+        "invalid worker options: --slots must be at least 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_of_another_name_is_refused_before_dialling() {
     let su = setup();
     let mut opts = su.options();
@@ -851,6 +867,24 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
     let export = &results[&vertex_of(&g, "export").key];
     let manifest = export.manifest.as_ref().expect("manifest");
     assert!(store.contains(&manifest.digest));
+
+    // A failing RUN: its exit code and output come back, the session goes on.
+    let g_fail = graph(
+        "FROM busybox\nRUN echo about to fail && exit 3\n",
+        &amd64,
+        (&image.0, &image.1),
+        fx.ctx_dir.path(),
+    );
+    let bad = vertex_of(&g_fail, "exec");
+    let job = job_for(&g_fail, &bad.key, &results, &context);
+    let ran = run_vertex(&mut s, bad.key.as_str(), encode(&job)).await;
+    let err = ran.result.expect_err("RUN exit 3 must fail");
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&ran.logs).contains("about to fail"),
+        "{:?}",
+        ran.logs
+    );
 
     // A long RUN cancelled: answered at once with "cancelled".
     let g2 = graph(

@@ -205,6 +205,9 @@ pub enum FarmWorkerError {
     /// The certificate is not a worker certificate of this name.
     #[error("{0}")]
     Identity(String),
+    /// An option is unusable.
+    #[error("invalid worker options: {0}")]
+    Options(String),
     /// Dialling failed in a way retrying cannot fix (refused certificate,
     /// protocol version mismatch, ...).
     #[error(transparent)]
@@ -250,7 +253,7 @@ impl Ctx {
             )));
         }
         if opts.slots == 0 {
-            return Err(FarmWorkerError::Identity(
+            return Err(FarmWorkerError::Options(
                 "--slots must be at least 1".to_string(),
             ));
         }
