@@ -82,22 +82,39 @@ pub fn manifest_config(store: &ContentStore, manifest: &Digest) -> Result<Digest
     }
 }
 
-/// Downloads what the worker lacks of `needed`. Returns the digests the
-/// coordinator is known to hold (downloaded now), so the result upload can
-/// skip them.
+/// Blob transfers a job runs at once (each on its own QUIC stream).
+pub const PARALLEL_TRANSFERS: usize = 4;
+
+/// Downloads what the worker lacks of `needed`, [`PARALLEL_TRANSFERS`] at a
+/// time, recording in `remote` the digests the coordinator proved to hold.
+/// The first failure stops the rest.
 async fn fetch(
     link: &LinkHandle,
     store: &ContentStore,
     needed: &[Needed],
     remote: &mut BTreeSet<Digest>,
 ) -> Result<(), String> {
-    for n in needed {
-        if store.contains(&n.digest) {
-            continue;
+    let mut todo = needed
+        .iter()
+        .filter(|n| !store.contains(&n.digest))
+        .cloned();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < PARALLEL_TRANSFERS {
+            let Some(n) = todo.next() else { break };
+            let (link, store) = (link.clone(), store.clone());
+            running.spawn(async move {
+                let r = link.get_blob(&store, &n.digest).await;
+                (n, r)
+            });
         }
-        match link.get_blob(store, &n.digest).await {
+        let Some(joined) = running.join_next().await else {
+            return Ok(());
+        };
+        let (n, r) = joined.map_err(|e| format!("a blob download task failed: {e}"))?;
+        match r {
             Ok(true) => {
-                remote.insert(n.digest.clone());
+                remote.insert(n.digest);
             }
             Ok(false) => {
                 return Err(format!(
@@ -109,7 +126,6 @@ async fn fetch(
             Err(e) => return Err(format!("downloading blob {} ({}): {e}", n.digest, n.why)),
         }
     }
-    Ok(())
 }
 
 /// Brings every blob `job` needs into `store`; returns the digests known to
@@ -146,8 +162,9 @@ pub fn result_blobs(store: &ContentStore, r: &VertexResult) -> Result<Vec<Digest
     Ok(out)
 }
 
-/// Uploads every blob of `r` the coordinator may lack. A base image's layers
-/// (`base_image`) need not be here: the client uploaded them.
+/// Uploads every blob of `r` the coordinator may lack,
+/// [`PARALLEL_TRANSFERS`] at a time. A base image's layers (`base_image`)
+/// need not be here: the client uploaded them.
 pub async fn put_result(
     link: &LinkHandle,
     store: &ContentStore,
@@ -155,6 +172,7 @@ pub async fn put_result(
     base_image: bool,
     remote: &BTreeSet<Digest>,
 ) -> Result<(), String> {
+    let mut todo = Vec::new();
     for d in result_blobs(store, r)? {
         if remote.contains(&d) {
             continue;
@@ -167,9 +185,23 @@ pub async fn put_result(
                 "result blob {d} is missing from the worker's store (internal error)"
             ));
         }
-        link.put_blob_from_store(store, &d)
-            .await
-            .map_err(|e| format!("uploading result blob {d}: {e}"))?;
+        todo.push(d);
     }
-    Ok(())
+    let mut todo = todo.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < PARALLEL_TRANSFERS {
+            let Some(d) = todo.next() else { break };
+            let (link, store) = (link.clone(), store.clone());
+            running.spawn(async move {
+                let r = link.put_blob_from_store(&store, &d).await;
+                (d, r)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            return Ok(());
+        };
+        let (d, r) = joined.map_err(|e| format!("a blob upload task failed: {e}"))?;
+        r.map_err(|e| format!("uploading result blob {d}: {e}"))?;
+    }
 }
