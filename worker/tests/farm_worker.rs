@@ -676,6 +676,11 @@ async fn a_malformed_job_fails_and_the_worker_stays_connected() {
         ran.result.expect_err("bad key"),
         "cannot run vertex not-a-digest: vertex key \"not-a-digest\" is not a sha256 digest"
     );
+    // A refusal of one message (the coordinator ignores it) does not end the session.
+    s.send(&Message::Refused("message ignored".into()))
+        .await
+        .expect("send");
+    next_heartbeat(&mut s).await;
     // The same session still runs a good job.
     let base = vertex_of(&g, "image");
     let job = job_for(&g, &base.key, &BTreeMap::new(), &context);

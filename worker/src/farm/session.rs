@@ -124,7 +124,9 @@ pub(crate) async fn serve<F: Future<Output = ()>>(
                     cancel_job(&jobs, &job_tx, vertex_key).await;
                 }
                 Some(Ok(Message::Bye)) => break End::Lost("the coordinator ended the session".into()),
-                Some(Ok(Message::Refused(why))) => break End::Lost(format!("the coordinator refused: {why}")),
+                // A refusal ends the session only when the coordinator also
+                // closes the connection (which the reader then reports).
+                Some(Ok(Message::Refused(why))) => tracing::warn!("the coordinator refused: {why}"),
                 Some(Ok(other)) => {
                     tracing::warn!("ignoring an unexpected message from the coordinator: {other:?}");
                 }
