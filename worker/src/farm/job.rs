@@ -207,10 +207,20 @@ pub(crate) async fn execute(
     let worker_ctx = Arc::clone(&ctx);
     let ran = tokio::task::spawn_blocking(move || {
         let r = solve(&worker_ctx, &job, emulated, log);
-        (r, job, permit)
+        // Recorded here, so a result finished after its job was abandoned
+        // (session lost, cancel) still serves the next identical job.
+        if r.is_ok() && cacheable {
+            if let Err(e) = fps.put(&job.vertex.key, &fp) {
+                tracing::warn!("recording the inputs of {}: {e}", job.vertex.key);
+            }
+            worker_ctx.cache_changed.store(true, Ordering::SeqCst);
+        }
+        (r, permit)
     })
     .await;
-    let (result, job, permit) = match ran {
+    // The slot stays taken until the result is uploaded (or, for a job
+    // abandoned by a cancel, until its blocking run ends).
+    let (result, permit) = match ran {
         Ok(x) => x,
         Err(e) => return failed(format!("vertex {key}: the solver thread failed: {e}")),
     };
@@ -222,13 +232,6 @@ pub(crate) async fn execute(
         return failed(e);
     }
     drop(permit);
-    if cacheable {
-        if let Err(e) = fps.put(&key, &fp) {
-            tracing::warn!("recording the inputs of {key}: {e}");
-        }
-        ctx.cache_changed.store(true, Ordering::SeqCst);
-    }
-    drop(job);
     Outcome {
         result: Ok(r),
         cached: false,
