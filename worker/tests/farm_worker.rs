@@ -977,3 +977,73 @@ async fn an_arm64_worker_on_an_amd64_host_still_emulates() {
     );
     drop(wp);
 }
+
+// ---------------------------------------------------------------- measurements
+
+/// Round trips of jobs without RUN over loopback QUIC (in-process worker):
+/// fresh image+COPY+export graphs and repeated COPY jobs served from the
+/// worker's cache. `cargo test -p imgfarm-worker --test farm_worker -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand"]
+async fn bench_job_round_trips() {
+    let mut su = setup();
+    let amd64 = Platform::linux_amd64();
+    let store = su.coord.store.clone();
+    let image = synthetic_image(&store, &amd64);
+    let w = start_in_process(su.options());
+    let mut s = su.coord.session().await;
+    let rounds = 20;
+    let mut vertices = 0;
+    let t0 = std::time::Instant::now();
+    let mut last = None;
+    for i in 0..rounds {
+        let ctx_dir = tempfile::tempdir().expect("ctx");
+        std::fs::write(ctx_dir.path().join("a.txt"), format!("round {i}\n")).expect("a.txt");
+        let context = context_layer(&store, ctx_dir.path());
+        let g = graph(
+            "FROM busybox\nCOPY a.txt /a.txt\n",
+            &amd64,
+            (&image.0, &image.1),
+            ctx_dir.path(),
+        );
+        let mut results = BTreeMap::new();
+        for v in g.vertices().into_iter().filter(|v| !is_source(&v.op)) {
+            let job = job_for(&g, &v.key, &results, &context);
+            let t = std::time::Instant::now();
+            let r = run_vertex(&mut s, v.key.as_str(), encode(&job))
+                .await
+                .result
+                .expect("job");
+            if i == rounds - 1 {
+                eprintln!(
+                    "{}: {:.2} ms",
+                    v.op.kind(),
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            results.insert(v.key.clone(), r);
+        }
+        vertices += results.len();
+        last = Some((g, results, context, ctx_dir));
+    }
+    let fresh = t0.elapsed() / u32::try_from(vertices).expect("count");
+    let (g, results, context, _ctx_dir) = last.expect("a round");
+    let copy = vertex_of(&g, "file");
+    let job = encode(&job_for(&g, &copy.key, &results, &context));
+    let n = 50u32;
+    let t1 = std::time::Instant::now();
+    for _ in 0..n {
+        run_vertex(&mut s, copy.key.as_str(), job.clone())
+            .await
+            .result
+            .expect("cached copy");
+    }
+    let cached = t1.elapsed() / n;
+    eprintln!(
+        "fresh jobs (image/COPY/export, {vertices} vertices): {:.2} ms per vertex; \
+         cached COPY: {:.2} ms per job",
+        fresh.as_secs_f64() * 1000.0,
+        cached.as_secs_f64() * 1000.0
+    );
+    w.stop().await;
+}
