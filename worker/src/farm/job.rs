@@ -241,7 +241,7 @@ pub(crate) async fn execute(
 /// The log callback of a running vertex: chunks of at most
 /// [`MAX_LOG_CHUNK`] bytes sent as `VertexLog`, dropped once cancelled.
 /// Runs on the blocking thread, so it may wait for the channel.
-fn log_sender(
+pub(crate) fn log_sender(
     logs: mpsc::Sender<Message>,
     vertex_key: String,
     cancelled: Arc<AtomicBool>,

@@ -352,3 +352,24 @@ fn cache_keys_skip_foreign_files() {
     assert_eq!(cache.keys(10), vec![k]);
     assert!(cache.keys(0).is_empty());
 }
+
+#[test]
+fn logs_go_out_in_bounded_chunks_until_cancelled() {
+    use imgfarm_common::proto::Message;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut log = super::job::log_sender(tx, "k".into(), Arc::clone(&cancelled));
+    let big = vec![b'x'; 2 * super::MAX_LOG_CHUNK + 10];
+    log(&big);
+    let mut sizes = Vec::new();
+    while let Ok(Message::VertexLog(l)) = rx.try_recv() {
+        assert_eq!((l.vertex_key.as_str(), l.stream), ("k", 1));
+        sizes.push(l.data.len());
+    }
+    assert_eq!(sizes, vec![super::MAX_LOG_CHUNK, super::MAX_LOG_CHUNK, 10]);
+    cancelled.store(true, Ordering::SeqCst);
+    log(b"after the cancel");
+    assert!(rx.try_recv().is_err());
+}
