@@ -17,6 +17,7 @@ mod roles;
 mod save;
 mod seed;
 mod tag;
+mod worker_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

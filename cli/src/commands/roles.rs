@@ -42,6 +42,6 @@ pub fn coordinator(_g: &GlobalArgs, _a: CoordinatorArgs) -> anyhow::Result<ExitC
 }
 
 /// Run `imgfarm worker`.
-pub fn worker(_g: &GlobalArgs, _a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("worker")
+pub fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    super::worker_cmd::run(g, a)
 }
