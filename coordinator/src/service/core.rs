@@ -261,13 +261,18 @@ impl Core {
                 }
             }
             tracing::info!(build = %id, "client re-attached");
+            let ended = b.finished.clone();
             self.send(
                 session,
                 Message::Accepted {
                     build_id: id.to_string(),
                 },
             );
-            return self.replay(session, id);
+            // An ended build answers with its outcome alone.
+            return match ended {
+                Some(f) => self.send(session, Message::BuildFinished(f)),
+                None => self.replay(session, id),
+            };
         }
         match self.queue.get_build(id) {
             Ok(Some(stored)) if stored.result.is_some() => {
