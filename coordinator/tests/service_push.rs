@@ -91,14 +91,21 @@ async fn pushes_the_index_with_the_builds_credentials_only() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         imgfarm_common::oci::Digest::sha256_of(&out.stdout),
         index.digest,
         "the registry serves the index the client was told about"
     );
     let raw = String::from_utf8_lossy(&out.stdout);
-    assert!(raw.contains("\"arm64\"") && raw.contains("\"amd64\""), "{raw}");
+    assert!(
+        raw.contains("\"arm64\"") && raw.contains("\"amd64\""),
+        "{raw}"
+    );
 
     svc.shutdown().await.unwrap();
     for f in ["coordinator.db", "coordinator.db-wal"] {

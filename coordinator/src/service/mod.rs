@@ -7,6 +7,8 @@
 //! - [`builds`]: what each build needs and has finished (pure);
 //! - [`queue`]: `<state>/coordinator.db` (builds and vertex results);
 //! - [`export`]: index merge, result blob checks, push;
+//! - `core` (builds), `vertices` (placing, results, export), `sessions`
+//!   (workers and clients): the state the event loop owns;
 //! - this module: the event loop over the QUIC [`Server`]'s sessions.
 //!
 //! One task owns all state; each control session has a reader task feeding
@@ -18,6 +20,8 @@ mod core;
 pub mod export;
 pub mod pool;
 pub mod queue;
+mod sessions;
+mod vertices;
 
 use self::core::{Core, Peer};
 use crate::scheduler::Scheduler;
@@ -152,12 +156,13 @@ impl Service {
             results,
             peers: BTreeMap::new(),
             no_candidate: BTreeMap::new(),
+            emulated: Default::default(),
             inputs: tx.clone(),
         };
         core.resume(stored);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(event_loop(core, server, tx, rx, stopped));
-        tracing::info!("coordinator listening on {addr}");
+        tracing::debug!("coordinator endpoint bound to {addr}");
         Ok(Self {
             addr,
             stop: Some(stop),
