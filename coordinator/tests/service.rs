@@ -429,3 +429,74 @@ async fn no_candidate_fails_after_the_grace_naming_platform_and_workers() {
         .unwrap_err();
     assert!(fin.contains("linux/s390x") && fin.contains("w1"), "{fin}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_worker_connection_reschedules_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &["w1", "w2"], &["alice"]);
+    let svc = start(options(&tls, &dir.path().join("state"))).await;
+    let addr = svc.local_addr();
+    let w1 = {
+        let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 1)).await;
+        let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+        submit(
+            &mut alice,
+            &test_build(&["linux/amd64"], "make"),
+            &OutputSpec::default(),
+        )
+        .await;
+        let first = next_run(&mut w1).await;
+        w1.conn.close(0u32.into(), b"crashed");
+        (first, alice)
+    };
+    let (first, mut alice) = w1;
+    // The heartbeat timeout is 30 s: only the closed connection can explain a quick re-dispatch.
+    let t0 = std::time::Instant::now();
+    let mut w2 = Peer::connect(addr, &tls, worker_hello("w2", &["linux/amd64"], &[], 1)).await;
+    let ran = serve(&mut w2, 3).await;
+    assert_eq!(ran[0].run.vertex_key, first.vertex_key);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(finished(&alice.until(is_finished).await).result.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_misuse_gets_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &["w1", "w2"], &["alice"]);
+    let svc = start(options(&tls, &dir.path().join("state"))).await;
+    let addr = svc.local_addr();
+    // A worker offering nothing runnable is refused and dropped.
+    let mut bad = Peer::connect(addr, &tls, worker_hello("w2", &["linux/"], &[], 1)).await;
+    match bad.next().await {
+        Some(Message::Refused(why)) => assert!(why.contains("\"linux/\""), "{why}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(bad.next().await, None);
+    // Cancelling an unknown build.
+    let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    alice
+        .send(&Message::Cancel {
+            build_id: "nope".into(),
+        })
+        .await;
+    match alice.next().await {
+        Some(Message::Refused(why)) => assert!(why.contains("unknown build nope"), "{why}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    // An export vertex whose result has no manifest fails the build.
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 2)).await;
+    submit(
+        &mut alice,
+        &test_build(&["linux/amd64"], "make"),
+        &OutputSpec::default(),
+    )
+    .await;
+    for _ in 0..3 {
+        let run = next_run(&mut w1).await;
+        answer(&mut w1, &run, Ok(&VertexResult::default())).await;
+    }
+    let fin = finished(&alice.until(is_finished).await)
+        .result
+        .unwrap_err();
+    assert!(fin.contains("returned no image manifest"), "{fin}");
+}
