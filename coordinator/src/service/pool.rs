@@ -125,6 +125,13 @@ impl Pool {
         Some(w.sched_id)
     }
 
+    /// Any message from a worker shows it is alive.
+    pub fn touch(&mut self, session: u64, now: Instant) {
+        if let Some(w) = self.by_session.get_mut(&session) {
+            w.last_seen = now;
+        }
+    }
+
     /// The worker on `session`.
     pub fn get(&self, session: u64) -> Option<&Worker> {
         self.by_session.get(&session)
@@ -222,13 +229,20 @@ mod tests {
         };
         assert_eq!(p.heartbeat(1, &hb, later), Some(0));
         assert_eq!(p.heartbeat(9, &hb, later), None, "unknown session");
+        p.touch(9, later);
+        p.touch(2, t0 + Duration::from_secs(1));
         let now = t0 + Duration::from_secs(7);
+        assert!(
+            p.expired(now, Duration::from_secs(6)).is_empty(),
+            "touched at 1 s"
+        );
+        let now = t0 + Duration::from_secs(7) + Duration::from_millis(1500);
         assert_eq!(p.expired(now, Duration::from_secs(6)), vec![2]);
         assert_eq!(p.session_of(1), Some(2));
         let st = p.status(now);
         assert_eq!(st[0].name, "w1");
         assert_eq!(st[0].slots_in_use, 1);
-        assert_eq!(st[0].last_heartbeat_ms, 2000);
+        assert_eq!(st[0].last_heartbeat_ms, 3500);
         assert_eq!(p.remove(2).map(|w| w.name), Some("w2".into()));
         assert_eq!(p.len(), 1);
     }

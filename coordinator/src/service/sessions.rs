@@ -88,6 +88,9 @@ impl Core {
             return;
         };
         let (role, name) = (peer.role, peer.name.clone());
+        if role == Role::Worker {
+            self.pool.touch(session, Instant::now());
+        }
         match (role, msg) {
             (Role::Worker, Message::Heartbeat(hb)) => {
                 if let Some(id) = self.pool.heartbeat(session, &hb, Instant::now()) {
