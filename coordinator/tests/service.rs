@@ -303,9 +303,15 @@ async fn bad_submissions_are_refused_with_the_reason() {
     let b = test_build(&["linux/amd64"], "make");
     let mut no_target = b.definition.clone();
     no_target.targets.clear();
+    let mut forged = b.definition.clone();
+    forged.vertices[2].description = "renamed is fine".into();
+    if let imgfarm_common::graph::op::Op::Exec(e) = &mut forged.vertices[2].op {
+        e.args.push("extra".into());
+    }
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "malformed build definition"),
         (farm::encode(&no_target), "no target platform"),
+        (farm::encode(&forged), "does not match its content"),
         (
             farm::encode(&b.definition),
             "missing blob sha256:", // nothing uploaded yet

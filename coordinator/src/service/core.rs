@@ -8,6 +8,7 @@ use super::queue::{Queue, StoredBuild};
 use super::{Input, ServiceOptions};
 use crate::scheduler::{Scheduler, VertexState};
 use imgfarm_common::farm::{self, FarmDefinition, OutputSpec};
+use imgfarm_common::graph::key::vertex_key;
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::ContentStore;
@@ -71,6 +72,22 @@ fn new_build_id() -> String {
     let seq = BUILD_SEQ.fetch_add(1, Ordering::Relaxed);
     let seed = format!("{nanos}/{}/{seq}", std::process::id());
     Digest::sha256_of(seed.as_bytes()).hex()[..16].to_string()
+}
+
+/// Every vertex key must be the hash of its content: results are shared
+/// by key across builds, so a key naming other content would hand this
+/// build another build's result (DESIGN.md "Cache keys").
+fn check_keys(def: &FarmDefinition) -> Result<(), String> {
+    for v in &def.vertices {
+        let computed = vertex_key(v.platform.as_ref(), &v.op, &v.inputs);
+        if computed != v.key {
+            return Err(format!(
+                "invalid build definition: vertex {} ({}) does not match its content (computed {computed}); are client and coordinator the same imgfarm version?",
+                v.key, v.description
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why a submission is refused, worded for the client.
@@ -174,6 +191,9 @@ impl Core {
         };
         if let Err(e) = def.validate() {
             return self.send(session, Message::Refused(e.to_string()));
+        }
+        if let Err(e) = check_keys(&def) {
+            return self.send(session, Message::Refused(e));
         }
         let output: OutputSpec = match farm::decode(&s.output, "build output") {
             Ok(o) => o,
