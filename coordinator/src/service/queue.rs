@@ -54,7 +54,11 @@ pub struct Queue {
     path: PathBuf,
 }
 
+/// One coordinator per state directory: the exclusive lock is taken on
+/// first access and held until the connection closes (the OS drops it if
+/// the process dies).
 const SCHEMA: &str = "
+PRAGMA locking_mode = EXCLUSIVE;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS builds (
@@ -92,6 +96,8 @@ impl Queue {
             source,
         };
         let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(Self { conn, path })
     }
@@ -354,6 +360,16 @@ mod tests {
                 "a secret reached the database"
             );
         }
+    }
+
+    #[test]
+    fn a_second_coordinator_on_the_same_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Queue::open(dir.path()).unwrap();
+        let e = Queue::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not used by another coordinator"), "{e}");
+        drop(first);
+        Queue::open(dir.path()).unwrap();
     }
 
     #[test]
