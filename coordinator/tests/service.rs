@@ -506,3 +506,91 @@ async fn protocol_misuse_gets_a_clear_refusal() {
         .unwrap_err();
     assert!(fin.contains("returned no image manifest"), "{fin}");
 }
+
+fn url_vertex(pinned: bool) -> imgfarm_common::graph::Vertex {
+    use imgfarm_common::graph::op::{Op, UrlOp};
+    imgfarm_common::graph::Vertex::new(
+        None,
+        Op::Url(UrlOp {
+            url: "http://127.0.0.1:9/file".into(),
+            filename: "file".into(),
+            checksum: pinned.then(|| Digest::sha256_of(b"file")),
+            content_addressed: pinned,
+        }),
+        vec![],
+        "ADD http://127.0.0.1:9/file".into(),
+        3,
+    )
+}
+
+/// Submits `b`, serves what is dispatched, returns the descriptions run.
+async fn run_once(alice: &mut Peer, w1: &mut Peer, b: &TestBuild, out: &OutputSpec) -> Vec<String> {
+    submit(alice, b, out).await;
+    let mut ran = Vec::new();
+    loop {
+        tokio::select! {
+            m = w1.next() => match m {
+                Some(Message::RunVertex(run)) => {
+                    let (job, result) = produce(w1, &run).await;
+                    answer(w1, &run, Ok(&result)).await;
+                    ran.push(job.vertex.description);
+                }
+                other => panic!("worker got {other:?}"),
+            },
+            m = alice.next() => match m {
+                Some(Message::BuildFinished(f)) => {
+                    assert!(f.result.is_ok(), "{f:?}");
+                    return ran;
+                }
+                Some(_) => {}
+                None => panic!("client session closed"),
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_cache_is_skipped_for_no_cache_and_unpinned_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &["w1"], &["alice"]);
+    let svc = start(options(&tls, &dir.path().join("state"))).await;
+    let addr = svc.local_addr();
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 2)).await;
+    let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    let plain = OutputSpec::default();
+    let no_cache = OutputSpec {
+        no_cache: true,
+        ..OutputSpec::default()
+    };
+    let b = test_build(&["linux/amd64"], "make");
+    assert_eq!(run_once(&mut alice, &mut w1, &b, &plain).await.len(), 3);
+    assert!(
+        run_once(&mut alice, &mut w1, &b, &plain).await.is_empty(),
+        "cached"
+    );
+    assert_eq!(
+        run_once(&mut alice, &mut w1, &b, &no_cache).await.len(),
+        3,
+        "--no-cache"
+    );
+
+    // Downstream of an ADD URL without checksum: RUN and export run every
+    // time; the base image (already built above) is reused. With a checksum
+    // everything is reused.
+    let unpinned = test_build_with(&["linux/amd64"], "fetch", Some(url_vertex(false)));
+    assert_eq!(
+        run_once(&mut alice, &mut w1, &unpinned, &plain).await.len(),
+        2
+    );
+    let again = run_once(&mut alice, &mut w1, &unpinned, &plain).await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|d| !d.contains("FROM")), "{again:?}");
+    let pinned = test_build_with(&["linux/amd64"], "fetch", Some(url_vertex(true)));
+    assert_eq!(
+        run_once(&mut alice, &mut w1, &pinned, &plain).await.len(),
+        2
+    );
+    assert!(run_once(&mut alice, &mut w1, &pinned, &plain)
+        .await
+        .is_empty());
+}

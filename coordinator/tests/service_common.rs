@@ -256,7 +256,7 @@ pub struct TestBuild {
     pub uploads: Vec<Vec<u8>>,
 }
 
-fn exec(p: &Platform, inputs: Vec<Digest>, cmd: &str) -> Vertex {
+pub fn exec(p: &Platform, inputs: Vec<Digest>, cmd: &str) -> Vertex {
     Vertex::new(
         Some(p.clone()),
         Op::Exec(ExecOp {
@@ -276,6 +276,12 @@ fn exec(p: &Platform, inputs: Vec<Digest>, cmd: &str) -> Vertex {
 }
 
 pub fn test_build(platforms: &[&str], cmd: &str) -> TestBuild {
+    test_build_with(platforms, cmd, None)
+}
+
+/// [`test_build`] whose RUN also reads `extra` (a source vertex, e.g. an
+/// `ADD URL` download).
+pub fn test_build_with(platforms: &[&str], cmd: &str, extra: Option<Vertex>) -> TestBuild {
     let context = format!("context layer for {cmd}").into_bytes();
     let ctx_ref = LayerRef {
         digest: Digest::sha256_of(&context),
@@ -295,6 +301,7 @@ pub fn test_build(platforms: &[&str], cmd: &str) -> TestBuild {
         0,
     );
     let mut vertices = vec![ctx.clone()];
+    vertices.extend(extra.clone());
     let mut targets = Vec::new();
     let mut uploads = vec![context];
     for p in platforms {
@@ -311,7 +318,11 @@ pub fn test_build(platforms: &[&str], cmd: &str) -> TestBuild {
             1,
         );
         uploads.push(base_manifest);
-        let run = exec(&plat, vec![img.key.clone(), ctx.key.clone()], cmd);
+        let mut run_inputs = vec![img.key.clone(), ctx.key.clone()];
+        if let Some(x) = &extra {
+            run_inputs.push(x.key.clone());
+        }
+        let run = exec(&plat, run_inputs, cmd);
         let export = Vertex::new(
             Some(plat.clone()),
             Op::Export(Box::new(ExportOp {
