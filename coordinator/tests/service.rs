@@ -256,12 +256,17 @@ async fn cancel_stops_running_vertices_and_ends_the_build() {
     let tls = make_farm(&dir.path().join("tls"), &["w1"], &["alice"]);
     let svc = start(options(&tls, &dir.path().join("state"))).await;
     let addr = svc.local_addr();
-    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 2)).await;
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 1)).await;
     let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    // --no-cache: the running vertex is known under a per-build key.
+    let no_cache = OutputSpec {
+        no_cache: true,
+        ..OutputSpec::default()
+    };
     let id = submit(
         &mut alice,
         &test_build(&["linux/amd64"], "sleep"),
-        &OutputSpec::default(),
+        &no_cache,
     )
     .await;
     let run = next_run(&mut w1).await;
@@ -282,6 +287,19 @@ async fn cancel_stops_running_vertices_and_ends_the_build() {
         })
     );
     answer(&mut w1, &run, Err("cancelled")).await;
+    // The worker's only slot is free again: the next build runs.
+    submit(
+        &mut alice,
+        &test_build(&["linux/amd64"], "next"),
+        &OutputSpec::default(),
+    )
+    .await;
+    let next = next_run(&mut w1).await;
+    answer(&mut w1, &next, Err("stop here")).await;
+    let fin = finished(&alice.until(is_finished).await)
+        .result
+        .unwrap_err();
+    assert!(fin.contains("stop here (on worker w1)"), "{fin}");
     // The status no longer lists the build; the worker is free again.
     alice.send(&Message::StatusRequest).await;
     match alice.next().await {

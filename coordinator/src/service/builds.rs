@@ -370,19 +370,6 @@ impl Builds {
             .collect()
     }
 
-    /// Scheduler keys active builds know vertex `key` by (itself, and
-    /// salted keys of builds that run it afresh).
-    pub fn sched_keys_of(&self, key: &Digest) -> Vec<Digest> {
-        let mut out = vec![key.clone()];
-        for b in self.active() {
-            let s = b.sched_key(key);
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-        out
-    }
-
     /// Active builds, oldest first.
     pub fn active(&self) -> impl Iterator<Item = &Build> {
         self.order

@@ -6,7 +6,7 @@ use super::builds::{Build, BuildState, Builds};
 use super::pool::Pool;
 use super::queue::{Queue, StoredBuild};
 use super::{Input, ServiceOptions};
-use crate::scheduler::{Scheduler, VertexState};
+use crate::scheduler::{Scheduler, VertexState, WorkerId};
 use imgfarm_common::farm::{self, FarmDefinition, OutputSpec};
 use imgfarm_common::graph::key::vertex_key;
 use imgfarm_common::graph::op::Op;
@@ -21,6 +21,15 @@ use tokio::sync::mpsc;
 
 /// How many ended builds stay in memory (the rest are in the database).
 const KEEP_ENDED: usize = 64;
+
+/// A vertex handed to a worker.
+#[derive(Debug, Clone)]
+pub(super) struct Dispatched {
+    pub worker: WorkerId,
+    /// The vertex key (the scheduler key may be salted).
+    pub key: Digest,
+    pub emulated: bool,
+}
 
 /// One admitted control session.
 pub(super) struct Peer {
@@ -42,8 +51,9 @@ pub(super) struct Core {
     pub peers: BTreeMap<u64, Peer>,
     /// Builds with a vertex no worker can take: since when, and why.
     pub no_candidate: BTreeMap<String, (Instant, String)>,
-    /// Running scheduler keys placed on an emulating worker.
-    pub emulated: BTreeSet<Digest>,
+    /// Dispatched vertices by scheduler key, until their outcome arrives
+    /// or their worker is lost.
+    pub running: BTreeMap<Digest, Dispatched>,
     /// Feeds export outcomes back into the loop.
     pub inputs: mpsc::UnboundedSender<Input>,
 }
@@ -156,8 +166,9 @@ impl Core {
                 b.state = st;
             }
             tracing::info!(build = %b.id, "resuming build {:?}", b.definition.title);
+            let id = b.id.clone();
             if let Err(e) = self.admit(b) {
-                tracing::error!("{e}");
+                self.fail_unadmitted(&id, e);
             }
         }
     }
@@ -228,8 +239,25 @@ impl Core {
             }
             Err(e) => {
                 self.send(session, Message::Refused(e.clone()));
-                self.end_build(&id, BuildState::Failed, Err(e), None, Vec::new());
+                self.fail_unadmitted(&id, e);
             }
+        }
+    }
+
+    /// Records as failed a stored build the scheduler refused.
+    fn fail_unadmitted(&self, id: &str, error: String) {
+        tracing::error!(build = %id, "{error}");
+        let fin = BuildFinished {
+            build_id: id.to_string(),
+            result: Err(error),
+            index: None,
+            pushed: Vec::new(),
+        };
+        if let Err(e) = self
+            .queue
+            .set_state(id, BuildState::Failed.as_str(), Some(&fin))
+        {
+            tracing::error!(build = %id, "{e}");
         }
     }
 
@@ -256,7 +284,7 @@ impl Core {
                     Message::VertexStarted(VertexStarted {
                         vertex_key: k.to_string(),
                         worker,
-                        emulated: self.emulated.contains(&s),
+                        emulated: self.running.get(&s).is_some_and(|d| d.emulated),
                     }),
                 );
             }
@@ -371,11 +399,13 @@ impl Core {
         for k in &only {
             match self.sched.state_of(k) {
                 Some(VertexState::Running(w)) => {
+                    // The worker knows the vertex by its own key, never a salted one.
+                    let key = self.running.get(k).map(|d| &d.key).unwrap_or(k);
                     if let Some(s) = self.pool.session_of(w) {
                         self.send(
                             s,
                             Message::CancelVertex {
-                                vertex_key: k.to_string(),
+                                vertex_key: key.to_string(),
                             },
                         );
                     }

@@ -156,7 +156,7 @@ impl Service {
             results,
             peers: BTreeMap::new(),
             no_candidate: BTreeMap::new(),
-            emulated: Default::default(),
+            running: BTreeMap::new(),
             inputs: tx.clone(),
         };
         core.resume(stored);

@@ -3,7 +3,6 @@
 
 use super::core::{Core, Peer};
 use super::pool::{parse_key, summary_keys, worker_spec};
-use crate::scheduler::VertexState;
 use imgfarm_common::identity::Role;
 use imgfarm_common::proto::{close_code, FarmStatus, Message, VertexLog};
 use std::time::{Duration, Instant};
@@ -59,6 +58,9 @@ impl Core {
         };
         if let Some(w) = self.pool.remove(session) {
             let back = self.sched.worker_lost(w.sched_id);
+            for k in &back {
+                self.running.remove(k);
+            }
             tracing::warn!(
                 worker = %w.name,
                 "worker lost ({reason}); {} running vertices go back to the queue",
@@ -132,13 +134,7 @@ impl Core {
         let Some(key) = parse_key(&log.vertex_key) else {
             return;
         };
-        let here = Some(VertexState::Running(w.sched_id));
-        let running = self
-            .builds
-            .sched_keys_of(&key)
-            .into_iter()
-            .find(|s| self.sched.state_of(s) == here);
-        if let Some(s) = running {
+        if let Some(s) = self.running_on(w.sched_id, &key) {
             self.to_users(&s, &Message::VertexLog(log));
         }
     }

@@ -2,7 +2,7 @@
 //! and the end of a build (index, push) once its exports are done.
 
 use super::builds::{is_source, BuildState};
-use super::core::{persist_state, Core};
+use super::core::{persist_state, Core, Dispatched};
 use super::export::{make_index, missing_blob, MergedIndex};
 use super::pool::parse_key;
 use super::Input;
@@ -14,6 +14,15 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 impl Core {
+    /// The scheduler key under which vertex `key` runs on worker `w`.
+    pub(super) fn running_on(&self, w: WorkerId, key: &Digest) -> Option<Digest> {
+        let here = Some(VertexState::Running(w));
+        self.running
+            .iter()
+            .find(|(s, d)| d.worker == w && d.key == *key && self.sched.state_of(s) == here)
+            .map(|(s, _)| s.clone())
+    }
+
     pub(super) fn worker_name(&self, w: WorkerId) -> String {
         self.pool
             .session_of(w)
@@ -25,7 +34,7 @@ impl Core {
     /// Scheduler key `s` (vertex `key`) finished: every build needing it
     /// moves on.
     pub(super) fn vertex_finished(&mut self, s: &Digest, key: &Digest, duration_ms: u64) {
-        self.emulated.remove(s);
+        self.running.remove(s);
         let msg = Message::VertexFinished(VertexFinished {
             vertex_key: key.to_string(),
             error: None,
@@ -42,7 +51,7 @@ impl Core {
 
     /// Scheduler key `s` failed: every build needing it fails.
     pub(super) fn vertex_failed(&mut self, s: &Digest, error: &str) {
-        self.emulated.remove(s);
+        self.running.remove(s);
         if let Err(e) = self.sched.fail(s) {
             tracing::debug!("{e}");
         }
@@ -82,13 +91,7 @@ impl Core {
             tracing::warn!(worker = %wname, "VertexDone for {:?}, which is not a vertex key", done.vertex_key);
             return;
         };
-        let running_here = Some(VertexState::Running(wid));
-        let Some(s) = self
-            .builds
-            .sched_keys_of(&key)
-            .into_iter()
-            .find(|s| self.sched.state_of(s) == running_here)
-        else {
+        let Some(s) = self.running_on(wid, &key) else {
             tracing::debug!(worker = %wname, "late VertexDone for {key} ignored (not running there)");
             return;
         };
@@ -204,11 +207,14 @@ impl Core {
                 inputs: Vec::new(),
             }),
         );
-        if d.emulated {
-            self.emulated.insert(d.key.clone());
-        } else {
-            self.emulated.remove(&d.key);
-        }
+        self.running.insert(
+            d.key.clone(),
+            Dispatched {
+                worker: d.worker,
+                key: key.clone(),
+                emulated: d.emulated,
+            },
+        );
         let msg = Message::VertexStarted(VertexStarted {
             vertex_key: key.to_string(),
             worker,
