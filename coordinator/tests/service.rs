@@ -88,6 +88,18 @@ async fn two_platform_build_runs_on_native_workers_and_ends_with_an_index() {
         .filter(|m| matches!(m, Message::VertexFinished(f) if !f.cached && f.error.is_none()))
         .count();
     assert_eq!((cached, ran), (1, 6), "the context source is done at once");
+    let logs: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::VertexLog(l) => Some(String::from_utf8_lossy(&l.data).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs.len(), 6, "worker output is forwarded");
+    assert!(
+        logs.iter().any(|l| l.contains("linux/arm64 2/2] RUN make")),
+        "{logs:?}"
+    );
     let fin = finished(&msgs);
     assert_eq!(fin.build_id, id);
     let manifests = fin.result.clone().unwrap();

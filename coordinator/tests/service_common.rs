@@ -22,7 +22,7 @@ use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::io::{expect_msg, read_msg, read_preamble, write_msg, write_preamble};
 use imgfarm_common::proto::{
     BlobHeader, BlobPutReply, BlobPutResult, CacheSummary, Heartbeat, Hello, Message, RunVertex,
-    StreamOpen, Submit, VertexDone, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
+    StreamOpen, Submit, VertexDone, VertexLog, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
 use imgfarm_coordinator::service::{Service, ServiceOptions};
 use std::collections::BTreeMap;
@@ -449,6 +449,12 @@ pub async fn serve(w: &mut Peer, count: usize) -> Vec<Ran> {
         {
             Message::RunVertex(run) => {
                 let (job, result) = produce(w, &run).await;
+                w.send(&Message::VertexLog(VertexLog {
+                    vertex_key: run.vertex_key.clone(),
+                    stream: 1,
+                    data: format!("output of {}\n", job.vertex.description).into_bytes(),
+                }))
+                .await;
                 answer(w, &run, Ok(&result)).await;
                 out.push(Ran { run, job, result });
             }
