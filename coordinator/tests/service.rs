@@ -467,6 +467,32 @@ async fn no_candidate_fails_after_the_grace_naming_platform_and_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_build_fails_for_lack_of_workers_right_after_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &[], &["alice"]);
+    let mut opts = options(&tls, &dir.path().join("state"));
+    opts.no_candidate_grace = Duration::from_millis(100);
+    opts.startup_grace = Duration::from_millis(1500);
+    let t0 = std::time::Instant::now();
+    let svc = start(opts).await;
+    let mut alice = Peer::connect(svc.local_addr(), &tls, client_hello("alice")).await;
+    submit(
+        &mut alice,
+        &test_build(&["linux/amd64"], "make"),
+        &OutputSpec::default(),
+    )
+    .await;
+    let fin = finished(&alice.until(is_finished).await)
+        .result
+        .unwrap_err();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "failed during the startup grace"
+    );
+    assert!(fin.contains("workers seen: none"), "{fin}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_worker_connection_reschedules_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let tls = make_farm(&dir.path().join("tls"), &["w1", "w2"], &["alice"]);

@@ -70,6 +70,7 @@ pub fn options(tls: &TlsDir, state: &Path) -> ServiceOptions {
     o.heartbeat_interval = Duration::from_millis(200);
     o.heartbeat_timeout = Duration::from_secs(30);
     o.no_candidate_grace = Duration::from_secs(30);
+    o.startup_grace = Duration::ZERO;
     o
 }
 

@@ -54,6 +54,8 @@ pub(super) struct Core {
     /// Dispatched vertices by scheduler key, until their outcome arrives
     /// or their worker is lost.
     pub running: BTreeMap<Digest, Dispatched>,
+    /// When this run started (see [`ServiceOptions::startup_grace`]).
+    pub started: Instant,
     /// Feeds export outcomes back into the loop.
     pub inputs: mpsc::UnboundedSender<Input>,
 }

@@ -55,6 +55,9 @@ pub struct ServiceOptions {
     /// How long a build waits for a worker able to run one of its
     /// vertices before it fails (lets a restarting worker reconnect).
     pub no_candidate_grace: Duration,
+    /// After a start, how long no build fails for lack of a candidate:
+    /// workers reconnect with backoff after a coordinator restart.
+    pub startup_grace: Duration,
     /// Vertices running at once over the whole farm.
     pub max_in_flight: usize,
     /// Largest blob accepted from a peer.
@@ -62,8 +65,8 @@ pub struct ServiceOptions {
 }
 
 impl ServiceOptions {
-    /// Defaults: 2 s heartbeats, lost after 6 s, 10 s grace, 4096 vertices
-    /// in flight, 64 GiB blobs.
+    /// Defaults: 2 s heartbeats, lost after 6 s, 10 s grace (30 s after a
+    /// start), 4096 vertices in flight, 64 GiB blobs.
     pub fn new(listen: SocketAddr, creds: Credentials, state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen,
@@ -72,6 +75,7 @@ impl ServiceOptions {
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_timeout: Duration::from_secs(6),
             no_candidate_grace: Duration::from_secs(10),
+            startup_grace: Duration::from_secs(30),
             max_in_flight: 4096,
             max_blob_size: 64 << 30,
         }
@@ -157,6 +161,7 @@ impl Service {
             peers: BTreeMap::new(),
             no_candidate: BTreeMap::new(),
             running: BTreeMap::new(),
+            started: Instant::now(),
             inputs: tx.clone(),
         };
         core.resume(stored);

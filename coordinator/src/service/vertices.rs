@@ -325,6 +325,9 @@ impl Core {
     /// Fails builds that waited too long for a candidate worker.
     pub(super) fn check_grace(&mut self, now: Instant) {
         let grace = self.opts.no_candidate_grace;
+        if now.saturating_duration_since(self.started) < self.opts.startup_grace {
+            return;
+        }
         let late: Vec<(String, String)> = self
             .no_candidate
             .iter()
