@@ -96,7 +96,7 @@ impl Queue {
             source,
         };
         let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_millis(500))
+        conn.busy_timeout(std::time::Duration::from_secs(2))
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(Self { conn, path })
