@@ -61,11 +61,15 @@ impl Core {
             for k in &back {
                 self.running.remove(k);
             }
-            tracing::warn!(
-                worker = %w.name,
-                "worker lost ({reason}); {} running vertices go back to the queue",
-                back.len()
-            );
+            if back.is_empty() {
+                tracing::info!(worker = %w.name, "worker left ({reason})");
+            } else {
+                tracing::warn!(
+                    worker = %w.name,
+                    "worker lost ({reason}); {} running vertices go back to the queue",
+                    back.len()
+                );
+            }
             peer.conn.close(
                 close_code::NORMAL.into(),
                 b"declared lost by the coordinator",
