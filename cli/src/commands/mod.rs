@@ -1,6 +1,7 @@
 //! The command surface. One file per command; each `run` returns the exit code.
 
 mod build;
+mod coordinator_cmd;
 mod debug;
 mod du;
 mod farm;
