@@ -1,6 +1,6 @@
 //! Operator roles: `imgfarm coordinator` and `imgfarm worker`.
 
-use super::{not_implemented, GlobalArgs};
+use super::GlobalArgs;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
