@@ -28,10 +28,40 @@ use wire_common::*;
 fn udp() -> std::net::UdpSocket {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let r = socket2::SockRef::from(&s);
-    let size = imgfarm_common::proto::windows::SOCKET_BUFFER;
+    let size = env_u64("QP_BUF").map_or(imgfarm_common::proto::windows::SOCKET_BUFFER, |b| {
+        b as usize
+    });
     r.set_recv_buffer_size(size).unwrap();
     r.set_send_buffer_size(size).unwrap();
     s
+}
+
+fn env_u64(k: &str) -> Option<u64> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
+
+/// EXPERIMENT: env overrides of the transport settings.
+fn tweak(mut t: quinn::TransportConfig) -> quinn::TransportConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(imgfarm_common::proto::windows::MAX_UDP_PAYLOAD);
+    if let Some(ms) = env_u64("QP_COOLDOWN_MS") {
+        mtu.black_hole_cooldown(Duration::from_millis(ms));
+    }
+    t.mtu_discovery_config(Some(mtu));
+    if let Some(w) = env_u64("QP_STREAM_WIN") {
+        t.stream_receive_window(quinn::VarInt::from_u64(w).unwrap());
+    }
+    if let Some(w) = env_u64("QP_CONN_WIN") {
+        t.receive_window(quinn::VarInt::from_u64(w).unwrap());
+        t.send_window(w);
+    }
+    if let Some(m) = env_u64("QP_MIN_MTU") {
+        t.min_mtu(m as u16);
+    }
+    if env_u64("QP_BBR") == Some(1) {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
+    t
 }
 
 fn mib_per_s(bytes: usize, d: Duration) -> f64 {
@@ -90,12 +120,12 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let tls = server_config(&coord).unwrap();
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(tweak(transport_config())));
     let server = quinn::Endpoint::new(
         endpoint_config(),
         Some(cfg),
         udp(),
-        Arc::new(quinn::TokioRuntime),
+        imgfarm_coordinator::server::runtime(),
     )
     .unwrap();
     let addr = server.local_addr().unwrap();
@@ -121,12 +151,12 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let tls = imgfarm_common::identity::client_config(&w1).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ccfg = quinn::ClientConfig::new(Arc::new(quic));
-    ccfg.transport_config(Arc::new(imgfarm_worker::link::transport_config()));
+    ccfg.transport_config(Arc::new(tweak(imgfarm_worker::link::transport_config())));
     let client = quinn::Endpoint::new(
         imgfarm_worker::link::endpoint_config(),
         None,
         udp(),
-        Arc::new(quinn::TokioRuntime),
+        imgfarm_coordinator::server::runtime(),
     )
     .unwrap();
     let conn = client
@@ -135,6 +165,25 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
         .await
         .unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let watched = conn.clone();
+    let t0 = Instant::now();
+    let sampler = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            let p = watched.stats().path;
+            if seen.last().map(|(m, _, _)| *m) != Some(p.current_mtu) {
+                seen.push((
+                    p.current_mtu,
+                    p.black_holes_detected,
+                    t0.elapsed().as_millis(),
+                ));
+            }
+            if watched.close_reason().is_some() {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
     let start = Instant::now();
     send_blob_bytes(&mut &data[..], &mut send, &header)
         .await
@@ -145,15 +194,21 @@ async fn quic_verified(data: Arc<Vec<u8>>, farm: &imgfarm_common::identity::TlsD
     let total = start.elapsed();
     let stats = conn.stats();
     println!(
-        "quic path: mtu {} bytes ({} MTU probes sent, {} lost), {} datagrams sent, {} lost packets, cwnd {} bytes",
+        "quic path: mtu {} bytes ({} MTU probes sent, {} lost, {} black holes), {} datagrams sent in {} ios, {} lost packets, cwnd {} bytes",
         stats.path.current_mtu,
         stats.path.sent_plpmtud_probes,
         stats.path.lost_plpmtud_probes,
+        stats.path.black_holes_detected,
         stats.udp_tx.datagrams,
+        stats.udp_tx.ios,
         stats.path.lost_packets,
         stats.path.cwnd
     );
     conn.close(0u32.into(), b"done");
+    println!(
+        "quic path: mtu over time (mtu, black holes) {:?}",
+        sampler.await.unwrap()
+    );
     let _ = receiver.await.unwrap();
     total
 }

@@ -1,7 +1,6 @@
 //! Address parsing, endpoint creation and transport tuning for the dialer.
 
 use super::LinkError;
-use imgfarm_common::proto::windows;
 use std::net::SocketAddr;
 
 /// A resolved coordinator address.
@@ -50,6 +49,7 @@ pub async fn parse_farm_addr(addr: &str) -> Result<FarmAddr, LinkError> {
     })
 }
 
+use imgfarm_coordinator::server::{bind_udp, runtime};
 /// Endpoint and transport settings shared with the coordinator, so both
 /// ends of a farm connection are tuned alike (one definition, in
 /// `imgfarm_coordinator::server`).
@@ -64,16 +64,7 @@ pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endp
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let socket = std::net::UdpSocket::bind(local)?;
-    let sock = socket2::SockRef::from(&socket);
-    let _ = sock.set_recv_buffer_size(windows::SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(windows::SOCKET_BUFFER);
-    quinn::Endpoint::new(
-        endpoint_config(),
-        None,
-        socket,
-        std::sync::Arc::new(quinn::TokioRuntime),
-    )
+    quinn::Endpoint::new(endpoint_config(), None, bind_udp(local)?, runtime())
 }
 
 #[cfg(test)]
