@@ -13,4 +13,4 @@ bin=$(cargo test --release -p imgfarm-coordinator --test quic_transfer --no-run 
     sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
 echo "payload: $IMGFARM_BENCH_MIB MiB, loopback, $(nproc) cores"
 "$bin" --ignored --nocapture --test-threads 1 quic_vs_tcp_transfer 2>&1 |
-    grep -E 'MiB|ratio|quic path'
+    grep -E 'MiB|ratio|quic path|best of'

@@ -11,6 +11,7 @@ mod blobs;
 mod session;
 mod transport;
 
+pub use blobs::{QuicRecv, QuicSend};
 pub use session::Session;
 pub use transport::{
     bind_udp, dialer_transport_config, endpoint_config, runtime, transport_config,

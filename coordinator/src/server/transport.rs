@@ -42,6 +42,7 @@ fn tuned_transport(accepted_bidi_streams: u32) -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(0u32.into());
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
+    mtu.black_hole_cooldown(Duration::from_secs(windows::BLACK_HOLE_COOLDOWN_SECS));
     t.mtu_discovery_config(Some(mtu));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     if let Ok(idle) = Duration::from_secs(30).try_into() {
