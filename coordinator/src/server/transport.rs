@@ -197,6 +197,23 @@ mod tests {
             .collect()
     }
 
+    /// quinn only runs MTU discovery on sockets that forbid fragmentation
+    /// (`IP_MTU_DISCOVER`/`IPV6_DONTFRAG` set); check it for IPv4, IPv6
+    /// and dual-stack listeners.
+    #[tokio::test]
+    async fn farm_sockets_forbid_fragmentation() {
+        for addr in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0", "[::]:0"] {
+            let Ok(socket) = bind_udp(addr.parse().unwrap()) else {
+                continue; // no IPv6 on this host
+            };
+            let wrapped = FarmRuntime.wrap_udp_socket(socket).unwrap();
+            assert!(
+                !wrapped.may_fragment(),
+                "{addr}: MTU discovery would be off"
+            );
+        }
+    }
+
     #[test]
     fn small_batches_go_out_whole() {
         let data = vec![0u8; 10 * 1452];
