@@ -28,7 +28,7 @@ pub const BLOB_CHUNK: usize = 1024 * 1024;
 /// Batches of [`BLOB_CHUNK`] bytes queued between the network and the disk
 /// thread of one upload (bounds the memory one transfer holds beyond the
 /// transport's flow-control window).
-const DISK_QUEUE: usize = 8;
+const DISK_QUEUE: usize = 4;
 
 /// A stream that hands out received bytes as owned chunks, so a transport
 /// that already holds them in buffers (a QUIC receive stream) need not copy.
