@@ -11,8 +11,11 @@ mod blobs;
 mod session;
 mod transport;
 
+pub use blobs::{QuicRecv, QuicSend};
 pub use session::Session;
-pub use transport::{dialer_transport_config, endpoint_config, transport_config};
+pub use transport::{
+    bind_udp, dialer_transport_config, endpoint_config, runtime, transport_config,
+};
 
 use imgfarm_common::identity::Role;
 use imgfarm_common::identity::{peer_identity_from_der, server_config, Credentials, PeerIdentity};
@@ -144,16 +147,12 @@ impl Server {
             addr: opts.listen,
             source,
         })?;
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config(),
-            Some(cfg),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|source| ServerError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+        let endpoint =
+            quinn::Endpoint::new(endpoint_config(), Some(cfg), socket, transport::runtime())
+                .map_err(|source| ServerError::Bind {
+                    addr: opts.listen,
+                    source,
+                })?;
         let (tx, events) = mpsc::channel(256);
         tokio::spawn(accept_loop(endpoint.clone(), Arc::new(opts), tx));
         Ok(Self { endpoint, events })

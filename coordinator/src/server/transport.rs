@@ -1,8 +1,15 @@
 //! QUIC transport tuning and socket setup.
 
 use imgfarm_common::proto::windows;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, UdpPoller};
+use std::future::Future;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// Endpoint settings: UDP payloads up to [`windows::MAX_UDP_PAYLOAD`] so
 /// MTU discovery can use large datagrams where the path allows.
@@ -35,6 +42,7 @@ fn tuned_transport(accepted_bidi_streams: u32) -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(0u32.into());
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(windows::MAX_UDP_PAYLOAD);
+    mtu.black_hole_cooldown(Duration::from_secs(windows::BLACK_HOLE_COOLDOWN_SECS));
     t.mtu_discovery_config(Some(mtu));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     if let Ok(idle) = Duration::from_secs(30).try_into() {
@@ -44,7 +52,7 @@ fn tuned_transport(accepted_bidi_streams: u32) -> quinn::TransportConfig {
 }
 
 /// Binds a UDP socket with larger kernel buffers (best effort).
-pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     set_buffers(&socket);
     Ok(socket)
@@ -54,4 +62,181 @@ fn set_buffers(socket: &std::net::UdpSocket) {
     let sock = socket2::SockRef::from(socket);
     let _ = sock.set_recv_buffer_size(windows::SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(windows::SOCKET_BUFFER);
+}
+
+/// The quinn runtime for farm endpoints: tokio, with sockets wrapped so a
+/// segmentation-offload batch never exceeds what one `sendmsg` may carry.
+///
+/// Why: quinn 0.11 batches up to 10 datagrams of the current path MTU into
+/// one GSO send. Once MTU discovery reaches large datagrams (loopback, MTU
+/// 65536) such a batch is bigger than the 64 KiB an IP datagram can hold,
+/// the kernel refuses it with `EMSGSIZE`, quinn-udp drops it silently, and
+/// the resulting "losses" of large packets make quinn's black-hole detector
+/// reset the MTU to 1200 bytes for the rest of the connection
+/// (quinn-rs/quinn#2201).
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(FarmRuntime)
+}
+
+#[derive(Debug)]
+struct FarmRuntime;
+
+impl Runtime for FarmRuntime {
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        quinn::TokioRuntime.new_timer(at)
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        quinn::TokioRuntime.spawn(future)
+    }
+
+    fn wrap_udp_socket(&self, t: std::net::UdpSocket) -> std::io::Result<Arc<dyn AsyncUdpSocket>> {
+        Ok(Arc::new(BoundedGso {
+            inner: quinn::TokioRuntime.wrap_udp_socket(t)?,
+        }))
+    }
+}
+
+/// Largest UDP payload one `sendmsg` may carry, GSO batch included: an IPv4
+/// datagram is at most 65535 bytes with a 20-byte IP and an 8-byte UDP
+/// header (the IPv6 limit is higher; the smaller one serves both).
+const MAX_SEND_PAYLOAD: usize = 65_535 - 20 - 8;
+
+/// A UDP socket that splits a GSO batch larger than [`MAX_SEND_PAYLOAD`]
+/// into several sends of whole segments.
+#[derive(Debug)]
+struct BoundedGso {
+    inner: Arc<dyn AsyncUdpSocket>,
+}
+
+impl AsyncUdpSocket for BoundedGso {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    /// A batch that fits goes out as is. A larger one goes out in chunks of
+    /// as many whole segments as fit; if the socket fills up after the first
+    /// chunk, `WouldBlock` makes quinn retry the whole batch later, so the
+    /// peer may see some datagrams twice (QUIC discards duplicate packets).
+    fn try_send(&self, transmit: &Transmit<'_>) -> std::io::Result<()> {
+        for part in split_batch(transmit) {
+            self.inner.try_send(&part)?;
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// The sends a batch needs: itself when it fits in one, else runs of whole
+/// segments of at most [`MAX_SEND_PAYLOAD`] bytes (at least one segment each).
+fn split_batch<'a>(transmit: &Transmit<'a>) -> impl Iterator<Item = Transmit<'a>> {
+    let len = transmit.contents.len();
+    let segment = transmit.segment_size.unwrap_or(len).max(1);
+    let step = if len <= MAX_SEND_PAYLOAD {
+        len.max(1)
+    } else {
+        (MAX_SEND_PAYLOAD / segment).max(1) * segment
+    };
+    let (destination, ecn, src_ip, contents) = (
+        transmit.destination,
+        transmit.ecn,
+        transmit.src_ip,
+        transmit.contents,
+    );
+    let whole = transmit.segment_size;
+    contents.chunks(step).map(move |chunk| Transmit {
+        destination,
+        ecn,
+        contents: chunk,
+        segment_size: if chunk.len() > segment { whole } else { None },
+        src_ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(contents: &[u8], segment_size: Option<usize>) -> Transmit<'_> {
+        Transmit {
+            destination: "127.0.0.1:9".parse().unwrap(),
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        }
+    }
+
+    fn shape(t: &Transmit<'_>) -> Vec<(usize, Option<usize>)> {
+        split_batch(t)
+            .map(|p| (p.contents.len(), p.segment_size))
+            .collect()
+    }
+
+    /// quinn only runs MTU discovery on sockets that forbid fragmentation
+    /// (`IP_MTU_DISCOVER`/`IPV6_DONTFRAG` set); check it for IPv4, IPv6
+    /// and dual-stack listeners.
+    #[tokio::test]
+    async fn farm_sockets_forbid_fragmentation() {
+        for addr in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0", "[::]:0"] {
+            let Ok(socket) = bind_udp(addr.parse().unwrap()) else {
+                continue; // no IPv6 on this host
+            };
+            let wrapped = FarmRuntime.wrap_udp_socket(socket).unwrap();
+            assert!(
+                !wrapped.may_fragment(),
+                "{addr}: MTU discovery would be off"
+            );
+        }
+    }
+
+    #[test]
+    fn small_batches_go_out_whole() {
+        let data = vec![0u8; 10 * 1452];
+        assert_eq!(shape(&batch(&data, Some(1452))), [(14_520, Some(1452))]);
+        assert_eq!(shape(&batch(&data[..1200], None)), [(1200, None)]);
+    }
+
+    #[test]
+    fn oversized_batches_split_on_segment_boundaries() {
+        // Ten 65495-byte datagrams: one per send.
+        let data = vec![0u8; 10 * 65_495 - 100];
+        let parts = shape(&batch(&data, Some(65_495)));
+        assert_eq!(parts.len(), 10);
+        assert!(parts[..9].iter().all(|p| *p == (65_495, None)));
+        assert_eq!(parts[9], (65_395, None));
+        // 9000-byte segments: seven per send, last run shorter.
+        let data = vec![0u8; 10 * 9000];
+        assert_eq!(
+            shape(&batch(&data, Some(9000))),
+            [(63_000, Some(9000)), (27_000, Some(9000))]
+        );
+        for (len, _) in shape(&batch(&vec![0u8; 640_000], Some(20_000))) {
+            assert!(len <= MAX_SEND_PAYLOAD);
+        }
+    }
 }

@@ -5,12 +5,13 @@ use super::{Link, LinkError, LinkHandle};
 use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
-use imgfarm_common::proto::blob::{receive_blob_into_store, send_blob_bytes};
+use imgfarm_common::proto::blob::{receive_blob_into_store, send_blob_bytes, send_blob_file};
 use imgfarm_common::proto::io::{expect_msg, read_preamble, write_msg, write_preamble, WireError};
 use imgfarm_common::proto::{
     BlobGetReply, BlobHeader, BlobPutReply, BlobPutResult, BlobRequest, StreamOpen,
     MAX_CONTROL_FRAME,
 };
+use imgfarm_coordinator::server::{QuicRecv, QuicSend};
 use tokio::io::AsyncRead;
 
 /// What happened to an upload.
@@ -75,27 +76,15 @@ impl LinkHandle {
         header: &BlobHeader,
         src: &mut R,
     ) -> Result<PutOutcome, LinkError> {
-        let (mut send, mut recv) = self
-            .open_stream(&StreamOpen::BlobPut(header.clone()))
-            .await?;
-        let reply: BlobPutReply =
-            expect_msg(&mut recv, MAX_CONTROL_FRAME, "answering a blob upload").await?;
-        match reply {
-            BlobPutReply::Present => return Ok(PutOutcome::AlreadyPresent),
-            BlobPutReply::Refused(why) => return Err(WireError::Refused(why).into()),
-            BlobPutReply::Send => {}
-        }
-        send_blob_bytes(src, &mut send, header).await?;
-        let _ = send.finish();
-        let result: BlobPutResult =
-            expect_msg(&mut recv, MAX_CONTROL_FRAME, "confirming a blob upload").await?;
-        match result {
-            BlobPutResult::Stored => Ok(PutOutcome::Stored),
-            BlobPutResult::Rejected(why) => Err(WireError::Refused(why).into()),
-        }
+        let Some((mut send, recv)) = self.begin_put(header).await? else {
+            return Ok(PutOutcome::AlreadyPresent);
+        };
+        send_blob_bytes(src, &mut QuicSend(&mut send), header).await?;
+        self.end_put(send, recv).await
     }
 
-    /// Uploads a blob from a local content store.
+    /// Uploads a blob from a local content store (the file is read on the
+    /// blocking pool, a chunk ahead of the network).
     pub async fn put_blob_from_store(
         &self,
         store: &ContentStore,
@@ -106,13 +95,49 @@ impl LinkHandle {
             digest: digest.clone(),
             source,
         };
-        let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+        let file = tokio::fs::File::open(&path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
         let header = BlobHeader {
             digest: digest.clone(),
             size,
         };
-        self.put_blob(&header, &mut file).await
+        let Some((mut send, recv)) = self.begin_put(&header).await? else {
+            return Ok(PutOutcome::AlreadyPresent);
+        };
+        send_blob_file(file.into_std().await, &mut QuicSend(&mut send), &header).await?;
+        self.end_put(send, recv).await
+    }
+
+    /// Opens a `BlobPut` stream; `None` if the coordinator already holds the blob.
+    async fn begin_put(
+        &self,
+        header: &BlobHeader,
+    ) -> Result<Option<(quinn::SendStream, quinn::RecvStream)>, LinkError> {
+        let (send, mut recv) = self
+            .open_stream(&StreamOpen::BlobPut(header.clone()))
+            .await?;
+        let reply: BlobPutReply =
+            expect_msg(&mut recv, MAX_CONTROL_FRAME, "answering a blob upload").await?;
+        match reply {
+            BlobPutReply::Present => Ok(None),
+            BlobPutReply::Refused(why) => Err(WireError::Refused(why).into()),
+            BlobPutReply::Send => Ok(Some((send, recv))),
+        }
+    }
+
+    /// Ends the bytes of an upload and waits for the coordinator's verdict.
+    async fn end_put(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<PutOutcome, LinkError> {
+        let _ = send.finish();
+        let result: BlobPutResult =
+            expect_msg(&mut recv, MAX_CONTROL_FRAME, "confirming a blob upload").await?;
+        match result {
+            BlobPutResult::Stored => Ok(PutOutcome::Stored),
+            BlobPutResult::Rejected(why) => Err(WireError::Refused(why).into()),
+        }
     }
 
     /// Downloads a blob from the coordinator into `store`, verifying digest
@@ -131,7 +156,7 @@ impl LinkHandle {
             BlobGetReply::NotFound => Ok(false),
             BlobGetReply::Refused(why) => Err(WireError::Refused(why).into()),
             BlobGetReply::Found(header) if &header.digest == digest => {
-                receive_blob_into_store(&mut recv, store, &header).await?;
+                receive_blob_into_store(&mut QuicRecv(&mut recv), store, &header).await?;
                 Ok(true)
             }
             BlobGetReply::Found(header) => Err(WireError::Unexpected(format!(

@@ -1,7 +1,7 @@
 //! Address parsing, endpoint creation and transport tuning for the dialer.
 
 use super::LinkError;
-use imgfarm_common::proto::windows;
+use imgfarm_coordinator::server::{bind_udp, runtime};
 use std::net::SocketAddr;
 
 /// A resolved coordinator address.
@@ -57,23 +57,16 @@ pub use imgfarm_coordinator::server::{
     dialer_transport_config as transport_config, endpoint_config,
 };
 
-/// A client-only endpoint on an ephemeral port of the right address family.
+/// A client-only endpoint on an ephemeral port of the right address family,
+/// with the farm's socket buffers and socket runtime (see
+/// `imgfarm_coordinator::server::runtime`).
 pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let local: SocketAddr = if target.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let socket = std::net::UdpSocket::bind(local)?;
-    let sock = socket2::SockRef::from(&socket);
-    let _ = sock.set_recv_buffer_size(windows::SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(windows::SOCKET_BUFFER);
-    quinn::Endpoint::new(
-        endpoint_config(),
-        None,
-        socket,
-        std::sync::Arc::new(quinn::TokioRuntime),
-    )
+    quinn::Endpoint::new(endpoint_config(), None, bind_udp(local)?, runtime())
 }
 
 #[cfg(test)]
