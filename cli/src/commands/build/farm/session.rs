@@ -1,0 +1,307 @@
+//! One farm build as the client follows it (FARM.md "Message flow"):
+//! submit (or re-attach), render progress until `BuildFinished`, cancel on
+//! Ctrl-C, and re-attach by build id when the connection is lost.
+//!
+//! The control stream is read by one task. Ctrl-C may interrupt a read in
+//! the middle of a frame; the cancel is sent anyway and, should the stream
+//! be out of step afterwards, the next read fails and the client re-attaches
+//! and cancels again on the new session.
+
+use super::naming::{Namer, Placement};
+use crate::commands::farm::connect::connect;
+use crate::progress::Progress;
+use anyhow::{anyhow, bail};
+use imgfarm_common::identity::Credentials;
+use imgfarm_common::proto::{BuildFinished, Hello, Message, Submit};
+use imgfarm_worker::link::Link;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
+
+/// How long the coordinator may take to confirm a cancel.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
+/// How long the client keeps trying to re-attach after losing the coordinator.
+pub const REATTACH_FOR: Duration = Duration::from_secs(300);
+/// How long the coordinator may take to accept a submission.
+const ACCEPT_WAIT: Duration = Duration::from_secs(120);
+
+/// Everything needed to (re)connect.
+pub struct Dial<'a> {
+    /// Coordinator address.
+    pub addr: &'a str,
+    /// Client credentials.
+    pub creds: &'a Credentials,
+    /// Client hello.
+    pub hello: &'a Hello,
+    /// The encoded OutputSpec (credentials included) sent on each re-attach.
+    pub output: Vec<u8>,
+}
+
+/// What the client saw of one vertex.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VertexSeen {
+    /// Where it ran (the last placement, after any failover).
+    pub placement: Option<Placement>,
+    /// Served from the coordinator's cache.
+    pub cached: bool,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+}
+
+/// How the build ended for the client.
+#[derive(Debug)]
+pub enum End {
+    /// The coordinator reported the end.
+    Finished(BuildFinished),
+    /// The user cancelled; `confirmed` when the coordinator said so in time.
+    Cancelled {
+        /// The coordinator sent BuildFinished after the Cancel.
+        confirmed: bool,
+    },
+}
+
+/// The whole story of a followed build.
+#[derive(Debug)]
+pub struct Followed {
+    /// The coordinator's build id.
+    pub build_id: String,
+    /// How it ended.
+    pub end: End,
+    /// Per vertex key.
+    pub vertices: BTreeMap<String, VertexSeen>,
+    /// The first vertex that failed, with its error.
+    pub first_failure: Option<(String, String)>,
+    /// The link, when still usable (to download results).
+    pub link: Option<Link>,
+}
+
+enum Step {
+    Signal,
+    CancelTimeout,
+    Recv(Result<Option<Message>, imgfarm_worker::link::LinkError>),
+}
+
+fn interrupts() -> anyhow::Result<(Signal, Signal)> {
+    Ok((
+        signal(SignalKind::interrupt())
+            .map_err(|e| anyhow!("installing the Ctrl-C handler: {e}"))?,
+        signal(SignalKind::terminate())
+            .map_err(|e| anyhow!("installing the SIGTERM handler: {e}"))?,
+    ))
+}
+
+/// Sends `submit` and waits for the coordinator's `Accepted`.
+async fn submit_and_wait(link: &mut Link, submit: Submit) -> anyhow::Result<String> {
+    link.send(&Message::Submit(submit)).await?;
+    let wait = async {
+        loop {
+            match link.recv().await? {
+                Some(Message::Accepted { build_id }) => return Ok(build_id),
+                Some(Message::Refused(why)) => bail!("the coordinator refused the build: {why}"),
+                Some(_) => continue,
+                None => bail!("the coordinator closed the session before accepting the build"),
+            }
+        }
+    };
+    tokio::time::timeout(ACCEPT_WAIT, wait).await.map_err(|_| {
+        anyhow!(
+            "the coordinator did not accept the build within {}s",
+            ACCEPT_WAIT.as_secs()
+        )
+    })?
+}
+
+/// A fresh session re-attached to `build_id`, trying until `deadline`.
+async fn reattach(dial: &Dial<'_>, build_id: &str, deadline: Instant) -> anyhow::Result<Link> {
+    let mut last = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "lost the farm coordinator at {} and could not re-attach to build {build_id} within {}s ({last}); \
+                 re-attach later with `imgfarm build --reattach {build_id}` and the same flags",
+                dial.addr,
+                REATTACH_FOR.as_secs()
+            );
+        }
+        match connect(dial.addr, dial.creds, dial.hello, left).await {
+            Ok(mut link) => {
+                let submit = Submit {
+                    platforms: Vec::new(),
+                    definition: Vec::new(),
+                    context: Vec::new(),
+                    output: dial.output.clone(),
+                    reattach: Some(build_id.to_string()),
+                };
+                match submit_and_wait(&mut link, submit).await {
+                    Ok(_) => return Ok(link),
+                    Err(e) if e.to_string().contains("refused") => return Err(e),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Submits `submit` (a new build, or a re-attach when `submit.reattach` is
+/// set) on `link` and follows the build to its end.
+pub async fn follow(
+    mut link: Link,
+    dial: &Dial<'_>,
+    submit: Submit,
+    names: &Namer,
+    progress: &mut Progress,
+) -> anyhow::Result<Followed> {
+    let (mut sigint, mut sigterm) = interrupts()?;
+    let build_id = submit_and_wait(&mut link, submit).await?;
+    eprintln!("build id: {build_id}");
+    let mut link = Some(link);
+    let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
+    let mut first_failure = None;
+    let mut cancel_at: Option<Instant> = None;
+    loop {
+        let Some(l) = link.as_mut() else {
+            // Lost: re-attach, still listening for Ctrl-C.
+            let deadline = Instant::now() + REATTACH_FOR;
+            let id = build_id.clone();
+            let fut = reattach(dial, &id, deadline);
+            tokio::pin!(fut);
+            let got = loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    _ = sigint.recv() => {}
+                    _ = sigterm.recv() => {}
+                }
+                if cancel_at.is_some() {
+                    return Ok(Followed {
+                        build_id,
+                        end: End::Cancelled { confirmed: false },
+                        vertices,
+                        first_failure,
+                        link: None,
+                    });
+                }
+                eprintln!("cancel requested: the build is cancelled once the coordinator is back (Ctrl-C again to quit now)");
+                cancel_at = Some(Instant::now() + REATTACH_FOR + CANCEL_WAIT);
+            };
+            let mut fresh = got?;
+            eprintln!("re-attached to build {build_id}");
+            if cancel_at.is_some() {
+                let _ = fresh
+                    .send(&Message::Cancel {
+                        build_id: build_id.clone(),
+                    })
+                    .await;
+                cancel_at = Some(Instant::now() + CANCEL_WAIT);
+            }
+            link = Some(fresh);
+            continue;
+        };
+        let step = tokio::select! {
+            biased;
+            _ = sigint.recv() => Step::Signal,
+            _ = sigterm.recv() => Step::Signal,
+            _ = tokio::time::sleep_until(cancel_at.unwrap_or_else(Instant::now)), if cancel_at.is_some() => Step::CancelTimeout,
+            r = l.recv() => Step::Recv(r),
+        };
+        match step {
+            Step::Signal if cancel_at.is_some() => {
+                return Ok(Followed {
+                    build_id,
+                    end: End::Cancelled { confirmed: false },
+                    vertices,
+                    first_failure,
+                    link: None,
+                });
+            }
+            Step::Signal => {
+                progress.finish();
+                eprintln!("cancelling build {build_id} on the farm (Ctrl-C again to quit now)...");
+                cancel_at = Some(Instant::now() + CANCEL_WAIT);
+                if l.send(&Message::Cancel {
+                    build_id: build_id.clone(),
+                })
+                .await
+                .is_err()
+                {
+                    link = None;
+                }
+            }
+            Step::CancelTimeout => {
+                eprintln!(
+                    "the coordinator did not confirm the cancel within {}s",
+                    CANCEL_WAIT.as_secs()
+                );
+                return Ok(Followed {
+                    build_id,
+                    end: End::Cancelled { confirmed: false },
+                    vertices,
+                    first_failure,
+                    link: None,
+                });
+            }
+            Step::Recv(Ok(Some(msg))) => match msg {
+                Message::VertexStarted(s) => {
+                    let p = Placement {
+                        worker: s.worker,
+                        emulated: s.emulated,
+                    };
+                    progress.started(&s.vertex_key, &names.name(&s.vertex_key, Some(&p)));
+                    vertices.entry(s.vertex_key).or_default().placement = Some(p);
+                }
+                Message::VertexLog(l) => progress.log(&l.vertex_key, &l.data),
+                Message::VertexFinished(f) => {
+                    let seen = vertices.entry(f.vertex_key.clone()).or_default();
+                    match (&f.error, f.cached, &seen.placement) {
+                        (Some(e), _, _) => {
+                            if seen.placement.is_none() {
+                                progress.started(&f.vertex_key, &names.name(&f.vertex_key, None));
+                            }
+                            progress.failed(&f.vertex_key, e);
+                            seen.error = Some(e.clone());
+                            first_failure.get_or_insert((f.vertex_key.clone(), e.clone()));
+                        }
+                        (None, _, Some(_)) => progress.done(&f.vertex_key),
+                        (None, _, None) if names.is_source(&f.vertex_key) => {}
+                        (None, _, None) => {
+                            seen.cached = f.cached;
+                            progress.cached(&f.vertex_key, &names.name(&f.vertex_key, None));
+                        }
+                    }
+                }
+                Message::BuildFinished(b) if b.build_id == build_id => {
+                    let end = if cancel_at.is_some() {
+                        End::Cancelled { confirmed: true }
+                    } else {
+                        End::Finished(b)
+                    };
+                    return Ok(Followed {
+                        build_id,
+                        end,
+                        vertices,
+                        first_failure,
+                        link,
+                    });
+                }
+                Message::Refused(why) => {
+                    eprintln!("WARNING: the coordinator refused a request: {why}");
+                }
+                _ => {}
+            },
+            Step::Recv(Ok(None)) => {
+                eprintln!(
+                    "the farm coordinator ended the session; re-attaching to build {build_id}..."
+                );
+                link = None;
+            }
+            Step::Recv(Err(e)) => {
+                let why = e.to_string();
+                eprintln!("connection to the farm coordinator lost ({why}); re-attaching to build {build_id}...");
+                link = None;
+            }
+        }
+    }
+}
