@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::image::{descriptor_digest, Document, MAX_DOCUMENT_SIZE};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_worker::link::{Link, PutOutcome};
@@ -44,6 +45,24 @@ pub fn base_image_blobs(store: &ContentStore, graph: &BuildGraph) -> anyhow::Res
             }
             add(l.digest);
         }
+    }
+    Ok(out)
+}
+
+/// The config and layer digests a manifest in `store` names (read before
+/// the config itself is present).
+fn manifest_children(store: &ContentStore, manifest: &Digest) -> anyhow::Result<Vec<Digest>> {
+    let bad = |e: String| anyhow!("built manifest {manifest} from the coordinator: {e}");
+    let bytes = store
+        .read_bytes(manifest, MAX_DOCUMENT_SIZE)
+        .map_err(|e| bad(e.to_string()))?;
+    let Document::Manifest(m) = Document::parse(&bytes, None).map_err(|e| bad(e.to_string()))?
+    else {
+        return Err(bad("is an index, not an image manifest".into()));
+    };
+    let mut out = vec![descriptor_digest(m.config()).map_err(|e| bad(e.to_string()))?];
+    for l in m.layers() {
+        out.push(descriptor_digest(l).map_err(|e| bad(e.to_string()))?);
     }
     Ok(out)
 }
@@ -111,9 +130,7 @@ pub async fn download_images(
     let mut rest: Vec<Digest> = Vec::new();
     for m in manifests {
         fetch(link, store, m).await?;
-        let (_, (config, layers)) =
-            read_manifest(store, m).with_context(|| format!("built manifest {m}"))?;
-        for d in std::iter::once(config).chain(layers.into_iter().map(|l| l.digest)) {
+        for d in manifest_children(store, m)? {
             if !rest.contains(&d) {
                 rest.push(d);
             }

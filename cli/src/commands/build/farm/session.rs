@@ -10,7 +10,7 @@
 use super::naming::{Namer, Placement};
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use imgfarm_common::identity::Credentials;
 use imgfarm_common::proto::{BuildFinished, Hello, Message, Submit};
 use imgfarm_worker::link::Link;
@@ -156,7 +156,12 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> anyhow::Result<Followed> {
     let (mut sigint, mut sigterm) = interrupts()?;
-    let build_id = submit_and_wait(&mut link, submit).await?;
+    let build_id = submit_and_wait(&mut link, submit).await.with_context(|| {
+        format!(
+            "submitting the build to the farm coordinator at {}",
+            dial.addr
+        )
+    })?;
     eprintln!("build id: {build_id}");
     let mut link = Some(link);
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
