@@ -202,6 +202,19 @@ impl Progress {
         self.json(serde_json::json!({"note": text}));
     }
 
+    /// A fact about the whole build that the user may need later (the
+    /// farm's build id, to re-attach): `label: value` in every text mode,
+    /// quiet included, and `{"<json_key>": value}` in rawjson.
+    pub fn fact(&mut self, label: &str, json_key: &str, value: &str) {
+        match self.mode {
+            Mode::RawJson => self.json(serde_json::json!({ json_key: value })),
+            Mode::Quiet => {
+                let _ = writeln!(self.out, "{label}: {value}");
+            }
+            _ => self.line(&format!("{label}: {value}")),
+        }
+    }
+
     /// Stop the live view.
     pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {

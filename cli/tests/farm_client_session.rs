@@ -31,6 +31,7 @@ enum Script {
     Fail,
     WaitForCancel,
     DropThenReattach,
+    PushOnly,
 }
 
 const BUILD_ID: &str = "b-test-1";
@@ -199,7 +200,13 @@ async fn serve(
         return;
     };
     let output: OutputSpec = decode(&sub.output, "output").unwrap();
-    log(format!("output push={:?}", output.push));
+    log(format!(
+        "output push={:?} insecure={:?} no_cache={}",
+        output.push, output.insecure, output.no_cache
+    ));
+    for c in &output.credentials {
+        log(format!("credential {} {} {}", c.host, c.username, c.secret));
+    }
     if let Some(id) = &sub.reattach {
         log(format!("reattach {id}"));
         s.send(&Message::Accepted {
@@ -299,6 +306,19 @@ async fn serve(
                 None => break,
             }
         },
+        Script::PushOnly => {
+            let m = result_image(store, &d);
+            let fin = BuildFinished {
+                build_id: BUILD_ID.into(),
+                result: Ok(vec![m.clone()]),
+                index: Some(m.manifest.clone()),
+                pushed: output.push.clone(),
+            };
+            s.send(&Message::BuildFinished(fin)).await.unwrap();
+            while let Some(m) = recv(&mut s).await {
+                log(format!("after finish: {m:?}"));
+            }
+        }
         Script::DropThenReattach => {
             // Long enough for the client to read what was sent.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -446,4 +466,54 @@ fn ctrl_c_cancels_the_build_on_the_farm() {
         seen.iter().any(|s| s == &format!("cancel {BUILD_ID}")),
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_push_done_by_the_coordinator_is_not_repeated() {
+    let farm = Farm::start(Script::PushOnly);
+    let docker = farm.path("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    // base64("user:s3cret")
+    std::fs::write(
+        docker.join("config.json"),
+        r#"{"auths":{"localhost:5000":{"auth":"dXNlcjpzM2NyZXQ="}}}"#,
+    )
+    .unwrap();
+    let meta = farm.path("meta.json");
+    let iid = farm.path("iid");
+    let out = farm
+        .build()
+        .args(["--push", "--no-cache", "-t", "localhost:5000/app:1"])
+        .arg("--metadata-file")
+        .arg(&meta)
+        .arg("--iidfile")
+        .arg(&iid)
+        .arg(farm.path("ctx"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let seen = farm.seen();
+    assert!(
+        seen.iter().any(|s| s
+            == r#"output push=["localhost:5000/app:1"] insecure=["localhost:5000"] no_cache=true"#),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s == "credential localhost:5000 user s3cret"),
+        "{seen:?}"
+    );
+    assert!(err.contains("pushed sha256:"), "{err}");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["image.name"], "localhost:5000/app:1");
+    assert_eq!(m["imgfarm.farm.build_id"], BUILD_ID);
+    let digest = m["containerimage.digest"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
+    // Nothing was downloaded: the local store has no blob of the result.
+    let blob = farm
+        .path("state")
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(!blob.exists(), "{} was downloaded", blob.display());
 }

@@ -162,7 +162,7 @@ pub async fn follow(
             dial.addr
         )
     })?;
-    eprintln!("build id: {build_id}");
+    progress.fact("build id", "farm_build_id", &build_id);
     let mut link = Some(link);
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
     let mut first_failure = None;
