@@ -47,6 +47,8 @@ pub struct VertexSeen {
     pub cached: bool,
     /// Its error, if it failed.
     pub error: Option<String>,
+    /// Its end was shown (a replay after re-attaching is not shown twice).
+    pub finished: bool,
 }
 
 /// How the build ended for the client.
@@ -250,16 +252,29 @@ pub async fn follow(
             }
             Step::Recv(Ok(Some(msg))) => match msg {
                 Message::VertexStarted(s) => {
-                    let p = Placement {
-                        worker: s.worker,
-                        emulated: s.emulated,
-                    };
-                    progress.started(&s.vertex_key, &names.name(&s.vertex_key, Some(&p)));
-                    vertices.entry(s.vertex_key).or_default().placement = Some(p);
+                    let seen = vertices.entry(s.vertex_key.clone()).or_default();
+                    // A replay after re-attaching names the same worker: shown once.
+                    let shown = seen.finished
+                        || seen
+                            .placement
+                            .as_ref()
+                            .is_some_and(|p| p.worker == s.worker);
+                    if !shown {
+                        let p = Placement {
+                            worker: s.worker,
+                            emulated: s.emulated,
+                        };
+                        progress.started(&s.vertex_key, &names.name(&s.vertex_key, Some(&p)));
+                        seen.placement = Some(p);
+                    }
                 }
                 Message::VertexLog(l) => progress.log(&l.vertex_key, &l.data),
                 Message::VertexFinished(f) => {
                     let seen = vertices.entry(f.vertex_key.clone()).or_default();
+                    if seen.finished {
+                        continue;
+                    }
+                    seen.finished = true;
                     match (&f.error, f.cached, &seen.placement) {
                         (Some(e), _, _) => {
                             if seen.placement.is_none() {
