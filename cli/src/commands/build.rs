@@ -218,10 +218,12 @@ fn plan(
     let unresolved = graph.unresolved_images();
     if !unresolved.is_empty() {
         for (reference, platform) in unresolved {
+            // A ref whose index lacks this platform's manifest locally (only
+            // another platform was pulled so far) counts as missing: pull it.
             let mut found = if a.pull {
                 None
             } else {
-                image::resolve_local(store, &reference, &platform)?
+                image::resolve_local(store, &reference, &platform).unwrap_or(None)
             };
             if found.is_none() {
                 registry::pull_base(store, &reference, &platform).with_context(|| {

@@ -284,6 +284,7 @@ fn farm_metadata(f: &Followed, names: &Namer) -> serde_json::Map<String, serde_j
     let vertices: serde_json::Map<String, serde_json::Value> = f
         .vertices
         .iter()
+        .filter(|(k, _)| !names.is_source(k))
         .map(|(k, v)| {
             let mut o = serde_json::json!({
                 "name": names.name(k, None),
@@ -309,8 +310,8 @@ fn report_failure(f: &Followed, msg: &str, names: &Namer, progress: &mut Progres
         Some((key, error)) => {
             let placement = f.vertices.get(key).and_then(|v| v.placement.as_ref());
             eprintln!(
-                "ERROR: failed to solve: {}: {error}",
-                names.name(key, placement)
+                "ERROR: failed to solve: {}",
+                failure_line(names, key, placement, error)
             );
             let tail = progress.tail(key);
             if !tail.is_empty() && !error.contains(tail.last().map_or("", |s| s.as_str())) {
@@ -318,6 +319,23 @@ fn report_failure(f: &Followed, msg: &str, names: &Namer, progress: &mut Progres
             }
         }
         None => eprintln!("ERROR: failed to solve: {msg}"),
+    }
+}
+
+/// `NAME (worker W): ERROR`, without naming the step twice when the
+/// worker's message already starts with the step's line. Pure.
+fn failure_line(
+    names: &Namer,
+    key: &str,
+    placement: Option<&naming::Placement>,
+    error: &str,
+) -> String {
+    let plain = names.name(key, None);
+    match error.strip_prefix(plain.as_str()) {
+        Some(rest) if !plain.starts_with("[vertex ") => {
+            format!("{}{rest}", names.name(key, placement))
+        }
+        _ => format!("{}: {error}", names.name(key, placement)),
     }
 }
 
@@ -472,4 +490,62 @@ fn write_push_only_files(
             .with_context(|| format!("writing --metadata-file {}", p.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::naming::Placement;
+    use super::*;
+    use imgfarm_common::graph::op::{ImageOp, Op};
+    use imgfarm_common::graph::Vertex;
+
+    #[test]
+    fn failure_lines_name_the_step_once() {
+        let v = Vertex::new(
+            Some("linux/arm64".parse().unwrap()),
+            Op::Image(ImageOp {
+                reference: "docker.io/library/busybox:1".into(),
+                digest: None,
+            }),
+            vec![],
+            "[linux/arm64 1/2] RUN make".into(),
+            1,
+        );
+        let key = v.key.to_string();
+        let names = Namer::new(&BuildGraph::from_vertices([v]));
+        let p = Placement {
+            worker: "arm1".into(),
+            emulated: true,
+        };
+        assert_eq!(
+            failure_line(&names, &key, Some(&p), "exit code 2"),
+            "[linux/arm64 1/2] RUN make (worker arm1, emulated): exit code 2"
+        );
+        assert_eq!(
+            failure_line(
+                &names,
+                &key,
+                Some(&p),
+                "[linux/arm64 1/2] RUN make: exit code 2 (on worker arm1)"
+            ),
+            "[linux/arm64 1/2] RUN make (worker arm1, emulated): exit code 2 (on worker arm1)"
+        );
+    }
+
+    #[test]
+    fn loopback_push_targets_may_use_plain_http() {
+        let spec = output_spec(
+            &[
+                "localhost:5000/app:1".to_string(),
+                "127.0.0.1:5001/app:1".to_string(),
+                "registry.example/app:1".to_string(),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(spec.insecure, vec!["localhost:5000", "127.0.0.1:5001"]);
+        assert!(spec.no_cache);
+        assert_eq!(spec.push.len(), 3);
+        assert!(output_spec(&["Not A Ref!".to_string()], false).is_err());
+    }
 }
