@@ -15,6 +15,7 @@ mod session;
 
 use super::output::{self, ExportExtras, OutputSpec as LocalOutput};
 use super::{open_context, plan, read_dockerfile, BuildArgs};
+use crate::commands::du::human;
 use crate::commands::farm::config::{self, FarmFlags};
 use crate::commands::farm::connect::{
     client_hello, connect, credentials, runtime, CONNECT_TIMEOUT,
@@ -22,6 +23,7 @@ use crate::commands::farm::connect::{
 use crate::commands::GlobalArgs;
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Context as _};
+use imgfarm_common::context::BuildContext;
 use imgfarm_common::farm::{
     encode, ContextBlob, FarmDefinition, FarmTarget, OutputSpec, RegistryCredential,
 };
@@ -29,6 +31,7 @@ use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::media_types;
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
+use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{BlobHeader, BuildFinished, BuiltManifest, Submit};
 use imgfarm_common::registry::{tls::allows_plain_http, CredentialSources, Reference, Secret};
@@ -129,7 +132,7 @@ fn title(a: &BuildArgs, dockerfile: &Path) -> String {
 }
 
 /// Run `imgfarm build --farm ...`.
-pub fn run(_g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let settings = config::load(&farm_flags(&a))?;
     let creds = credentials(&settings)?;
     if !a.secrets.is_empty() {
@@ -146,7 +149,7 @@ pub fn run(_g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     })?;
     let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
     let outputs = output::parse_outputs(&a)?;
-    let state = _g.state_dir();
+    let state = g.state_dir();
     std::fs::create_dir_all(&state)
         .with_context(|| format!("creating state directory {}", state.display()))?;
     let store = ContentStore::open(&state)
@@ -169,74 +172,22 @@ pub fn run(_g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let spec = output_spec(&push, a.no_cache)?;
     let dial_output = encode(&spec);
 
-    // What goes up before the build is submitted.
+    let mut progress = Progress::new(mode);
     let (submit, uploads) = match &a.reattach {
-        Some(id) => (
-            Submit {
-                platforms: Vec::new(),
-                definition: Vec::new(),
-                context: Vec::new(),
-                output: dial_output.clone(),
-                reattach: Some(id.clone()),
-            },
-            Vec::new(),
-        ),
-        None => {
-            let reads_context = graph
-                .vertices()
-                .iter()
-                .any(|v| matches!(v.op, Op::Context(_)));
-            let context = if reads_context {
-                let packed = pack::pack_context(&store, &ctx)?;
-                tracing::debug!(
-                    entries = packed.entries,
-                    selection = %packed.selection,
-                    layer = %packed.layer.digest,
-                    "packed the build context"
-                );
-                Some(packed)
-            } else {
-                None
-            };
-            let mut uploads = blobs::base_image_blobs(&store, &graph)?;
-            if let Some(c) = &context {
-                uploads.insert(0, c.layer.digest.clone());
-            }
-            let definition = FarmDefinition {
-                vertices: graph.vertices().into_iter().cloned().collect(),
-                targets: graph
-                    .targets
-                    .iter()
-                    .map(|t| FarmTarget {
-                        platform: t.platform.to_string(),
-                        export: t.export.clone(),
-                    })
-                    .collect(),
-                context: context.as_ref().map(|c| ContextBlob {
-                    layer: c.layer.clone(),
-                }),
-                title: title(&a, &dockerfile_path),
-            };
-            definition
-                .validate()
-                .map_err(|e| anyhow!("internal error: {e}"))?;
-            let submit = Submit {
-                platforms: platforms.iter().map(ToString::to_string).collect(),
-                definition: encode(&definition),
-                context: context
-                    .as_ref()
-                    .map(|c| BlobHeader::from(&c.layer))
-                    .into_iter()
-                    .collect(),
-                output: dial_output.clone(),
-                reattach: None,
-            };
-            (submit, uploads)
-        }
+        Some(id) => (reattach_submission(id, dial_output.clone()), Vec::new()),
+        None => new_submission(
+            &a,
+            &store,
+            &ctx,
+            &graph,
+            &platforms,
+            &dockerfile_path,
+            dial_output.clone(),
+            &mut progress,
+        )?,
     };
 
     let names = Namer::new(&graph);
-    let mut progress = Progress::new(mode);
     let hello = client_hello(&creds);
     let dial = Dial {
         addr: &settings.farm,
@@ -248,13 +199,32 @@ pub fn run(_g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let followed = rt.block_on(async {
         let link = connect(&settings.farm, &creds, &hello, CONNECT_TIMEOUT).await?;
         if !uploads.is_empty() {
+            let total: u64 = uploads
+                .iter()
+                .filter_map(|d| std::fs::metadata(store.blob_path(d)).ok())
+                .map(|m| m.len())
+                .sum();
+            const STEP: &str = "farm:upload";
+            progress.started(
+                STEP,
+                &format!(
+                    "[internal] uploading {} blobs ({}) to the farm",
+                    uploads.len(),
+                    human(total)
+                ),
+            );
             let r = blobs::upload(&link, &store, &uploads).await?;
-            progress.note(&format!(
-                "[farm] uploaded {} blobs ({}), {} already on the coordinator",
-                r.sent,
-                crate::commands::du::human(r.bytes),
-                r.present
-            ));
+            progress.log(
+                STEP,
+                format!(
+                    "sent {} ({}), {} already on the coordinator\n",
+                    r.sent,
+                    human(r.bytes),
+                    r.present
+                )
+                .as_bytes(),
+            );
+            progress.done(STEP);
         }
         session::follow(link, &dial, submit, &names, &mut progress).await
     });
@@ -275,6 +245,92 @@ pub fn run(_g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         &mut progress,
         &rt,
     )
+}
+
+/// Re-attaching to a build submitted before: only the output (credentials
+/// again) travels.
+fn reattach_submission(id: &str, output: Vec<u8>) -> Submit {
+    Submit {
+        platforms: Vec::new(),
+        definition: Vec::new(),
+        context: Vec::new(),
+        output,
+        reattach: Some(id.to_string()),
+    }
+}
+
+/// A new build: the context packed (when a step reads it), the definition,
+/// and every blob the coordinator needs before it accepts the build.
+#[allow(clippy::too_many_arguments)]
+fn new_submission(
+    a: &BuildArgs,
+    store: &ContentStore,
+    ctx: &BuildContext,
+    graph: &BuildGraph,
+    platforms: &[Platform],
+    dockerfile: &Path,
+    output: Vec<u8>,
+    progress: &mut Progress,
+) -> anyhow::Result<(Submit, Vec<Digest>)> {
+    let reads_context = graph
+        .vertices()
+        .iter()
+        .any(|v| matches!(v.op, Op::Context(_)));
+    let context = if reads_context {
+        const STEP: &str = "farm:pack";
+        progress.started(STEP, "[internal] packing the build context");
+        let packed = pack::pack_context(store, ctx)?;
+        progress.log(
+            STEP,
+            format!(
+                "{} entries, {} compressed\n",
+                packed.entries,
+                human(packed.layer.size)
+            )
+            .as_bytes(),
+        );
+        progress.done(STEP);
+        tracing::debug!(selection = %packed.selection, layer = %packed.layer.digest, "packed the build context");
+        Some(packed)
+    } else {
+        None
+    };
+    let mut uploads = blobs::base_image_blobs(store, graph)?;
+    if let Some(c) = &context {
+        if !uploads.contains(&c.layer.digest) {
+            uploads.insert(0, c.layer.digest.clone());
+        }
+    }
+    let definition = FarmDefinition {
+        vertices: graph.vertices().into_iter().cloned().collect(),
+        targets: graph
+            .targets
+            .iter()
+            .map(|t| FarmTarget {
+                platform: t.platform.to_string(),
+                export: t.export.clone(),
+            })
+            .collect(),
+        context: context.as_ref().map(|c| ContextBlob {
+            layer: c.layer.clone(),
+        }),
+        title: title(a, dockerfile),
+    };
+    definition
+        .validate()
+        .map_err(|e| anyhow!("internal error: {e}"))?;
+    let submit = Submit {
+        platforms: platforms.iter().map(ToString::to_string).collect(),
+        definition: encode(&definition),
+        context: context
+            .as_ref()
+            .map(|c| BlobHeader::from(&c.layer))
+            .into_iter()
+            .collect(),
+        output,
+        reattach: None,
+    };
+    Ok((submit, uploads))
 }
 
 /// `--metadata-file` keys of a farm build.
@@ -434,12 +490,15 @@ fn finish(
         .take()
         .ok_or_else(|| anyhow!("no session left to download the result"))?;
     let digests: Vec<_> = manifests.iter().map(|(_, m)| m.digest.clone()).collect();
+    const STEP: &str = "farm:download";
+    progress.started(STEP, "[internal] downloading the result from the farm");
     rt.block_on(blobs::download_images(
         &link,
         store,
         index.map(|i| &i.digest),
         &digests,
     ))?;
+    progress.done(STEP);
     rt.block_on(link.close());
     let root = index.map(|i| RefDescriptor::new(media_types::OCI_INDEX, i.digest.clone(), i.size));
     if !missing_push.is_empty() {
