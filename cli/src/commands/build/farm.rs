@@ -20,9 +20,7 @@ use super::output;
 use super::{open_context, plan, read_dockerfile, BuildArgs};
 use crate::commands::du::human;
 use crate::commands::farm::config::{self, FarmFlags};
-use crate::commands::farm::connect::{
-    client_hello, connect, credentials, runtime, CONNECT_TIMEOUT,
-};
+use crate::commands::farm::connect::{client_hello, connect, credentials, CONNECT_TIMEOUT};
 use crate::commands::GlobalArgs;
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Context as _};
@@ -50,6 +48,17 @@ fn farm_flags(a: &BuildArgs) -> FarmFlags {
             .clone()
             .or_else(|| std::env::var("IMGFARM_FARM_NAME").ok()),
     }
+}
+
+/// The client's runtime: one worker thread besides the caller's, so a
+/// background task (Ctrl-C while the result is written) runs even while
+/// the caller does blocking work such as the export.
+fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the farm client's runtime")
 }
 
 /// Run `imgfarm build --farm ...`.
@@ -119,7 +128,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         hello: &hello,
         output: dial_output,
     };
-    let rt = runtime()?;
+    let rt = build_runtime()?;
     let followed = rt.block_on(async {
         let link = connect(&settings.farm, &creds, &hello, CONNECT_TIMEOUT).await?;
         if !uploads.is_empty() {

@@ -18,6 +18,23 @@ use std::process::ExitCode;
 /// Exit code of a build cancelled with Ctrl-C (128 + SIGINT, as shells use).
 const EXIT_CANCELLED: u8 = 130;
 
+/// Exits with [`EXIT_CANCELLED`] on SIGINT or SIGTERM.
+async fn exit_on_interrupt() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("interrupted: the build finished on the farm; its result was not written completely");
+    std::process::exit(i32::from(EXIT_CANCELLED));
+}
+
 /// `--metadata-file` keys of a farm build.
 fn farm_metadata(f: &Followed, names: &Namer) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
@@ -114,6 +131,10 @@ pub fn finish(
     progress: &mut Progress,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
+    // From here on the build is over on the farm: Ctrl-C (whose default
+    // action the session's handler replaced) just stops the client.
+    let _guard = rt.enter();
+    tokio::spawn(exit_on_interrupt());
     let done: BuildFinished =
         match std::mem::replace(&mut f.end, End::Cancelled { confirmed: false }) {
             End::Cancelled { confirmed } => {
