@@ -32,6 +32,7 @@ enum Script {
     WaitForCancel,
     DropThenReattach,
     PushOnly,
+    Refuse,
 }
 
 const BUILD_ID: &str = "b-test-1";
@@ -207,6 +208,15 @@ async fn serve(
     for c in &output.credentials {
         log(format!("credential {} {} {}", c.host, c.username, c.secret));
     }
+    if script == Script::Refuse {
+        let why = match &sub.reattach {
+            Some(id) => format!("unknown build {id}: this coordinator has no record of it"),
+            None => "missing blob sha256:00 — upload it first".to_string(),
+        };
+        s.send(&Message::Refused(why)).await.unwrap();
+        while recv(&mut s).await.is_some() {}
+        return;
+    }
     if let Some(id) = &sub.reattach {
         log(format!("reattach {id}"));
         s.send(&Message::Accepted {
@@ -319,6 +329,7 @@ async fn serve(
                 log(format!("after finish: {m:?}"));
             }
         }
+        Script::Refuse => {}
         Script::DropThenReattach => {
             // Long enough for the client to read what was sent.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -516,4 +527,25 @@ fn a_push_done_by_the_coordinator_is_not_repeated() {
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"));
     assert!(!blob.exists(), "{} was downloaded", blob.display());
+}
+
+#[test]
+fn refusals_are_reported_with_the_coordinators_reason() {
+    let farm = Farm::start(Script::Refuse);
+    let out = farm.build().arg(farm.path("ctx")).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the coordinator refused the build: missing blob sha256:00"),
+        "{err}"
+    );
+    let out = farm
+        .build()
+        .args(["--reattach", "nope"])
+        .arg(farm.path("ctx"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown build nope"), "{err}");
 }

@@ -13,7 +13,7 @@ use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
 use imgfarm_common::identity::Credentials;
 use imgfarm_common::proto::{BuildFinished, Hello, Message, Submit};
-use imgfarm_worker::link::Link;
+use imgfarm_worker::link::{Link, LinkError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -81,7 +81,7 @@ pub struct Followed {
 enum Step {
     Signal,
     CancelTimeout,
-    Recv(Result<Option<Message>, imgfarm_worker::link::LinkError>),
+    Recv(Result<Option<Message>, LinkError>),
 }
 
 fn interrupts() -> anyhow::Result<(Signal, Signal)> {
@@ -93,24 +93,48 @@ fn interrupts() -> anyhow::Result<(Signal, Signal)> {
     ))
 }
 
+/// Why a submission was not accepted.
+#[derive(Debug)]
+enum NotAccepted {
+    /// The coordinator said no (unknown build, missing blob, bad definition):
+    /// asking again will not help.
+    Refused(String),
+    /// The session failed or timed out.
+    Failed(anyhow::Error),
+}
+
+impl From<NotAccepted> for anyhow::Error {
+    fn from(n: NotAccepted) -> Self {
+        match n {
+            NotAccepted::Refused(why) => anyhow!("the coordinator refused the build: {why}"),
+            NotAccepted::Failed(e) => e,
+        }
+    }
+}
+
 /// Sends `submit` and waits for the coordinator's `Accepted`.
-async fn submit_and_wait(link: &mut Link, submit: Submit) -> anyhow::Result<String> {
-    link.send(&Message::Submit(submit)).await?;
+async fn submit_and_wait(link: &mut Link, submit: Submit) -> Result<String, NotAccepted> {
+    let failed = |e: LinkError| NotAccepted::Failed(e.into());
+    link.send(&Message::Submit(submit)).await.map_err(failed)?;
     let wait = async {
         loop {
-            match link.recv().await? {
+            match link.recv().await.map_err(failed)? {
                 Some(Message::Accepted { build_id }) => return Ok(build_id),
-                Some(Message::Refused(why)) => bail!("the coordinator refused the build: {why}"),
+                Some(Message::Refused(why)) => return Err(NotAccepted::Refused(why)),
                 Some(_) => continue,
-                None => bail!("the coordinator closed the session before accepting the build"),
+                None => {
+                    return Err(NotAccepted::Failed(anyhow!(
+                        "the coordinator closed the session before accepting the build"
+                    )))
+                }
             }
         }
     };
     tokio::time::timeout(ACCEPT_WAIT, wait).await.map_err(|_| {
-        anyhow!(
+        NotAccepted::Failed(anyhow!(
             "the coordinator did not accept the build within {}s",
             ACCEPT_WAIT.as_secs()
-        )
+        ))
     })?
 }
 
@@ -138,8 +162,10 @@ async fn reattach(dial: &Dial<'_>, build_id: &str, deadline: Instant) -> anyhow:
                 };
                 match submit_and_wait(&mut link, submit).await {
                     Ok(_) => return Ok(link),
-                    Err(e) if e.to_string().contains("refused") => return Err(e),
-                    Err(e) => last = e.to_string(),
+                    Err(NotAccepted::Refused(why)) => {
+                        bail!("the coordinator refused to re-attach to build {build_id}: {why}")
+                    }
+                    Err(NotAccepted::Failed(e)) => last = e.to_string(),
                 }
             }
             Err(e) => last = e.to_string(),
@@ -158,12 +184,15 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> anyhow::Result<Followed> {
     let (mut sigint, mut sigterm) = interrupts()?;
-    let build_id = submit_and_wait(&mut link, submit).await.with_context(|| {
-        format!(
-            "submitting the build to the farm coordinator at {}",
-            dial.addr
-        )
-    })?;
+    let build_id = submit_and_wait(&mut link, submit)
+        .await
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "submitting the build to the farm coordinator at {}",
+                dial.addr
+            )
+        })?;
     progress.fact("build id", "farm_build_id", &build_id);
     let mut link = Some(link);
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
