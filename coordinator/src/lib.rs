@@ -6,3 +6,4 @@ pub mod drive;
 pub mod link;
 pub mod scheduler;
 pub mod server;
+pub mod service;

@@ -4,24 +4,31 @@
 //! in-process link, the farm over QUIC (DESIGN.md: one scheduler, two
 //! transports).
 //!
-//! Rules (DESIGN.md "Scheduling"):
+//! Rules (DESIGN.md "Scheduling", issue 6 "Scheduler"):
 //! - a vertex runs only once all its inputs are done;
 //! - a platform-bound vertex goes to a worker that runs its platform natively;
 //!   only when none exists, to one that emulates it (the decision says so);
 //!   never to a worker that can do neither;
 //! - platform-neutral vertices (context, URL, inline files) go anywhere;
-//! - among candidates the least loaded worker wins, ties by lowest id, so
-//!   decisions are deterministic;
+//! - among the candidates with a free slot: the one holding most of the
+//!   vertex's inputs wins (cache affinity; holding the vertex's own key counts
+//!   more than all inputs together), then the least loaded, then the lowest
+//!   id, so decisions are deterministic;
 //! - at most `max_in_flight` vertices run at once overall (`--jobs`), and at
 //!   most `slots` per worker;
 //! - cached vertices are done from the start, and vertices needed only by
-//!   cached ones are never scheduled.
+//!   cached ones are never scheduled;
+//! - several builds share one scheduler: a key is one task however many
+//!   builds need it (BuildKit's solver merges identical vertices the same way).
 
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// A worker's index in the scheduler's worker list.
+mod placement;
+
+/// A worker's id: its index in the order workers were added. Ids are never
+/// reused; a worker that reconnects is added again and gets a new id.
 pub type WorkerId = usize;
 
 /// What a worker offers.
@@ -33,7 +40,7 @@ pub struct WorkerSpec {
     pub native: Vec<Platform>,
     /// Platforms it can emulate (binfmt/qemu).
     pub emulated: Vec<Platform>,
-    /// Vertices it may run at once.
+    /// Vertices it may run at once (0 counts as 1).
     pub slots: usize,
 }
 
@@ -63,6 +70,29 @@ pub struct Decision {
     pub emulated: bool,
 }
 
+/// Where a vertex stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VertexState {
+    /// Not started (its inputs may not be done yet).
+    Waiting,
+    /// Sent to this worker.
+    Running(WorkerId),
+    /// Finished with a result (or cached).
+    Done,
+    /// Finished with an error; a later build that needs it arms it again.
+    Failed,
+}
+
+/// The outcome of one [`Scheduler::place`] round.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// Vertices now running, in graph order.
+    pub decisions: Vec<Decision>,
+    /// Ready vertices that no live worker can run; they stay waiting, so a
+    /// worker that joins later can still take them.
+    pub unplaceable: Vec<(Digest, SchedError)>,
+}
+
 /// Why scheduling cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchedError {
@@ -87,32 +117,57 @@ pub enum SchedError {
     NotRunning(Digest),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Running(WorkerId),
-    Done,
-    Failed,
+/// A worker and what the scheduler knows about it.
+#[derive(Debug)]
+struct WorkerEntry {
+    spec: WorkerSpec,
+    /// Vertices running on it.
+    load: usize,
+    lost: bool,
+    /// Keys whose results it holds (cache summary plus what it finished).
+    holds: BTreeSet<Digest>,
 }
 
 /// The scheduler state machine.
 #[derive(Debug)]
 pub struct Scheduler {
     tasks: BTreeMap<Digest, Task>,
-    state: BTreeMap<Digest, State>,
-    /// Ready vertices in graph order.
+    state: BTreeMap<Digest, VertexState>,
+    /// Vertices that run (not cached, needed), in the order they were added.
     order: Vec<Digest>,
-    workers: Vec<WorkerSpec>,
-    load: Vec<usize>,
-    lost: BTreeSet<WorkerId>,
+    /// Position of each task in `order`, for graph-ordered ready lists.
+    seq: BTreeMap<Digest, u64>,
+    next_seq: u64,
+    /// Waiting vertices whose inputs are all done, by `seq`.
+    ready: BTreeSet<(u64, Digest)>,
+    /// Who waits for a key.
+    users: BTreeMap<Digest, BTreeSet<Digest>>,
+    workers: Vec<WorkerEntry>,
     max_in_flight: usize,
     running: usize,
 }
 
 impl Scheduler {
-    /// A scheduler for `tasks` (inputs before users) that must produce
-    /// `roots`. Keys in `cached` count as done without running, and what
-    /// only they need is pruned.
+    /// A scheduler without workers or tasks; at most `max_in_flight`
+    /// vertices run at once (0 counts as 1).
+    pub fn empty(max_in_flight: usize) -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+            state: BTreeMap::new(),
+            order: Vec::new(),
+            seq: BTreeMap::new(),
+            next_seq: 0,
+            ready: BTreeSet::new(),
+            users: BTreeMap::new(),
+            workers: Vec::new(),
+            max_in_flight: max_in_flight.max(1),
+            running: 0,
+        }
+    }
+
+    /// A scheduler for one build: `tasks` (inputs before users) that must
+    /// produce `roots`. Keys in `cached` count as done without running, and
+    /// what only they need is pruned.
     pub fn new(
         tasks: Vec<Task>,
         roots: &[Digest],
@@ -120,56 +175,189 @@ impl Scheduler {
         workers: Vec<WorkerSpec>,
         max_in_flight: usize,
     ) -> Result<Self, SchedError> {
-        let by_key: BTreeMap<Digest, Task> =
-            tasks.iter().map(|t| (t.key.clone(), t.clone())).collect();
-        // What the roots need, stopping at cached vertices.
-        let mut needed = BTreeSet::new();
-        let mut todo: VecDeque<Digest> = roots.iter().cloned().collect();
-        while let Some(k) = todo.pop_front() {
-            if !needed.insert(k.clone()) || cached.contains(&k) {
+        let mut s = Self::empty(max_in_flight);
+        for w in workers {
+            s.add_worker(w);
+        }
+        s.add_build(tasks, roots, cached)?;
+        Ok(s)
+    }
+
+    /// A worker joins; returns its id (never one used before).
+    pub fn add_worker(&mut self, spec: WorkerSpec) -> WorkerId {
+        self.workers.push(WorkerEntry {
+            spec,
+            load: 0,
+            lost: false,
+            holds: BTreeSet::new(),
+        });
+        self.workers.len() - 1
+    }
+
+    /// `worker` holds results for `keys` (its cache summary). Ignored for a
+    /// lost or unknown worker.
+    pub fn add_holdings(&mut self, worker: WorkerId, keys: impl IntoIterator<Item = Digest>) {
+        if let Some(w) = self.workers.get_mut(worker).filter(|w| !w.lost) {
+            w.holds.extend(keys);
+        }
+    }
+
+    /// Merge a build: `tasks` (inputs before users) that must produce
+    /// `roots`, with `cached` keys done already. A key already known is the
+    /// same task (it runs once for all builds); a failed one that this build
+    /// needs is armed again. Nothing changes when an input is missing.
+    pub fn add_build(
+        &mut self,
+        tasks: Vec<Task>,
+        roots: &[Digest],
+        cached: &BTreeSet<Digest>,
+    ) -> Result<(), SchedError> {
+        let needed = self.needed(&tasks, roots, cached)?;
+        for k in needed.iter().filter(|k| cached.contains(*k)) {
+            self.mark_done(k);
+        }
+        for t in tasks {
+            if !needed.contains(&t.key) || self.state.contains_key(&t.key) {
                 continue;
             }
-            let Some(t) = by_key.get(&k) else { continue };
+            self.insert_task(t);
+        }
+        for k in &needed {
+            if self.state.get(k) == Some(&VertexState::Failed) {
+                self.state.insert(k.clone(), VertexState::Waiting);
+                self.arm(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// What `roots` need, stopping at done vertices; errors on an input that
+    /// is nowhere.
+    fn needed(
+        &self,
+        tasks: &[Task],
+        roots: &[Digest],
+        cached: &BTreeSet<Digest>,
+    ) -> Result<BTreeSet<Digest>, SchedError> {
+        let by_key: BTreeMap<&Digest, &Task> = tasks.iter().map(|t| (&t.key, t)).collect();
+        let done = |k: &Digest| cached.contains(k) || self.state.get(k) == Some(&VertexState::Done);
+        let mut needed = BTreeSet::new();
+        let mut todo: VecDeque<&Digest> = roots.iter().collect();
+        while let Some(k) = todo.pop_front() {
+            if !needed.insert(k.clone()) || done(k) {
+                continue;
+            }
+            let Some(t) = by_key.get(k).copied().or_else(|| self.tasks.get(k)) else {
+                continue;
+            };
             for i in &t.inputs {
-                if !by_key.contains_key(i) && !cached.contains(i) {
+                if !by_key.contains_key(i) && !self.tasks.contains_key(i) && !done(i) {
                     return Err(SchedError::MissingInput {
                         vertex: k.clone(),
                         input: i.clone(),
                     });
                 }
-                todo.push_back(i.clone());
+                todo.push_back(i);
             }
         }
-        let mut state = BTreeMap::new();
-        let mut order = Vec::new();
-        let mut kept = BTreeMap::new();
-        for t in tasks {
-            if !needed.contains(&t.key) {
+        Ok(needed)
+    }
+
+    fn insert_task(&mut self, t: Task) {
+        for i in &t.inputs {
+            self.users
+                .entry(i.clone())
+                .or_default()
+                .insert(t.key.clone());
+        }
+        self.seq.insert(t.key.clone(), self.next_seq);
+        self.next_seq += 1;
+        self.order.push(t.key.clone());
+        self.state.insert(t.key.clone(), VertexState::Waiting);
+        let key = t.key.clone();
+        self.tasks.insert(key.clone(), t);
+        self.arm(&key);
+    }
+
+    /// Put `key` on the ready list if it waits and its inputs are done.
+    fn arm(&mut self, key: &Digest) {
+        if self.state.get(key) != Some(&VertexState::Waiting) {
+            return;
+        }
+        let (Some(t), Some(seq)) = (self.tasks.get(key), self.seq.get(key)) else {
+            return;
+        };
+        if t.inputs
+            .iter()
+            .all(|i| self.state.get(i) == Some(&VertexState::Done))
+        {
+            self.ready.insert((*seq, key.clone()));
+        }
+    }
+
+    /// `key` is done (cached or finished): its users may become ready.
+    fn mark_done(&mut self, key: &Digest) {
+        match self.state.get(key) {
+            Some(VertexState::Running(_)) | Some(VertexState::Done) => return,
+            Some(VertexState::Waiting) => {
+                if let Some(seq) = self.seq.get(key) {
+                    self.ready.remove(&(*seq, key.clone()));
+                }
+            }
+            Some(VertexState::Failed) | None => {}
+        }
+        self.state.insert(key.clone(), VertexState::Done);
+        self.wake_users(key);
+    }
+
+    fn wake_users(&mut self, key: &Digest) {
+        let users: Vec<Digest> = self
+            .users
+            .get(key)
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default();
+        for u in &users {
+            self.arm(u);
+        }
+    }
+
+    /// Drop the waiting (and failed) vertices among `keys`, e.g. of a
+    /// cancelled build, when no other build needs them. Running vertices go
+    /// on (the caller cancels them on their worker and reports the outcome
+    /// as usual); done ones stay known.
+    pub fn forget(&mut self, keys: &[Digest]) {
+        let mut dropped = BTreeSet::new();
+        for k in keys {
+            if !matches!(
+                self.state.get(k),
+                Some(VertexState::Waiting) | Some(VertexState::Failed)
+            ) {
                 continue;
             }
-            let s = if cached.contains(&t.key) {
-                State::Done
-            } else {
-                order.push(t.key.clone());
-                State::Waiting
-            };
-            state.insert(t.key.clone(), s);
-            kept.insert(t.key.clone(), t);
+            self.state.remove(k);
+            if let Some(seq) = self.seq.remove(k) {
+                self.ready.remove(&(seq, k.clone()));
+            }
+            if let Some(t) = self.tasks.remove(k) {
+                for i in &t.inputs {
+                    if let Some(u) = self.users.get_mut(i) {
+                        u.remove(k);
+                        if u.is_empty() {
+                            self.users.remove(i);
+                        }
+                    }
+                }
+            }
+            dropped.insert(k.clone());
         }
-        for k in cached {
-            state.insert(k.clone(), State::Done);
+        if !dropped.is_empty() {
+            self.order.retain(|k| !dropped.contains(k));
         }
-        let load = vec![0; workers.len()];
-        Ok(Self {
-            tasks: kept,
-            state,
-            order,
-            workers,
-            load,
-            lost: BTreeSet::new(),
-            max_in_flight: max_in_flight.max(1),
-            running: 0,
-        })
+    }
+
+    /// Where `key` stands; `None` when it is unknown (or forgotten).
+    pub fn state_of(&self, key: &Digest) -> Option<VertexState> {
+        self.state.get(key).cloned()
     }
 
     /// Vertices that will run (not cached, needed), in graph order.
@@ -179,7 +367,7 @@ impl Scheduler {
 
     /// True when every needed vertex is done.
     pub fn is_finished(&self) -> bool {
-        self.state.values().all(|s| *s == State::Done)
+        self.state.values().all(|s| *s == VertexState::Done)
     }
 
     /// Vertices running now.
@@ -187,120 +375,60 @@ impl Scheduler {
         self.running
     }
 
-    fn ready(&self, t: &Task) -> bool {
-        t.inputs
-            .iter()
-            .all(|i| self.state.get(i) == Some(&State::Done))
-    }
-
-    fn candidates(&self, platform: &Platform) -> (Vec<WorkerId>, bool) {
-        let alive = |w: &WorkerId| !self.lost.contains(w);
-        let native: Vec<WorkerId> = (0..self.workers.len())
-            .filter(alive)
-            .filter(|&w| self.workers[w].native.iter().any(|p| p.matches(platform)))
-            .collect();
-        if !native.is_empty() {
-            return (native, false);
-        }
-        let emulated = (0..self.workers.len())
-            .filter(alive)
-            .filter(|&w| self.workers[w].emulated.iter().any(|p| p.matches(platform)))
-            .collect();
-        (emulated, true)
-    }
-
-    fn describe_workers(&self) -> String {
-        if self.workers.is_empty() {
-            return "none".into();
-        }
-        self.workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let list = |ps: &[Platform]| {
-                    ps.iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                format!(
-                    "{} (native {}; emulated {}{})",
-                    w.name,
-                    list(&w.native),
-                    list(&w.emulated),
-                    if self.lost.contains(&i) { "; lost" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     /// The next decisions: ready vertices placed on free worker slots, up
     /// to the in-flight bound. Errors when a ready vertex has no candidate
-    /// at all.
+    /// at all; nothing is started then.
     pub fn decide(&mut self) -> Result<Vec<Decision>, SchedError> {
-        let mut out = Vec::new();
-        let keys: Vec<Digest> = self.order.clone();
-        for k in keys {
-            if self.running >= self.max_in_flight {
-                break;
+        let p = self.place();
+        if let Some((_, e)) = p.unplaceable.into_iter().next() {
+            for d in &p.decisions {
+                self.unstart(d);
             }
-            if self.state.get(&k) != Some(&State::Waiting) {
-                continue;
-            }
-            let Some(t) = self.tasks.get(&k) else {
-                continue;
-            };
-            if !self.ready(t) {
-                continue;
-            }
-            let (cands, emulated) = match &t.platform {
-                Some(p) => {
-                    let (c, e) = self.candidates(p);
-                    let e = e && t.runs_code;
-                    if c.is_empty() {
-                        return Err(SchedError::NoCandidate {
-                            platform: p.to_string(),
-                            workers: self.describe_workers(),
-                        });
-                    }
-                    (c, e)
-                }
-                None => {
-                    let all: Vec<WorkerId> = (0..self.workers.len())
-                        .filter(|w| !self.lost.contains(w))
-                        .collect();
-                    if all.is_empty() {
-                        return Err(SchedError::NoCandidate {
-                            platform: "any platform".into(),
-                            workers: self.describe_workers(),
-                        });
-                    }
-                    (all, false)
-                }
-            };
-            let free = cands
-                .into_iter()
-                .filter(|&w| self.load[w] < self.workers[w].slots.max(1))
-                .min_by_key(|&w| (self.load[w], w));
-            let Some(w) = free else { continue };
-            self.load[w] += 1;
-            self.running += 1;
-            self.state.insert(k.clone(), State::Running(w));
-            out.push(Decision {
-                key: k,
-                worker: w,
-                emulated,
-            });
+            return Err(e);
         }
-        Ok(out)
+        Ok(p.decisions)
     }
 
-    fn finish(&mut self, key: &Digest, to: State) -> Result<WorkerId, SchedError> {
+    /// The next decisions, like [`Scheduler::decide`], except that a ready
+    /// vertex without any candidate stays waiting and is reported in
+    /// [`Placement::unplaceable`] while the others are still placed.
+    pub fn place(&mut self) -> Placement {
+        let plan = placement::plan(self);
+        for d in &plan.decisions {
+            self.start(d);
+        }
+        plan
+    }
+
+    fn start(&mut self, d: &Decision) {
+        if let Some(seq) = self.seq.get(&d.key) {
+            self.ready.remove(&(*seq, d.key.clone()));
+        }
+        if let Some(w) = self.workers.get_mut(d.worker) {
+            w.load += 1;
+        }
+        self.running += 1;
+        self.state
+            .insert(d.key.clone(), VertexState::Running(d.worker));
+    }
+
+    /// Undo [`Scheduler::start`] for a decision never handed out.
+    fn unstart(&mut self, d: &Decision) {
+        if let Some(w) = self.workers.get_mut(d.worker) {
+            w.load = w.load.saturating_sub(1);
+        }
+        self.running = self.running.saturating_sub(1);
+        self.state.insert(d.key.clone(), VertexState::Waiting);
+        self.arm(&d.key);
+    }
+
+    fn finish(&mut self, key: &Digest, to: VertexState) -> Result<WorkerId, SchedError> {
         match self.state.get(key) {
-            Some(State::Running(w)) => {
+            Some(VertexState::Running(w)) => {
                 let w = *w;
-                self.load[w] = self.load[w].saturating_sub(1);
+                if let Some(e) = self.workers.get_mut(w) {
+                    e.load = e.load.saturating_sub(1);
+                }
                 self.running = self.running.saturating_sub(1);
                 self.state.insert(key.clone(), to);
                 Ok(w)
@@ -309,31 +437,40 @@ impl Scheduler {
         }
     }
 
-    /// `key` finished with a result.
+    /// `key` finished with a result on its worker, which now holds it.
     pub fn complete(&mut self, key: &Digest) -> Result<(), SchedError> {
-        self.finish(key, State::Done).map(|_| ())
+        let w = self.finish(key, VertexState::Done)?;
+        if let Some(e) = self.workers.get_mut(w).filter(|e| !e.lost) {
+            e.holds.insert(key.clone());
+        }
+        self.wake_users(key);
+        Ok(())
     }
 
-    /// `key` failed: the build fails (nothing else is started by the caller).
+    /// `key` failed: it and what waits for it stay undone until a later
+    /// [`Scheduler::add_build`] needs it again.
     pub fn fail(&mut self, key: &Digest) -> Result<(), SchedError> {
-        self.finish(key, State::Failed).map(|_| ())
+        self.finish(key, VertexState::Failed).map(|_| ())
     }
 
-    /// A worker is gone: its running vertices go back to waiting.
+    /// A worker is gone: its running vertices go back to waiting (returned,
+    /// in key order), and what it held no longer counts for affinity.
     pub fn worker_lost(&mut self, worker: WorkerId) -> Vec<Digest> {
-        self.lost.insert(worker);
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.lost = true;
+            w.load = 0;
+            w.holds.clear();
+        }
         let back: Vec<Digest> = self
             .state
             .iter()
-            .filter(|(_, s)| **s == State::Running(worker))
+            .filter(|(_, s)| **s == VertexState::Running(worker))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &back {
-            self.state.insert(k.clone(), State::Waiting);
+            self.state.insert(k.clone(), VertexState::Waiting);
             self.running = self.running.saturating_sub(1);
-        }
-        if let Some(l) = self.load.get_mut(worker) {
-            *l = 0;
+            self.arm(k);
         }
         back
     }

@@ -7,11 +7,13 @@
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
 //! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
 //! - [`link`]: the worker's dial-out QUIC link to a farm coordinator.
+//! - [`farm`]: the farm worker (`imgfarm worker`): sessions, jobs, blob transfers.
 
 #![warn(missing_docs)]
 
 pub mod emulation;
 pub mod executor;
+pub mod farm;
 pub mod idmap;
 pub mod link;
 pub mod snapshot;

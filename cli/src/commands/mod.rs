@@ -1,6 +1,7 @@
 //! The command surface. One file per command; each `run` returns the exit code.
 
 mod build;
+mod coordinator_cmd;
 mod debug;
 mod du;
 mod farm;
@@ -17,6 +18,7 @@ mod roles;
 mod save;
 mod seed;
 mod tag;
+mod worker_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -120,10 +122,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Farm(c) => farm::run(g, c),
         Command::Debug(c) => debug::run(g, c),
     }
-}
-
-/// The answer of a command that is on the surface but not built yet.
-pub fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("imgfarm {what}: not implemented yet");
-    Ok(ExitCode::from(2))
 }

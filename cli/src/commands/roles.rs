@@ -1,6 +1,6 @@
 //! Operator roles: `imgfarm coordinator` and `imgfarm worker`.
 
-use super::{not_implemented, GlobalArgs};
+use super::GlobalArgs;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,9 @@ pub struct CoordinatorArgs {
     /// Directory holding ca.crt and coordinator.{crt,key}
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Declare a worker lost after this many seconds without a heartbeat
+    #[arg(long, value_name = "SECS", default_value_t = 6.0)]
+    pub heartbeat_timeout: f64,
 }
 
 /// `imgfarm worker`
@@ -37,11 +40,11 @@ pub struct WorkerArgs {
 }
 
 /// Run `imgfarm coordinator`.
-pub fn coordinator(_g: &GlobalArgs, _a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("coordinator")
+pub fn coordinator(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    super::coordinator_cmd::run(g, a)
 }
 
 /// Run `imgfarm worker`.
-pub fn worker(_g: &GlobalArgs, _a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    not_implemented("worker")
+pub fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    super::worker_cmd::run(g, a)
 }

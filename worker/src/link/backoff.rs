@@ -58,9 +58,16 @@ pub fn is_retryable(e: &LinkError) -> bool {
     }
 }
 
+/// Longest wait for one connection attempt. A coordinator that is down
+/// drops the QUIC Initial packets silently; without this bound an attempt
+/// would last the whole idle timeout (30 s) before the next one.
+pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Dials until connected, sleeping by `backoff` between attempts; returns
 /// the first non-retryable error (wrong version, refused certificate, ...).
 /// `on_retry` sees each retryable failure and the delay before the next try.
+/// An attempt that takes longer than [`CONNECT_ATTEMPT_TIMEOUT`] counts as a
+/// retryable timeout.
 pub async fn connect_with_backoff(
     addr: &str,
     creds: &Credentials,
@@ -70,7 +77,18 @@ pub async fn connect_with_backoff(
     mut on_retry: impl FnMut(&LinkError, Duration),
 ) -> Result<Link, LinkError> {
     loop {
-        match Link::connect(addr, creds, hello.clone(), opts.clone()).await {
+        let attempt = tokio::time::timeout(
+            CONNECT_ATTEMPT_TIMEOUT,
+            Link::connect(addr, creds, hello.clone(), opts.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(LinkError::Connection {
+                addr: addr.to_string(),
+                source: quinn::ConnectionError::TimedOut,
+            })
+        });
+        match attempt {
             Ok(link) => return Ok(link),
             Err(e) if is_retryable(&e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(30));

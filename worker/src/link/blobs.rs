@@ -1,7 +1,7 @@
 //! Blob streams from the dialer's side: upload to and download from the
 //! coordinator's shared store, one QUIC stream per blob.
 
-use super::{Link, LinkError};
+use super::{Link, LinkError, LinkHandle};
 use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -23,6 +23,32 @@ pub enum PutOutcome {
 }
 
 impl Link {
+    /// Uploads the blob `header` describes (see [`LinkHandle::put_blob`]).
+    pub async fn put_blob<R: AsyncRead + Unpin>(
+        &self,
+        header: &BlobHeader,
+        src: &mut R,
+    ) -> Result<PutOutcome, LinkError> {
+        self.handle.put_blob(header, src).await
+    }
+
+    /// Uploads a blob from a local content store (see
+    /// [`LinkHandle::put_blob_from_store`]).
+    pub async fn put_blob_from_store(
+        &self,
+        store: &ContentStore,
+        digest: &Digest,
+    ) -> Result<PutOutcome, LinkError> {
+        self.handle.put_blob_from_store(store, digest).await
+    }
+
+    /// Downloads a blob into `store` (see [`LinkHandle::get_blob`]).
+    pub async fn get_blob(&self, store: &ContentStore, digest: &Digest) -> Result<bool, LinkError> {
+        self.handle.get_blob(store, digest).await
+    }
+}
+
+impl LinkHandle {
     async fn open_stream(
         &self,
         open: &StreamOpen,

@@ -5,12 +5,18 @@
 //! coordinator's, opens the control stream, exchanges preambles (a version
 //! mismatch fails with a message naming both versions) and the
 //! hello/welcome. Blob transfers each use a stream of their own.
+//!
+//! A session that sends and receives at the same time (a farm worker sends
+//! heartbeats and logs while it waits for jobs) [`Link::split`]s the link
+//! into a [`LinkSender`], a [`LinkReceiver`] and a cloneable [`LinkHandle`]
+//! for blob streams, and gives each half to its own task: a frame is then
+//! never abandoned halfway by a `select!` on the other direction.
 
 mod backoff;
 mod blobs;
 mod dial;
 
-pub use backoff::{connect_with_backoff, is_retryable, Backoff};
+pub use backoff::{connect_with_backoff, is_retryable, Backoff, CONNECT_ATTEMPT_TIMEOUT};
 pub use blobs::PutOutcome;
 pub use dial::{endpoint_config, parse_farm_addr, transport_config, FarmAddr};
 
@@ -75,6 +81,9 @@ pub enum LinkError {
     Blob(#[from] imgfarm_common::proto::blob::BlobError),
 }
 
+/// Longest wait for the coordinator to acknowledge a [`Message::Bye`].
+pub const BYE_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Options of a link.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -93,14 +102,34 @@ impl Default for LinkOptions {
 /// An open session with the coordinator.
 #[derive(Debug)]
 pub struct Link {
-    endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
+    handle: LinkHandle,
     /// The coordinator's welcome.
     pub welcome: Welcome,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    send: LinkSender,
+    recv: LinkReceiver,
+}
+
+/// The shareable part of a link: the connection, for blob streams (one QUIC
+/// stream per blob, so any number of tasks may transfer at once) and for
+/// closing. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
     our_role: Role,
     version: u32,
+}
+
+/// The sending half of the control stream (see [`Link::split`]).
+#[derive(Debug)]
+pub struct LinkSender {
+    send: quinn::SendStream,
+}
+
+/// The receiving half of the control stream (see [`Link::split`]).
+#[derive(Debug)]
+pub struct LinkReceiver {
+    recv: quinn::RecvStream,
 }
 
 impl Link {
@@ -166,26 +195,28 @@ impl Link {
             }
         };
         Ok(Self {
-            endpoint,
-            conn,
+            handle: LinkHandle {
+                endpoint,
+                conn,
+                our_role,
+                version: opts.protocol_version,
+            },
             welcome,
-            send,
-            recv,
-            our_role,
-            version: opts.protocol_version,
+            send: LinkSender { send },
+            recv: LinkReceiver { recv },
         })
     }
 
     /// Sends one control message.
     pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
-        Ok(write_msg(&mut self.send, msg).await?)
+        self.send.send(msg).await
     }
 
     /// Writes bytes on the control stream as they are, bypassing framing.
     /// For tests that play a hostile peer; never needed otherwise.
     #[doc(hidden)]
     pub async fn send_raw_bytes(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
-        tokio::io::AsyncWriteExt::write_all(&mut self.send, bytes)
+        tokio::io::AsyncWriteExt::write_all(&mut self.send.send, bytes)
             .await
             .map_err(WireError::Io)?;
         Ok(())
@@ -194,21 +225,72 @@ impl Link {
     /// Receives the next control message; `Ok(None)` when the coordinator
     /// ended the stream.
     pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
-        Ok(read_msg(&mut self.recv, MAX_CONTROL_FRAME).await?)
+        self.recv.recv().await
     }
 
     /// The QUIC connection (remote address, stats, close reason).
     pub fn connection(&self) -> &quinn::Connection {
-        &self.conn
+        &self.handle.conn
+    }
+
+    /// The shareable part (blob streams, closing).
+    pub fn handle(&self) -> &LinkHandle {
+        &self.handle
+    }
+
+    /// Splits the session so that sending and receiving can run in
+    /// separate tasks. Give each half to one task and do not cancel a
+    /// `send`/`recv` halfway (e.g. in a `select!`): a partly written or
+    /// read frame breaks the stream.
+    pub fn split(self) -> (LinkHandle, LinkSender, LinkReceiver) {
+        (self.handle, self.send, self.recv)
     }
 
     /// Ends the session politely and waits for the endpoint to drain.
     pub async fn close(self) {
         let mut send = self.send;
-        let _ = write_msg(&mut send, &Message::Bye).await;
-        let _ = send.finish();
+        send.bye().await;
+        self.handle.close().await;
+    }
+}
+
+impl LinkHandle {
+    /// The QUIC connection (remote address, stats, close reason).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Closes the connection (normal close code) and waits for the endpoint
+    /// to drain; every stream of the session ends.
+    pub async fn close(&self) {
         self.conn.close(close_code::NORMAL.into(), b"bye");
         self.endpoint.wait_idle().await;
+    }
+}
+
+impl LinkSender {
+    /// Sends one control message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+        Ok(write_msg(&mut self.send, msg).await?)
+    }
+
+    /// Sends [`Message::Bye`], finishes the stream and waits (up to
+    /// [`BYE_ACK_WAIT`]) until the coordinator acknowledged it, so closing
+    /// the connection right after does not discard the goodbye. Errors are
+    /// ignored: the session is ending anyway.
+    pub async fn bye(&mut self) {
+        if write_msg(&mut self.send, &Message::Bye).await.is_ok() && self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(BYE_ACK_WAIT, self.send.stopped()).await;
+        }
+    }
+}
+
+impl LinkReceiver {
+    /// Receives the next control message; `Ok(None)` when the coordinator
+    /// ended the stream. Frames over [`MAX_CONTROL_FRAME`] fail before
+    /// anything is allocated for them.
+    pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
+        Ok(read_msg(&mut self.recv, MAX_CONTROL_FRAME).await?)
     }
 }
 

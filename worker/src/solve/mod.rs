@@ -146,6 +146,13 @@ impl LocalWorker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Records the result of `key` computed elsewhere (a farm worker gets
+    /// its inputs' results from the coordinator). The blobs it names must
+    /// be in the store before a vertex that uses it runs.
+    pub fn insert_result(&self, key: Digest, result: VertexResult) {
+        self.lock().insert(key, result);
+    }
+
     /// The result of `key`, once it has run (or came from the cache).
     pub fn result(&self, key: &Digest) -> Option<VertexResult> {
         self.lock().get(key).cloned()

@@ -54,6 +54,29 @@ impl ResultCache {
         serde_json::from_slice(&fs::read(&p).ok()?).ok()
     }
 
+    /// Keys of the cached results, newest entry first, at most `max` of
+    /// them (a farm worker announces them to the coordinator). Files that
+    /// are not `<sha256 hex>.json` are skipped; an unreadable directory is
+    /// an empty cache.
+    pub fn keys(&self, max: usize) -> Vec<Digest> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(std::time::SystemTime, Digest)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let hex = name.to_str()?.strip_suffix(".json")?;
+                let key: Digest = format!("sha256:{hex}").parse().ok()?;
+                let mtime = e.metadata().ok()?.modified().ok()?;
+                Some((mtime, key))
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        found.truncate(max);
+        found.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// Record `key`'s result (temp file + rename, so readers never see half).
     pub fn put(&self, key: &Digest, r: &VertexResult) -> Result<(), CacheError> {
         let p = self.path(key);

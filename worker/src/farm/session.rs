@@ -1,0 +1,278 @@
+//! One admitted session with the coordinator.
+//!
+//! The control stream is split ([`crate::link::Link::split`]): a reader task
+//! forwards every message into a channel, a writer task drains two channels
+//! (heartbeats first; job output and results in order, so a `VertexDone`
+//! never overtakes its own logs). The session loop only ever waits on
+//! channels and timers, so no frame is cancelled halfway.
+
+use super::job::{execute, Outcome};
+use super::{Ctx, WorkerEvent};
+use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
+use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Frames queued for the writer before senders wait.
+const QUEUE: usize = 256;
+/// How long a closing session waits for its last frames to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Fastest heartbeat accepted from a `Welcome` (a hostile 0 would spin).
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// How a session ended.
+pub(crate) enum End {
+    /// The shutdown future completed.
+    Shutdown,
+    /// The connection or the stream ended; the text says why.
+    Lost(String),
+}
+
+/// What the writer sends.
+enum Out {
+    Msg(Message),
+    Bye,
+}
+
+/// A running job of this session.
+struct Running {
+    id: u64,
+    abort: tokio::task::AbortHandle,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The session's running jobs by vertex key. Whoever removes a job's entry
+/// answers its `VertexDone` (the job when it ends, or a cancel).
+#[derive(Default)]
+struct Jobs {
+    map: Mutex<HashMap<String, Running>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, key: &str, id: u64) -> bool {
+        let mut m = self.lock();
+        if m.get(key).is_some_and(|r| r.id == id) {
+            m.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn stop_all(&self) {
+        for (_, r) in self.lock().drain() {
+            r.cancelled.store(true, Ordering::SeqCst);
+            r.abort.abort();
+        }
+    }
+}
+
+/// Serves `link` until it ends or `shutdown` completes. `announced` is the
+/// cache summary sent in the hello.
+pub(crate) async fn serve<F: Future<Output = ()>>(
+    ctx: &Arc<Ctx>,
+    link: Link,
+    announced: CacheSummary,
+    shutdown: &mut Pin<&mut F>,
+) -> End {
+    let period = Duration::from_millis(link.welcome.heartbeat_interval_ms).max(MIN_HEARTBEAT);
+    let (handle, sender, receiver) = link.split();
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Out>(QUEUE);
+    let (job_tx, job_rx) = mpsc::channel::<Message>(QUEUE);
+    let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(QUEUE);
+    let mut writer = tokio::spawn(write_loop(sender, ctl_rx, job_rx));
+    let reader = tokio::spawn(read_loop(receiver, in_tx));
+    let jobs = Arc::new(Jobs::default());
+    let mut last_summary = announced;
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end = loop {
+        tokio::select! {
+            () = &mut *shutdown => break End::Shutdown,
+            _ = tick.tick() => {
+                seq += 1;
+                let mut summary = None;
+                if ctx.cache_changed.swap(false, Ordering::SeqCst) {
+                    let s = ctx.summary().await;
+                    if s != last_summary {
+                        last_summary = s.clone();
+                        summary = Some(s);
+                    }
+                }
+                let hb = Heartbeat { seq, slots_in_use: ctx.slots_in_use(), cache_summary: summary };
+                if ctl_tx.send(Out::Msg(Message::Heartbeat(hb))).await.is_err() {
+                    break End::Lost("the control stream writer stopped".into());
+                }
+            }
+            m = in_rx.recv() => match m {
+                Some(Ok(Message::RunVertex(rv))) => start_job(ctx, &handle, &job_tx, &jobs, rv),
+                Some(Ok(Message::CancelVertex { vertex_key })) => {
+                    cancel_job(&jobs, &job_tx, vertex_key).await;
+                }
+                Some(Ok(Message::Bye)) => break End::Lost("the coordinator ended the session".into()),
+                // A refusal ends the session only when the coordinator also
+                // closes the connection (which the reader then reports).
+                Some(Ok(Message::Refused(why))) => tracing::warn!("the coordinator refused: {why}"),
+                Some(Ok(other)) => {
+                    tracing::warn!("ignoring an unexpected message from the coordinator: {other:?}");
+                }
+                Some(Err(e)) => break End::Lost(e),
+                None => break End::Lost("the coordinator closed the control stream".into()),
+            },
+            r = &mut writer => {
+                let why = match r {
+                    Ok(Err(e)) => e,
+                    _ => "the control stream writer stopped".to_string(),
+                };
+                jobs.stop_all();
+                reader.abort();
+                handle.connection().close(0u32.into(), b"writer failed");
+                return End::Lost(why);
+            }
+        }
+    };
+    jobs.stop_all();
+    reader.abort();
+    if matches!(end, End::Shutdown) {
+        let _ = ctl_tx.send(Out::Bye).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+    }
+    writer.abort();
+    let _ = tokio::time::timeout(CLOSE_GRACE, handle.close()).await;
+    end
+}
+
+/// Reads control messages into `tx` until the stream ends.
+async fn read_loop(mut receiver: LinkReceiver, tx: mpsc::Sender<Result<Message, String>>) {
+    loop {
+        let item = match receiver.recv().await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Writes queued frames, heartbeats first. Ends on [`Out::Bye`] (after
+/// sending it) or a write error.
+async fn write_loop(
+    mut sender: LinkSender,
+    mut ctl: mpsc::Receiver<Out>,
+    mut jobs: mpsc::Receiver<Message>,
+) -> Result<(), String> {
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = ctl.recv() => m,
+            m = jobs.recv() => m.map(Out::Msg),
+        };
+        match next {
+            Some(Out::Msg(m)) => sender.send(&m).await.map_err(|e| e.to_string())?,
+            Some(Out::Bye) | None => {
+                sender.bye().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn start_job(
+    ctx: &Arc<Ctx>,
+    link: &LinkHandle,
+    out: &mpsc::Sender<Message>,
+    jobs: &Arc<Jobs>,
+    rv: RunVertex,
+) {
+    let RunVertex {
+        build_id,
+        vertex_key: key,
+        platform,
+        op,
+        ..
+    } = rv;
+    let mut map = jobs.lock();
+    if map.contains_key(&key) {
+        tracing::warn!("vertex {key} is already running here; ignoring the second RunVertex");
+        return;
+    }
+    let id = jobs.next_id.fetch_add(1, Ordering::Relaxed);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let task = {
+        let key = key.clone();
+        let (ctx, link, out, jobs) = (Arc::clone(ctx), link.clone(), out.clone(), Arc::clone(jobs));
+        let cancelled = Arc::clone(&cancelled);
+        async move {
+            let t0 = Instant::now();
+            tracing::info!(build = %build_id, vertex = %key, platform = %platform, "running");
+            let Outcome { result, cached } = execute(
+                Arc::clone(&ctx),
+                link,
+                out.clone(),
+                key.clone(),
+                op,
+                cancelled,
+            )
+            .await;
+            if !jobs.take(&key, id) {
+                return; // cancelled meanwhile: the cancel answered.
+            }
+            ctx.emit(WorkerEvent::VertexDone {
+                key: key.clone(),
+                error: result.as_ref().err().cloned(),
+                cached,
+            });
+            let done = VertexDone {
+                vertex_key: key,
+                result: result.map(|r| imgfarm_common::farm::encode(&r)),
+                duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            let _ = out.send(Message::VertexDone(done)).await;
+        }
+    };
+    // The entry goes in before the task can look for it (the lock is held).
+    let abort = tokio::spawn(task).abort_handle();
+    map.insert(
+        key,
+        Running {
+            id,
+            abort,
+            cancelled,
+        },
+    );
+}
+
+/// `CancelVertex`: stop waiting for the job (a RUN already started finishes
+/// in the background; its output is dropped) and answer `cancelled`.
+async fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: String) {
+    let running = jobs.lock().remove(&key);
+    let Some(r) = running else {
+        tracing::debug!("cancel for {key}, which is not running here");
+        return;
+    };
+    r.cancelled.store(true, Ordering::SeqCst);
+    r.abort.abort();
+    let done = VertexDone {
+        vertex_key: key,
+        result: Err("cancelled".into()),
+        duration_ms: 0,
+    };
+    let _ = out.send(Message::VertexDone(done)).await;
+}
