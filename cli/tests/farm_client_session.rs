@@ -22,7 +22,7 @@ use imgfarm_coordinator::server::{Server, ServerEvent, ServerOptions, Session};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,15 +91,19 @@ impl Farm {
                 let opts = ServerOptions::new("127.0.0.1:0".parse().unwrap(), creds, store.clone());
                 let mut server = Server::bind(opts).unwrap();
                 addr_tx.send(server.local_addr().unwrap()).unwrap();
-                let mut def: Option<FarmDefinition> = None;
+                // Sessions are served concurrently, as the real coordinator does.
+                let def: Arc<Mutex<Option<FarmDefinition>>> = Arc::default();
                 while let Some(ev) = server.next_event().await {
                     let ServerEvent::Session(s) = ev else {
                         continue;
                     };
-                    let log = |m: String| {
-                        let _ = seen_tx.send(m);
-                    };
-                    serve(*s, script, &store, &mut def, &log).await;
+                    let (store, def, seen) = (store.clone(), def.clone(), seen_tx.clone());
+                    tokio::spawn(async move {
+                        let log = move |m: String| {
+                            let _ = seen.send(m);
+                        };
+                        serve(*s, script, &store, &def, &log).await;
+                    });
                 }
             });
         });
@@ -193,8 +197,8 @@ async fn serve(
     mut s: Session,
     script: Script,
     store: &ContentStore,
-    def: &mut Option<FarmDefinition>,
-    log: &dyn Fn(String),
+    def: &Mutex<Option<FarmDefinition>>,
+    log: &(dyn Fn(String) + Send + Sync),
 ) {
     let Some(Message::Submit(sub)) = recv(&mut s).await else {
         log("no submit".into());
@@ -224,7 +228,7 @@ async fn serve(
         })
         .await
         .unwrap();
-        let d = def.clone().unwrap();
+        let d = def.lock().unwrap().clone().unwrap();
         let key = copy_key(&d);
         s.send(&Message::VertexFinished(VertexFinished {
             vertex_key: key,
@@ -246,7 +250,7 @@ async fn serve(
         store.contains(&ctx.layer.digest),
         sub.context.len()
     ));
-    *def = Some(d.clone());
+    *def.lock().unwrap() = Some(d.clone());
     s.send(&Message::Accepted {
         build_id: BUILD_ID.into(),
     })

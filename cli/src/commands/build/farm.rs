@@ -9,6 +9,7 @@
 //! A push the coordinator did is not done again.
 
 mod blobs;
+mod control;
 mod finish;
 mod naming;
 mod pack;
@@ -146,7 +147,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
                     human(total)
                 ),
             );
-            let r = blobs::upload(&link, &store, &uploads).await?;
+            let r = blobs::upload(link.handle(), &store, &uploads).await?;
             progress.log(
                 STEP,
                 format!(

@@ -9,7 +9,7 @@ use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::image::{descriptor_digest, Document, MAX_DOCUMENT_SIZE};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
-use imgfarm_worker::link::{Link, PutOutcome};
+use imgfarm_worker::link::{LinkHandle, PutOutcome};
 use imgfarm_worker::solve::image::read_manifest;
 
 /// Transfers in flight at once (one QUIC stream each).
@@ -80,7 +80,7 @@ pub struct UploadReport {
 
 /// Puts `blobs` from `store` to the coordinator, a few at a time.
 pub async fn upload(
-    link: &Link,
+    link: &LinkHandle,
     store: &ContentStore,
     blobs: &[Digest],
 ) -> anyhow::Result<UploadReport> {
@@ -107,7 +107,7 @@ pub async fn upload(
     Ok(r)
 }
 
-async fn fetch(link: &Link, store: &ContentStore, d: &Digest) -> anyhow::Result<()> {
+async fn fetch(link: &LinkHandle, store: &ContentStore, d: &Digest) -> anyhow::Result<()> {
     match link.get_blob(store, d).await {
         Ok(true) => Ok(()),
         Ok(false) => bail!("the coordinator does not hold blob {d} of the built image"),
@@ -119,7 +119,7 @@ async fn fetch(link: &Link, store: &ContentStore, d: &Digest) -> anyhow::Result<
 /// manifest's config and layers. Every blob is verified against its digest
 /// and size as it is written.
 pub async fn download_images(
-    link: &Link,
+    link: &LinkHandle,
     store: &ContentStore,
     index: Option<&Digest>,
     manifests: &[Digest],

@@ -5,6 +5,7 @@
 use super::super::output::{self, ExportExtras, OutputSpec as LocalOutput};
 use super::super::BuildArgs;
 use super::blobs;
+use super::control::Control;
 use super::naming::{self, Namer};
 use super::session::{End, Followed};
 use crate::progress::Progress;
@@ -120,6 +121,8 @@ fn built(manifests: &[BuiltManifest]) -> anyhow::Result<Vec<(Platform, RefDescri
         .collect()
 }
 
+/// Tells the user how the build ended and writes its outputs; the session
+/// is closed politely on every path.
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
     a: &BuildArgs,
@@ -135,6 +138,36 @@ pub fn finish(
     // action the session's handler replaced) just stops the client.
     let _guard = rt.enter();
     tokio::spawn(exit_on_interrupt());
+    let link = f.link.take();
+    let result = conclude(
+        a,
+        store,
+        outputs,
+        push,
+        f,
+        link.as_ref(),
+        names,
+        progress,
+        rt,
+    );
+    if let Some(l) = link {
+        rt.block_on(l.close());
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    a: &BuildArgs,
+    store: &ContentStore,
+    outputs: &[LocalOutput],
+    push: &[String],
+    mut f: Followed,
+    link: Option<&Control>,
+    names: &Namer,
+    progress: &mut Progress,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
     let done: BuildFinished =
         match std::mem::replace(&mut f.end, End::Cancelled { confirmed: false }) {
             End::Cancelled { confirmed } => {
@@ -191,21 +224,17 @@ pub fn finish(
     }
     let multi = manifests.len() > 1;
     let index = done.index.as_ref().filter(|_| multi);
-    let link = f
-        .link
-        .take()
-        .ok_or_else(|| anyhow!("no session left to download the result"))?;
+    let link = link.ok_or_else(|| anyhow!("no session left to download the result"))?;
     let digests: Vec<_> = manifests.iter().map(|(_, m)| m.digest.clone()).collect();
     const STEP: &str = "farm:download";
     progress.started(STEP, "[internal] downloading the result from the farm");
     rt.block_on(blobs::download_images(
-        &link,
+        link.handle(),
         store,
         index.map(|i| &i.digest),
         &digests,
     ))?;
     progress.done(STEP);
-    rt.block_on(link.close());
     let root = index.map(|i| RefDescriptor::new(media_types::OCI_INDEX, i.digest.clone(), i.size));
     if !missing_push.is_empty() {
         let r = match &root {

@@ -2,11 +2,10 @@
 //! submit (or re-attach), render progress until `BuildFinished`, cancel on
 //! Ctrl-C, and re-attach by build id when the connection is lost.
 //!
-//! The control stream is read by one task. Ctrl-C may interrupt a read in
-//! the middle of a frame; the cancel is sent anyway and, should the stream
-//! be out of step afterwards, the next read fails and the client re-attaches
-//! and cancels again on the new session.
+//! Once accepted, the session is a [`Control`]: its reader runs in a task
+//! of its own, so Ctrl-C (or a cancel timeout) never interrupts a frame.
 
+use super::control::Control;
 use super::naming::{Namer, Placement};
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
@@ -74,8 +73,8 @@ pub struct Followed {
     pub vertices: BTreeMap<String, VertexSeen>,
     /// The first vertex that failed, with its error.
     pub first_failure: Option<(String, String)>,
-    /// The link, when still usable (to download results).
-    pub link: Option<Link>,
+    /// The session, when still usable (to download results).
+    pub link: Option<Control>,
 }
 
 enum Step {
@@ -184,17 +183,25 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> anyhow::Result<Followed> {
     let (mut sigint, mut sigterm) = interrupts()?;
-    let build_id = submit_and_wait(&mut link, submit)
-        .await
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
+    let accepted = submit_and_wait(&mut link, submit).await;
+    if let Err(e) = accepted {
+        // Say goodbye, so the coordinator does not wait for the idle timeout.
+        link.close().await;
+        return Err(anyhow::Error::from(e)).with_context(|| {
             format!(
                 "submitting the build to the farm coordinator at {}",
                 dial.addr
             )
-        })?;
+        });
+    }
+    let build_id = accepted.map_err(anyhow::Error::from).with_context(|| {
+        format!(
+            "submitting the build to the farm coordinator at {}",
+            dial.addr
+        )
+    })?;
     progress.fact("build id", "farm_build_id", &build_id);
-    let mut link = Some(link);
+    let mut link = Some(Control::start(link));
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
     let mut first_failure = None;
     let mut cancel_at: Option<Instant> = None;
@@ -223,7 +230,7 @@ pub async fn follow(
                 eprintln!("cancel requested: the build is cancelled once the coordinator is back (Ctrl-C again to quit now)");
                 cancel_at = Some(Instant::now() + REATTACH_FOR + CANCEL_WAIT);
             };
-            let mut fresh = got?;
+            let mut fresh = Control::start(got?);
             eprintln!("re-attached to build {build_id}");
             if cancel_at.is_some() {
                 let _ = fresh
