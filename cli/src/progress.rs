@@ -202,10 +202,67 @@ impl Progress {
         self.json(serde_json::json!({"note": text}));
     }
 
+    /// A fact about the whole build that the user may need later (the
+    /// farm's build id, to re-attach): `label: value` in every text mode,
+    /// quiet included, and `{"<json_key>": value}` in rawjson.
+    pub fn fact(&mut self, label: &str, json_key: &str, value: &str) {
+        match self.mode {
+            Mode::RawJson => self.json(serde_json::json!({ json_key: value })),
+            Mode::Quiet => {
+                let _ = writeln!(self.out, "{label}: {value}");
+            }
+            _ => self.line(&format!("{label}: {value}")),
+        }
+    }
+
     /// Stop the live view.
     pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn printed(mode: Mode) -> String {
+        let buf = Buf::default();
+        let mut p = Progress::new(mode);
+        p.out = Box::new(buf.clone());
+        p.fact("build id", "farm_build_id", "b-1");
+        p.started("k", "[1/1] RUN x (worker arm1, emulated)");
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_build_id_is_printed_in_every_mode() {
+        assert_eq!(
+            printed(Mode::Plain),
+            "build id: b-1\n#1 [1/1] RUN x (worker arm1, emulated)\n"
+        );
+        assert_eq!(printed(Mode::Quiet), "build id: b-1\n");
+        let json = printed(Mode::RawJson);
+        let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["farm_build_id"], "b-1");
     }
 }

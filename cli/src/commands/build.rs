@@ -1,5 +1,6 @@
 //! `imgfarm build`: docker buildx build's flags and meanings.
 
+mod farm;
 mod output;
 mod registry;
 
@@ -74,12 +75,29 @@ pub struct BuildArgs {
     /// How many steps may run at once [default: number of CPUs]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Send the build to a farm coordinator (quic://HOST:PORT)
+    /// Send the build to a farm coordinator (quic://HOST:PORT; `--farm=` takes it from farm.conf)
     #[arg(long, env = "IMGFARM_FARM", value_name = "ADDR")]
     pub farm: Option<String>,
-    /// Directory holding the farm CA and this client's certificate
+    /// Farm TLS directory holding ca.crt and this client's certificate [env: IMGFARM_TLS_DIR] (implies --farm)
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Which client-NAME certificate of the TLS directory to use [env: IMGFARM_FARM_NAME] (implies --farm)
+    #[arg(long, value_name = "NAME")]
+    pub farm_name: Option<String>,
+    /// Follow a farm build already submitted, by its build id (implies --farm)
+    #[arg(long, value_name = "ID")]
+    pub reattach: Option<String>,
+}
+
+impl BuildArgs {
+    /// Does this build go to a farm? Any farm flag says so; the address
+    /// may then come from the environment or farm.conf.
+    pub fn wants_farm(&self) -> bool {
+        self.farm.is_some()
+            || self.tls_dir.is_some()
+            || self.farm_name.is_some()
+            || self.reattach.is_some()
+    }
 }
 
 /// Largest Dockerfile read.
@@ -200,10 +218,12 @@ fn plan(
     let unresolved = graph.unresolved_images();
     if !unresolved.is_empty() {
         for (reference, platform) in unresolved {
+            // A ref whose index lacks this platform's manifest locally (only
+            // another platform was pulled so far) counts as missing: pull it.
             let mut found = if a.pull {
                 None
             } else {
-                image::resolve_local(store, &reference, &platform)?
+                image::resolve_local(store, &reference, &platform).unwrap_or(None)
             };
             if found.is_none() {
                 registry::pull_base(store, &reference, &platform).with_context(|| {
@@ -231,8 +251,8 @@ fn plan(
 
 /// Run `imgfarm build`.
 pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
-    if a.farm.is_some() {
-        return super::not_implemented("build --farm");
+    if a.wants_farm() {
+        return farm::run(g, a);
     }
     // Once, up front: every later use (bind-mount sources handed to the executor, which
     // needs absolute host paths) sees the same absolute, symlink-free context directory.

@@ -1,6 +1,10 @@
 //! `imgfarm farm`: certificates and status of a build farm.
 
-use super::{not_implemented, GlobalArgs};
+pub mod config;
+pub mod connect;
+mod status;
+
+use super::GlobalArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use imgfarm_common::identity::{
@@ -49,14 +53,17 @@ pub enum FarmCommand {
 /// Flags of the farm queries.
 #[derive(Debug, Args)]
 pub struct FarmQuery {
-    /// Coordinator address (quic://HOST:PORT)
-    #[arg(long, env = "IMGFARM_FARM")]
+    /// Coordinator address (quic://HOST:PORT) [default: from farm.conf]
+    #[arg(long, env = "IMGFARM_FARM", value_name = "ADDR")]
     pub farm: Option<String>,
-    /// Directory holding ca.crt and this client's certificate
-    #[arg(long, value_name = "DIR")]
+    /// Directory holding ca.crt and this client's certificate [default: from farm.conf]
+    #[arg(long, env = "IMGFARM_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Which client-NAME certificate of the TLS directory to use
+    #[arg(long = "farm-name", env = "IMGFARM_FARM_NAME", value_name = "NAME")]
+    pub name: Option<String>,
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
 }
 
@@ -70,8 +77,8 @@ pub fn run(_g: &GlobalArgs, c: FarmCommand) -> anyhow::Result<ExitCode> {
             client,
             force,
         } => farm_issue(&dir, worker, client, force),
-        FarmCommand::Status(_) => not_implemented("farm status"),
-        FarmCommand::Workers(_) => not_implemented("farm workers"),
+        FarmCommand::Status(q) => status::run(&q, status::View::Status),
+        FarmCommand::Workers(q) => status::run(&q, status::View::Workers),
     }
 }
 

@@ -123,9 +123,3 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Debug(c) => debug::run(g, c),
     }
 }
-
-/// The answer of a command that is on the surface but not built yet.
-pub fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("imgfarm {what}: not implemented yet");
-    Ok(ExitCode::from(2))
-}

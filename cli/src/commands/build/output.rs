@@ -126,7 +126,8 @@ fn root_descriptor(
     ))
 }
 
-fn names(a: &BuildArgs, o: &OutputSpec) -> anyhow::Result<Vec<String>> {
+/// The normalised image names an output gives (`-t` plus its `name=`).
+pub(super) fn names(a: &BuildArgs, o: &OutputSpec) -> anyhow::Result<Vec<String>> {
     let mut raw: Vec<String> = a.tags.clone();
     if let Some(n) = o.attrs.get("name") {
         raw.extend(n.split(',').map(str::to_string));
@@ -152,6 +153,16 @@ fn unpack(store: &ContentStore, manifest: &RefDescriptor, dir: &Path) -> anyhow:
     Ok(())
 }
 
+/// What a farm build adds to an export.
+#[derive(Debug, Default)]
+pub struct ExportExtras {
+    /// The image root to name and write instead of one made here (the
+    /// farm's merged index, so local names and pushed refs agree).
+    pub root: Option<RefDescriptor>,
+    /// More `--metadata-file` keys (e.g. `imgfarm.farm.build_id`).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Write every output, then `--iidfile` and `--metadata-file`.
 pub fn export(
     a: &BuildArgs,
@@ -160,7 +171,29 @@ pub fn export(
     manifests: &[(Platform, RefDescriptor)],
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let root = root_descriptor(store, manifests)?;
+    export_with(
+        a,
+        store,
+        outputs,
+        manifests,
+        ExportExtras::default(),
+        progress,
+    )
+}
+
+/// [`export`] with a given root and extra metadata.
+pub fn export_with(
+    a: &BuildArgs,
+    store: &ContentStore,
+    outputs: &[OutputSpec],
+    manifests: &[(Platform, RefDescriptor)],
+    extras: ExportExtras,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let root = match extras.root {
+        Some(r) => r,
+        None => root_descriptor(store, manifests)?,
+    };
     let multi = manifests.len() > 1;
     let mut image_names = Vec::new();
     for o in outputs {
@@ -296,6 +329,9 @@ pub fn export(
         }
         if !image_names.is_empty() {
             meta["image.name"] = serde_json::json!(image_names.join(","));
+        }
+        for (k, v) in extras.metadata {
+            meta[k] = v;
         }
         std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing --metadata-file {}", p.display()))?;

@@ -1,0 +1,182 @@
+//! `imgfarm build --farm`: the same build, run by a farm (FARM.md).
+//!
+//! The client does what only it can: parse the Dockerfile, resolve base
+//! images into its local store and compute every vertex key ([`super::plan`]),
+//! pack the context ([`pack`]). It uploads the context layer and the base
+//! image blobs, submits the graph, renders the coordinator's progress like a
+//! local build's (plus the worker of each step), then downloads the result
+//! and writes every output with [`super::output`], exactly as a local build.
+//! A push the coordinator did is not done again.
+
+mod blobs;
+mod control;
+mod finish;
+mod naming;
+mod pack;
+mod push;
+mod session;
+mod submit;
+
+use super::output;
+use super::{open_context, plan, read_dockerfile, BuildArgs};
+use crate::commands::du::human;
+use crate::commands::farm::config::{self, FarmFlags};
+use crate::commands::farm::connect::{client_hello, connect, credentials, CONNECT_TIMEOUT};
+use crate::commands::GlobalArgs;
+use crate::progress::{Mode, Progress};
+use anyhow::{anyhow, bail, Context as _};
+use imgfarm_common::farm::encode;
+use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::store::ContentStore;
+use naming::Namer;
+use session::Dial;
+use std::process::ExitCode;
+
+fn env_path(var: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
+/// The farm flags of a build, with `IMGFARM_TLS_DIR` / `IMGFARM_FARM_NAME`
+/// filling what the flags leave out (IMGFARM_FARM is read by clap).
+fn farm_flags(a: &BuildArgs) -> FarmFlags {
+    FarmFlags {
+        farm: a.farm.clone(),
+        tls_dir: a.tls_dir.clone().or_else(|| env_path("IMGFARM_TLS_DIR")),
+        name: a
+            .farm_name
+            .clone()
+            .or_else(|| std::env::var("IMGFARM_FARM_NAME").ok()),
+    }
+}
+
+/// The client's runtime: one worker thread besides the caller's, so a
+/// background task (Ctrl-C while the result is written) runs even while
+/// the caller does blocking work such as the export.
+fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the farm client's runtime")
+}
+
+/// Run `imgfarm build --farm ...`.
+pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let settings = config::load(&farm_flags(&a))?;
+    let creds = credentials(&settings)?;
+    if !a.secrets.is_empty() {
+        bail!(
+            "--secret is not supported with --farm yet: secrets would have to leave this machine; \
+             build locally (without --farm) to use build secrets"
+        );
+    }
+    a.context = std::fs::canonicalize(&a.context).with_context(|| {
+        format!(
+            "build context {}: cannot resolve the directory (does it exist?)",
+            a.context.display()
+        )
+    })?;
+    let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
+    let outputs = output::parse_outputs(&a)?;
+    let state = g.state_dir();
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("creating state directory {}", state.display()))?;
+    let store = ContentStore::open(&state)
+        .with_context(|| format!("opening the image store in {}", state.display()))?;
+    let (_, _, dockerfile_path) = read_dockerfile(&a)?;
+    let ctx = open_context(&a, &dockerfile_path)?;
+    let planned = plan(&a, &store, &ctx);
+    let (graph, platforms) = match (planned, &a.reattach) {
+        (Ok(p), _) => p,
+        (Err(e), Some(_)) => {
+            eprintln!("WARNING: {e:#}; steps are shown by key");
+            (BuildGraph::from_vertices([]), Vec::new())
+        }
+        (Err(e), None) => return Err(e),
+    };
+    for w in &graph.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let push = push::push_refs(&a, &outputs)?;
+    let spec = push::output_spec(&push, a.no_cache)?;
+    let dial_output = encode(&spec);
+
+    let mut progress = Progress::new(mode);
+    let (submit, uploads) = match &a.reattach {
+        Some(id) => (
+            submit::reattach_submission(id, dial_output.clone()),
+            Vec::new(),
+        ),
+        None => submit::new_submission(
+            &a,
+            &store,
+            &ctx,
+            &graph,
+            &platforms,
+            &dockerfile_path,
+            dial_output.clone(),
+            &mut progress,
+        )?,
+    };
+
+    let names = Namer::new(&graph);
+    let hello = client_hello(&creds);
+    let dial = Dial {
+        addr: &settings.farm,
+        creds: &creds,
+        hello: &hello,
+        output: dial_output,
+    };
+    let rt = build_runtime()?;
+    let followed = rt.block_on(async {
+        let link = connect(&settings.farm, &creds, &hello, CONNECT_TIMEOUT).await?;
+        if !uploads.is_empty() {
+            let total: u64 = uploads
+                .iter()
+                .filter_map(|d| std::fs::metadata(store.blob_path(d)).ok())
+                .map(|m| m.len())
+                .sum();
+            const STEP: &str = "farm:upload";
+            progress.started(
+                STEP,
+                &format!(
+                    "[internal] uploading {} blobs ({}) to the farm",
+                    uploads.len(),
+                    human(total)
+                ),
+            );
+            let r = blobs::upload(link.handle(), &store, &uploads).await?;
+            progress.log(
+                STEP,
+                format!(
+                    "sent {} ({}), {} already on the coordinator\n",
+                    r.sent,
+                    human(r.bytes),
+                    r.present
+                )
+                .as_bytes(),
+            );
+            progress.done(STEP);
+        }
+        session::follow(link, &dial, submit, &names, &mut progress).await
+    });
+    let followed = match followed {
+        Ok(f) => f,
+        Err(e) => {
+            progress.finish();
+            return Err(e);
+        }
+    };
+    finish::finish(
+        &a,
+        &store,
+        &outputs,
+        &push,
+        followed,
+        &names,
+        &mut progress,
+        &rt,
+    )
+}

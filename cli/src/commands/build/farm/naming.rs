@@ -1,0 +1,133 @@
+//! Progress names of farm steps: the local build's step line plus where it
+//! ran, e.g. `[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)`.
+
+use imgfarm_common::graph::op::Op;
+use imgfarm_common::graph::BuildGraph;
+use std::collections::HashMap;
+
+/// Where the coordinator placed a vertex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Worker name.
+    pub worker: String,
+    /// Ran by emulation (binfmt/qemu).
+    pub emulated: bool,
+}
+
+/// What the client knows of one vertex of its graph.
+#[derive(Debug, Clone)]
+struct Known {
+    description: String,
+    source: bool,
+}
+
+/// Names vertices by the keys the coordinator sends.
+#[derive(Debug, Default)]
+pub struct Namer {
+    by_key: HashMap<String, Known>,
+}
+
+impl Namer {
+    /// Names from the client's own graph (keys as `sha256:HEX` and as `HEX`).
+    pub fn new(graph: &BuildGraph) -> Self {
+        let mut by_key = HashMap::new();
+        for v in graph.vertices() {
+            let known = Known {
+                description: v.description.clone(),
+                source: matches!(v.op, Op::Context(_) | Op::Inline(_) | Op::Url(_)),
+            };
+            by_key.insert(v.key.hex().to_string(), known.clone());
+            by_key.insert(v.key.to_string(), known);
+        }
+        Self { by_key }
+    }
+
+    /// Is `key` a source vertex (context, inline files, URL) the workers
+    /// solve by themselves?
+    pub fn is_source(&self, key: &str) -> bool {
+        self.by_key.get(key).is_some_and(|k| k.source)
+    }
+
+    /// The progress line for `key`.
+    pub fn name(&self, key: &str, placement: Option<&Placement>) -> String {
+        let base = match self.by_key.get(key) {
+            Some(k) => k.description.clone(),
+            None => format!("[vertex {}]", short_key(key)),
+        };
+        with_placement(&base, placement)
+    }
+}
+
+/// `sha256:0123456789ab…` → `0123456789ab`.
+pub fn short_key(key: &str) -> &str {
+    let hex = key.rsplit(':').next().unwrap_or(key);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// Appends the worker and the emulation mark to a step line. Pure.
+pub fn with_placement(line: &str, placement: Option<&Placement>) -> String {
+    match placement {
+        Some(p) if p.emulated => format!("{line} (worker {}, emulated)", p.worker),
+        Some(p) => format!("{line} (worker {})", p.worker),
+        None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_the_worker_and_emulation() {
+        let p = Placement {
+            worker: "arm1".into(),
+            emulated: true,
+        };
+        assert_eq!(
+            with_placement("[linux/arm64 stage-1 2/3] RUN make", Some(&p)),
+            "[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)"
+        );
+        let native = Placement {
+            worker: "amd1".into(),
+            emulated: false,
+        };
+        assert_eq!(
+            with_placement("[stage-1 2/3] RUN make", Some(&native)),
+            "[stage-1 2/3] RUN make (worker amd1)"
+        );
+        assert_eq!(with_placement("[1/2] FROM x", None), "[1/2] FROM x");
+    }
+
+    #[test]
+    fn unknown_keys_get_a_short_name() {
+        let n = Namer::default();
+        let key = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(n.name(&key, None), "[vertex abababababab]");
+        assert_eq!(short_key("abc"), "abc");
+        assert!(!n.is_source(&key));
+    }
+
+    #[test]
+    fn graph_keys_resolve_in_both_spellings() {
+        use imgfarm_common::graph::op::{ImageOp, Op};
+        use imgfarm_common::graph::Vertex;
+        let v = Vertex::new(
+            Some("linux/arm64".parse().unwrap()),
+            Op::Image(ImageOp {
+                reference: "docker.io/library/alpine:3".into(),
+                digest: None,
+            }),
+            vec![],
+            "[linux/arm64 1/2] FROM alpine:3".into(),
+            1,
+        );
+        let key = v.key.clone();
+        let g = BuildGraph::from_vertices([v]);
+        let n = Namer::new(&g);
+        assert_eq!(
+            n.name(key.as_str(), None),
+            "[linux/arm64 1/2] FROM alpine:3"
+        );
+        assert_eq!(n.name(key.hex(), None), "[linux/arm64 1/2] FROM alpine:3");
+    }
+}

@@ -1,0 +1,116 @@
+//! What a farm build sends before the coordinator accepts it: the packed
+//! context, the definition (the client's graph, keys and all), and the
+//! blobs to upload first.
+
+use super::super::BuildArgs;
+use super::{blobs, pack};
+use crate::commands::du::human;
+use crate::progress::Progress;
+use anyhow::anyhow;
+use imgfarm_common::context::BuildContext;
+use imgfarm_common::farm::{encode, ContextBlob, FarmDefinition, FarmTarget};
+use imgfarm_common::graph::op::Op;
+use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::oci::Digest;
+use imgfarm_common::platform::Platform;
+use imgfarm_common::proto::{BlobHeader, Submit};
+use std::path::Path;
+
+fn title(a: &BuildArgs, dockerfile: &Path) -> String {
+    if !a.tags.is_empty() {
+        return a.tags.join(", ");
+    }
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    format!("{} in {}", name(dockerfile), name(&a.context))
+}
+
+/// Re-attaching to a build submitted before: only the output (credentials
+/// again) travels.
+pub fn reattach_submission(id: &str, output: Vec<u8>) -> Submit {
+    Submit {
+        platforms: Vec::new(),
+        definition: Vec::new(),
+        context: Vec::new(),
+        output,
+        reattach: Some(id.to_string()),
+    }
+}
+
+/// A new build: the context packed (when a step reads it), the definition,
+/// and every blob the coordinator needs before it accepts the build.
+#[allow(clippy::too_many_arguments)]
+pub fn new_submission(
+    a: &BuildArgs,
+    store: &ContentStore,
+    ctx: &BuildContext,
+    graph: &BuildGraph,
+    platforms: &[Platform],
+    dockerfile: &Path,
+    output: Vec<u8>,
+    progress: &mut Progress,
+) -> anyhow::Result<(Submit, Vec<Digest>)> {
+    let reads_context = graph
+        .vertices()
+        .iter()
+        .any(|v| matches!(v.op, Op::Context(_)));
+    let context = if reads_context {
+        const STEP: &str = "farm:pack";
+        progress.started(STEP, "[internal] packing the build context");
+        let packed = pack::pack_context(store, ctx)?;
+        progress.log(
+            STEP,
+            format!(
+                "{} entries, {} compressed\n",
+                packed.entries,
+                human(packed.layer.size)
+            )
+            .as_bytes(),
+        );
+        progress.done(STEP);
+        tracing::debug!(selection = %packed.selection, layer = %packed.layer.digest, "packed the build context");
+        Some(packed)
+    } else {
+        None
+    };
+    let mut uploads = blobs::base_image_blobs(store, graph)?;
+    if let Some(c) = &context {
+        if !uploads.contains(&c.layer.digest) {
+            uploads.insert(0, c.layer.digest.clone());
+        }
+    }
+    let definition = FarmDefinition {
+        vertices: graph.vertices().into_iter().cloned().collect(),
+        targets: graph
+            .targets
+            .iter()
+            .map(|t| FarmTarget {
+                platform: t.platform.to_string(),
+                export: t.export.clone(),
+            })
+            .collect(),
+        context: context.as_ref().map(|c| ContextBlob {
+            layer: c.layer.clone(),
+        }),
+        title: title(a, dockerfile),
+    };
+    definition
+        .validate()
+        .map_err(|e| anyhow!("internal error: {e}"))?;
+    let submit = Submit {
+        platforms: platforms.iter().map(ToString::to_string).collect(),
+        definition: encode(&definition),
+        context: context
+            .as_ref()
+            .map(|c| BlobHeader::from(&c.layer))
+            .into_iter()
+            .collect(),
+        output,
+        reattach: None,
+    };
+    Ok((submit, uploads))
+}
