@@ -147,12 +147,16 @@ impl Server {
             addr: opts.listen,
             source,
         })?;
-        let endpoint =
-            quinn::Endpoint::new(endpoint_config(), Some(cfg), socket, transport::runtime())
-                .map_err(|source| ServerError::Bind {
-                    addr: opts.listen,
-                    source,
-                })?;
+        let endpoint = quinn::Endpoint::new(
+            transport::coordinator_endpoint_config(opts.creds.key.secret_der()),
+            Some(cfg),
+            socket,
+            transport::runtime(),
+        )
+        .map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
         let (tx, events) = mpsc::channel(256);
         tokio::spawn(accept_loop(endpoint.clone(), Arc::new(opts), tx));
         Ok(Self { endpoint, events })

@@ -19,6 +19,25 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
     e
 }
 
+/// The coordinator's endpoint settings: as [`endpoint_config`], with the
+/// stateless-reset key derived from the coordinator's private key instead
+/// of a random one. A coordinator restarted after a crash then answers
+/// packets of its predecessor's connections with a reset the peers accept
+/// (RFC 9000 §10.3: the token must come from the same static key), so
+/// workers and clients notice at once and reconnect, instead of waiting
+/// out the idle timeout.
+pub fn coordinator_endpoint_config(private_key: &[u8]) -> quinn::EndpointConfig {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"imgfarm stateless reset key v1\0");
+    h.update(private_key);
+    let seed = h.finalize();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed);
+    let mut e = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+    let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
+    e
+}
+
 /// Transport parameters for farm connections: flow-control windows large
 /// enough for bulk blob streams (see [`windows`]), keep-alives well under
 /// the idle timeout so a quiet control stream stays up. The coordinator

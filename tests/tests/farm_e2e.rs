@@ -1,0 +1,231 @@
+//! The farm end to end, with real processes on loopback: one coordinator,
+//! two amd64 workers and one worker claiming linux/arm64 (its RUN steps still
+//! go through qemu on this host), all running as the unprivileged farm user,
+//! a real registry, and `imgfarm build --farm` as the client.
+
+mod farm_support;
+
+use farm_support::{lines_with, worker_of, Farm, Proc};
+use imgfarm_testkit::{or_skip, require_tools_or_skip, Registry};
+use std::time::Duration;
+
+const MULTI_STAGE: &str = "\
+FROM busybox AS left
+RUN sleep 2; uname -m > /left
+FROM busybox AS right
+RUN sleep 2; uname -m > /right
+FROM busybox
+COPY --from=left /left /left
+COPY --from=right /right /right
+RUN cat /left /right > /both
+";
+
+fn skopeo_index_archs(reg: &Registry, image: &str) -> Vec<String> {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .args(reg.skopeo_flags_plain())
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{}", farm_support::text(&out.stderr));
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    raw["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            m["platform"]["architecture"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Progress lines of `step` for `platform` that name a worker.
+fn placed<'a>(out: &'a str, platform: &str, step: &str) -> Vec<&'a str> {
+    lines_with(out, step)
+        .into_iter()
+        .filter(|l| l.contains(platform) && l.contains("(worker "))
+        .collect()
+}
+
+#[test]
+fn two_platform_build_runs_native_spreads_stages_and_pushes_one_index() {
+    let name = "two_platform_build_runs_native_spreads_stages_and_pushes_one_index";
+    if !require_tools_or_skip(name, &["skopeo"]) {
+        return;
+    }
+    let Some(farm) = Farm::new(name, &["amd1", "amd2", "arm1"]) else {
+        return;
+    };
+    let Some(reg) = or_skip(name, Registry::start()) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", Some("linux/amd64"), 1);
+    let _amd2 = farm.start_worker("amd2", Some("linux/amd64"), 1);
+    let _arm1 = farm.start_worker("arm1", Some("linux/arm64"), 2);
+    let ctx = farm.env.context("multi", &[("Dockerfile", MULTI_STAGE)]);
+    let image = format!("{}/farm/app:1", reg.addr());
+    let out = farm.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--push",
+        "-t",
+        &image,
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        skopeo_index_archs(&reg, &image),
+        ["amd64", "arm64"],
+        "{out}"
+    );
+
+    // arm64 code ran on the arm64 worker only, natively as far as the farm knows.
+    let arm_runs = placed(&out, "linux/arm64", "RUN");
+    assert!(!arm_runs.is_empty(), "{out}");
+    for l in &arm_runs {
+        assert_eq!(worker_of(l).as_deref(), Some("arm1"), "{l}\n{out}");
+        assert!(!l.contains("emulated"), "{l}");
+    }
+    // The two independent amd64 stages ran on both amd64 workers.
+    let left = placed(&out, "linux/amd64", "uname -m > /left");
+    let right = placed(&out, "linux/amd64", "uname -m > /right");
+    assert!(!left.is_empty() && !right.is_empty(), "{out}");
+    let mut workers = vec![worker_of(left[0]), worker_of(right[0])];
+    workers.sort();
+    assert_eq!(
+        workers,
+        [Some("amd1".to_string()), Some("amd2".to_string())],
+        "{out}"
+    );
+}
+
+#[test]
+fn without_an_arm64_worker_the_build_is_emulated_and_says_so() {
+    let name = "without_an_arm64_worker_the_build_is_emulated_and_says_so";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", None, 2);
+    let ctx = farm.env.context(
+        "emulated",
+        &[("Dockerfile", "FROM busybox\nRUN uname -m > /arch\n")],
+    );
+    let dest = farm.env.work.path().join("out");
+    let out = farm.build(&[
+        "--platform",
+        "linux/arm64",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    // A single-platform build names no platform on its step lines.
+    let runs = placed(&out, "", "RUN uname -m");
+    assert!(!runs.is_empty(), "{out}");
+    assert!(runs.iter().all(|l| l.contains("emulated")), "{out}");
+    let arch = std::fs::read_to_string(dest.join("arch"))
+        .or_else(|_| std::fs::read_to_string(dest.join("linux_arm64/arch")))
+        .expect("arch file in the local output");
+    assert_eq!(arch.trim(), "aarch64");
+}
+
+#[test]
+fn a_worker_killed_during_a_run_does_not_fail_the_build_five_times_over() {
+    let name = "a_worker_killed_during_a_run_does_not_fail_the_build_five_times_over";
+    let Some(farm) = Farm::new(name, &["amd1", "amd2"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(3);
+    let mut workers: Vec<(String, Proc)> = ["amd1", "amd2"]
+        .iter()
+        .map(|w| (w.to_string(), farm.start_worker(w, Some("linux/amd64"), 1)))
+        .collect();
+    let ctx = farm.env.context(
+        "failover",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG ROUND\nRUN echo round $ROUND; sleep 4; echo $ROUND > /round\n",
+        )],
+    );
+    for round in 1..=5 {
+        let dest = farm.env.work.path().join(format!("out-{round}"));
+        let mut client = farm.start_build(&[
+            "--platform",
+            "linux/amd64",
+            "--build-arg",
+            &format!("ROUND={round}"),
+            "--output",
+            &format!("type=local,dest={}", dest.display()),
+            ctx.to_str().expect("utf-8"),
+        ]);
+        let line = client.wait_for("(worker ", Duration::from_secs(120));
+        let line = if line.contains("RUN") {
+            line
+        } else {
+            // The first placed vertex may be the base image; wait for the RUN.
+            let start = std::time::Instant::now();
+            loop {
+                let out = client.output();
+                if let Some(l) = placed(&out, "", "RUN echo round").first() {
+                    break l.to_string();
+                }
+                assert!(start.elapsed() < Duration::from_secs(120), "{out}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let victim = worker_of(&line).expect("worker named");
+        std::thread::sleep(Duration::from_millis(800));
+        let idx = workers
+            .iter()
+            .position(|(n, _)| *n == victim)
+            .expect("known worker");
+        workers[idx].1.kill();
+        let status = client.wait(Duration::from_secs(180));
+        let out = client.output();
+        assert!(status.success(), "round {round}: {out}");
+        let got = std::fs::read_to_string(dest.join("round")).expect("round file");
+        assert_eq!(got.trim(), round.to_string(), "round {round}");
+        let survivor = placed(&out, "", "RUN echo round")
+            .last()
+            .and_then(|l| worker_of(l));
+        assert_ne!(survivor, Some(victim.clone()), "round {round}: {out}");
+        // Bring the victim back for the next round.
+        workers[idx].1 = farm.start_worker(&victim, Some("linux/amd64"), 1);
+    }
+}
+
+#[test]
+fn a_queued_build_survives_a_coordinator_restart() {
+    let name = "a_queued_build_survives_a_coordinator_restart";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let mut coordinator = farm.start_coordinator(6);
+    let ctx = farm.env.context(
+        "restart",
+        &[("Dockerfile", "FROM busybox\nRUN echo after-restart > /r\n")],
+    );
+    let dest = farm.env.work.path().join("out");
+    let mut client = farm.start_build(&[
+        "--platform",
+        "linux/amd64",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    // Accepted and queued: no worker exists yet.
+    client.wait_for("build id", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    coordinator.kill();
+    let _coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", None, 1);
+    let status = client.wait(Duration::from_secs(240));
+    let out = client.output();
+    assert!(status.success(), "{out}");
+    let got = std::fs::read_to_string(dest.join("r")).expect("output file");
+    assert_eq!(got.trim(), "after-restart");
+}

@@ -1,0 +1,274 @@
+//! A real farm on loopback for the end-to-end tests: one coordinator and
+//! workers as separate `imgfarm` processes running as the unprivileged farm
+//! user, with certificates from `imgfarm farm init|issue`, and a client
+//! (`imgfarm build --farm`) whose progress is read line by line.
+//!
+//! Every process is stopped by its PID when its handle drops.
+
+#![allow(dead_code)]
+
+#[path = "../build_support/mod.rs"]
+pub mod build_support;
+
+pub use build_support::{ok, text, Env};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A process we started, with its output collected in the background.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: std::process::Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = Arc::clone(&lines);
+            let tag = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if std::env::var_os("IMGFARM_TEST_ECHO").is_some() {
+                        eprintln!("[{tag}] {line}");
+                    }
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+        }
+    }
+
+    /// Everything printed so far (stdout and stderr, interleaved by line).
+    pub fn output(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// Waits until a printed line contains `needle`; panics with the output after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not print {needle:?} within {timeout:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                return s;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "{} still running after {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Certificates, addresses and state dirs of one test farm.
+pub struct Farm {
+    pub env: Env,
+    pub tls: PathBuf,
+    pub addr: String,
+    pub coordinator_state: PathBuf,
+}
+
+/// A free UDP port on 127.0.0.1 (bound then released).
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr").port()
+}
+
+impl Farm {
+    /// A farm CA with certificates for `workers` and one client `ci`.
+    pub fn new(test: &str, workers: &[&str]) -> Option<Farm> {
+        let env = Env::new(test)?;
+        let tls = env.work.path().join("tls");
+        let run = |args: &[&str]| ok(&env.run(args));
+        run(&[
+            "farm",
+            "init",
+            "--dir",
+            tls.to_str().expect("utf-8"),
+            "--san",
+            "127.0.0.1",
+            "--san",
+            "localhost",
+        ]);
+        for w in workers {
+            run(&[
+                "farm",
+                "issue",
+                "--dir",
+                tls.to_str().expect("utf-8"),
+                "--worker",
+                w,
+            ]);
+        }
+        run(&[
+            "farm",
+            "issue",
+            "--dir",
+            tls.to_str().expect("utf-8"),
+            "--client",
+            "ci",
+        ]);
+        let coordinator_state = env.work.path().join("coordinator-state");
+        std::fs::create_dir_all(&coordinator_state).expect("mkdir");
+        env.chown_work();
+        let addr = format!("127.0.0.1:{}", free_udp_port());
+        Some(Farm {
+            env,
+            tls,
+            addr,
+            coordinator_state,
+        })
+    }
+
+    pub fn farm_url(&self) -> String {
+        format!("quic://{}", self.addr)
+    }
+
+    fn command(&self, state: &Path) -> std::process::Command {
+        let mut c = self.env.user.command(&self.env.bin);
+        c.arg("--state").arg(state).env_remove("IMGFARM_STATE");
+        c
+    }
+
+    /// Starts the coordinator (heartbeat timeout `hb_timeout` seconds) and waits until it listens.
+    pub fn start_coordinator(&self, hb_timeout: u64) -> Proc {
+        let mut c = self.command(&self.coordinator_state);
+        c.args(["coordinator", "--listen", &self.addr, "--tls-dir"])
+            .arg(&self.tls)
+            .args(["--heartbeat-timeout", &hb_timeout.to_string()]);
+        let mut p = Proc::spawn("coordinator", c);
+        p.wait_for("coordinator listening on", Duration::from_secs(30));
+        p
+    }
+
+    /// Starts worker `name` (state under the work dir), optionally claiming `platforms`,
+    /// and waits until it is connected.
+    pub fn start_worker(&self, name: &str, platforms: Option<&str>, slots: usize) -> Proc {
+        let state = self.env.work.path().join(format!("worker-{name}-state"));
+        if !state.exists() {
+            std::fs::create_dir_all(&state).expect("mkdir");
+            self.env.chown_work();
+        }
+        let mut c = self.command(&state);
+        c.args(["worker", "--coordinator", &self.farm_url(), "--tls-dir"])
+            .arg(&self.tls)
+            .args(["--name", name, "--slots", &slots.to_string()]);
+        if let Some(p) = platforms {
+            c.args(["--platforms", p]);
+        }
+        let mut p = Proc::spawn(name, c);
+        p.wait_for(&format!("worker {name} connected"), Duration::from_secs(60));
+        p
+    }
+
+    /// Starts `imgfarm build --farm ... ARGS` as the farm user, in the background.
+    pub fn start_build(&self, args: &[&str]) -> Proc {
+        let mut c = self.command(self.env.state.path());
+        c.args(["build", "--farm", &self.farm_url(), "--tls-dir"])
+            .arg(&self.tls)
+            .args(["--progress", "plain"])
+            .args(args);
+        Proc::spawn("client", c)
+    }
+
+    /// Runs a farm build to the end; panics with its output unless it succeeds.
+    pub fn build(&self, args: &[&str]) -> String {
+        let mut p = self.start_build(args);
+        let status = p.wait(Duration::from_secs(600));
+        let out = p.output();
+        assert!(status.success(), "farm build failed ({status}):\n{out}");
+        out
+    }
+}
+
+/// The progress lines naming `needle` (e.g. a step text), for worker checks.
+pub fn lines_with<'a>(out: &'a str, needle: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The worker named on a progress line (`... (worker amd1, emulated)` → `amd1`).
+pub fn worker_of(line: &str) -> Option<String> {
+    let rest = &line[line.find("(worker ")? + "(worker ".len()..];
+    let end = rest.find([',', ')']).unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
+}
