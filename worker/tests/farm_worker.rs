@@ -306,6 +306,7 @@ fn job_for(
         inputs,
         input_results,
         context: reads_context.then(|| context.clone()),
+        no_cache: false,
     }
 }
 
@@ -595,6 +596,19 @@ async fn runs_image_and_copy_jobs_and_serves_repeats_from_its_cache() {
         .await
         .to_string();
     assert!(cached.contains("(cached)"), "{cached}");
+
+    // `--no-cache`: the same job runs again (same, reproducible result).
+    let mut job = job_for(&g, &copy.key, &results, &context);
+    job.no_cache = true;
+    let rerun = run_vertex(&mut s, copy.key.as_str(), encode(&job)).await;
+    assert_eq!(rerun.result.as_ref().ok(), Some(copied));
+    let ran = w
+        .event(|e| {
+            matches!(e, WorkerEvent::VertexDone { key, cached: false, .. } if key == copy.key.as_str())
+        })
+        .await
+        .to_string();
+    assert!(!ran.contains("(cached)"), "{ran}");
     w.stop().await;
 }
 

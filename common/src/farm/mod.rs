@@ -167,6 +167,10 @@ pub struct VertexJob {
     pub input_results: Vec<(Digest, VertexResult)>,
     /// The build context, when the vertex or its inputs read it.
     pub context: Option<ContextBlob>,
+    /// `--no-cache`: run it even if the worker's own cache holds the key
+    /// (the result is still recorded there).
+    #[serde(default)]
+    pub no_cache: bool,
 }
 
 /// Registry credentials a client lends the coordinator for one build's

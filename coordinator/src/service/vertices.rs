@@ -168,6 +168,7 @@ impl Core {
                 inputs,
                 input_results,
                 context: b.definition.context.clone(),
+                no_cache: b.output.no_cache,
             },
         ))
     }

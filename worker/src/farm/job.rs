@@ -183,7 +183,7 @@ pub(crate) async fn execute(
     let fps = Fingerprints::new(&ctx.state);
     let fp = fingerprint(&job.input_results);
     let cacheable = cacheable(&job);
-    if cacheable {
+    if cacheable && !job.no_cache {
         if let Some(r) = lookup(&ctx.store, &ctx.cache, &fps, &key, &fp) {
             return match put_result(&link, &ctx.store, &r, base_image, &BTreeSet::new()).await {
                 Ok(()) => Outcome {

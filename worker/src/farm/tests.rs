@@ -162,6 +162,7 @@ fn job_of(g: &BuildGraph, kind: &str) -> VertexJob {
         inputs,
         input_results,
         context: None,
+        no_cache: false,
     }
 }
 
