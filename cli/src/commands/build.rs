@@ -249,11 +249,19 @@ fn plan(
     Ok((graph, platforms))
 }
 
-/// Run `imgfarm build`.
-pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
-    if a.wants_farm() {
-        return farm::run(g, a);
-    }
+/// What every build (local or farm) opens first.
+struct Prepared {
+    mode: Mode,
+    outputs: Vec<output::OutputSpec>,
+    state: PathBuf,
+    store: ContentStore,
+    ctx: BuildContext,
+    dockerfile_path: PathBuf,
+}
+
+/// Resolve the context directory, parse progress and output flags, open the
+/// state's image store and the build context.
+fn prepare(g: &GlobalArgs, a: &mut BuildArgs) -> anyhow::Result<Prepared> {
     // Once, up front: every later use (bind-mount sources handed to the executor, which
     // needs absolute host paths) sees the same absolute, symlink-free context directory.
     a.context = std::fs::canonicalize(&a.context).with_context(|| {
@@ -263,14 +271,38 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
-    let outputs = output::parse_outputs(&a)?;
+    let outputs = output::parse_outputs(a)?;
     let state = g.state_dir();
     std::fs::create_dir_all(&state)
         .with_context(|| format!("creating state directory {}", state.display()))?;
     let store = ContentStore::open(&state)
         .with_context(|| format!("opening the image store in {}", state.display()))?;
-    let (_, _, dockerfile_path) = read_dockerfile(&a)?;
-    let ctx = Arc::new(open_context(&a, &dockerfile_path)?);
+    let (_, _, dockerfile_path) = read_dockerfile(a)?;
+    let ctx = open_context(a, &dockerfile_path)?;
+    Ok(Prepared {
+        mode,
+        outputs,
+        state,
+        store,
+        ctx,
+        dockerfile_path,
+    })
+}
+
+/// Run `imgfarm build`.
+pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
+    if a.wants_farm() {
+        return farm::run(g, a);
+    }
+    let Prepared {
+        mode,
+        outputs,
+        state,
+        store,
+        ctx,
+        dockerfile_path: _,
+    } = prepare(g, &mut a)?;
+    let ctx = Arc::new(ctx);
     let (graph, platforms) = plan(&a, &store, &ctx)?;
     for w in &graph.warnings {
         eprintln!("WARNING: {w}");

@@ -17,17 +17,15 @@ mod push;
 mod session;
 mod submit;
 
-use super::output;
-use super::{open_context, plan, read_dockerfile, BuildArgs};
+use super::{plan, BuildArgs};
 use crate::commands::du::human;
 use crate::commands::farm::config::{self, FarmFlags};
 use crate::commands::farm::connect::{client_hello, connect, credentials, CONNECT_TIMEOUT};
 use crate::commands::GlobalArgs;
-use crate::progress::{Mode, Progress};
-use anyhow::{anyhow, bail, Context as _};
+use crate::progress::Progress;
+use anyhow::{bail, Context as _};
 use imgfarm_common::farm::encode;
 use imgfarm_common::graph::BuildGraph;
-use imgfarm_common::oci::store::ContentStore;
 use naming::Namer;
 use session::Dial;
 use std::process::ExitCode;
@@ -72,21 +70,14 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
              build locally (without --farm) to use build secrets"
         );
     }
-    a.context = std::fs::canonicalize(&a.context).with_context(|| {
-        format!(
-            "build context {}: cannot resolve the directory (does it exist?)",
-            a.context.display()
-        )
-    })?;
-    let mode = Mode::parse(&a.progress).map_err(|e| anyhow!(e))?;
-    let outputs = output::parse_outputs(&a)?;
-    let state = g.state_dir();
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("creating state directory {}", state.display()))?;
-    let store = ContentStore::open(&state)
-        .with_context(|| format!("opening the image store in {}", state.display()))?;
-    let (_, _, dockerfile_path) = read_dockerfile(&a)?;
-    let ctx = open_context(&a, &dockerfile_path)?;
+    let super::Prepared {
+        mode,
+        outputs,
+        state: _,
+        store,
+        ctx,
+        dockerfile_path,
+    } = super::prepare(g, &mut a)?;
     let planned = plan(&a, &store, &ctx);
     let (graph, platforms) = match (planned, &a.reattach) {
         (Ok(p), _) => p,
