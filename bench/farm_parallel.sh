@@ -83,6 +83,10 @@ build() {  # build DIR NONCE -> seconds
     awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'
 }
 build "$WORK/one" warm >/dev/null   # uploads the base image once
+if [ -n "${SHOW:-}" ]; then
+    run --state "$WORK/client" build --farm "quic://$ADDR" --tls-dir "$WORK/tls" --progress plain \
+        --platform linux/amd64 --build-arg NONCE=show -t bench/four:x "$WORK/four" 2>&1 | grep -E "^#[0-9]+ (DONE|\[)|worker"
+fi
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ONE=() FOUR=()
 for r in $(seq "$RUNS"); do
