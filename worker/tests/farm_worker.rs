@@ -1017,7 +1017,7 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
     assert_eq!(hb.slots_in_use, 0, "the cancelled RUN still holds its slot");
     assert_eq!(descendants_named(worker_pid, ""), Vec::<u32>::new());
     assert!(
-        !proc_stat(helper).is_some_and(|(_, _, ppid)| ppid == worker_pid),
+        proc_stat(helper).is_none_or(|(_, _, ppid)| ppid != worker_pid),
         "executor helper {helper} is still a child of the worker"
     );
     assert!(
