@@ -1024,6 +1024,11 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
         proc_stat(sleeper).is_none_or(|(_, state, _)| state == 'Z'),
         "the step's sleep {sleeper} is still alive"
     );
+    let tmp = wp._dir.path().join("state").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, Vec::<PathBuf>::new(), "the cancelled RUN's work dirs");
     eprintln!("cancel answered after {answered:?}");
     drop(wp);
 }
