@@ -752,6 +752,55 @@ async fn a_certificate_of_another_name_is_refused_before_dialling() {
     );
 }
 
+// ---------------------------------------------------------------- processes
+
+/// `comm`, state and parent of a process, from `/proc/<pid>/stat` (the
+/// fields after the last `)`, since `comm` may contain one).
+fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// `pid` and its ancestors, nearest first.
+fn ancestry(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut p = pid;
+    while let Some((_, _, ppid)) = proc_stat(p) {
+        if ppid <= 1 || out.len() > 64 {
+            break;
+        }
+        out.push(ppid);
+        p = ppid;
+    }
+    out
+}
+
+/// Live (not zombie) processes below `root` whose name is `comm` (any name
+/// when empty).
+fn descendants_named(root: u32, comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| *p != root)
+        .filter(|p| {
+            proc_stat(*p)
+                .is_some_and(|(c, state, _)| state != 'Z' && (comm.is_empty() || c == comm))
+                && ancestry(*p).contains(&root)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 // ---------------------------------------------------------------- tests: rootless RUN
 
 /// The worker binary running as the farm user, killed on drop.
@@ -905,9 +954,11 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
         ran.logs
     );
 
-    // A long RUN cancelled: answered at once with "cancelled".
+    // A long RUN cancelled: its processes are killed, the answer comes within
+    // seconds, the slot is free at the next heartbeat, and no process of the
+    // step is left under the worker.
     let g2 = graph(
-        "FROM busybox\nRUN sleep 20\n",
+        "FROM busybox\nRUN sleep 30\n",
         &amd64,
         (&image.0, &image.1),
         fx.ctx_dir.path(),
@@ -923,7 +974,23 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
         inputs: vec![],
     };
     s.send(&Message::RunVertex(rv)).await.expect("send");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let worker_pid = wp.child.id();
+    let waited = std::time::Instant::now();
+    let sleeper = loop {
+        if let Some(p) = descendants_named(worker_pid, "sleep").first() {
+            break *p;
+        }
+        assert!(
+            waited.elapsed() < JOB_WAIT,
+            "the RUN's sleep never started under worker {worker_pid}: {:?}",
+            descendants_named(worker_pid, "")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let helper = ancestry(sleeper)
+        .into_iter()
+        .find(|p| proc_stat(*p).is_some_and(|(_, _, ppid)| ppid == worker_pid))
+        .expect("the executor helper between the worker and the step");
     let t0 = std::time::Instant::now();
     s.send(&Message::CancelVertex {
         vertex_key: slow.key.to_string(),
@@ -939,9 +1006,30 @@ async fn runs_a_rootless_graph_and_uploads_its_layers() {
     })
     .await
     .expect("no answer to the cancel");
+    let answered = t0.elapsed();
     assert_eq!(done.vertex_key, slow.key.to_string());
     assert_eq!(done.result, Err("cancelled".to_string()));
-    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(
+        answered < Duration::from_secs(5),
+        "answered after {answered:?}"
+    );
+    let hb = next_heartbeat(&mut s).await;
+    assert_eq!(hb.slots_in_use, 0, "the cancelled RUN still holds its slot");
+    assert_eq!(descendants_named(worker_pid, ""), Vec::<u32>::new());
+    assert!(
+        proc_stat(helper).is_none_or(|(_, _, ppid)| ppid != worker_pid),
+        "executor helper {helper} is still a child of the worker"
+    );
+    assert!(
+        proc_stat(sleeper).is_none_or(|(_, state, _)| state == 'Z'),
+        "the step's sleep {sleeper} is still alive"
+    );
+    let tmp = wp._dir.path().join("state").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, Vec::<PathBuf>::new(), "the cancelled RUN's work dirs");
+    eprintln!("cancel answered after {answered:?}");
     drop(wp);
 }
 

@@ -153,6 +153,61 @@ impl Drop for Fx {
     }
 }
 
+/// Live processes whose argv is exactly `argv` (zombies do not count).
+fn live_with_argv(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let zombie = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            !zombie && std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want)
+        })
+        .collect()
+}
+
+#[test]
+fn a_cancelled_step_dies_with_every_process_of_its_pid_namespace() {
+    let Some(fx) = fixture("a_cancelled_step_dies", "amd64") else {
+        return;
+    };
+    // Pid 1 is a shell running as a non-root user (so its parent-death signal
+    // is cleared by the user switch), with a background and a foreground
+    // child: killing only the helper would leave them running.
+    let mut r = fx.request("echo started; sleep 3071 & sleep 3072; echo not-reached");
+    r.user = "65534".into();
+    let t0 = std::time::Instant::now();
+    let out = fx.run_env(&r, &[("IMGFARM_PROBE_CANCEL_AFTER_MS", "1500")]);
+    let took = t0.elapsed();
+    assert_eq!(out.result["cancelled"], true, "{}", out.result);
+    assert_eq!(out.stdout, "started\n");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    for argv in [["sleep", "3071"], ["sleep", "3072"]] {
+        assert_eq!(
+            live_with_argv(&argv),
+            Vec::<u32>::new(),
+            "{argv:?} survived"
+        );
+    }
+    // A token triggered before the start runs nothing.
+    let r = fx.request("echo must-not-run");
+    let out = fx.run_env(&r, &[("IMGFARM_PROBE_CANCEL_AFTER_MS", "0")]);
+    assert_eq!(out.result["cancelled"], true, "{}", out.result);
+    assert_eq!(out.stdout, "");
+}
+
 #[test]
 fn root_inside_is_the_user_outside_and_ids_map_to_subuids() {
     let Some(fx) = fixture("root_inside_is_the_user_outside", "amd64") else {

@@ -11,10 +11,11 @@
 //!                                            # work get a -N suffix); prints each stdout
 //! ```
 //! `run` honours `IMGFARM_PROBE_MAPPING=single` (force the single-id fallback) and
-//! `IMGFARM_PROBE_MAPPING=unowned-range` (a full mapping newuidmap refuses). It writes the step's stdout and stderr through, then one line
+//! `IMGFARM_PROBE_MAPPING=unowned-range` (a full mapping newuidmap refuses), and
+//! `IMGFARM_PROBE_CANCEL_AFTER_MS=N` (trigger the step's cancel token after N ms). It writes the step's stdout and stderr through, then one line
 //! `PROBE-RESULT {json}` on stderr; it exits 0 even when the step fails (the result says).
 
-use imgfarm_worker::executor::{self, ExecError, ExecRequest, Executor};
+use imgfarm_worker::executor::{self, CancelToken, ExecError, ExecRequest, Executor};
 use imgfarm_worker::idmap::IdMapping;
 use std::io::Write;
 use std::path::PathBuf;
@@ -91,7 +92,23 @@ fn run(path: &str) -> ExitCode {
         }
         _ => {}
     }
-    let r = ex.run(&req, std::io::stdout(), std::io::stderr());
+    let cancel = CancelToken::new();
+    if let Some(ms) = std::env::var("IMGFARM_PROBE_CANCEL_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let c = cancel.clone();
+        if ms == 0 {
+            c.cancel();
+        } else {
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                c.cancel();
+            });
+        }
+    }
+    let t = std::time::Instant::now();
+    let r = ex.run_cancellable(&req, &cancel, std::io::stdout(), std::io::stderr());
     let result = match r {
         Ok(rep) => serde_json::json!({
             "ok": true,
@@ -104,6 +121,9 @@ fn run(path: &str) -> ExitCode {
             code, tail, how, ..
         }) => serde_json::json!({
             "ok": false, "code": code, "tail": tail, "how": how,
+        }),
+        Err(ExecError::Cancelled) => serde_json::json!({
+            "ok": false, "cancelled": true, "total_ms": t.elapsed().as_secs_f64() * 1000.0,
         }),
         Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
     };

@@ -18,6 +18,7 @@
 //! ([`Executor::remove_tree`]) use the same helper inside a user namespace, so files get
 //! mapped owners and sub-uid-owned files can be removed.
 
+pub mod cancel;
 mod helper;
 pub mod plan;
 mod protocol;
@@ -26,6 +27,7 @@ mod setup;
 pub mod syscalls;
 pub mod user;
 
+pub use cancel::CancelToken;
 pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use run::{run, ExecReport, Executor, UnpackReport};
 
@@ -218,6 +220,9 @@ pub enum ExecError {
     /// Writing the command's output to the caller's writer failed.
     #[error("writing the step's output: {0}")]
     Output(std::io::Error),
+    /// The step's [`CancelToken`] was triggered: its processes were killed.
+    #[error("the step was cancelled; its processes were killed")]
+    Cancelled,
 }
 
 fn tail_suffix(t: &str) -> String {

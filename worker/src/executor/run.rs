@@ -2,6 +2,7 @@
 //! `pre_exec` that only calls dup2/fcntl, which are async-signal-safe), writes the id maps
 //! with newuidmap/newgidmap, and pumps the step's output.
 
+use super::cancel::{stop_step, CancelToken};
 use super::protocol::{write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_SINGLE};
 use super::{plan, ExecError, ExecRequest};
 use crate::idmap::{self, IdMapping};
@@ -20,6 +21,11 @@ use std::time::{Duration, Instant};
 pub const TAIL_BYTES: usize = 4096;
 /// Environment variable naming the helper executable (default `/proc/self/exe`).
 pub const HELPER_ENV: &str = "IMGFARM_EXECUTOR_HELPER";
+/// How often (ms) a cancellable step checks its token.
+const CANCEL_POLL_MS: u16 = 50;
+/// After a cancel kill, how long to wait for the step's pipes to close before
+/// giving up on its remaining output.
+const KILLED_GRACE: Duration = Duration::from_secs(10);
 
 /// What a finished step reports besides its output.
 #[derive(Debug, Clone)]
@@ -119,6 +125,20 @@ impl Executor {
     pub fn run(
         &self,
         req: &ExecRequest,
+        stdout: impl Write,
+        stderr: impl Write,
+    ) -> Result<ExecReport, ExecError> {
+        self.run_cancellable(req, &CancelToken::new(), stdout, stderr)
+    }
+
+    /// [`Executor::run`] that ends early with [`ExecError::Cancelled`] once
+    /// `cancel` is triggered: every process of the step is killed (see
+    /// [`super::cancel`]) and reaped before it returns. A token already
+    /// triggered starts nothing.
+    pub fn run_cancellable(
+        &self,
+        req: &ExecRequest,
+        cancel: &CancelToken,
         mut stdout: impl Write,
         mut stderr: impl Write,
     ) -> Result<ExecReport, ExecError> {
@@ -126,14 +146,21 @@ impl Executor {
             plan::PlanError::Snapshot(s) => ExecError::Snapshot(s),
             plan::PlanError::Invalid(s) => ExecError::Invalid(s),
         })?;
+        if cancel.is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
         let start = Instant::now();
         let start_mono = mono_ns();
         let out = self.converse(
             Job::Run(Box::new(req.clone())),
             None,
+            Some(cancel),
             &mut stdout,
             &mut stderr,
         )?;
+        if out.cancelled {
+            return Err(ExecError::Cancelled);
+        }
         if let Some(e) = out.setup_error {
             return Err(ExecError::Setup(e));
         }
@@ -183,7 +210,7 @@ impl Executor {
         };
         let mut sink = std::io::sink();
         let mut sink2 = std::io::sink();
-        let out = self.converse(job, Some(layer), &mut sink, &mut sink2)?;
+        let out = self.converse(job, Some(layer), None, &mut sink, &mut sink2)?;
         if let Some(e) = out.setup_error {
             return Err(ExecError::Setup(e));
         }
@@ -215,6 +242,7 @@ impl Executor {
         let mut sink2 = std::io::sink();
         let out = self.converse(
             Job::Remove { path: path.into() },
+            None,
             None,
             &mut sink,
             &mut sink2,
@@ -248,10 +276,13 @@ impl Executor {
     }
 
     /// Spawn the helper, run the mapping handshake, pump output until all pipes close.
+    /// With `cancel`, the step is killed once it is triggered
+    /// ([`Conversation::cancelled`]).
     fn converse(
         &self,
         job: Job,
         input: Option<&mut (dyn Read + Send)>,
+        cancel: Option<&CancelToken>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Conversation, ExecError> {
@@ -328,7 +359,7 @@ impl Executor {
                 Ok(())
             });
             let pumped = self.pump(
-                &child, &ctl_r, child_out, child_err, stdout, stderr, &go_tx, &mut conv,
+                &child, &ctl_r, child_out, child_err, stdout, stderr, &go_tx, cancel, &mut conv,
             );
             drop(go_tx);
             let fed = feeder
@@ -338,6 +369,10 @@ impl Executor {
         });
         let status = child.wait().map_err(|e| self.io("waiting", e))?;
         let (pumped, fed) = result;
+        if conv.cancelled {
+            // Killed on purpose: broken pipes and a missing result are expected.
+            return Ok(conv);
+        }
         pumped?;
         if let Err(e) = fed {
             if conv.setup_error.is_none() {
@@ -361,15 +396,31 @@ impl Executor {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
         go: &mpsc::Sender<u8>,
+        cancel: Option<&CancelToken>,
         conv: &mut Conversation,
     ) -> Result<(), ExecError> {
         let mut open = [true; 3];
+        let mut killed_at: Option<Instant> = None;
+        let timeout = match cancel {
+            Some(_) => PollTimeout::from(CANCEL_POLL_MS),
+            None => PollTimeout::NONE,
+        };
         let mut ctl_buf: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut ctl_file =
             std::fs::File::from(ctl.try_clone().map_err(|e| self.io("control pipe", e))?);
         let mut output_error = None;
         while open.iter().any(|o| *o) {
+            if let Some(t) = killed_at {
+                if t.elapsed() > KILLED_GRACE {
+                    tracing::warn!("a killed step still holds its output pipes; leaving them");
+                    break;
+                }
+            } else if cancel.is_some_and(CancelToken::is_cancelled) {
+                stop_step(child.id());
+                conv.cancelled = true;
+                killed_at = Some(Instant::now());
+            }
             let mut fds = Vec::new();
             let mut which = Vec::new();
             if open[0] {
@@ -384,7 +435,7 @@ impl Executor {
                 fds.push(PollFd::new(ctl.as_fd(), PollFlags::POLLIN));
                 which.push(2);
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(self.io("poll", e.into())),
@@ -525,6 +576,8 @@ struct Conversation {
     exited: Option<(Option<i32>, Option<i32>)>,
     unpacked: Option<UnpackReport>,
     removed: bool,
+    /// The step was killed because its cancel token was triggered.
+    cancelled: bool,
 }
 
 impl Conversation {

@@ -9,6 +9,7 @@ use super::platforms::offers;
 use super::{Ctx, MAX_LOG_CHUNK};
 use crate::emulation;
 use crate::link::LinkHandle;
+use crate::solve::exec::CancelToken;
 use crate::solve::result::VertexResult;
 use crate::solve::LocalWorker;
 use imgfarm_common::dockerfile::instructions::mount::MountType;
@@ -23,7 +24,7 @@ use imgfarm_coordinator::link::VertexRunner;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// `RunVertex.vertex_key` as a digest: `sha256:<hex>` (a bare 64-digit hex
 /// string is taken as sha256).
@@ -154,24 +155,42 @@ pub(crate) struct Outcome {
     pub(crate) cached: bool,
 }
 
+/// What a job shares with whoever may stop it.
+pub(crate) struct JobControl {
+    /// Set when the job is abandoned (cancel, session lost): its output is
+    /// dropped from then on.
+    pub(crate) abandoned: Arc<AtomicBool>,
+    /// Triggered by `CancelVertex`: kills its RUN.
+    pub(crate) cancel: CancelToken,
+    /// Dropped with the job's slot: once the job's future is gone and its
+    /// blocking run (if any) has ended, the receiver sees it closed.
+    pub(crate) released: oneshot::Sender<()>,
+}
+
 /// Runs one job to its result: check, cache lookup, blob downloads, the
 /// vertex itself on a blocking thread (holding a slot), result upload.
 /// Output goes to `logs` as `VertexLog` frames of at most [`MAX_LOG_CHUNK`]
-/// bytes, until `cancelled` is set.
+/// bytes, until `control.abandoned` is set; `control.cancel` kills its RUN.
 pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     link: LinkHandle,
     logs: mpsc::Sender<Message>,
     vertex_key_text: String,
     op: Vec<u8>,
-    cancelled: Arc<AtomicBool>,
+    control: JobControl,
 ) -> Outcome {
+    let JobControl {
+        abandoned,
+        cancel,
+        released,
+    } = control;
     let failed = |e: String| Outcome {
         result: Err(e),
         cached: false,
     };
     let permit = match Arc::clone(&ctx.slots).acquire_owned().await {
-        Ok(p) => p,
+        // The slot and the release signal go together.
+        Ok(p) => (p, released),
         Err(_) => return failed("the worker is shutting down".into()),
     };
     let job = match check(&vertex_key_text, &op, &ctx.native, &ctx.emulated) {
@@ -203,10 +222,10 @@ pub(crate) async fn execute(
         .platform
         .as_ref()
         .is_some_and(|p| emulation::resolve(p).is_ok_and(|m| m.is_emulated()));
-    let log = log_sender(logs, vertex_key_text, Arc::clone(&cancelled));
+    let log = log_sender(logs, vertex_key_text, abandoned);
     let worker_ctx = Arc::clone(&ctx);
     let ran = tokio::task::spawn_blocking(move || {
-        let r = solve(&worker_ctx, &job, emulated, log);
+        let r = solve(&worker_ctx, &job, emulated, cancel, log);
         // Recorded here, so a result finished after its job was abandoned
         // (session lost, cancel) still serves the next identical job.
         if r.is_ok() && cacheable {
@@ -219,7 +238,8 @@ pub(crate) async fn execute(
     })
     .await;
     // The slot stays taken until the result is uploaded (or, for a job
-    // abandoned by a cancel, until its blocking run ends).
+    // abandoned, until its blocking run ends: at once for a cancelled RUN,
+    // whose processes are killed).
     let (result, permit) = match ran {
         Ok(x) => x,
         Err(e) => return failed(format!("vertex {key}: the solver thread failed: {e}")),
@@ -269,6 +289,7 @@ fn solve(
     ctx: &Ctx,
     job: &VertexJob,
     emulated: bool,
+    cancel: CancelToken,
     mut log: impl FnMut(&[u8]),
 ) -> Result<VertexResult, String> {
     let v = &job.vertex;
@@ -281,7 +302,8 @@ fn solve(
         Arc::new(context),
         Some(Arc::clone(&ctx.executor)),
         false,
-    );
+    )
+    .with_cancel(cancel);
     for (k, r) in &job.input_results {
         worker.insert_result(k.clone(), r.clone());
     }

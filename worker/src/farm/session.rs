@@ -6,9 +6,10 @@
 //! never overtakes its own logs). The session loop only ever waits on
 //! channels and timers, so no frame is cancelled halfway.
 
-use super::job::{execute, Outcome};
+use super::job::{execute, JobControl, Outcome};
 use super::{Ctx, WorkerEvent};
 use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
+use crate::solve::exec::CancelToken;
 use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Frames queued for the writer before senders wait.
 const QUEUE: usize = 256;
@@ -24,6 +25,9 @@ const QUEUE: usize = 256;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Fastest heartbeat accepted from a `Welcome` (a hostile 0 would spin).
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// Longest a `CancelVertex` answer waits for the job's processes to be gone
+/// (and its slot freed); a job stuck outside its RUN is answered anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// How a session ended.
 pub(crate) enum End {
@@ -43,7 +47,12 @@ enum Out {
 struct Running {
     id: u64,
     abort: tokio::task::AbortHandle,
-    cancelled: Arc<AtomicBool>,
+    /// Output of the job is dropped once set.
+    abandoned: Arc<AtomicBool>,
+    /// Kills the job's RUN.
+    cancel: CancelToken,
+    /// Closed once the job's slot is free (its processes are gone).
+    released: oneshot::Receiver<()>,
 }
 
 /// The session's running jobs by vertex key. Whoever removes a job's entry
@@ -71,9 +80,11 @@ impl Jobs {
         }
     }
 
+    /// The session ended: jobs are abandoned, but a RUN already started
+    /// finishes (its result is cached for when the vertex comes again).
     fn stop_all(&self) {
         for (_, r) in self.lock().drain() {
-            r.cancelled.store(true, Ordering::SeqCst);
+            r.abandoned.store(true, Ordering::SeqCst);
             r.abort.abort();
         }
     }
@@ -121,7 +132,7 @@ pub(crate) async fn serve<F: Future<Output = ()>>(
             m = in_rx.recv() => match m {
                 Some(Ok(Message::RunVertex(rv))) => start_job(ctx, &handle, &job_tx, &jobs, rv),
                 Some(Ok(Message::CancelVertex { vertex_key })) => {
-                    cancel_job(&jobs, &job_tx, vertex_key).await;
+                    cancel_job(&jobs, &job_tx, vertex_key);
                 }
                 Some(Ok(Message::Bye)) => break End::Lost("the coordinator ended the session".into()),
                 // A refusal ends the session only when the coordinator also
@@ -214,11 +225,17 @@ fn start_job(
         return;
     }
     let id = jobs.next_id.fetch_add(1, Ordering::Relaxed);
-    let cancelled = Arc::new(AtomicBool::new(false));
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let cancel = CancelToken::new();
+    let (released_tx, released) = oneshot::channel();
+    let control = JobControl {
+        abandoned: Arc::clone(&abandoned),
+        cancel: cancel.clone(),
+        released: released_tx,
+    };
     let task = {
         let key = key.clone();
         let (ctx, link, out, jobs) = (Arc::clone(ctx), link.clone(), out.clone(), Arc::clone(jobs));
-        let cancelled = Arc::clone(&cancelled);
         async move {
             let t0 = Instant::now();
             tracing::info!(build = %build_id, vertex = %key, platform = %platform, "running");
@@ -228,7 +245,7 @@ fn start_job(
                 out.clone(),
                 key.clone(),
                 op,
-                cancelled,
+                control,
             )
             .await;
             if !jobs.take(&key, id) {
@@ -254,25 +271,42 @@ fn start_job(
         Running {
             id,
             abort,
-            cancelled,
+            abandoned,
+            cancel,
+            released,
         },
     );
 }
 
-/// `CancelVertex`: stop waiting for the job (a RUN already started finishes
-/// in the background; its output is dropped) and answer `cancelled`.
-async fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: String) {
+/// `CancelVertex`: stop the job (its RUN's processes are killed, its work
+/// dirs removed, nothing cached or uploaded) and answer `cancelled` once its
+/// slot is free, or after [`CANCEL_WAIT`] at most. The vertex key is free
+/// for a new `RunVertex` at once.
+fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: String) {
     let running = jobs.lock().remove(&key);
     let Some(r) = running else {
         tracing::debug!("cancel for {key}, which is not running here");
         return;
     };
-    r.cancelled.store(true, Ordering::SeqCst);
+    r.abandoned.store(true, Ordering::SeqCst);
+    r.cancel.cancel();
     r.abort.abort();
-    let done = VertexDone {
-        vertex_key: key,
-        result: Err("cancelled".into()),
-        duration_ms: 0,
-    };
-    let _ = out.send(Message::VertexDone(done)).await;
+    let out = out.clone();
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        // Never sent: the sender closes when the job's slot is dropped.
+        if tokio::time::timeout(CANCEL_WAIT, r.released).await.is_err() {
+            tracing::warn!(
+                "vertex {key}: still stopping after {}s; answering the cancel anyway",
+                CANCEL_WAIT.as_secs()
+            );
+        }
+        tracing::info!(vertex = %key, ms = t0.elapsed().as_millis() as u64, "cancelled");
+        let done = VertexDone {
+            vertex_key: key,
+            result: Err("cancelled".into()),
+            duration_ms: 0,
+        };
+        let _ = out.send(Message::VertexDone(done)).await;
+    });
 }

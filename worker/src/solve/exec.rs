@@ -4,6 +4,7 @@
 //! executor makes it inside its user namespace, where owners are right).
 
 use super::result::{LayerRef, VertexResult};
+pub use crate::executor::CancelToken;
 use imgfarm_common::graph::op::ExecOp;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::platform::Platform;
@@ -25,6 +26,9 @@ pub struct ExecRequest<'a> {
     pub platform: &'a Platform,
     /// True when it runs under emulation (qemu via binfmt).
     pub emulated: bool,
+    /// Triggered to stop the RUN: its processes are killed and the run
+    /// fails with [`ExecFailure::Cancelled`].
+    pub cancel: &'a CancelToken,
 }
 
 /// A RUN that did not succeed.
@@ -43,9 +47,14 @@ pub enum ExecFailure {
     /// Setting up or tearing down the sandbox failed.
     #[error("{0}")]
     Setup(String),
+    /// The RUN's cancel token was triggered: its processes were killed and
+    /// its work dirs removed; it has no result (nothing to cache or upload).
+    #[error("cancelled: the RUN's processes were killed")]
+    Cancelled,
 }
 
-/// Runs RUN steps rootlessly. `log` gets the process output as it comes.
+/// Runs RUN steps rootlessly. `log` gets the process output as it comes;
+/// `req.cancel` stops a running step.
 pub trait Executor: Send + Sync {
     /// Run `req`; return the layer of its filesystem changes.
     fn run(

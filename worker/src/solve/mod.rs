@@ -14,7 +14,7 @@ pub mod rootless;
 pub mod url;
 pub mod view;
 
-use exec::{ExecRequest, Executor};
+use exec::{CancelToken, ExecRequest, Executor};
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::graph::op::{FileAction, Op};
 use imgfarm_common::graph::{BuildGraph, Vertex};
@@ -68,6 +68,7 @@ pub struct LocalWorker {
     context_dir: PathBuf,
     executor: Option<Arc<dyn Executor>>,
     no_cache: bool,
+    cancel: CancelToken,
     results: Mutex<HashMap<Digest, VertexResult>>,
 }
 
@@ -90,8 +91,17 @@ impl LocalWorker {
             context_dir,
             executor,
             no_cache,
+            cancel: CancelToken::new(),
             results: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Stop RUNs with `cancel`: once it is triggered, a running RUN is
+    /// killed and fails with [`exec::ExecFailure::Cancelled`]. Without it the
+    /// worker's token is never triggered.
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Load cached results for the graph's vertices; returns their keys.
@@ -245,6 +255,7 @@ impl LocalWorker {
                     context_dir: Some(&self.context_dir),
                     platform: &platform,
                     emulated,
+                    cancel: &self.cancel,
                 };
                 let layer = exec.run(&req, log)?;
                 let mut chain = lower;

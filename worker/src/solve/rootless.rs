@@ -357,8 +357,9 @@ impl Executor for RootlessExecutor {
             let t1 = Instant::now();
             let report = self
                 .exec
-                .run(&er, LogWriter(&cell), LogWriter(&cell))
+                .run_cancellable(&er, req.cancel, LogWriter(&cell), LogWriter(&cell))
                 .map_err(|e| match e {
+                    ExecError::Cancelled => ExecFailure::Cancelled,
                     ExecError::Failed {
                         command,
                         code,
