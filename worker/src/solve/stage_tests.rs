@@ -1,7 +1,7 @@
 //! `COPY --from` through a partial stage unpack gives the same layer as
 //! through the whole stage: one file out of a busybox-like stage, a
-//! wildcard, sources under a symlinked directory (whole unpack), and a
-//! source whose parent a whiteout deleted.
+//! wildcard, sources under a symlinked directory and a hardlink leaving
+//! the filter (whole unpack), and a source whose parent a whiteout deleted.
 
 use super::copy::{copy_layer, SourceFs};
 use super::layers::{open_layer, LayerWriter};
@@ -28,7 +28,7 @@ fn layer(s: &ContentStore, entries: &[(String, EntryType, u32, u64, String)]) ->
         h.set_uid(*uid);
         h.set_gid(*uid);
         h.set_mtime(1_600_000_000);
-        if *kind == S {
+        if *kind == S || *kind == EntryType::Link {
             h.set_size(0);
             w.append_link(&mut h, p, data).unwrap();
         } else {
@@ -74,6 +74,8 @@ fn stage(s: &ContentStore) -> Vec<LayerRef> {
         e(".wh.gone", F, 0o644, 0, ""),
         e("gone/", D, 0o700, 5, ""),
         e("gone/new", F, 0o600, 5, "new"),
+        e("hard/", D, 0o755, 0, ""),
+        e("hard/bb", EntryType::Link, 0o755, 0, "bin/busybox"),
     ];
     vec![layer(s, &l1), layer(s, &l2)]
 }
@@ -209,6 +211,13 @@ fn a_source_through_a_symlinked_dir_unpacks_the_whole_stage() {
     assert!(n > 400, "{n}");
     let (got, n) = both_ways(&["/link"]);
     assert!(got.unwrap().contains_key("out/x"));
+    assert!(n > 400, "{n}");
+}
+
+#[test]
+fn a_hardlink_to_a_path_outside_the_sources_unpacks_the_whole_stage() {
+    let (got, n) = both_ways(&["/hard/bb"]);
+    assert_eq!(got.unwrap()["out/bb"].4, "bb");
     assert!(n > 400, "{n}");
 }
 
