@@ -91,7 +91,8 @@ pub struct ApplyOptions {
     /// skipped (counted in [`ApplyReport::filtered_out`]). A hardlink kept
     /// by the filter whose target is not fails with
     /// [`LayerError::OutsideFilter`]: unpack again without a filter. A
-    /// prefix that is the root (`/`, `.`) disables the filter.
+    /// prefix that is the root (`/`, `.`) disables the filter; an empty
+    /// list keeps nothing.
     pub only: Option<Vec<String>>,
 }
 
