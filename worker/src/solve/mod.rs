@@ -11,6 +11,7 @@ pub mod image;
 pub mod layers;
 pub mod result;
 pub mod rootless;
+pub mod stage;
 pub mod url;
 pub mod view;
 
@@ -368,19 +369,14 @@ impl LocalWorker {
             }
             if !is_context {
                 let chain = self.input(v, i)?.chain;
-                let dir =
-                    tempfile::tempdir().map_err(|e| SolveError::Layer(format!("temp dir: {e}")))?;
-                for l in &chain {
-                    let r = layers::open_layer(&self.store, l)?;
-                    let opts = imgfarm_common::oci::layer::ApplyOptions {
-                        ownership: false,
-                        devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
-                        ..Default::default()
-                    };
-                    imgfarm_common::oci::layer::apply(r, dir.path(), &opts)
-                        .map_err(|e| SolveError::Layer(e.to_string()))?;
-                }
                 let sview = ChainView::load(&self.store, &chain)?;
+                let paths: Vec<String> = c
+                    .sources
+                    .iter()
+                    .filter(|s| s.input == i)
+                    .map(|s| s.path.clone())
+                    .collect();
+                let dir = stage::unpack_for_sources(&self.store, &chain, &sview, &paths)?;
                 stages.insert(i, (dir, sview));
             }
         }
@@ -436,5 +432,7 @@ impl VertexRunner for LocalWorker {
     }
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;

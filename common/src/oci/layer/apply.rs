@@ -20,9 +20,13 @@
 //!   warned about). Sockets and unknown types are skipped.
 //! - Limits: path and link target 4096 bytes, PAX header 1 MiB, 1,000,000
 //!   entries, and a total uncompressed size cap (64 GiB by default).
+//! - [`ApplyOptions::only`] unpacks just the paths related to some
+//!   prefixes (see `filter`); the result is the full unpack restricted to
+//!   them, or [`LayerError::OutsideFilter`] when that cannot hold.
 //! - On error, the root is left partially written; callers unpack into a
 //!   fresh directory and discard it on failure.
 
+use super::filter::PathFilter;
 use super::fsops::{self, DirError, Root};
 use super::tar_read::{Entry, EntryKind, Limits, TarReader};
 use super::whiteout::{self, Marker};
@@ -77,6 +81,19 @@ pub struct ApplyOptions {
     /// namespace (as real root): chown to the host ids that the archive's
     /// container ids map to. Unmapped ids count as ownership failures.
     pub id_map: Option<IdMap>,
+    /// Unpack only what these clean relative prefixes need (`None`: the
+    /// whole layer). An entry is applied when its path equals a prefix, is
+    /// under one, or is an ancestor directory of one (so parents get their
+    /// real modes and owners). A `.wh.<name>` whiteout applies when
+    /// `<name>`'s path is so related, a `.wh..wh..opq` marker when its
+    /// directory is; the image spec's "Applying Changesets" rules then give
+    /// exactly the full unpack restricted to those paths. Other entries are
+    /// skipped (counted in [`ApplyReport::filtered_out`]). A hardlink kept
+    /// by the filter whose target is not fails with
+    /// [`LayerError::OutsideFilter`]: unpack again without a filter. A
+    /// prefix that is the root (`/`, `.`) disables the filter; an empty
+    /// list keeps nothing.
+    pub only: Option<Vec<String>>,
 }
 
 impl Default for ApplyOptions {
@@ -90,6 +107,7 @@ impl Default for ApplyOptions {
             max_entries: 1_000_000,
             max_uncompressed: 64 << 30,
             id_map: None,
+            only: None,
         }
     }
 }
@@ -125,6 +143,8 @@ pub struct ApplyReport {
     pub xattr_failures: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Entries skipped by [`ApplyOptions::only`].
+    pub filtered_out: u64,
     /// Human-readable warnings (the first 100).
     pub warnings: Vec<String>,
 }
@@ -201,7 +221,7 @@ fn decompressed<'a, R: Read + 'a>(
 
 /// Cleans an archive path as if rooted at `/`. Returns the components and
 /// whether anything had to be neutralised.
-fn clean(path: &[u8]) -> (Vec<Vec<u8>>, bool) {
+pub(super) fn clean(path: &[u8]) -> (Vec<Vec<u8>>, bool) {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut neutralised = path.starts_with(b"/");
     for comp in path.split(|b| *b == b'/') {
@@ -233,6 +253,7 @@ struct Applier<'a> {
     root: Root,
     root_path: &'a Path,
     opts: &'a ApplyOptions,
+    filter: Option<PathFilter>,
     report: ApplyReport,
     created: HashSet<Vec<u8>>,
     dirs: BTreeMap<Vec<Vec<u8>>, DirMeta>,
@@ -259,6 +280,7 @@ pub fn apply<R: Read>(
         root: root_fd,
         root_path: root,
         opts,
+        filter: opts.only.as_deref().and_then(PathFilter::new),
         report: ApplyReport::default(),
         created: HashSet::new(),
         dirs: BTreeMap::new(),
@@ -316,6 +338,10 @@ impl Applier<'_> {
             return Ok(());
         };
         let rel = comps.join(&b'/');
+        if !self.wanted(&comps, parent, name) {
+            self.report.filtered_out += 1;
+            return Ok(());
+        }
         match whiteout::classify(name) {
             Marker::None => {}
             Marker::Opaque => return self.opaque(parent, &e.path),
@@ -371,6 +397,23 @@ impl Applier<'_> {
         }
         self.created.insert(rel);
         Ok(())
+    }
+
+    /// Does [`ApplyOptions::only`] keep this entry (whiteouts by the path
+    /// they remove, opaque markers by their directory)?
+    fn wanted(&self, comps: &[Vec<u8>], parent: &[Vec<u8>], name: &[u8]) -> bool {
+        let Some(f) = &self.filter else {
+            return true;
+        };
+        match whiteout::classify(name) {
+            Marker::Opaque => f.related(parent),
+            Marker::Remove(target) => {
+                let mut gone = parent.to_vec();
+                gone.push(target.to_vec());
+                f.related(&gone)
+            }
+            Marker::None | Marker::Reserved => f.related(comps),
+        }
     }
 
     fn opaque(&mut self, parent: &[Vec<u8>], entry_path: &[u8]) -> Result<(), LayerError> {
@@ -522,6 +565,12 @@ impl Applier<'_> {
         let Some((tname, tparent)) = target.split_last() else {
             return Err(unsafe_link("target is the root"));
         };
+        if self.filter.as_ref().is_some_and(|f| !f.related(&target)) {
+            return Err(LayerError::OutsideFilter {
+                path: display(&e.path),
+                target: display(&e.link),
+            });
+        }
         let tdir = match self.root.dir(tparent, false, true) {
             Ok(fd) => fd,
             Err(DirError::Symlink) => {

@@ -10,6 +10,7 @@
 pub mod apply;
 mod compress;
 pub mod create;
+mod filter;
 mod fsops;
 pub mod idmap;
 mod tar_read;
@@ -99,6 +100,15 @@ pub enum LayerError {
         path: String,
         /// Why.
         reason: String,
+    },
+    /// [`ApplyOptions::only`] keeps a hardlink whose target it skipped;
+    /// unpack again without the filter.
+    #[error("layer entry {path:?} is a hardlink to {target:?}, outside the paths being unpacked; unpack the whole layer instead")]
+    OutsideFilter {
+        /// The hardlink's path in the archive.
+        path: String,
+        /// Its target.
+        target: String,
     },
     /// A source file changed while it was being archived.
     #[error("layer source {0} changed while being read; retry once the directory is quiescent")]

@@ -1,0 +1,133 @@
+//! A stage's filesystem for `COPY --from` (and ADD/COPY from an image):
+//! its layer chain unpacked into a temp dir, but only the paths the copy's
+//! sources can read when that is provably enough.
+//!
+//! A source's static prefix is its cleaned components before the first one
+//! with a `filepath.Match` meta character (`*`, `?`, `[`, or an escape
+//! `\`). Selection (BuildKit's `FollowSymlinks`) follows symlinks along the
+//! source path and at each wildcard match, and such a link may point
+//! anywhere in the stage; so the whole chain is unpacked when a prefix, one
+//! of its ancestors, or a possible wildcard match below it is a symlink in
+//! the stage's merged view, when a source is the root (or a wildcard at the
+//! top, or climbs with `..`), and when a kept hardlink's target lies
+//! outside the prefixes ([`LayerError::OutsideFilter`]). Otherwise each
+//! layer is applied with [`ApplyOptions::only`], which gives the full
+//! unpack restricted to the prefixes, their subtrees and their parents.
+
+use super::layers::open_layer;
+use super::result::LayerRef;
+use super::view::ChainView;
+use super::SolveError;
+use imgfarm_common::oci::layer::{apply, ApplyOptions, DevicePolicy, LayerError};
+use imgfarm_common::oci::store::ContentStore;
+
+fn has_meta(component: &str) -> bool {
+    component.contains(['*', '?', '[', '\\'])
+}
+
+/// The clean relative prefixes that hold everything `sources` can select
+/// from the stage seen through `view`, or `None` when the whole stage must
+/// be unpacked (see the module docs).
+pub fn unpack_prefixes(sources: &[String], view: &ChainView) -> Option<Vec<String>> {
+    let mut out = Vec::with_capacity(sources.len());
+    for source in sources {
+        let comps: Vec<&str> = source
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if comps.contains(&"..") {
+            return None;
+        }
+        let fixed = comps
+            .iter()
+            .position(|c| has_meta(c))
+            .unwrap_or(comps.len());
+        if fixed == 0 {
+            return None;
+        }
+        let is_link = |p: &str| {
+            view.get(p)
+                .is_some_and(|e| e.kind == tar::EntryType::Symlink)
+        };
+        for i in 1..=fixed {
+            if is_link(&comps[..i].join("/")) {
+                return None;
+            }
+        }
+        let prefix = comps[..fixed].join("/");
+        let pattern_depth = comps.len() - fixed;
+        if pattern_depth > 0 {
+            let under = format!("{prefix}/");
+            let followed_match = view
+                .entries
+                .range(under.clone()..)
+                .take_while(|(k, _)| k.starts_with(&under))
+                .any(|(k, e)| {
+                    e.kind == tar::EntryType::Symlink
+                        && k[under.len()..].split('/').count() <= pattern_depth
+                });
+            if followed_match {
+                return None;
+            }
+        }
+        out.push(prefix);
+    }
+    Some(out)
+}
+
+/// Unpacks `chain` (whose merged view is `view`) into a new temp dir,
+/// limited to what `sources` can select when that is safe.
+pub fn unpack_for_sources(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    view: &ChainView,
+    sources: &[String],
+) -> Result<tempfile::TempDir, SolveError> {
+    if let Some(only) = unpack_prefixes(sources, view) {
+        match unpack(store, chain, Some(only)) {
+            Err(Unpack::OutsideFilter(e)) => {
+                tracing::debug!("unpacking the whole stage: {e}");
+            }
+            other => return other.map_err(Unpack::into_solve),
+        }
+    }
+    unpack(store, chain, None).map_err(Unpack::into_solve)
+}
+
+enum Unpack {
+    OutsideFilter(LayerError),
+    Failed(SolveError),
+}
+
+impl Unpack {
+    fn into_solve(self) -> SolveError {
+        match self {
+            Self::OutsideFilter(e) => SolveError::Layer(e.to_string()),
+            Self::Failed(e) => e,
+        }
+    }
+}
+
+fn unpack(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    only: Option<Vec<String>>,
+) -> Result<tempfile::TempDir, Unpack> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| Unpack::Failed(SolveError::Layer(format!("temp dir: {e}"))))?;
+    let opts = ApplyOptions {
+        ownership: false,
+        devices: DevicePolicy::Skip,
+        only,
+        ..Default::default()
+    };
+    for l in chain {
+        let r = open_layer(store, l).map_err(Unpack::Failed)?;
+        match apply(r, dir.path(), &opts) {
+            Ok(_) => {}
+            Err(e @ LayerError::OutsideFilter { .. }) => return Err(Unpack::OutsideFilter(e)),
+            Err(e) => return Err(Unpack::Failed(SolveError::Layer(e.to_string()))),
+        }
+    }
+    Ok(dir)
+}
