@@ -98,5 +98,4 @@ m4=$(printf '%s\n' "${FOUR[@]}" | median)
 echo "$(nproc) cores; 2 workers x 2 slots; runs: one stage ${ONE[*]} s; four stages ${FOUR[*]} s"
 printf 'one 2-second stage: %.2f s (median)\nfour 2-second stages: %.2f s (median)\nratio: %.2fx (target <= 1.15x)\n' \
     "$m1" "$m4" "$(awk -v a="$m4" -v b="$m1" 'BEGIN {print a / b}')"
-echo "placement of the four-stage build:"
-grep -h "s[1-4]" "$WORK"/w1.log "$WORK"/w2.log 2>/dev/null | tail -8 || true
+# SHOW=1 prints the four-stage build's step lines with the worker of each step.
