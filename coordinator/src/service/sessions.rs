@@ -80,6 +80,35 @@ impl Core {
         }
     }
 
+    /// Drops the sessions whose outgoing queue overflowed (their peer does
+    /// not read), telling them why in the connection's close reason (the
+    /// queue itself is full). A client's builds go on and it may re-attach
+    /// by build id; a worker is lost and its vertices are rescheduled.
+    /// Returns whether any session was dropped.
+    pub(super) fn drop_slow_peers(&mut self) -> bool {
+        let slow = std::mem::take(self.overflowed.get_mut());
+        let mut dropped = false;
+        for session in slow {
+            let Some(peer) = self.peers.get(&session) else {
+                continue;
+            };
+            let what = if peer.role == Role::Worker {
+                "its vertices are rescheduled; the worker may reconnect"
+            } else {
+                "its builds go on; re-attach by build id (imgfarm build --reattach ID)"
+            };
+            let why = format!(
+                "the coordinator dropped this session: {} messages were waiting for it unread (the peer is not reading); {what}",
+                self.opts.session_queue
+            );
+            tracing::warn!(peer = %peer.name, "{why}");
+            peer.conn.close(close_code::NORMAL.into(), why.as_bytes());
+            self.drop_peer(session, "too slow reading its messages");
+            dropped = true;
+        }
+        dropped
+    }
+
     /// Workers silent past the timeout are lost.
     pub(super) fn check_heartbeats(&mut self, now: Instant) {
         for s in self.pool.expired(now, self.opts.heartbeat_timeout) {
