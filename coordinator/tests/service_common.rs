@@ -121,11 +121,18 @@ pub fn client_hello(name: &str) -> Hello {
     }
 }
 
+/// Dials like a real worker or client: the farm's socket buffers, socket
+/// runtime and transport settings (windows, keep-alive).
 async fn dial(addr: SocketAddr, creds: &Credentials) -> quinn::Connection {
+    use imgfarm_coordinator::server::{
+        bind_udp, dialer_transport_config, endpoint_config, runtime,
+    };
     let tls = client_config(creds).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let cfg = quinn::ClientConfig::new(Arc::new(quic));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(dialer_transport_config()));
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ep = quinn::Endpoint::new(endpoint_config(), None, socket, runtime()).unwrap();
     ep.set_default_client_config(cfg);
     ep.connect(addr, "127.0.0.1").unwrap().await.unwrap()
 }

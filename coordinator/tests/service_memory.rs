@@ -191,8 +191,9 @@ async fn a_client_that_stops_reading_is_dropped_and_the_farm_goes_on() {
     let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 4)).await;
     let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
     let mut bob = Peer::connect(addr, &tls, client_hello("bob")).await;
-    // Alice's RUN prints a lot (40 x 64 KiB, more than her stream window
-    // plus her queue), and she stops reading once her build is accepted.
+    // Alice's RUN prints 160 x 64 KiB (10 MiB: far more than her 4 MiB
+    // stream window plus her queue of 16), and she stops reading once her
+    // build is accepted.
     let a_id = submit(
         &mut alice,
         &test_build(&["linux/amd64"], "flood"),
@@ -208,14 +209,14 @@ async fn a_client_that_stops_reading_is_dropped_and_the_farm_goes_on() {
     .await;
     // Five jobs: the shared base image once, RUN and export of each build.
     let (_, bob_msgs) = tokio::join!(
-        serve_loud(&mut w1, 5, "RUN flood", 40),
+        serve_loud(&mut w1, 5, "RUN flood", 160),
         bob.until(is_finished)
     );
     assert!(finished(&bob_msgs).result.is_ok(), "{bob_msgs:?}");
     // Alice was dropped, told why in the close reason.
     let closed = tokio::time::timeout(Duration::from_secs(10), alice.conn.closed())
         .await
-        .expect("the stalled client was never dropped");
+        .unwrap_or_else(|_| panic!("the stalled client was never dropped: {:?}", svc.stats()));
     let reason = match closed {
         quinn::ConnectionError::ApplicationClosed(c) => {
             String::from_utf8_lossy(&c.reason).into_owned()
