@@ -7,6 +7,10 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::proto::{close_code, FarmStatus, Message, VertexLog};
 use std::time::{Duration, Instant};
 
+/// How long a dropped slow client's connection stays open, sending
+/// nothing new, before it is closed with the reason.
+const SLOW_CLIENT_CLOSE_DELAY: Duration = Duration::from_millis(300);
+
 impl Core {
     /// A worker or client was admitted.
     pub(super) fn add_peer(
@@ -102,8 +106,22 @@ impl Core {
                 self.opts.session_queue
             );
             tracing::warn!(peer = %peer.name, "{why}");
-            peer.conn.close(close_code::NORMAL.into(), why.as_bytes());
+            let (conn, worker) = (peer.conn.clone(), peer.role == Role::Worker);
+            if worker {
+                // Lost at once: its vertices go back to the queue now.
+                conn.close(close_code::NORMAL.into(), why.as_bytes());
+            }
             self.drop_peer(session, "too slow reading its messages");
+            if !worker {
+                // A client is closed once the data already in flight to it
+                // has drained: CONNECTION_CLOSE goes out once, and amid
+                // that burst it may be lost, leaving the client with a
+                // bare reset instead of the reason.
+                tokio::spawn(async move {
+                    tokio::time::sleep(SLOW_CLIENT_CLOSE_DELAY).await;
+                    conn.close(close_code::NORMAL.into(), why.as_bytes());
+                });
+            }
             dropped = true;
         }
         dropped
