@@ -19,13 +19,24 @@
 //! - cached vertices are done from the start, and vertices needed only by
 //!   cached ones are never scheduled;
 //! - several builds share one scheduler: a key is one task however many
-//!   builds need it (BuildKit's solver merges identical vertices the same way).
+//!   builds need it (BuildKit's solver merges identical vertices the same way);
+//! - what no build needs any more is retired ([`Scheduler::retire`]), and
+//!   each worker's holdings keep only the newest keys, so a long-running
+//!   coordinator's scheduler stays bounded by its active builds.
 
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+mod holdings;
 mod placement;
+mod retire;
+
+use holdings::Holdings;
+
+/// Keys remembered per worker for cache affinity (see
+/// [`Scheduler::set_holdings_cap`]).
+pub const DEFAULT_HOLDINGS_CAP: usize = 4096;
 
 /// A worker's id: its index in the order workers were added. Ids are never
 /// reused; a worker that reconnects is added again and gets a new id.
@@ -124,8 +135,9 @@ struct WorkerEntry {
     /// Vertices running on it.
     load: usize,
     lost: bool,
-    /// Keys whose results it holds (cache summary plus what it finished).
-    holds: BTreeSet<Digest>,
+    /// Keys whose results it holds (cache summary plus what it finished),
+    /// newest kept.
+    holds: Holdings,
 }
 
 /// The scheduler state machine.
@@ -145,6 +157,7 @@ pub struct Scheduler {
     workers: Vec<WorkerEntry>,
     max_in_flight: usize,
     running: usize,
+    holdings_cap: usize,
 }
 
 impl Scheduler {
@@ -162,6 +175,7 @@ impl Scheduler {
             workers: Vec::new(),
             max_in_flight: max_in_flight.max(1),
             running: 0,
+            holdings_cap: DEFAULT_HOLDINGS_CAP,
         }
     }
 
@@ -189,7 +203,7 @@ impl Scheduler {
             spec,
             load: 0,
             lost: false,
-            holds: BTreeSet::new(),
+            holds: Holdings::new(self.holdings_cap),
         });
         self.workers.len() - 1
     }
@@ -198,8 +212,25 @@ impl Scheduler {
     /// lost or unknown worker.
     pub fn add_holdings(&mut self, worker: WorkerId, keys: impl IntoIterator<Item = Digest>) {
         if let Some(w) = self.workers.get_mut(worker).filter(|w| !w.lost) {
-            w.holds.extend(keys);
+            for k in keys {
+                w.holds.insert(k);
+            }
         }
+    }
+
+    /// Each worker remembers at most `cap` held keys (0 counts as 1; default
+    /// [`DEFAULT_HOLDINGS_CAP`]), the most recently reported or finished
+    /// ones: affinity is a hint, results live in the coordinator's database.
+    pub fn set_holdings_cap(&mut self, cap: usize) {
+        self.holdings_cap = cap.max(1);
+        for w in &mut self.workers {
+            w.holds.set_cap(cap);
+        }
+    }
+
+    /// How many keys `worker` is remembered to hold (0 when unknown).
+    pub fn holdings(&self, worker: WorkerId) -> usize {
+        self.workers.get(worker).map_or(0, |w| w.holds.len())
     }
 
     /// Merge a build: `tasks` (inputs before users) that must produce
@@ -334,25 +365,36 @@ impl Scheduler {
             ) {
                 continue;
             }
-            self.state.remove(k);
-            if let Some(seq) = self.seq.remove(k) {
-                self.ready.remove(&(seq, k.clone()));
-            }
-            if let Some(t) = self.tasks.remove(k) {
-                for i in &t.inputs {
-                    if let Some(u) = self.users.get_mut(i) {
-                        u.remove(k);
-                        if u.is_empty() {
-                            self.users.remove(i);
-                        }
-                    }
-                }
-            }
+            self.unlink(k);
             dropped.insert(k.clone());
         }
         if !dropped.is_empty() {
             self.order.retain(|k| !dropped.contains(k));
         }
+    }
+
+    /// Removes `k`'s state, ready entry, task and its place among its
+    /// inputs' users.
+    fn unlink(&mut self, k: &Digest) {
+        self.state.remove(k);
+        if let Some(seq) = self.seq.remove(k) {
+            self.ready.remove(&(seq, k.clone()));
+        }
+        if let Some(t) = self.tasks.remove(k) {
+            for i in &t.inputs {
+                if let Some(u) = self.users.get_mut(i) {
+                    u.remove(k);
+                    if u.is_empty() {
+                        self.users.remove(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keys the scheduler tracks (tasks, and cached keys marked done).
+    pub fn tracked(&self) -> usize {
+        self.state.len()
     }
 
     /// Where `key` stands; `None` when it is unknown (or forgotten).

@@ -87,6 +87,8 @@ pub struct Peer {
     /// Messages read by a reader task (`None`: the session ended), so
     /// waiting for one can be interrupted by a heartbeat safely.
     inbox: tokio::sync::mpsc::UnboundedReceiver<Option<Message>>,
+    /// The reader task reads only while this is true.
+    reading: tokio::sync::watch::Sender<bool>,
     role: Role,
     /// Workers send a heartbeat at this interval while they wait.
     pub heartbeat: Option<Duration>,
@@ -119,11 +121,18 @@ pub fn client_hello(name: &str) -> Hello {
     }
 }
 
+/// Dials like a real worker or client: the farm's socket buffers, socket
+/// runtime and transport settings (windows, keep-alive).
 async fn dial(addr: SocketAddr, creds: &Credentials) -> quinn::Connection {
+    use imgfarm_coordinator::server::{
+        bind_udp, dialer_transport_config, endpoint_config, runtime,
+    };
     let tls = client_config(creds).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let cfg = quinn::ClientConfig::new(Arc::new(quic));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(dialer_transport_config()));
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ep = quinn::Endpoint::new(endpoint_config(), None, socket, runtime()).unwrap();
     ep.set_default_client_config(cfg);
     ep.connect(addr, "127.0.0.1").unwrap().await.unwrap()
 }
@@ -157,8 +166,12 @@ impl Peer {
             panic!("expected a welcome, got {welcome:?}")
         };
         let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let (reading, mut may_read) = tokio::sync::watch::channel(true);
         tokio::spawn(async move {
             loop {
+                if may_read.wait_for(|r| *r).await.is_err() {
+                    break;
+                }
                 let m = read_msg::<_, Message>(&mut recv, MAX_CONTROL_FRAME)
                     .await
                     .ok()
@@ -173,10 +186,17 @@ impl Peer {
             conn,
             send,
             inbox,
+            reading,
             role,
             heartbeat: worker.then(|| Duration::from_millis(w.heartbeat_interval_ms)),
             seq: 0,
         }
+    }
+
+    /// Stops reading the control stream (after the message being read, if
+    /// any): the coordinator's messages pile up as for a stalled peer.
+    pub fn pause_reading(&self) {
+        let _ = self.reading.send(false);
     }
 
     pub async fn send(&mut self, m: &Message) {

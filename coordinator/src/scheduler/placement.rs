@@ -36,7 +36,7 @@ fn affinity(w: &WorkerEntry, t: &Task) -> usize {
     } else {
         0
     };
-    own + t.inputs.iter().filter(|i| w.holds.contains(*i)).count()
+    own + t.inputs.iter().filter(|i| w.holds.contains(i)).count()
 }
 
 fn describe_workers(workers: &[WorkerEntry]) -> String {

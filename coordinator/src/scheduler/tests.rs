@@ -512,6 +512,221 @@ fn complete_records_holdings_for_affinity() {
     );
 }
 
+/// Nothing left inside: no state, task, ready entry, user link or order.
+fn assert_empty(s: &Scheduler) {
+    assert_eq!(s.tracked(), 0, "{s:?}");
+    assert!(s.tasks.is_empty(), "{s:?}");
+    assert!(s.seq.is_empty() && s.ready.is_empty(), "{s:?}");
+    assert!(s.users.is_empty(), "{s:?}");
+    assert!(s.order.is_empty(), "{s:?}");
+    assert_eq!(s.running(), 0);
+}
+
+#[test]
+fn retire_drops_done_failed_and_waiting_keys() {
+    let mut s = Scheduler::empty(16);
+    s.add_worker(amd_native("a", 2));
+    // 9 cached; 1 and 2 run; 3 waits for 1, 4 for 2.
+    s.add_build(
+        vec![
+            task(1, amd(), &[9]),
+            task(2, amd(), &[]),
+            task(3, amd(), &[1]),
+            task(4, amd(), &[2]),
+        ],
+        &[key(3), key(4)],
+        &[key(9)].into(),
+    )
+    .unwrap();
+    assert_eq!(s.place().decisions.len(), 2);
+    s.complete(&key(1)).unwrap();
+    s.fail(&key(2)).unwrap();
+    assert_eq!(s.state_of(&key(3)), Some(VertexState::Waiting));
+    assert_eq!(s.tracked(), 5);
+    s.retire(&[key(9), key(1), key(2), key(3), key(4)]);
+    assert_empty(&s);
+    assert!(s.place().decisions.is_empty(), "nothing retired runs");
+    // Unknown keys and an empty list are fine.
+    s.retire(&[key(7)]);
+    s.retire(&[]);
+    assert_empty(&s);
+}
+
+#[test]
+fn retire_never_drops_a_running_key_nor_what_it_waits_for() {
+    let mut s = Scheduler::empty(16);
+    s.add_worker(amd_native("a", 1));
+    s.add_build(
+        vec![task(1, amd(), &[]), task(2, amd(), &[1])],
+        &[key(2)],
+        &none(),
+    )
+    .unwrap();
+    assert_eq!(on_worker(&s.place(), 1), Some(0));
+    s.complete(&key(1)).unwrap();
+    assert_eq!(on_worker(&s.place(), 2), Some(0));
+    // 2 is running: it stays, and so does its input 1 until 2 is retired
+    // (a running vertex that goes back to waiting needs its inputs done).
+    s.retire(&[key(1), key(2)]);
+    assert_eq!(s.state_of(&key(2)), Some(VertexState::Running(0)));
+    assert_eq!(s.state_of(&key(1)), Some(VertexState::Done));
+    // Its outcome arrives as usual; then it retires.
+    s.complete(&key(2)).unwrap();
+    s.retire(&[key(1), key(2)]);
+    assert_empty(&s);
+}
+
+#[test]
+fn retire_keeps_the_inputs_a_remaining_task_waits_for() {
+    let mut s = Scheduler::empty(16);
+    s.add_worker(amd_native("a", 1));
+    // Build A: 1 → 2 → 3; build B: 2 → 4. A ends early; the caller (by
+    // mistake) retires all of A's keys while 4 still waits for 2.
+    s.add_build(
+        vec![
+            task(1, amd(), &[]),
+            task(2, amd(), &[1]),
+            task(3, amd(), &[2]),
+        ],
+        &[key(3)],
+        &none(),
+    )
+    .unwrap();
+    s.add_build(vec![task(4, amd(), &[2])], &[key(4)], &none())
+        .unwrap();
+    s.retire(&[key(1), key(2), key(3)]);
+    assert_eq!(s.state_of(&key(3)), None, "nobody waits for 3");
+    assert_eq!(s.state_of(&key(2)), Some(VertexState::Waiting));
+    assert_eq!(
+        s.state_of(&key(1)),
+        Some(VertexState::Waiting),
+        "2 waits for it"
+    );
+    for k in [1, 2, 4] {
+        assert_eq!(on_worker(&s.place(), k), Some(0));
+        s.complete(&key(k)).unwrap();
+    }
+    assert!(s.is_finished());
+    // Done inputs of a remaining task that is done themselves may go.
+    s.retire(&[key(1), key(2)]);
+    assert_eq!(s.tracked(), 1);
+    s.retire(&[key(4)]);
+    assert_empty(&s);
+}
+
+#[test]
+fn retired_keys_come_back_with_a_later_build() {
+    let mut s = Scheduler::empty(16);
+    s.add_worker(amd_native("a", 4));
+    let graph = || vec![task(1, amd(), &[]), task(2, amd(), &[1])];
+    s.add_build(graph(), &[key(2)], &none()).unwrap();
+    for k in [1, 2] {
+        assert_eq!(on_worker(&s.place(), k), Some(0));
+        s.complete(&key(k)).unwrap();
+    }
+    s.retire(&[key(1), key(2)]);
+    assert_empty(&s);
+    // Once with 1 cached (its result is in the database), once without.
+    s.add_build(graph(), &[key(2)], &[key(1)].into()).unwrap();
+    assert_eq!(s.state_of(&key(1)), Some(VertexState::Done));
+    assert_eq!(on_worker(&s.place(), 2), Some(0));
+    s.complete(&key(2)).unwrap();
+    s.retire(&[key(1), key(2)]);
+    s.add_build(graph(), &[key(2)], &none()).unwrap();
+    assert_eq!(on_worker(&s.place(), 1), Some(0));
+}
+
+#[test]
+fn many_sequential_builds_leave_nothing_behind() {
+    let mut s = Scheduler::empty(16);
+    let w = s.add_worker(amd_native("a", 2));
+    s.set_holdings_cap(10);
+    // Each build has keys of its own (like salted --no-cache keys) plus a
+    // shared base; every one ends (done or failed) and is retired.
+    for b in 0..200u32 {
+        let k = |n: u32| Digest::sha256_of(format!("{b}/{n}").as_bytes());
+        let base = Digest::sha256_of(b"base");
+        let tasks = vec![
+            Task {
+                key: base.clone(),
+                platform: amd(),
+                inputs: vec![],
+                runs_code: false,
+            },
+            Task {
+                key: k(1),
+                platform: amd(),
+                inputs: vec![base.clone()],
+                runs_code: true,
+            },
+            Task {
+                key: k(2),
+                platform: amd(),
+                inputs: vec![k(1)],
+                runs_code: false,
+            },
+        ];
+        let cached: BTreeSet<Digest> = if b > 0 { [base.clone()].into() } else { none() };
+        s.add_build(tasks, &[k(2)], &cached).unwrap();
+        loop {
+            let p = s.place();
+            if p.decisions.is_empty() {
+                break;
+            }
+            for d in p.decisions {
+                if b % 7 == 3 && d.key == k(1) {
+                    s.fail(&d.key).unwrap();
+                } else {
+                    s.complete(&d.key).unwrap();
+                }
+            }
+        }
+        s.retire(&[base, k(1), k(2)]);
+        assert_empty(&s);
+        assert!(s.holdings(w) <= 10);
+    }
+    assert_eq!(s.holdings(w), 10);
+}
+
+#[test]
+fn holdings_keep_the_newest_keys_up_to_the_cap() {
+    let mut s = Scheduler::empty(16);
+    let a = s.add_worker(amd_native("a", 4));
+    let b = s.add_worker(amd_native("b", 4));
+    s.set_holdings_cap(3);
+    // b reports 1..=4 (1 is forgotten), then 2 again (now the newest) and
+    // 5: 3 is the oldest and goes.
+    s.add_holdings(b, [key(1), key(2), key(3), key(4)]);
+    assert_eq!(s.holdings(b), 3);
+    s.add_holdings(b, [key(2), key(5)]);
+    assert_eq!(s.holdings(b), 3);
+    // Where a vertex reading `k` goes: b only by affinity (a has the lower
+    // id, both are idle). Failing the probe leaves holdings unchanged.
+    let probe = |s: &mut Scheduler, k: u8| {
+        s.add_build(
+            vec![task(k + 100, amd(), &[k])],
+            &[key(k + 100)],
+            &[key(k)].into(),
+        )
+        .unwrap();
+        let w = on_worker(&s.place(), k + 100);
+        s.fail(&key(k + 100)).unwrap();
+        s.retire(&[key(k), key(k + 100)]);
+        w
+    };
+    let placed: Vec<_> = (1..=5).map(|k| probe(&mut s, k)).collect();
+    assert_eq!(placed, [Some(a), Some(b), Some(a), Some(b), Some(b)]);
+    // A new cap applies to existing workers at once (0 counts as 1), and
+    // to workers added later.
+    s.set_holdings_cap(0);
+    assert_eq!(s.holdings(b), 1);
+    assert_eq!((probe(&mut s, 5), probe(&mut s, 2)), (Some(b), Some(a)));
+    let c = s.add_worker(amd_native("c", 1));
+    s.add_holdings(c, [key(1), key(2)]);
+    assert_eq!(s.holdings(c), 1);
+    assert_eq!(s.holdings(99), 0, "unknown worker");
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
@@ -644,7 +859,8 @@ mod prop {
 
     proptest! {
         /// Two builds over one graph, the second arriving mid-way, the first maybe cancelled:
-        /// every key runs at most once, and the surviving builds finish.
+        /// every key runs at most once, the surviving builds finish, and
+        /// once both ended nothing is left.
         #[test]
         fn shared_keys_run_once_and_cancel_spares_the_other_build(
             g in graph(),
@@ -652,6 +868,7 @@ mod prop {
             roots_b in proptest::collection::vec(0usize..64, 1..4),
             join_after in 0usize..20,
             cancel_a in any::<bool>(),
+            retire_on_cancel in any::<bool>(),
             picks in proptest::collection::vec(0usize..16, 0..200),
         ) {
             let n = g.len();
@@ -689,7 +906,11 @@ mod prop {
                     s.add_build(tasks.clone(), &roots_b, &BTreeSet::new()).unwrap();
                     if cancel_a {
                         let only_a: Vec<Digest> = need_a.difference(&need_b).cloned().collect();
-                        s.forget(&only_a);
+                        if retire_on_cancel {
+                            s.retire(&only_a);
+                        } else {
+                            s.forget(&only_a);
+                        }
                     }
                 }
                 for d in s.place().decisions {
@@ -715,6 +936,11 @@ mod prop {
                 }
             }
             prop_assert!(s.is_finished());
+            // Both builds ended: retiring every key leaves nothing behind.
+            let all: Vec<Digest> = need_a.union(&need_b).cloned().collect();
+            s.retire(&all);
+            prop_assert_eq!(s.tracked(), 0);
+            prop_assert!(s.tasks.is_empty() && s.users.is_empty() && s.order.is_empty());
         }
     }
 }

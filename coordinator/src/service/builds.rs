@@ -250,6 +250,14 @@ impl Build {
             .collect()
     }
 
+    /// Every needed vertex under its scheduler key, inputs before users:
+    /// what the scheduler may know for this build.
+    pub fn sched_keys(&self) -> Vec<Digest> {
+        self.needed_vertices()
+            .map(|v| self.sched_key(&v.key))
+            .collect()
+    }
+
     /// The export vertices, in request order, under scheduler keys.
     pub fn roots(&self) -> Vec<Digest> {
         self.definition

@@ -14,6 +14,7 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, Message, Submit, VertexFinished, VertexStarted};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -35,7 +36,9 @@ pub(super) struct Dispatched {
 pub(super) struct Peer {
     pub role: Role,
     pub name: String,
-    pub tx: mpsc::UnboundedSender<Message>,
+    /// Bounded ([`ServiceOptions::session_queue`]): a peer that does not
+    /// read is dropped rather than buffered without limit.
+    pub tx: mpsc::Sender<Message>,
     pub conn: quinn::Connection,
 }
 
@@ -58,6 +61,12 @@ pub(super) struct Core {
     pub started: Instant,
     /// Feeds export outcomes back into the loop.
     pub inputs: mpsc::UnboundedSender<Input>,
+    /// Scheduler keys no active build needs that the scheduler had to keep
+    /// (running, or an input of a running one): retired once they can be.
+    pub orphans: BTreeSet<Digest>,
+    /// Sessions whose outgoing queue overflowed, dropped by the loop
+    /// ([`Core::drop_slow_peers`]); `send` only has `&self`.
+    pub overflowed: RefCell<BTreeSet<u64>>,
 }
 
 pub(super) fn persist_state(queue: &Queue, b: &Build) {
@@ -128,9 +137,25 @@ fn check_blobs(store: &ContentStore, def: &FarmDefinition) -> Result<(), String>
 }
 
 impl Core {
+    /// The numbers [`super::Service::stats`] reports.
+    pub(super) fn stats(&self) -> super::ServiceStats {
+        super::ServiceStats {
+            scheduler_keys: self.sched.tracked(),
+            running: self.sched.running(),
+            active_builds: self.builds.active().count(),
+            sessions: self.peers.len(),
+        }
+    }
+
+    /// Queues `msg` for `session` without waiting. A full queue marks the
+    /// session for dropping: its peer does not read (a stalled client),
+    /// and the loop must never wait for it nor buffer without limit.
     pub(super) fn send(&self, session: u64, msg: Message) {
-        if let Some(p) = self.peers.get(&session) {
-            let _ = p.tx.send(msg);
+        let Some(p) = self.peers.get(&session) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = p.tx.try_send(msg) {
+            self.overflowed.borrow_mut().insert(session);
         }
     }
 
@@ -362,6 +387,32 @@ impl Core {
         );
     }
 
+    /// Retires scheduler keys no active build needs; what the scheduler
+    /// must keep for now (running, or an input of a running vertex) is
+    /// remembered and retired later by [`Core::retire_orphans`].
+    pub(super) fn retire(&mut self, keys: &[Digest]) {
+        self.sched.retire(keys);
+        for k in keys {
+            if self.sched.state_of(k).is_some() {
+                self.orphans.insert(k.clone());
+            }
+        }
+    }
+
+    /// Retires the orphans that can go now; an orphan that an active build
+    /// needs again is that build's (retired when it ends).
+    pub(super) fn retire_orphans(&mut self) {
+        if self.orphans.is_empty() {
+            return;
+        }
+        let orphans = std::mem::take(&mut self.orphans);
+        let unneeded: Vec<Digest> = orphans
+            .into_iter()
+            .filter(|k| self.builds.needing(k).is_empty())
+            .collect();
+        self.retire(&unneeded);
+    }
+
     /// Ends a build: records, tells its clients, releases its vertices.
     pub(super) fn end_build(
         &mut self,
@@ -391,32 +442,28 @@ impl Core {
         b.state = state;
         b.exporting = false;
         b.finished = Some(fin.clone());
-        let unfinished: Vec<Digest> = b.unfinished().iter().map(|k| b.sched_key(k)).collect();
+        let keys = b.sched_keys();
         persist_state(&self.queue, b);
         self.to_build(id, &Message::BuildFinished(fin));
-        // Release what nobody else needs: waiting vertices are dropped,
-        // running ones are stopped on their worker.
-        let only = self.builds.needed_only_by(id, &unfinished);
-        let mut waiting = Vec::new();
+        // Release what nobody else needs: running vertices are stopped on
+        // their worker (retired once their outcome arrives), the rest
+        // (waiting, done, failed) leaves the scheduler now.
+        let only = self.builds.needed_only_by(id, &keys);
         for k in &only {
-            match self.sched.state_of(k) {
-                Some(VertexState::Running(w)) => {
-                    // The worker knows the vertex by its own key, never a salted one.
-                    let key = self.running.get(k).map(|d| &d.key).unwrap_or(k);
-                    if let Some(s) = self.pool.session_of(w) {
-                        self.send(
-                            s,
-                            Message::CancelVertex {
-                                vertex_key: key.to_string(),
-                            },
-                        );
-                    }
+            if let Some(VertexState::Running(w)) = self.sched.state_of(k) {
+                // The worker knows the vertex by its own key, never a salted one.
+                let key = self.running.get(k).map(|d| &d.key).unwrap_or(k);
+                if let Some(s) = self.pool.session_of(w) {
+                    self.send(
+                        s,
+                        Message::CancelVertex {
+                            vertex_key: key.to_string(),
+                        },
+                    );
                 }
-                Some(VertexState::Waiting) => waiting.push(k.clone()),
-                _ => {}
             }
         }
-        self.sched.forget(&waiting);
+        self.retire(&only);
         self.builds.prune_ended(KEEP_ENDED);
     }
 }

@@ -12,8 +12,15 @@
 //! - this module: the event loop over the QUIC [`Server`]'s sessions.
 //!
 //! One task owns all state; each control session has a reader task feeding
-//! the loop and a writer task draining an unbounded channel, so a slow peer
-//! never blocks the loop.
+//! the loop and a writer task draining a bounded channel, so a slow peer
+//! never blocks the loop, and one that stops reading is dropped (told why)
+//! instead of making the coordinator buffer without limit.
+//!
+//! Memory stays bounded by the active builds: when a build ends, the
+//! scheduler keys no other active build needs are retired
+//! ([`Scheduler::retire`]), ended builds beyond the newest few leave memory
+//! (they stay in the database), and each worker's holdings keep only the
+//! newest keys.
 
 pub mod builds;
 mod core;
@@ -36,6 +43,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,11 +70,16 @@ pub struct ServiceOptions {
     pub max_in_flight: usize,
     /// Largest blob accepted from a peer.
     pub max_blob_size: u64,
+    /// Messages queued for one peer's control session (progress for a
+    /// client, jobs for a worker); a peer letting more pile up is not
+    /// reading and is dropped (0 counts as 1).
+    pub session_queue: usize,
 }
 
 impl ServiceOptions {
     /// Defaults: 2 s heartbeats, lost after 6 s, 10 s grace (30 s after a
-    /// start), 4096 vertices in flight, 64 GiB blobs.
+    /// start), 4096 vertices in flight, 64 GiB blobs, 4096 queued messages
+    /// per session.
     pub fn new(listen: SocketAddr, creds: Credentials, state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen,
@@ -78,6 +91,7 @@ impl ServiceOptions {
             startup_grace: Duration::from_secs(30),
             max_in_flight: 4096,
             max_blob_size: 64 << 30,
+            session_queue: 4096,
         }
     }
 }
@@ -121,10 +135,26 @@ pub(crate) enum Input {
     },
 }
 
+/// What the coordinator holds in memory, for tests and monitoring; a
+/// snapshot taken after each turn of the event loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Keys the scheduler tracks (vertices of active builds, and vertices
+    /// of ended builds still running until their outcome arrives).
+    pub scheduler_keys: usize,
+    /// Vertices running on workers.
+    pub running: usize,
+    /// Builds queued or running.
+    pub active_builds: usize,
+    /// Open control sessions (workers and clients).
+    pub sessions: usize,
+}
+
 /// A running coordinator.
 #[derive(Debug)]
 pub struct Service {
     addr: SocketAddr,
+    stats: Arc<Mutex<ServiceStats>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -163,13 +193,24 @@ impl Service {
             running: BTreeMap::new(),
             started: Instant::now(),
             inputs: tx.clone(),
+            orphans: Default::default(),
+            overflowed: Default::default(),
         };
         core.resume(stored);
+        let stats = Arc::new(Mutex::new(core.stats()));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(event_loop(core, server, tx, rx, stopped));
+        let lp = Loop {
+            server,
+            tx,
+            rx,
+            stopped,
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(event_loop(core, lp));
         tracing::debug!("coordinator endpoint bound to {addr}");
         Ok(Self {
             addr,
+            stats,
             stop: Some(stop),
             task: Some(task),
         })
@@ -178,6 +219,14 @@ impl Service {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the coordinator holds now (as of its last event).
+    pub fn stats(&self) -> ServiceStats {
+        match self.stats.lock() {
+            Ok(s) => *s,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
     }
 
     /// Stops accepting, closes every session and waits for the loop to end
@@ -211,13 +260,23 @@ pub async fn run(
     service.shutdown().await
 }
 
-async fn event_loop(
-    mut core: Core,
-    mut server: Server,
+/// What the event loop owns besides the state.
+struct Loop {
+    server: Server,
     tx: mpsc::UnboundedSender<Input>,
-    mut rx: mpsc::UnboundedReceiver<Input>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+    rx: mpsc::UnboundedReceiver<Input>,
+    stopped: oneshot::Receiver<()>,
+    stats: Arc<Mutex<ServiceStats>>,
+}
+
+async fn event_loop(mut core: Core, lp: Loop) {
+    let Loop {
+        mut server,
+        tx,
+        mut rx,
+        mut stopped,
+        stats,
+    } = lp;
     let period =
         (core.opts.heartbeat_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
@@ -248,6 +307,14 @@ async fn event_loop(
             }
         }
         core.pump(Instant::now());
+        if core.drop_slow_peers() {
+            core.pump(Instant::now());
+        }
+        let now = core.stats();
+        match stats.lock() {
+            Ok(mut s) => *s = now,
+            Err(poisoned) => *poisoned.into_inner() = now,
+        }
     }
     server.close();
     tracing::info!("coordinator stopped");
@@ -260,7 +327,7 @@ fn admit_session(core: &mut Core, session: Session, inputs: &mpsc::UnboundedSend
     let hello = session.hello.clone();
     let peer_id = session.peer.clone();
     let (conn, mut send, mut recv) = session.into_parts();
-    let (tx, mut out) = mpsc::unbounded_channel::<Message>();
+    let (tx, mut out) = mpsc::channel::<Message>(core.opts.session_queue.max(1));
     tokio::spawn(async move {
         while let Some(m) = out.recv().await {
             if write_msg(&mut send, &m).await.is_err() {

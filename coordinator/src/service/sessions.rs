@@ -7,6 +7,10 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::proto::{close_code, FarmStatus, Message, VertexLog};
 use std::time::{Duration, Instant};
 
+/// How long a dropped slow client's connection stays open, sending
+/// nothing new, before it is closed with the reason.
+const SLOW_CLIENT_CLOSE_DELAY: Duration = Duration::from_millis(300);
+
 impl Core {
     /// A worker or client was admitted.
     pub(super) fn add_peer(
@@ -78,6 +82,49 @@ impl Core {
             self.builds.detach(session);
             tracing::debug!(client = %peer.name, "client left ({reason})");
         }
+    }
+
+    /// Drops the sessions whose outgoing queue overflowed (their peer does
+    /// not read), telling them why in the connection's close reason (the
+    /// queue itself is full). A client's builds go on and it may re-attach
+    /// by build id; a worker is lost and its vertices are rescheduled.
+    /// Returns whether any session was dropped.
+    pub(super) fn drop_slow_peers(&mut self) -> bool {
+        let slow = std::mem::take(self.overflowed.get_mut());
+        let mut dropped = false;
+        for session in slow {
+            let Some(peer) = self.peers.get(&session) else {
+                continue;
+            };
+            let what = if peer.role == Role::Worker {
+                "its vertices are rescheduled; the worker may reconnect"
+            } else {
+                "its builds go on; re-attach by build id (imgfarm build --reattach ID)"
+            };
+            let why = format!(
+                "the coordinator dropped this session: {} messages were waiting for it unread (the peer is not reading); {what}",
+                self.opts.session_queue
+            );
+            tracing::warn!(peer = %peer.name, "{why}");
+            let (conn, worker) = (peer.conn.clone(), peer.role == Role::Worker);
+            if worker {
+                // Lost at once: its vertices go back to the queue now.
+                conn.close(close_code::NORMAL.into(), why.as_bytes());
+            }
+            self.drop_peer(session, "too slow reading its messages");
+            if !worker {
+                // A client is closed once the data already in flight to it
+                // has drained: CONNECTION_CLOSE goes out once, and amid
+                // that burst it may be lost, leaving the client with a
+                // bare reset instead of the reason.
+                tokio::spawn(async move {
+                    tokio::time::sleep(SLOW_CLIENT_CLOSE_DELAY).await;
+                    conn.close(close_code::NORMAL.into(), why.as_bytes());
+                });
+            }
+            dropped = true;
+        }
+        dropped
     }
 
     /// Workers silent past the timeout are lost.

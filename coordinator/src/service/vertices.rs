@@ -57,6 +57,8 @@ impl Core {
         }
         let users = self.builds.needing(s);
         let Some((_, key)) = users.first().cloned() else {
+            // A cancelled build's vertex: nobody waits for it any more.
+            self.orphans.insert(s.clone());
             return;
         };
         let msg = Message::VertexFinished(VertexFinished {
@@ -131,6 +133,11 @@ impl Core {
             tracing::debug!("{e}");
         }
         tracing::debug!(worker = %wname, "vertex {key} done in {} ms", done.duration_ms);
+        if self.builds.needing(&s).is_empty() {
+            // Finished for a build that ended meanwhile: the result stays
+            // in the database, the scheduler lets it go.
+            self.orphans.insert(s.clone());
+        }
         self.vertex_finished(&s, &key, done.duration_ms);
     }
 
@@ -184,6 +191,7 @@ impl Core {
             Err(e) if self.builds.needing(&d.key).is_empty() => {
                 tracing::debug!("{e}; dropped");
                 let _ = self.sched.fail(&d.key);
+                self.orphans.insert(d.key);
                 return;
             }
             Err(e) => return self.vertex_failed(&d.key, &e),
@@ -234,6 +242,7 @@ impl Core {
 
     /// Places what can run, tracks what cannot, exports finished builds.
     pub(super) fn pump(&mut self, now: Instant) {
+        self.retire_orphans();
         let placement = self.sched.place();
         for d in placement.decisions {
             self.dispatch(d);
