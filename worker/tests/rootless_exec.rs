@@ -209,6 +209,67 @@ fn a_cancelled_step_dies_with_every_process_of_its_pid_namespace() {
 }
 
 #[test]
+fn a_non_root_step_dies_with_a_killed_executor() {
+    let Some(fx) = fixture("a_non_root_step_dies_with_a_killed_executor", "amd64") else {
+        return;
+    };
+    // As a SIGKILLed worker would: the process running the executor dies
+    // while a step switched to another USER (which clears the parent-death
+    // signal unless it is armed again) has a foreground and a background child.
+    let mut r = fx.request("sleep 3073 & sleep 3074");
+    r.user = "65534".into();
+    for d in [&r.upper, &r.work] {
+        fx.mkdir(d);
+    }
+    let file = r.work.with_extension("json");
+    std::fs::write(&file, serde_json::to_vec(&r).expect("json")).expect("write request");
+    fx.chown(&file);
+    let mut probe = fx
+        .user
+        .command(PROBE)
+        .arg("run")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start probe");
+    let wait_until = |done: &dyn Fn() -> bool, secs: u64| {
+        let t0 = std::time::Instant::now();
+        while !done() && t0.elapsed() < std::time::Duration::from_secs(secs) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        done()
+    };
+    let started = wait_until(&|| !live_with_argv(&["sleep", "3074"]).is_empty(), 30);
+    let _ = probe.kill();
+    let _ = probe.wait();
+    assert!(started, "the step never started");
+    let gone = wait_until(
+        &|| {
+            live_with_argv(&["sleep", "3073"]).is_empty()
+                && live_with_argv(&["sleep", "3074"]).is_empty()
+        },
+        5,
+    );
+    let survivors: Vec<u32> = [["sleep", "3073"], ["sleep", "3074"]]
+        .iter()
+        .flat_map(|a| live_with_argv(a))
+        .collect();
+    for pid in &survivors {
+        // Ours (unique argv): clean up before failing.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        gone,
+        "processes of the step outlived the executor: {survivors:?}"
+    );
+    fx.remove(&r.upper);
+}
+
+#[test]
 fn root_inside_is_the_user_outside_and_ids_map_to_subuids() {
     let Some(fx) = fixture("root_inside_is_the_user_outside", "amd64") else {
         return;

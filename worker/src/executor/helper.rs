@@ -155,7 +155,15 @@ fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Res
     let root_u = nix::unistd::Uid::from_raw(0);
     let root_g = nix::unistd::Gid::from_raw(0);
     nix::unistd::setresgid(root_g, root_g, root_g).map_err(|e| format!("setresgid 0: {e}"))?;
+    let parent = nix::unistd::getppid();
     nix::unistd::setresuid(root_u, root_u, root_u).map_err(|e| format!("setresuid 0: {e}"))?;
+    // Becoming root of the namespace cleared the parent-death signal set at
+    // start: arm it again, and give up if the caller died in between.
+    super::syscalls::rearm_parent_death_signal()
+        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
+    if nix::unistd::getppid() != parent {
+        return Err("the executor that started this helper is gone".into());
+    }
     Ok(single)
 }
 

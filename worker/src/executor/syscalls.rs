@@ -87,6 +87,22 @@ pub trait Syscalls {
 #[derive(Debug, Default)]
 pub struct LinuxSyscalls;
 
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: die when the parent thread exits.
+/// Needed again after every credential change, which clears it.
+pub fn rearm_parent_death_signal() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    Errno::result(rc).map(|_| ())
+}
+
 fn cstr(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
@@ -271,7 +287,12 @@ impl Syscalls for LinuxSyscalls {
         let g = nix::unistd::Gid::from_raw(gid);
         let u = nix::unistd::Uid::from_raw(uid);
         nix::unistd::setresgid(g, g, g)?;
-        nix::unistd::setresuid(u, u, u)
+        nix::unistd::setresuid(u, u, u)?;
+        // The kernel clears the parent-death signal on any change of the
+        // effective or filesystem ids (prctl(2), PR_SET_PDEATHSIG): arm it
+        // again, so a step running as another USER still dies with its
+        // helper (and so with a worker that is killed).
+        rearm_parent_death_signal()
     }
 
     fn set_caps(&mut self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
