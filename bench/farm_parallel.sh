@@ -37,7 +37,10 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-run() { (cd "$WORK" && HOME="$WORK" "${AS[@]}" env HOME="$WORK" "$IMGFARM" "$@"); }
+run() { (cd "$WORK" && exec "${AS[@]}" env HOME="$WORK" "$IMGFARM" "$@"); }
+# For `start ... &`: the background subshell execs imgfarm, so $! is imgfarm's own PID
+# and the cleanup stops exactly the processes this script started.
+start() { cd "$WORK" && exec "${AS[@]}" env HOME="$WORK" "$IMGFARM" "$@"; }
 
 PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ADDR=127.0.0.1:$PORT
@@ -46,11 +49,11 @@ for w in w1 w2; do run farm issue --dir "$WORK/tls" --worker $w >/dev/null; done
 run farm issue --dir "$WORK/tls" --client bench >/dev/null
 run --state "$WORK/client" debug seed-busybox >/dev/null
 
-run --state "$WORK/coord" coordinator --listen "$ADDR" --tls-dir "$WORK/tls" >"$WORK/coord.log" 2>&1 &
+start --state "$WORK/coord" coordinator --listen "$ADDR" --tls-dir "$WORK/tls" >"$WORK/coord.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$WORK/coord.log" && break; sleep 0.1; done
 for w in w1 w2; do
-    run --state "$WORK/$w" worker --coordinator "quic://$ADDR" --tls-dir "$WORK/tls" \
+    start --state "$WORK/$w" worker --coordinator "quic://$ADDR" --tls-dir "$WORK/tls" \
         --name $w --slots 2 --platforms linux/amd64 >"$WORK/$w.log" 2>&1 &
     PIDS+=($!)
 done
