@@ -1,7 +1,7 @@
 //! Generating the farm CA and role certificates (rcgen, ECDSA P-256 keys
 //! from ring). Pure: returns PEM text; [`super::write_new_files`] writes it.
 
-use super::role::{role_uri, validate_name, Role};
+use super::role::{file_stem, role_uri, validate_name, Role};
 use super::IdentityError;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DistinguishedName, DnType,
@@ -106,7 +106,7 @@ pub fn issue_leaf(
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let uri = role_uri(role, name).try_into().map_err(gen_err)?;
     p.subject_alt_names.push(SanType::URI(uri));
-    let stem = match role {
+    match role {
         Role::Coordinator => {
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             if sans.is_empty() {
@@ -115,17 +115,15 @@ pub fn issue_leaf(
             for s in sans {
                 p.subject_alt_names.push(parse_san(s)?);
             }
-            "coordinator".to_string()
         }
         Role::Worker | Role::Client => {
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            format!("{role}-{name}")
         }
-    };
+    }
     let key = KeyPair::generate().map_err(gen_err)?;
     let cert = p.signed_by(&key, &issuer).map_err(gen_err)?;
     Ok(IssuedFiles {
-        stem,
+        stem: file_stem(role, name),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })

@@ -66,6 +66,15 @@ pub fn validate_name(name: &str) -> Result<(), IdentityError> {
     Ok(())
 }
 
+/// The file stem of an endpoint's `.crt`/`.key` pair in a TLS directory:
+/// `coordinator` for the coordinator, else `ROLE-NAME`.
+pub(super) fn file_stem(role: Role, name: &str) -> String {
+    match role {
+        Role::Coordinator => Role::Coordinator.as_str().to_string(),
+        Role::Worker | Role::Client => format!("{role}-{name}"),
+    }
+}
+
 /// The role URI for `role` and `name`.
 pub fn role_uri(role: Role, name: &str) -> String {
     format!("{ROLE_URI_PREFIX}{role}/{name}")

@@ -1,7 +1,7 @@
 //! Finding a process's own credentials in a `--tls-dir`.
 
 use super::peer::{peer_identity_from_der, PeerIdentity};
-use super::role::{validate_name, Role};
+use super::role::{file_stem, validate_name, Role};
 use super::IdentityError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -63,10 +63,10 @@ impl TlsDir {
     pub fn load(&self, role: Role, name: Option<&str>) -> Result<Credentials, IdentityError> {
         let listing = self.listing()?;
         let stem = match (role, name) {
-            (Role::Coordinator, _) => "coordinator".to_string(),
+            (Role::Coordinator, _) => file_stem(role, ""),
             (Role::Worker, Some(n)) | (Role::Client, Some(n)) => {
                 validate_name(n)?;
-                format!("{role}-{n}")
+                file_stem(role, n)
             }
             (Role::Worker, None) => {
                 return Err(self.not_found("a worker name", &listing, "pass --name NAME"))

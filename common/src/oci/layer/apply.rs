@@ -337,12 +337,13 @@ impl Applier<'_> {
             // The root itself: nothing to create.
             return Ok(());
         };
-        let rel = comps.join(&b'/');
-        if !self.wanted(&comps, parent, name) {
+        let marker = whiteout::classify(name);
+        if !self.wanted(&comps, parent, &marker) {
             self.report.filtered_out += 1;
             return Ok(());
         }
-        match whiteout::classify(name) {
+        let rel = comps.join(&b'/');
+        match marker {
             Marker::None => {}
             Marker::Opaque => return self.opaque(parent, &e.path),
             Marker::Remove(target) => {
@@ -401,11 +402,11 @@ impl Applier<'_> {
 
     /// Does [`ApplyOptions::only`] keep this entry (whiteouts by the path
     /// they remove, opaque markers by their directory)?
-    fn wanted(&self, comps: &[Vec<u8>], parent: &[Vec<u8>], name: &[u8]) -> bool {
+    fn wanted(&self, comps: &[Vec<u8>], parent: &[Vec<u8>], marker: &Marker<'_>) -> bool {
         let Some(f) = &self.filter else {
             return true;
         };
-        match whiteout::classify(name) {
+        match marker {
             Marker::Opaque => f.related(parent),
             Marker::Remove(target) => {
                 let mut gone = parent.to_vec();

@@ -286,18 +286,19 @@ impl<W: Write> Walker<'_, W> {
         if let Some(epoch) = self.opts.source_date_epoch {
             mtime = mtime.min(epoch);
         }
+        let (uid, gid) = match &self.opts.id_map {
+            Some(m) => (
+                m.uid_to_container(meta.uid()),
+                m.gid_to_container(meta.gid()),
+            ),
+            None => (meta.uid(), meta.gid()),
+        };
         EntryHeader {
             path,
             kind,
             mode: meta.mode() & 0o7777,
-            uid: u64::from(match &self.opts.id_map {
-                Some(m) => m.uid_to_container(meta.uid()),
-                None => meta.uid(),
-            }),
-            gid: u64::from(match &self.opts.id_map {
-                Some(m) => m.gid_to_container(meta.gid()),
-                None => meta.gid(),
-            }),
+            uid: u64::from(uid),
+            gid: u64::from(gid),
             mtime,
             uname: Vec::new(),
             gname: Vec::new(),
