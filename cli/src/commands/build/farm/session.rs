@@ -183,23 +183,19 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> anyhow::Result<Followed> {
     let (mut sigint, mut sigterm) = interrupts()?;
-    let accepted = submit_and_wait(&mut link, submit).await;
-    if let Err(e) = accepted {
-        // Say goodbye, so the coordinator does not wait for the idle timeout.
-        link.close().await;
-        return Err(anyhow::Error::from(e)).with_context(|| {
-            format!(
-                "submitting the build to the farm coordinator at {}",
-                dial.addr
-            )
-        });
-    }
-    let build_id = accepted.map_err(anyhow::Error::from).with_context(|| {
-        format!(
-            "submitting the build to the farm coordinator at {}",
-            dial.addr
-        )
-    })?;
+    let build_id = match submit_and_wait(&mut link, submit).await {
+        Ok(id) => id,
+        Err(e) => {
+            // Say goodbye, so the coordinator does not wait for the idle timeout.
+            link.close().await;
+            return Err(anyhow::Error::from(e)).with_context(|| {
+                format!(
+                    "submitting the build to the farm coordinator at {}",
+                    dial.addr
+                )
+            });
+        }
+    };
     progress.fact("build id", "farm_build_id", &build_id);
     let mut link = Some(Control::start(link));
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
