@@ -77,6 +77,21 @@ pub struct Followed {
     pub link: Option<Control>,
 }
 
+/// A build the user cancelled without the coordinator confirming it.
+fn unconfirmed(
+    build_id: String,
+    vertices: BTreeMap<String, VertexSeen>,
+    first_failure: Option<(String, String)>,
+) -> Followed {
+    Followed {
+        build_id,
+        end: End::Cancelled { confirmed: false },
+        vertices,
+        first_failure,
+        link: None,
+    }
+}
+
 enum Step {
     Signal,
     CancelTimeout,
@@ -215,13 +230,7 @@ pub async fn follow(
                     _ = sigterm.recv() => {}
                 }
                 if cancel_at.is_some() {
-                    return Ok(Followed {
-                        build_id,
-                        end: End::Cancelled { confirmed: false },
-                        vertices,
-                        first_failure,
-                        link: None,
-                    });
+                    return Ok(unconfirmed(build_id, vertices, first_failure));
                 }
                 eprintln!("cancel requested: the build is cancelled once the coordinator is back (Ctrl-C again to quit now)");
                 cancel_at = Some(Instant::now() + REATTACH_FOR + CANCEL_WAIT);
@@ -248,13 +257,7 @@ pub async fn follow(
         };
         match step {
             Step::Signal if cancel_at.is_some() => {
-                return Ok(Followed {
-                    build_id,
-                    end: End::Cancelled { confirmed: false },
-                    vertices,
-                    first_failure,
-                    link: None,
-                });
+                return Ok(unconfirmed(build_id, vertices, first_failure));
             }
             Step::Signal => {
                 progress.finish();
@@ -274,13 +277,7 @@ pub async fn follow(
                     "the coordinator did not confirm the cancel within {}s",
                     CANCEL_WAIT.as_secs()
                 );
-                return Ok(Followed {
-                    build_id,
-                    end: End::Cancelled { confirmed: false },
-                    vertices,
-                    first_failure,
-                    link: None,
-                });
+                return Ok(unconfirmed(build_id, vertices, first_failure));
             }
             Step::Recv(Ok(Some(msg))) => match msg {
                 Message::VertexStarted(s) => {
