@@ -7,6 +7,7 @@
 
 use super::control::Control;
 use super::naming::{Namer, Placement};
+use super::submit::reattach_submission;
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
@@ -167,13 +168,7 @@ async fn reattach(dial: &Dial<'_>, build_id: &str, deadline: Instant) -> anyhow:
         }
         match connect(dial.addr, dial.creds, dial.hello, left).await {
             Ok(mut link) => {
-                let submit = Submit {
-                    platforms: Vec::new(),
-                    definition: Vec::new(),
-                    context: Vec::new(),
-                    output: dial.output.clone(),
-                    reattach: Some(build_id.to_string()),
-                };
+                let submit = reattach_submission(build_id, dial.output.clone());
                 match submit_and_wait(&mut link, submit).await {
                     Ok(_) => return Ok(link),
                     Err(NotAccepted::Refused(why)) => {
