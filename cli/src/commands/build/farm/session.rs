@@ -299,8 +299,8 @@ pub async fn follow(
                         continue;
                     }
                     seen.finished = true;
-                    match (&f.error, f.cached, &seen.placement) {
-                        (Some(e), _, _) => {
+                    match (&f.error, &seen.placement) {
+                        (Some(e), _) => {
                             if seen.placement.is_none() {
                                 progress.started(&f.vertex_key, &names.name(&f.vertex_key, None));
                             }
@@ -308,9 +308,9 @@ pub async fn follow(
                             seen.error = Some(e.clone());
                             first_failure.get_or_insert((f.vertex_key.clone(), e.clone()));
                         }
-                        (None, _, Some(_)) => progress.done(&f.vertex_key),
-                        (None, _, None) if names.is_source(&f.vertex_key) => {}
-                        (None, _, None) => {
+                        (None, Some(_)) => progress.done(&f.vertex_key),
+                        (None, None) if names.is_source(&f.vertex_key) => {}
+                        (None, None) => {
                             seen.cached = f.cached;
                             progress.cached(&f.vertex_key, &names.name(&f.vertex_key, None));
                         }
