@@ -130,7 +130,15 @@ fn key_values(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, S
     Ok(out)
 }
 
-fn read_dockerfile(a: &BuildArgs) -> anyhow::Result<(Vec<u8>, String, PathBuf)> {
+/// The Dockerfile as read once by [`prepare`]: its bytes, its file name
+/// (for error messages) and its path.
+struct Dockerfile {
+    bytes: Vec<u8>,
+    name: String,
+    path: PathBuf,
+}
+
+fn read_dockerfile(a: &BuildArgs) -> anyhow::Result<Dockerfile> {
     let path = a
         .file
         .clone()
@@ -150,7 +158,7 @@ fn read_dockerfile(a: &BuildArgs) -> anyhow::Result<(Vec<u8>, String, PathBuf)> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".into());
-    Ok((bytes, name, path))
+    Ok(Dockerfile { bytes, name, path })
 }
 
 fn open_context(a: &BuildArgs, dockerfile: &Path) -> anyhow::Result<BuildContext> {
@@ -194,10 +202,11 @@ fn plan(
     a: &BuildArgs,
     store: &ContentStore,
     ctx: &BuildContext,
+    dockerfile: &Dockerfile,
 ) -> anyhow::Result<(BuildGraph, Vec<Platform>)> {
-    let (bytes, name, _) = read_dockerfile(a)?;
-    let parsed = imgfarm_common::dockerfile::parser::parse_named(&bytes, &name)
-        .map_err(|e| anyhow!("{e}"))?;
+    let parsed =
+        imgfarm_common::dockerfile::parser::parse_named(&dockerfile.bytes, &dockerfile.name)
+            .map_err(|e| anyhow!("{e}"))?;
     let mut platforms = Vec::new();
     for p in &a.platform {
         platforms.extend(parse_platform_list(p)?);
@@ -205,7 +214,7 @@ fn plan(
     let selector = Selector(ctx);
     let mut req = BuildRequest {
         dockerfile: &parsed,
-        file_name: name,
+        file_name: dockerfile.name.clone(),
         build_args: key_values(&a.build_args, "--build-arg")?,
         target: a.target.clone(),
         platforms: platforms.clone(),
@@ -256,7 +265,7 @@ struct Prepared {
     state: PathBuf,
     store: ContentStore,
     ctx: BuildContext,
-    dockerfile_path: PathBuf,
+    dockerfile: Dockerfile,
 }
 
 /// Resolve the context directory, parse progress and output flags, open the
@@ -277,15 +286,15 @@ fn prepare(g: &GlobalArgs, a: &mut BuildArgs) -> anyhow::Result<Prepared> {
         .with_context(|| format!("creating state directory {}", state.display()))?;
     let store = ContentStore::open(&state)
         .with_context(|| format!("opening the image store in {}", state.display()))?;
-    let (_, _, dockerfile_path) = read_dockerfile(a)?;
-    let ctx = open_context(a, &dockerfile_path)?;
+    let dockerfile = read_dockerfile(a)?;
+    let ctx = open_context(a, &dockerfile.path)?;
     Ok(Prepared {
         mode,
         outputs,
         state,
         store,
         ctx,
-        dockerfile_path,
+        dockerfile,
     })
 }
 
@@ -300,10 +309,10 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         state,
         store,
         ctx,
-        dockerfile_path: _,
+        dockerfile,
     } = prepare(g, &mut a)?;
     let ctx = Arc::new(ctx);
-    let (graph, platforms) = plan(&a, &store, &ctx)?;
+    let (graph, platforms) = plan(&a, &store, &ctx, &dockerfile)?;
     for w in &graph.warnings {
         eprintln!("WARNING: {w}");
     }

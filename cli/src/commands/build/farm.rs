@@ -76,9 +76,9 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         state: _,
         store,
         ctx,
-        dockerfile_path,
+        dockerfile,
     } = super::prepare(g, &mut a)?;
-    let planned = plan(&a, &store, &ctx);
+    let planned = plan(&a, &store, &ctx, &dockerfile);
     let (graph, platforms) = match (planned, &a.reattach) {
         (Ok(p), _) => p,
         (Err(e), Some(_)) => {
@@ -106,7 +106,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
             &ctx,
             &graph,
             &platforms,
-            &dockerfile_path,
+            &dockerfile.path,
             dial_output.clone(),
             &mut progress,
         )?,

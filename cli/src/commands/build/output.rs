@@ -14,9 +14,7 @@ use super::BuildArgs;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
 use imgfarm_common::graph::reference::normalize_reference;
-use imgfarm_common::oci::image::{
-    descriptor_digest, index_to_json, new_index, to_oci_platform, Descriptor,
-};
+use imgfarm_common::oci::image::{index_to_json, new_index, to_oci_platform, Descriptor};
 use imgfarm_common::oci::layout::{export_dir, export_tar, from_ref_descriptor, LayoutRef};
 use imgfarm_common::oci::media_types;
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
@@ -336,6 +334,5 @@ pub fn export_with(
         std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing --metadata-file {}", p.display()))?;
     }
-    let _ = descriptor_digest;
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use super::control::Control;
 use super::naming::{Namer, Placement};
+use super::submit::reattach_submission;
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
@@ -75,6 +76,21 @@ pub struct Followed {
     pub first_failure: Option<(String, String)>,
     /// The session, when still usable (to download results).
     pub link: Option<Control>,
+}
+
+/// A build the user cancelled without the coordinator confirming it.
+fn unconfirmed(
+    build_id: String,
+    vertices: BTreeMap<String, VertexSeen>,
+    first_failure: Option<(String, String)>,
+) -> Followed {
+    Followed {
+        build_id,
+        end: End::Cancelled { confirmed: false },
+        vertices,
+        first_failure,
+        link: None,
+    }
 }
 
 enum Step {
@@ -152,13 +168,7 @@ async fn reattach(dial: &Dial<'_>, build_id: &str, deadline: Instant) -> anyhow:
         }
         match connect(dial.addr, dial.creds, dial.hello, left).await {
             Ok(mut link) => {
-                let submit = Submit {
-                    platforms: Vec::new(),
-                    definition: Vec::new(),
-                    context: Vec::new(),
-                    output: dial.output.clone(),
-                    reattach: Some(build_id.to_string()),
-                };
+                let submit = reattach_submission(build_id, dial.output.clone());
                 match submit_and_wait(&mut link, submit).await {
                     Ok(_) => return Ok(link),
                     Err(NotAccepted::Refused(why)) => {
@@ -183,23 +193,19 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> anyhow::Result<Followed> {
     let (mut sigint, mut sigterm) = interrupts()?;
-    let accepted = submit_and_wait(&mut link, submit).await;
-    if let Err(e) = accepted {
-        // Say goodbye, so the coordinator does not wait for the idle timeout.
-        link.close().await;
-        return Err(anyhow::Error::from(e)).with_context(|| {
-            format!(
-                "submitting the build to the farm coordinator at {}",
-                dial.addr
-            )
-        });
-    }
-    let build_id = accepted.map_err(anyhow::Error::from).with_context(|| {
-        format!(
-            "submitting the build to the farm coordinator at {}",
-            dial.addr
-        )
-    })?;
+    let build_id = match submit_and_wait(&mut link, submit).await {
+        Ok(id) => id,
+        Err(e) => {
+            // Say goodbye, so the coordinator does not wait for the idle timeout.
+            link.close().await;
+            return Err(anyhow::Error::from(e)).with_context(|| {
+                format!(
+                    "submitting the build to the farm coordinator at {}",
+                    dial.addr
+                )
+            });
+        }
+    };
     progress.fact("build id", "farm_build_id", &build_id);
     let mut link = Some(Control::start(link));
     let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
@@ -219,13 +225,7 @@ pub async fn follow(
                     _ = sigterm.recv() => {}
                 }
                 if cancel_at.is_some() {
-                    return Ok(Followed {
-                        build_id,
-                        end: End::Cancelled { confirmed: false },
-                        vertices,
-                        first_failure,
-                        link: None,
-                    });
+                    return Ok(unconfirmed(build_id, vertices, first_failure));
                 }
                 eprintln!("cancel requested: the build is cancelled once the coordinator is back (Ctrl-C again to quit now)");
                 cancel_at = Some(Instant::now() + REATTACH_FOR + CANCEL_WAIT);
@@ -252,13 +252,7 @@ pub async fn follow(
         };
         match step {
             Step::Signal if cancel_at.is_some() => {
-                return Ok(Followed {
-                    build_id,
-                    end: End::Cancelled { confirmed: false },
-                    vertices,
-                    first_failure,
-                    link: None,
-                });
+                return Ok(unconfirmed(build_id, vertices, first_failure));
             }
             Step::Signal => {
                 progress.finish();
@@ -278,13 +272,7 @@ pub async fn follow(
                     "the coordinator did not confirm the cancel within {}s",
                     CANCEL_WAIT.as_secs()
                 );
-                return Ok(Followed {
-                    build_id,
-                    end: End::Cancelled { confirmed: false },
-                    vertices,
-                    first_failure,
-                    link: None,
-                });
+                return Ok(unconfirmed(build_id, vertices, first_failure));
             }
             Step::Recv(Ok(Some(msg))) => match msg {
                 Message::VertexStarted(s) => {
@@ -311,8 +299,8 @@ pub async fn follow(
                         continue;
                     }
                     seen.finished = true;
-                    match (&f.error, f.cached, &seen.placement) {
-                        (Some(e), _, _) => {
+                    match (&f.error, &seen.placement) {
+                        (Some(e), _) => {
                             if seen.placement.is_none() {
                                 progress.started(&f.vertex_key, &names.name(&f.vertex_key, None));
                             }
@@ -320,9 +308,9 @@ pub async fn follow(
                             seen.error = Some(e.clone());
                             first_failure.get_or_insert((f.vertex_key.clone(), e.clone()));
                         }
-                        (None, _, Some(_)) => progress.done(&f.vertex_key),
-                        (None, _, None) if names.is_source(&f.vertex_key) => {}
-                        (None, _, None) => {
+                        (None, Some(_)) => progress.done(&f.vertex_key),
+                        (None, None) if names.is_source(&f.vertex_key) => {}
+                        (None, None) => {
                             seen.cached = f.cached;
                             progress.cached(&f.vertex_key, &names.name(&f.vertex_key, None));
                         }
