@@ -411,7 +411,7 @@ impl LocalWorker {
 
 /// Can this vertex's result be reused by key? (An ADD URL without a
 /// checksum must be fetched again each build.)
-fn cacheable(v: &Vertex) -> bool {
+pub(crate) fn cacheable(v: &Vertex) -> bool {
     !matches!(&v.op, Op::Url(u) if !u.content_addressed)
 }
 
