@@ -218,13 +218,7 @@ impl LocalWorker {
                     }
                     FileAction::Copy(c) => self.copy(v, &view, c)?,
                 };
-                let mut chain = lower;
-                chain.push(layer.clone());
-                Ok(VertexResult {
-                    chain,
-                    delta: vec![layer],
-                    ..VertexResult::default()
-                })
+                Ok(on_top(lower, layer))
             }
             Op::Merge(m) => {
                 let mut chain = self.chain_of(v, m.lower)?;
@@ -259,13 +253,7 @@ impl LocalWorker {
                     cancel: &self.cancel,
                 };
                 let layer = exec.run(&req, log)?;
-                let mut chain = lower;
-                chain.push(layer.clone());
-                Ok(VertexResult {
-                    chain,
-                    delta: vec![layer],
-                    ..VertexResult::default()
-                })
+                Ok(on_top(lower, layer))
             }
             Op::Export(x) => {
                 let platform = v
@@ -406,6 +394,17 @@ impl LocalWorker {
             sources.push((copy::SourceFs { ctx, owners }, sel.matches));
         }
         copy::copy_layer(&self.store, view, c, &sources)
+    }
+}
+
+/// The result of a step that adds `layer` on top of the chain `lower`
+/// (COPY/ADD, WORKDIR, RUN).
+fn on_top(mut lower: Vec<result::LayerRef>, layer: result::LayerRef) -> VertexResult {
+    lower.push(layer.clone());
+    VertexResult {
+        chain: lower,
+        delta: vec![layer],
+        ..VertexResult::default()
     }
 }
 
