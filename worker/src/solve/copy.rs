@@ -15,7 +15,7 @@
 
 use super::layers::LayerWriter;
 use super::result::LayerRef;
-use super::view::ChainView;
+use super::view::{clean, ChainView};
 use super::SolveError;
 use imgfarm_common::context::{BuildContext, EntryKind, SourceMatch};
 use imgfarm_common::graph::op::CopyAction;
@@ -64,13 +64,6 @@ struct Plan<'v> {
     chown: Option<(u64, u64)>,
     now: u64,
     extracted: Vec<tempfile::NamedTempFile>,
-}
-
-fn clean(p: &str) -> String {
-    p.split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn join(a: &str, b: &str) -> String {
