@@ -55,16 +55,7 @@ fn helper_main() -> i32 {
     let mut ctl = Ctl(unsafe { File::from_raw_fd(CTL_FD) });
     let _ = set_cloexec(ctl.0.as_raw_fd());
     // Die with the caller.
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let _ = super::syscalls::rearm_parent_death_signal();
     let mut stdin = std::io::stdin().lock();
     let req = match read_frame(&mut stdin) {
         Ok(r) => r,
@@ -245,16 +236,8 @@ fn container_init(
     ctl: &mut Ctl,
     stub_w: OwnedFd,
 ) -> String {
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    // Die with the helper.
+    let _ = super::syscalls::rearm_parent_death_signal();
     if let Err(e) = unshare(plan.init_namespaces) {
         return format!("unshare(mount, uts, ipc, net): {e}");
     }

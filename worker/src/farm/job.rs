@@ -16,7 +16,7 @@ use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::farm::VertexJob;
 use imgfarm_common::graph::key::vertex_key;
 use imgfarm_common::graph::op::Op;
-use imgfarm_common::graph::{BuildGraph, Vertex};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{Message, VertexLog};
@@ -49,8 +49,7 @@ pub fn is_source(op: &Op) -> bool {
 /// reads one directly (its key does not cover the downloaded content, and
 /// the download is solved here, outside the input fingerprint).
 pub fn cacheable(job: &VertexJob) -> bool {
-    let fresh = |v: &Vertex| matches!(&v.op, Op::Url(u) if !u.content_addressed);
-    !fresh(&job.vertex) && !job.inputs.iter().any(fresh)
+    crate::solve::cacheable(&job.vertex) && job.inputs.iter().all(crate::solve::cacheable)
 }
 
 /// Checks a job against what the coordinator claimed and what this worker

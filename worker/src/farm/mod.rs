@@ -342,7 +342,7 @@ pub async fn run(
             () = &mut shutdown => return Ok(()),
             r = dial => r?,
         };
-        backoff.reset(opts.backoff_initial);
+        backoff.reset();
         ctx.emit(WorkerEvent::Connected {
             name: ctx.name.clone(),
             coordinator: opts.coordinator.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 /// Exponential backoff delays: `initial`, doubling, capped at `max`. Pure.
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    initial: Duration,
     next: Duration,
     max: Duration,
 }
@@ -16,15 +17,17 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `initial`, never exceeds `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.min(max);
         Self {
-            next: initial.min(max),
+            initial,
+            next: initial,
             max,
         }
     }
 
     /// Back to the initial delay after a successful connection.
-    pub fn reset(&mut self, initial: Duration) {
-        self.next = initial.min(self.max);
+    pub fn reset(&mut self) {
+        self.next = self.initial;
     }
 }
 

@@ -15,7 +15,7 @@
 
 use super::layers::LayerWriter;
 use super::result::LayerRef;
-use super::view::ChainView;
+use super::view::{clean, ChainView};
 use super::SolveError;
 use imgfarm_common::context::{BuildContext, EntryKind, SourceMatch};
 use imgfarm_common::graph::op::CopyAction;
@@ -66,13 +66,6 @@ struct Plan<'v> {
     extracted: Vec<tempfile::NamedTempFile>,
 }
 
-fn clean(p: &str) -> String {
-    p.split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 fn join(a: &str, b: &str) -> String {
     clean(&format!("{a}/{b}"))
 }
@@ -104,26 +97,29 @@ impl<'v> Plan<'v> {
             if self.entries.contains_key(&p) {
                 continue;
             }
-            let planned = match self.view.get(&p) {
-                Some(e) if e.kind == tar::EntryType::Directory => Planned {
-                    content: Content::Dir,
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    mtime: e.mtime,
-                },
-                _ => {
-                    let (uid, gid) = self.chown.unwrap_or((0, 0));
-                    Planned {
-                        content: Content::Dir,
-                        mode: 0o755,
-                        uid,
-                        gid,
-                        mtime: self.now,
-                    }
-                }
-            };
+            let planned = self.dir(&p, 0o755, self.chown.unwrap_or((0, 0)));
             self.entries.insert(p, planned);
+        }
+    }
+
+    /// The directory `path`: an existing one keeps its metadata, a new one
+    /// gets `mode`, `owner` and the current time.
+    fn dir(&self, path: &str, mode: u32, owner: (u64, u64)) -> Planned {
+        match self.view.get(path) {
+            Some(e) if e.kind == tar::EntryType::Directory => Planned {
+                content: Content::Dir,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: e.mtime,
+            },
+            _ => Planned {
+                content: Content::Dir,
+                mode,
+                uid: owner.0,
+                gid: owner.1,
+                mtime: self.now,
+            },
         }
     }
 
@@ -214,22 +210,8 @@ pub fn copy_layer(
                 if e.path.is_empty() && e.kind == EntryKind::Dir {
                     // The destination directory itself: created 0755 unless it exists.
                     if !target.is_empty() && !plan.entries.contains_key(&target) {
-                        let p = match view.get(&target) {
-                            Some(x) if x.kind == tar::EntryType::Directory => Planned {
-                                content: Content::Dir,
-                                mode: x.mode,
-                                uid: x.uid,
-                                gid: x.gid,
-                                mtime: x.mtime,
-                            },
-                            _ => Planned {
-                                content: Content::Dir,
-                                mode: action.chmod.unwrap_or(0o755),
-                                uid: chown.map_or(0, |c| c.0),
-                                gid: chown.map_or(0, |c| c.1),
-                                mtime: plan.now,
-                            },
-                        };
+                        let mode = action.chmod.unwrap_or(0o755);
+                        let p = plan.dir(&target, mode, chown.unwrap_or((0, 0)));
                         plan.put(target, p);
                     }
                     continue;
@@ -363,22 +345,7 @@ pub fn mkdir_layer(
     };
     let mut plan = Plan::new(view, Some(owner));
     let target = clean(path);
-    let p = match view.get(&target) {
-        Some(x) if x.kind == tar::EntryType::Directory => Planned {
-            content: Content::Dir,
-            mode: x.mode,
-            uid: x.uid,
-            gid: x.gid,
-            mtime: x.mtime,
-        },
-        _ => Planned {
-            content: Content::Dir,
-            mode,
-            uid: owner.0,
-            gid: owner.1,
-            mtime: plan.now,
-        },
-    };
+    let p = plan.dir(&target, mode, owner);
     plan.put(target, p);
     write_plan(store, plan, &[])
 }

@@ -218,13 +218,7 @@ impl LocalWorker {
                     }
                     FileAction::Copy(c) => self.copy(v, &view, c)?,
                 };
-                let mut chain = lower;
-                chain.push(layer.clone());
-                Ok(VertexResult {
-                    chain,
-                    delta: vec![layer],
-                    ..VertexResult::default()
-                })
+                Ok(on_top(lower, layer))
             }
             Op::Merge(m) => {
                 let mut chain = self.chain_of(v, m.lower)?;
@@ -259,13 +253,7 @@ impl LocalWorker {
                     cancel: &self.cancel,
                 };
                 let layer = exec.run(&req, log)?;
-                let mut chain = lower;
-                chain.push(layer.clone());
-                Ok(VertexResult {
-                    chain,
-                    delta: vec![layer],
-                    ..VertexResult::default()
-                })
+                Ok(on_top(lower, layer))
             }
             Op::Export(x) => {
                 let platform = v
@@ -409,9 +397,20 @@ impl LocalWorker {
     }
 }
 
+/// The result of a step that adds `layer` on top of the chain `lower`
+/// (COPY/ADD, WORKDIR, RUN).
+fn on_top(mut lower: Vec<result::LayerRef>, layer: result::LayerRef) -> VertexResult {
+    lower.push(layer.clone());
+    VertexResult {
+        chain: lower,
+        delta: vec![layer],
+        ..VertexResult::default()
+    }
+}
+
 /// Can this vertex's result be reused by key? (An ADD URL without a
 /// checksum must be fetched again each build.)
-fn cacheable(v: &Vertex) -> bool {
+pub(crate) fn cacheable(v: &Vertex) -> bool {
     !matches!(&v.op, Op::Url(u) if !u.content_addressed)
 }
 

@@ -43,7 +43,9 @@ const MAX_ID_FILE: u64 = 4 << 20;
 /// Most symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
-fn clean(p: &str) -> String {
+/// `p` relative and normalised: no empty or `.` components (`..` is left to
+/// the caller).
+pub(super) fn clean(p: &str) -> String {
     p.split('/')
         .filter(|s| !s.is_empty() && *s != ".")
         .collect::<Vec<_>>()
