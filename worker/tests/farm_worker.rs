@@ -162,6 +162,7 @@ async fn run_vertex(s: &mut Session, key: &str, op: Vec<u8>) -> Ran {
             match s.recv().await.expect("recv").expect("session ended") {
                 Message::VertexLog(l) if l.vertex_key == key => logs.extend(l.data),
                 Message::VertexDone(d) if d.vertex_key == key => return d,
+                Message::Heartbeat(h) => remember_summary(s, h.cache_summary),
                 _ => {}
             }
         }
@@ -175,6 +176,28 @@ async fn run_vertex(s: &mut Session, key: &str, op: Vec<u8>) -> Ran {
             .map(|bytes| decode::<VertexResult>(&bytes, "vertex result").expect("result JSON")),
         logs,
     }
+}
+
+/// Cache summaries that arrived in heartbeats while a job was awaited, by
+/// worker endpoint (a summary is sent once per change, so it must not be lost).
+static SEEN_SUMMARIES: std::sync::Mutex<
+    Vec<(std::net::SocketAddr, imgfarm_common::proto::CacheSummary)>,
+> = std::sync::Mutex::new(Vec::new());
+
+fn remember_summary(s: &Session, summary: Option<imgfarm_common::proto::CacheSummary>) {
+    let Some(summary) = summary else { return };
+    let addr = s.connection().remote_address();
+    let mut seen = SEEN_SUMMARIES.lock().unwrap_or_else(|p| p.into_inner());
+    seen.retain(|(a, _)| *a != addr);
+    seen.push((addr, summary));
+}
+
+/// The latest cache summary seen (and kept) for this session's worker, if any.
+fn take_summary(s: &Session) -> Option<imgfarm_common::proto::CacheSummary> {
+    let addr = s.connection().remote_address();
+    let mut seen = SEEN_SUMMARIES.lock().unwrap_or_else(|p| p.into_inner());
+    let i = seen.iter().position(|(a, _)| *a == addr)?;
+    Some(seen.remove(i).1)
 }
 
 /// Waits for the next heartbeat; returns it.
@@ -573,8 +596,13 @@ async fn runs_image_and_copy_jobs_and_serves_repeats_from_its_cache() {
         .join("a.txt")
         .is_file());
 
-    // The new result shows up in a heartbeat's cache summary.
+    // The new result shows up in a heartbeat's cache summary (possibly one
+    // that arrived while the jobs were awaited).
+    let seen = take_summary(&s);
     let summary = tokio::time::timeout(Duration::from_secs(20), async {
+        if let Some(c) = seen {
+            return c;
+        }
         loop {
             if let Some(c) = next_heartbeat(&mut s).await.cache_summary {
                 return c;
