@@ -413,6 +413,11 @@ impl Core {
         self.retire(&unneeded);
     }
 
+    /// Ends a build as failed with `error`, before any index was made.
+    pub(super) fn fail_build(&mut self, id: &str, error: String) {
+        self.end_build(id, BuildState::Failed, Err(error), None, Vec::new());
+    }
+
     /// Ends a build: records, tells its clients, releases its vertices.
     pub(super) fn end_build(
         &mut self,
