@@ -241,17 +241,15 @@ impl Core {
             return self.send(session, Message::Refused(e));
         }
         let id = new_build_id();
-        if let Err(e) = self
-            .queue
-            .insert_build(&id, client, &def, &output, now_secs())
-        {
+        let created = now_secs();
+        if let Err(e) = self.queue.insert_build(&id, client, &def, &output, created) {
             tracing::error!("{e}");
             return self.send(
                 session,
                 Message::Refused(format!("the coordinator cannot record the build: {e}")),
             );
         }
-        let mut b = Build::new(id.clone(), client.to_string(), def, output, now_secs());
+        let mut b = Build::new(id.clone(), client.to_string(), def, output, created);
         b.attached.insert(session);
         tracing::info!(build = %id, client, "accepted build {:?}", b.definition.title);
         match self.admit(b) {
@@ -349,16 +347,16 @@ impl Core {
             };
         }
         match self.queue.get_build(id) {
-            Ok(Some(stored)) if stored.result.is_some() => {
+            Ok(Some(StoredBuild {
+                result: Some(f), ..
+            })) => {
                 self.send(
                     session,
                     Message::Accepted {
                         build_id: id.to_string(),
                     },
                 );
-                if let Some(f) = stored.result {
-                    self.send(session, Message::BuildFinished(f));
-                }
+                self.send(session, Message::BuildFinished(f));
             }
             _ => self.send(
                 session,
