@@ -272,16 +272,7 @@ impl Core {
     /// Records as failed a stored build the scheduler refused.
     fn fail_unadmitted(&self, id: &str, error: String) {
         tracing::error!(build = %id, "{error}");
-        let fin = BuildFinished {
-            build_id: id.to_string(),
-            result: Err(error),
-            index: None,
-            pushed: Vec::new(),
-        };
-        if let Err(e) = self
-            .queue
-            .set_state(id, BuildState::Failed.as_str(), Some(&fin))
-        {
+        if let Err(e) = self.queue.mark_failed(id, error) {
             tracing::error!(build = %id, "{e}");
         }
     }
