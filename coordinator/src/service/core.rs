@@ -15,7 +15,7 @@ use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, Message, Submit, VertexFinished, VertexStarted};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -49,8 +49,6 @@ pub(super) struct Core {
     pub sched: Scheduler,
     pub pool: Pool,
     pub builds: Builds,
-    /// Vertex keys with a result in the database.
-    pub results: HashSet<Digest>,
     pub peers: BTreeMap<u64, Peer>,
     /// Builds with a vertex no worker can take: since when, and why.
     pub no_candidate: BTreeMap<String, (Instant, String)>,
@@ -205,8 +203,13 @@ impl Core {
     /// keys salted with the build id ([`Build::sched_key`]), so they run
     /// again; the others are shared with every other build.
     pub(super) fn admit(&mut self, mut b: Build) -> Result<String, String> {
-        let results = &self.results;
-        let done = b.done_at_start(|k| results.contains(k));
+        let queue = &self.queue;
+        let done = b.done_at_start(|k| {
+            queue.has_result(k).unwrap_or_else(|e| {
+                tracing::error!("{e}; {k} runs again");
+                false
+            })
+        });
         let cached: BTreeSet<Digest> = done.iter().map(|k| b.sched_key(k)).collect();
         self.sched
             .add_build(b.tasks(), &b.roots(), &cached)

@@ -274,6 +274,20 @@ impl Queue {
         Ok(s.and_then(|s| farm::decode(s.as_bytes(), "stored vertex result").ok()))
     }
 
+    /// Whether a result is stored under `key` (the primary key: one index
+    /// lookup, so nothing needs to hold every key in memory).
+    pub fn has_result(&self, key: &Digest) -> Result<bool, QueueError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM results WHERE key = ?1",
+                [key.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|row| row.is_some())
+            .map_err(|e| self.sql(e))
+    }
+
     /// Every stored result key.
     pub fn result_keys(&self) -> Result<Vec<Digest>, QueueError> {
         let mut stmt = self

@@ -122,7 +122,6 @@ impl Core {
             tracing::error!("{e}");
             return self.vertex_failed(&s, &format!("the coordinator cannot record it: {e}"));
         }
-        self.results.insert(key.clone());
         if let Err(e) = self.sched.complete(&s) {
             tracing::debug!("{e}");
         }
