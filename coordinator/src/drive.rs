@@ -1,5 +1,6 @@
 //! The loop that joins the scheduler to a link: ask for decisions, dispatch
-//! them, feed events back. The same loop serves the local build and the farm.
+//! them, feed events back. It serves the local build; the farm's
+//! coordinator has its own loop in [`crate::service`].
 
 use crate::link::{LinkError, LinkEvent, WorkerLink};
 use crate::scheduler::{Decision, SchedError, Scheduler};

@@ -1,6 +1,7 @@
-//! The coordinator↔worker link behind one trait: the local build uses
-//! [`InProcessLink`] (threads and a channel), the farm a QUIC link. The
-//! driver in [`crate::drive`] only sees [`WorkerLink`].
+//! The scheduler↔worker link of the local build behind one trait:
+//! [`InProcessLink`] (threads and a channel). The driver in
+//! [`crate::drive`] only sees [`WorkerLink`]; the farm does not use it (the
+//! coordinator service in [`crate::service`] runs its own event loop).
 
 use crate::scheduler::{Decision, WorkerId};
 use imgfarm_common::oci::Digest;

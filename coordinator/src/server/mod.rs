@@ -310,6 +310,13 @@ async fn serve_stream(
             source,
         }
     };
+    let served = |e: blobs::ServeError| match e {
+        blobs::ServeError::Wire(w) => wire(w),
+        blobs::ServeError::Blob(source) => ServerError::Blob {
+            peer: peer.clone(),
+            source,
+        },
+    };
     // Our preamble goes out first so an older/newer peer can name the mismatch too.
     write_preamble(&mut send, opts.protocol_version)
         .await
@@ -364,13 +371,7 @@ async fn serve_stream(
         StreamOpen::BlobPut(header) => {
             blobs::serve_put(&mut send, &mut recv, opts, peer, &header)
                 .await
-                .map_err(|e| match e {
-                    blobs::ServeError::Wire(w) => wire(w),
-                    blobs::ServeError::Blob(source) => ServerError::Blob {
-                        peer: peer.clone(),
-                        source,
-                    },
-                })?;
+                .map_err(served)?;
             let _ = tx
                 .send(ServerEvent::BlobStored {
                     peer: peer.clone(),
@@ -379,16 +380,8 @@ async fn serve_stream(
                 .await;
             Ok(())
         }
-        StreamOpen::BlobGet(req) => {
-            blobs::serve_get(&mut send, opts, peer, &req)
-                .await
-                .map_err(|e| match e {
-                    blobs::ServeError::Wire(w) => wire(w),
-                    blobs::ServeError::Blob(source) => ServerError::Blob {
-                        peer: peer.clone(),
-                        source,
-                    },
-                })
-        }
+        StreamOpen::BlobGet(req) => blobs::serve_get(&mut send, opts, peer, &req)
+            .await
+            .map_err(served),
     }
 }

@@ -15,7 +15,7 @@ use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, Message, Submit, VertexFinished, VertexStarted};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -49,8 +49,6 @@ pub(super) struct Core {
     pub sched: Scheduler,
     pub pool: Pool,
     pub builds: Builds,
-    /// Vertex keys with a result in the database.
-    pub results: HashSet<Digest>,
     pub peers: BTreeMap<u64, Peer>,
     /// Builds with a vertex no worker can take: since when, and why.
     pub no_candidate: BTreeMap<String, (Instant, String)>,
@@ -205,8 +203,13 @@ impl Core {
     /// keys salted with the build id ([`Build::sched_key`]), so they run
     /// again; the others are shared with every other build.
     pub(super) fn admit(&mut self, mut b: Build) -> Result<String, String> {
-        let results = &self.results;
-        let done = b.done_at_start(|k| results.contains(k));
+        let queue = &self.queue;
+        let done = b.done_at_start(|k| {
+            queue.has_result(k).unwrap_or_else(|e| {
+                tracing::error!("{e}; {k} runs again");
+                false
+            })
+        });
         let cached: BTreeSet<Digest> = done.iter().map(|k| b.sched_key(k)).collect();
         self.sched
             .add_build(b.tasks(), &b.roots(), &cached)
@@ -241,17 +244,15 @@ impl Core {
             return self.send(session, Message::Refused(e));
         }
         let id = new_build_id();
-        if let Err(e) = self
-            .queue
-            .insert_build(&id, client, &def, &output, now_secs())
-        {
+        let created = now_secs();
+        if let Err(e) = self.queue.insert_build(&id, client, &def, &output, created) {
             tracing::error!("{e}");
             return self.send(
                 session,
                 Message::Refused(format!("the coordinator cannot record the build: {e}")),
             );
         }
-        let mut b = Build::new(id.clone(), client.to_string(), def, output, now_secs());
+        let mut b = Build::new(id.clone(), client.to_string(), def, output, created);
         b.attached.insert(session);
         tracing::info!(build = %id, client, "accepted build {:?}", b.definition.title);
         match self.admit(b) {
@@ -274,16 +275,7 @@ impl Core {
     /// Records as failed a stored build the scheduler refused.
     fn fail_unadmitted(&self, id: &str, error: String) {
         tracing::error!(build = %id, "{error}");
-        let fin = BuildFinished {
-            build_id: id.to_string(),
-            result: Err(error),
-            index: None,
-            pushed: Vec::new(),
-        };
-        if let Err(e) = self
-            .queue
-            .set_state(id, BuildState::Failed.as_str(), Some(&fin))
-        {
+        if let Err(e) = self.queue.mark_failed(id, error) {
             tracing::error!(build = %id, "{e}");
         }
     }
@@ -349,16 +341,16 @@ impl Core {
             };
         }
         match self.queue.get_build(id) {
-            Ok(Some(stored)) if stored.result.is_some() => {
+            Ok(Some(StoredBuild {
+                result: Some(f), ..
+            })) => {
                 self.send(
                     session,
                     Message::Accepted {
                         build_id: id.to_string(),
                     },
                 );
-                if let Some(f) = stored.result {
-                    self.send(session, Message::BuildFinished(f));
-                }
+                self.send(session, Message::BuildFinished(f));
             }
             _ => self.send(
                 session,
@@ -411,6 +403,11 @@ impl Core {
             .filter(|k| self.builds.needing(k).is_empty())
             .collect();
         self.retire(&unneeded);
+    }
+
+    /// Ends a build as failed with `error`, before any index was made.
+    pub(super) fn fail_build(&mut self, id: &str, error: String) {
+        self.end_build(id, BuildState::Failed, Err(error), None, Vec::new());
     }
 
     /// Ends a build: records, tells its clients, releases its vertices.

@@ -170,7 +170,6 @@ impl Service {
         let store = ContentStore::open(&opts.state_dir)?;
         let queue = Queue::open(&opts.state_dir)?;
         let stored = queue.load_active()?;
-        let results = queue.result_keys()?.into_iter().collect();
         let mut sopts = ServerOptions::new(opts.listen, opts.creds.clone(), store.clone());
         sopts.heartbeat_interval_ms = opts.heartbeat_interval.as_millis() as u64;
         sopts.max_blob_size = opts.max_blob_size;
@@ -187,7 +186,6 @@ impl Service {
             queue,
             pool: pool::Pool::default(),
             builds: builds::Builds::default(),
-            results,
             peers: BTreeMap::new(),
             no_candidate: BTreeMap::new(),
             running: BTreeMap::new(),

@@ -135,6 +135,18 @@ impl Queue {
         Ok(())
     }
 
+    /// Records build `id` as failed with `error`, without an index (a
+    /// build that never reached the scheduler).
+    pub fn mark_failed(&self, id: &str, error: String) -> Result<(), QueueError> {
+        let fin = BuildFinished {
+            build_id: id.to_string(),
+            result: Err(error),
+            index: None,
+            pushed: Vec::new(),
+        };
+        self.set_state(id, "failed", Some(&fin))
+    }
+
     /// Updates a build's state (and, once it ended, its result).
     pub fn set_state(
         &self,
@@ -163,13 +175,10 @@ impl Queue {
                 Ok(b) => out.push(b),
                 Err((id, why)) => {
                     tracing::warn!(build = %id, "stored build unreadable, marking it failed: {why}");
-                    let fin = BuildFinished {
-                        build_id: id.clone(),
-                        result: Err(format!("the stored build could not be read again: {why}")),
-                        index: None,
-                        pushed: Vec::new(),
-                    };
-                    self.set_state(&id, "failed", Some(&fin))?;
+                    self.mark_failed(
+                        &id,
+                        format!("the stored build could not be read again: {why}"),
+                    )?;
                 }
             }
         }
@@ -263,6 +272,20 @@ impl Queue {
             .optional()
             .map_err(|e| self.sql(e))?;
         Ok(s.and_then(|s| farm::decode(s.as_bytes(), "stored vertex result").ok()))
+    }
+
+    /// Whether a result is stored under `key` (the primary key: one index
+    /// lookup, so nothing needs to hold every key in memory).
+    pub fn has_result(&self, key: &Digest) -> Result<bool, QueueError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM results WHERE key = ?1",
+                [key.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|row| row.is_some())
+            .map_err(|e| self.sql(e))
     }
 
     /// Every stored result key.

@@ -166,8 +166,7 @@ impl Core {
             }
             (_, Message::Bye) => self.drop_peer(session, "said bye"),
             (role, other) => {
-                let what = format!("{other:?}");
-                let what: String = what.chars().take(40).collect();
+                let what = debug_prefix(&other, 40);
                 self.send(
                     session,
                     Message::Refused(format!(
@@ -189,4 +188,32 @@ impl Core {
             self.to_users(&s, &Message::VertexLog(log));
         }
     }
+}
+
+/// The first `n` characters of `value`'s `Debug` form. Formatting stops
+/// there, so a large message (megabytes of bytes) is never rendered whole.
+fn debug_prefix(value: &impl std::fmt::Debug, n: usize) -> String {
+    struct Bounded {
+        out: String,
+        left: usize,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if self.left == 0 {
+                    return Err(std::fmt::Error);
+                }
+                self.out.push(c);
+                self.left -= 1;
+            }
+            Ok(())
+        }
+    }
+    let mut b = Bounded {
+        out: String::new(),
+        left: n,
+    };
+    // The error only says the bound was reached.
+    let _ = std::fmt::Write::write_fmt(&mut b, format_args!("{value:?}"));
+    b.out
 }

@@ -74,13 +74,7 @@ impl Core {
                 .get(&id)
                 .map(|b| b.describe(&key))
                 .unwrap_or_else(|| key.to_string());
-            self.end_build(
-                &id,
-                BuildState::Failed,
-                Err(format!("{what} failed: {error}")),
-                None,
-                Vec::new(),
-            );
+            self.fail_build(&id, format!("{what} failed: {error}"));
         }
     }
 
@@ -128,7 +122,6 @@ impl Core {
             tracing::error!("{e}");
             return self.vertex_failed(&s, &format!("the coordinator cannot record it: {e}"));
         }
-        self.results.insert(key.clone());
         if let Err(e) = self.sched.complete(&s) {
             tracing::debug!("{e}");
         }
@@ -278,21 +271,13 @@ impl Core {
                     let e = super::export::ExportError::NoManifest {
                         platform: t.platform.clone(),
                     };
-                    return self.end_build(
-                        id,
-                        BuildState::Failed,
-                        Err(e.to_string()),
-                        None,
-                        vec![],
-                    );
+                    return self.fail_build(id, e.to_string());
                 }
             }
         }
         let merged = match make_index(&self.store, &per_platform) {
             Ok(m) => m,
-            Err(e) => {
-                return self.end_build(id, BuildState::Failed, Err(e.to_string()), None, vec![])
-            }
+            Err(e) => return self.fail_build(id, e.to_string()),
         };
         if output.push.is_empty() {
             return self.finish_export(id, merged, Ok(Vec::new()));
@@ -345,15 +330,12 @@ impl Core {
             .map(|(id, (_, why))| (id.clone(), why.clone()))
             .collect();
         for (id, why) in late {
-            self.end_build(
+            self.fail_build(
                 &id,
-                BuildState::Failed,
-                Err(format!(
+                format!(
                     "{why} (waited {} s for one to connect)",
                     grace.as_secs_f64().round()
-                )),
-                None,
-                vec![],
+                ),
             );
         }
     }
