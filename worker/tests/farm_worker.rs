@@ -333,10 +333,6 @@ fn job_for(
     }
 }
 
-fn is_source(op: &Op) -> bool {
-    matches!(op, Op::Context(_) | Op::Inline(_) | Op::Url(_))
-}
-
 /// Runs every dispatchable vertex of `g` in order, as a coordinator would,
 /// checking that each result's blobs reached the coordinator's store.
 /// Returns the results and the logs, by key.
@@ -349,7 +345,7 @@ async fn run_graph(
     let mut results = BTreeMap::new();
     let mut logs = BTreeMap::new();
     for v in g.vertices() {
-        if is_source(&v.op) {
+        if v.op.is_source() {
             continue;
         }
         let job = job_for(g, &v.key, &results, context);
@@ -1137,7 +1133,7 @@ async fn bench_job_round_trips() {
             ctx_dir.path(),
         );
         let mut results = BTreeMap::new();
-        for v in g.vertices().into_iter().filter(|v| !is_source(&v.op)) {
+        for v in g.vertices().into_iter().filter(|v| !v.op.is_source()) {
             let job = job_for(&g, &v.key, &results, &context);
             let t = std::time::Instant::now();
             let r = run_vertex(&mut s, v.key.as_str(), encode(&job))

@@ -31,6 +31,14 @@ pub enum Op {
 }
 
 impl Op {
+    /// Source ops (build context, heredoc files, URL download) read nothing
+    /// from a parent filesystem and produce no layer: a farm worker solves
+    /// them again wherever a step needs them, so they are never dispatched
+    /// and their results never travel.
+    pub fn is_source(&self) -> bool {
+        matches!(self, Op::Context(_) | Op::Inline(_) | Op::Url(_))
+    }
+
     /// Short name of the kind, as printed by `imgfarm debug graph`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -70,11 +70,6 @@ impl BuildState {
     }
 }
 
-/// Is `v` a source vertex, solved by each worker and never dispatched?
-pub fn is_source(v: &Vertex) -> bool {
-    matches!(v.op, Op::Context(_) | Op::Inline(_) | Op::Url(_))
-}
-
 /// The scheduler key of a vertex that must run again for build `id`.
 fn salt(id: &str, key: &Digest) -> Digest {
     Digest::sha256_of(format!("imgfarm fresh vertex/{id}/{key}").as_bytes())
@@ -215,7 +210,7 @@ impl Build {
     /// Needed source vertices (done at once).
     pub fn sources(&self) -> Vec<Digest> {
         self.needed_vertices()
-            .filter(|v| is_source(v))
+            .filter(|v| v.op.is_source())
             .map(|v| v.key.clone())
             .collect()
     }
@@ -232,7 +227,7 @@ impl Build {
     /// result the coordinator holds (`has_result`) and may reuse.
     pub fn done_at_start(&self, has_result: impl Fn(&Digest) -> bool) -> BTreeSet<Digest> {
         self.needed_vertices()
-            .filter(|v| is_source(v) || (self.reusable(&v.key) && has_result(&v.key)))
+            .filter(|v| v.op.is_source() || (self.reusable(&v.key) && has_result(&v.key)))
             .map(|v| v.key.clone())
             .collect()
     }

@@ -1,7 +1,7 @@
 //! Vertices: placing them, building their jobs, taking their results,
 //! and the end of a build (index, push) once its exports are done.
 
-use super::builds::{is_source, BuildState};
+use super::builds::BuildState;
 use super::core::{persist_state, Core, Dispatched};
 use super::export::{make_index, missing_blob, MergedIndex};
 use super::pool::parse_key;
@@ -151,7 +151,7 @@ impl Core {
                 .vertex(i)
                 .ok_or_else(|| format!("input {i} of {key} is not in build {}", b.id))?;
             inputs.push(iv.clone());
-            if is_source(iv) || input_results.iter().any(|(k, _)| k == i) {
+            if iv.op.is_source() || input_results.iter().any(|(k, _)| k == i) {
                 continue;
             }
             let r = self

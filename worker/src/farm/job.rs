@@ -38,12 +38,6 @@ pub fn parse_key(s: &str) -> Result<Digest, String> {
         .map_err(|_| format!("vertex key {s:?} is not a sha256 digest"))
 }
 
-/// Source vertices are solved again by each worker; their results never
-/// travel.
-pub fn is_source(op: &Op) -> bool {
-    matches!(op, Op::Context(_) | Op::Inline(_) | Op::Url(_))
-}
-
 /// Whether a job's result may be served from, and stored in, the worker's
 /// cache: not for an `ADD URL` without a checksum, nor for anything that
 /// reads one directly (its key does not cover the downloaded content, and
@@ -94,7 +88,7 @@ pub fn check(
             return Err(format!("a result is given for {k}, which is not an input"));
         }
     }
-    for i in job.inputs.iter().filter(|i| !is_source(&i.op)) {
+    for i in job.inputs.iter().filter(|i| !i.op.is_source()) {
         if !job.input_results.iter().any(|(k, _)| k == &i.key) {
             return Err(format!(
                 "the job lacks the result of input {} ({})",
@@ -103,7 +97,7 @@ pub fn check(
         }
     }
     match &v.op {
-        op if is_source(op) => {
+        op if op.is_source() => {
             return Err(format!(
                 "vertex {key} is a {} source: sources are solved by each worker, not dispatched",
                 op.kind()
@@ -306,7 +300,7 @@ fn solve(
     for (k, r) in &job.input_results {
         worker.insert_result(k.clone(), r.clone());
     }
-    for i in job.inputs.iter().filter(|i| is_source(&i.op)) {
+    for i in job.inputs.iter().filter(|i| i.op.is_source()) {
         worker
             .run(&i.key, false, &mut |_| {})
             .map_err(|e| format!("input {} ({}): {e}", i.key, i.description))?;

@@ -144,7 +144,7 @@ fn job_of(g: &BuildGraph, kind: &str) -> VertexJob {
         .collect();
     let input_results = inputs
         .iter()
-        .filter(|i| !super::job::is_source(&i.op))
+        .filter(|i| !i.op.is_source())
         .map(|i| {
             let l = layer(i.key.as_str());
             (

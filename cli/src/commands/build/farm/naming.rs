@@ -1,7 +1,6 @@
 //! Progress names of farm steps: the local build's step line plus where it
 //! ran, e.g. `[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)`.
 
-use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
 use std::collections::HashMap;
 
@@ -34,7 +33,7 @@ impl Namer {
         for v in graph.vertices() {
             let known = Known {
                 description: v.description.clone(),
-                source: matches!(v.op, Op::Context(_) | Op::Inline(_) | Op::Url(_)),
+                source: v.op.is_source(),
             };
             by_key.insert(v.key.hex().to_string(), known.clone());
             by_key.insert(v.key.to_string(), known);
