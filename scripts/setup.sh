@@ -43,7 +43,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support)
 DEV_PKGS=(docker-registry skopeo umoci jq openssl apache2-utils curl busybox-static
-  ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap dpkg-dev)
+  ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap arch-test dpkg-dev)
 
 CHANGES=()
 NEEDS_ROOT=()
@@ -305,7 +305,11 @@ fi
 # each with NAME.tar.gz (gzip -n) and NAME.packages (dpkg-query -W), and SHA256SUMS over all.
 # SOURCE_DATE_EPOCH makes mmdebstrap clamp mtimes and drop logs; resolv.conf and hostname (the
 # host's) are removed as in the official image; /etc/apt/sources.list keeps pointing at Debian.
+# The device nodes mmdebstrap puts under ./dev/ are deleted from the tar (tar --delete; the rest
+# stays byte for byte): a rootless unpack cannot mknod, and images leave /dev to the runtime.
+# RECIPE records the recipe: when it changes, the images are made again.
 DEBIAN_EPOCH=1747699200 # 2025-05-20, the machine's apt snapshot date
+DEBIAN_RECIPE="imgfarm-debian-v2 epoch=$DEBIAN_EPOCH minbase dev=gcc,libc6-dev,python3,python3-pip no-dev-nodes"
 DEBIAN_VARIANTS=("bookworm amd64" "bookworm arm64" "bookworm-dev amd64")
 
 make_debian_variant() { # variant arch; returns 1 on failure
@@ -326,6 +330,11 @@ make_debian_variant() { # variant arch; returns 1 on failure
     return 1
   fi
   rm -f "$log"
+  tar -tf "$base.tar.part" | grep -E '^\./dev/.' | sed 's,/$,,' >"$base.devlist" || true
+  if [ -s "$base.devlist" ]; then
+    tar --delete -f "$base.tar.part" --verbatim-files-from -T "$base.devlist" || return 1
+  fi
+  rm -f "$base.devlist"
   gzip -n -c "$base.tar.part" >"$base.tar.gz.part" || return 1
   chmod 0644 "$base.tar.part" "$base.tar.gz.part" "$base.packages.part"
   mv "$base.packages.part" "$base.packages"
@@ -337,7 +346,7 @@ make_debian_variant() { # variant arch; returns 1 on failure
 
 debian_ready() {
   local va
-  [ -s "$DEBIAN_DIR/SHA256SUMS" ] || return 1
+  [ -s "$DEBIAN_DIR/SHA256SUMS" ] && [ "$(cat "$DEBIAN_DIR/RECIPE" 2>/dev/null)" = "$DEBIAN_RECIPE" ] || return 1
   for va in "${DEBIAN_VARIANTS[@]}"; do
     set -- $va
     [ -s "$DEBIAN_DIR/$1-$2.tar" ] && [ -s "$DEBIAN_DIR/$1-$2.tar.gz" ] && [ -s "$DEBIAN_DIR/$1-$2.packages" ] || return 1
@@ -390,6 +399,13 @@ if [ "$DEV" = 1 ]; then
       else
         mkdir -p "$DEBIAN_DIR"
         chmod 0755 "$DEBIAN_DIR"
+        if [ "$(cat "$DEBIAN_DIR/RECIPE" 2>/dev/null)" != "$DEBIAN_RECIPE" ]; then
+          # Made by another recipe (or partly made, never finished): start over.
+          rm -f "$DEBIAN_DIR"/*.tar "$DEBIAN_DIR"/*.tar.gz "$DEBIAN_DIR"/*.packages "$DEBIAN_DIR"/*.part \
+            "$DEBIAN_DIR/SHA256SUMS"
+          echo "$DEBIAN_RECIPE" >"$DEBIAN_DIR/RECIPE"
+          chmod 0644 "$DEBIAN_DIR/RECIPE"
+        fi
         DEBIAN_OK=1
         for va in "${DEBIAN_VARIANTS[@]}"; do
           set -- $va
