@@ -476,15 +476,24 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         std::fs::write(d.path().join("a b"), "x").expect("write");
         assert!(matches!(resolve(d.path(), "/a%20b"), Resolved::File(_)));
-        assert!(matches!(resolve(d.path(), "/./a%20b?x=1"), Resolved::File(_)));
+        assert!(matches!(
+            resolve(d.path(), "/./a%20b?x=1"),
+            Resolved::File(_)
+        ));
         assert!(matches!(
             resolve(d.path(), "http://127.0.0.1:1/a%20b"),
             Resolved::File(_)
         ));
         assert!(matches!(resolve(d.path(), "/missing"), Resolved::Missing));
         assert!(matches!(resolve(d.path(), "/"), Resolved::Missing));
-        assert!(matches!(resolve(d.path(), "/../etc/passwd"), Resolved::Forbidden));
-        assert!(matches!(resolve(d.path(), "/%2e%2e/x"), Resolved::Forbidden));
+        assert!(matches!(
+            resolve(d.path(), "/../etc/passwd"),
+            Resolved::Forbidden
+        ));
+        assert!(matches!(
+            resolve(d.path(), "/%2e%2e/x"),
+            Resolved::Forbidden
+        ));
         assert!(matches!(resolve(d.path(), "/%zz"), Resolved::Bad));
         assert!(matches!(resolve(d.path(), "relative"), Resolved::Bad));
     }

@@ -166,10 +166,7 @@ impl DebianBase {
             .arg(format!("oci:{}:{layout_ref}", self.layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", reg.addr()));
         run_checked(&mut cmd).with_context(|| {
-            format!(
-                "pushing Debian {layout_ref} to {}/{repo}:{tag}",
-                reg.addr()
-            )
+            format!("pushing Debian {layout_ref} to {}/{repo}:{tag}", reg.addr())
         })?;
         Ok(())
     }
@@ -260,13 +257,13 @@ fn read_cache() -> anyhow::Result<(PathBuf, BTreeMap<String, String>)> {
         for suffix in ["tar", "tar.gz", "packages"] {
             let name = format!("{v}-{a}.{suffix}");
             if !dir.join(&name).is_file() {
-                return Err(unavailable(format!("{} is missing", dir.join(name).display())));
+                return Err(unavailable(format!(
+                    "{} is missing",
+                    dir.join(name).display()
+                )));
             }
             if suffix != "packages" && !sums.contains_key(&name) {
-                return Err(unavailable(format!(
-                    "{} lacks {name}",
-                    sums_path.display()
-                )));
+                return Err(unavailable(format!("{} lacks {name}", sums_path.display())));
             }
         }
     }
@@ -523,7 +520,12 @@ fn convert(
         ));
     }
     // Readable by other users (the farm user pulls from here).
-    for d in [out, layout.as_path(), blobs.parent().unwrap_or(&blobs), &blobs] {
+    for d in [
+        out,
+        layout.as_path(),
+        blobs.parent().unwrap_or(&blobs),
+        &blobs,
+    ] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", d.display()))?;
     }

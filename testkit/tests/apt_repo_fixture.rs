@@ -82,7 +82,10 @@ fn apt_repo_serves_index_and_debs() {
     let (code, head, body) = http(repo.port(), "GET", "/imgfarm-hello_1.0_all.deb");
     assert_eq!(code, 200, "{head}");
     assert_eq!(body, hello);
-    for f in packages.lines().filter_map(|l| l.strip_prefix("Filename: ./")) {
+    for f in packages
+        .lines()
+        .filter_map(|l| l.strip_prefix("Filename: ./"))
+    {
         let (code, head, body) = http(repo.port(), "GET", &format!("/{f}"));
         assert_eq!(code, 200, "{f}: {head}");
         assert_eq!(body, std::fs::read(repo.dir().join(f)).expect("deb"), "{f}");
@@ -110,7 +113,10 @@ fn apt_repo_serves_index_and_debs() {
         let files = String::from_utf8_lossy(&files.stdout);
         assert!(files.contains("-rwxr-xr-x root/root"), "{files}");
         assert!(files.contains("./usr/bin/imgfarm-hello"), "{files}");
-        assert!(files.contains("./usr/share/doc/imgfarm-hello/copyright"), "{files}");
+        assert!(
+            files.contains("./usr/share/doc/imgfarm-hello/copyright"),
+            "{files}"
+        );
     }
 
     // Stops on drop: the port no longer answers.
@@ -126,8 +132,7 @@ fn apt_repo_serves_index_and_debs() {
 fn apt_get_installs_jq_and_hello_in_bookworm() {
     init_tracing();
     let name = "apt_get_installs_jq_and_hello_in_bookworm";
-    if !require_root_or_skip(name) || !require_tools_or_skip(name, &["unshare", "chroot", "tar"])
-    {
+    if !require_root_or_skip(name) || !require_tools_or_skip(name, &["unshare", "chroot", "tar"]) {
         return;
     }
     let Some(base) = or_skip(name, DebianBase::get()) else {
@@ -179,8 +184,14 @@ fn apt_get_installs_jq_and_hello_in_bookworm() {
         !stdout.contains("deb.debian.org") && !stdout.contains("security.debian.org"),
         "{stdout}"
     );
-    assert!(stdout.contains(&format!("Get:1 {}", repo.url())), "{stdout}");
-    assert!(stdout.contains("Setting up imgfarm-hello (1.0)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Get:1 {}", repo.url())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Setting up imgfarm-hello (1.0)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Setting up jq "), "{stdout}");
     assert!(stdout.lines().any(|l| l == "2"), "{stdout}");
     assert!(stdout.lines().any(|l| l == HELLO_OUTPUT), "{stdout}");

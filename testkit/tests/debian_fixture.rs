@@ -26,7 +26,10 @@ fn two_conversions_give_identical_digests() {
     for img in [&x, &y] {
         assert_eq!(img.index_digest(), cached.index_digest());
         for (v, arch) in DEBIAN_VARIANTS {
-            assert_eq!(img.manifest_digest(v, arch), cached.manifest_digest(v, arch));
+            assert_eq!(
+                img.manifest_digest(v, arch),
+                cached.manifest_digest(v, arch)
+            );
             assert_eq!(img.config_digest(v, arch), cached.config_digest(v, arch));
             assert_eq!(img.layer_digest(v, arch), cached.layer_digest(v, arch));
             assert_eq!(img.diff_id(v, arch), cached.diff_id(v, arch));
@@ -56,7 +59,11 @@ fn layout_refs_configs_and_blobs_are_consistent() {
         return;
     };
     let layout = base.layout_dir();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let index = json(&std::fs::read(layout.join("index.json")).expect("index.json"));
     let refs: Vec<&str> = index["manifests"]
         .as_array()
@@ -64,7 +71,15 @@ fn layout_refs_configs_and_blobs_are_consistent() {
         .iter()
         .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
         .collect();
-    assert_eq!(refs, ["bookworm", "bookworm-amd64", "bookworm-arm64", "bookworm-dev"]);
+    assert_eq!(
+        refs,
+        [
+            "bookworm",
+            "bookworm-amd64",
+            "bookworm-arm64",
+            "bookworm-dev"
+        ]
+    );
     let inner = json(&std::fs::read(blob(base.index_digest())).expect("index blob"));
     let arches: Vec<&str> = inner["manifests"]
         .as_array()
@@ -91,7 +106,10 @@ fn layout_refs_configs_and_blobs_are_consistent() {
         );
         assert_eq!(config["rootfs"]["diff_ids"][0], base.diff_id(v, arch));
         let packages = std::fs::read_to_string(base.packages_file(v, arch)).expect("packages");
-        assert!(packages.lines().any(|l| l.starts_with("apt\t")), "{v}/{arch} lacks apt");
+        assert!(
+            packages.lines().any(|l| l.starts_with("apt\t")),
+            "{v}/{arch} lacks apt"
+        );
         if v == "bookworm-dev" {
             for p in ["gcc\t", "libc6-dev\t", "python3\t", "python3-pip\t"] {
                 assert!(packages.lines().any(|l| l.starts_with(p)), "{v} lacks {p}");
@@ -114,13 +132,21 @@ fn rootfs_tars_are_bookworm_without_device_nodes() {
     }
     for (v, arch) in DEBIAN_VARIANTS {
         let tar = base.rootfs_tar(v, arch);
-        let list = run_checked(Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(tar))
-            .expect("tar -tvf");
+        let list = run_checked(
+            Command::new("tar")
+                .args(["--numeric-owner", "-tvf"])
+                .arg(tar),
+        )
+        .expect("tar -tvf");
         let list = String::from_utf8_lossy(&list.stdout);
         // No device nodes (a rootless unpack cannot mknod); /dev itself stays.
-        assert!(!list.lines().any(|l| l.starts_with('c') || l.starts_with('b')));
+        assert!(!list
+            .lines()
+            .any(|l| l.starts_with('c') || l.starts_with('b')));
         assert!(list.lines().any(|l| l.ends_with(" ./dev/")));
-        assert!(!list.lines().any(|l| l.contains(" ./dev/") && !l.ends_with(" ./dev/")));
+        assert!(!list
+            .lines()
+            .any(|l| l.contains(" ./dev/") && !l.ends_with(" ./dev/")));
         // Owners and modes as mmdebstrap made them: /etc/shadow is root:shadow (gid 42) 0640.
         assert!(list.contains(" ./usr/bin/apt-get"));
         let shadow = list
@@ -154,7 +180,10 @@ fn rootfs_tars_are_bookworm_without_device_nodes() {
         )
         .expect("dpkg status");
         let status = String::from_utf8_lossy(&status.stdout);
-        assert!(status.contains(&format!("Architecture: {arch}")), "{v}/{arch}");
+        assert!(
+            status.contains(&format!("Architecture: {arch}")),
+            "{v}/{arch}"
+        );
     }
 }
 
@@ -172,7 +201,11 @@ fn pushed_bookworm_has_amd64_and_arm64() {
         return;
     };
     or_skip(name, base.push_to(&reg, "library/debian", "bookworm")).expect("push");
-    or_skip(name, base.push_dev_to(&reg, "library/debian-dev", "bookworm")).expect("push dev");
+    or_skip(
+        name,
+        base.push_dev_to(&reg, "library/debian-dev", "bookworm"),
+    )
+    .expect("push dev");
     let inspect = |img: &str, extra: &[&str]| {
         let out = run_checked(
             Command::new("skopeo")
@@ -207,7 +240,10 @@ fn pushed_bookworm_has_amd64_and_arm64() {
     assert_eq!(arm["Architecture"], "arm64");
     assert_eq!(arm["Digest"], base.manifest_digest("bookworm", "arm64"));
     let dev = inspect("library/debian-dev", &["--raw"]);
-    assert_eq!(dev["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        dev["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     let dev_cfg = inspect("library/debian-dev", &["--config"]);
     assert_eq!(dev_cfg["architecture"], "amd64");
     assert_eq!(dev_cfg["config"]["Cmd"], serde_json::json!(["bash"]));
