@@ -184,8 +184,12 @@ fn apt_get_installs_jq_and_hello_in_bookworm() {
         !stdout.contains("deb.debian.org") && !stdout.contains("security.debian.org"),
         "{stdout}"
     );
+    // apt names the source without the trailing slash: `Get:4 http://127.0.0.1:PORT ./ Packages`.
+    let src = format!("http://127.0.0.1:{} ./", repo.port());
+    assert!(stdout.contains(&format!("{src} Packages")), "{stdout}");
+    assert!(stdout.contains(&format!("{src} jq ")), "{stdout}");
     assert!(
-        stdout.contains(&format!("Get:1 {}", repo.url())),
+        stdout.contains(&format!("{src} imgfarm-hello 1.0")),
         "{stdout}"
     );
     assert!(
