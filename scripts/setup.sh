@@ -335,11 +335,11 @@ make_debian_variant() { # variant arch; returns 1 on failure
     tar --delete -f "$base.tar.part" --verbatim-files-from -T "$base.devlist" || return 1
   fi
   rm -f "$base.devlist"
-  gzip -n -c "$base.tar.part" >"$base.tar.gz.part" || return 1
-  chmod 0644 "$base.tar.part" "$base.tar.gz.part" "$base.packages.part"
-  mv "$base.packages.part" "$base.packages"
-  mv "$base.tar.gz.part" "$base.tar.gz"
-  mv "$base.tar.part" "$base.tar"
+  gzip -n -c "$base.tar.part" >"$base.tar.gz.part" &&
+    chmod 0644 "$base.tar.part" "$base.tar.gz.part" "$base.packages.part" &&
+    mv "$base.packages.part" "$base.packages" &&
+    mv "$base.tar.gz.part" "$base.tar.gz" &&
+    mv "$base.tar.part" "$base.tar" || return 1
   rm -f "$DEBIAN_DIR/SHA256SUMS"
   changed "made $base.tar ($(du -m "$base.tar" | cut -f1) MB, gzip $(du -m "$base.tar.gz" | cut -f1) MB) in $((SECONDS - start)) s"
 }
