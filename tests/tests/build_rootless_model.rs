@@ -264,3 +264,21 @@ fn root_maps_every_id_so_large_owners_reach_the_layer() {
     let n = node(&img.tree, "big");
     assert_eq!((n.uid, n.gid, n.mode), (3_000_000, 4_000_000, 0o640));
 }
+
+#[test]
+fn a_bind_mounted_stage_keeps_its_owners() {
+    let test = "a_bind_mounted_stage_keeps_its_owners";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let df = r#"FROM busybox AS secrets
+RUN mkdir /d && echo only-for-1000 > /d/f && chown -R 1000:1000 /d && chmod 0700 /d && chmod 0600 /d/f
+FROM busybox
+USER 1000:1000
+RUN --mount=type=bind,from=secrets,source=/d,target=/m cat /m/f && stat -c '%u:%g %a' /m/f
+"#;
+    let ctx = env.context("bindowners", &[("Dockerfile", df)]);
+    let log = ok(&env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]));
+    assert!(log.contains("only-for-1000"), "{log}");
+    assert!(log.contains("1000:1000 600"), "{log}");
+}
