@@ -87,7 +87,8 @@ fn decompressor<'a>(
 ) -> Result<Box<dyn Read + 'a>, LayoutError> {
     match compression {
         Compression::None => Ok(raw),
-        Compression::Gzip => Ok(Box::new(flate2::read::GzDecoder::new(raw))),
+        // Layers we write are gzip members of 1 MiB of tar each (layer::create): read them all.
+        Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(raw))),
         Compression::Zstd => Ok(Box::new(
             zstd::stream::read::Decoder::new(raw)
                 .map_err(io_err(format!("starting zstd decoder for layer {digest}")))?,
@@ -497,6 +498,42 @@ mod tests {
             crate::oci::layout::import_tar(&MemBlobs::default(), &a[..], ImportLimits::default())
                 .unwrap();
         assert_eq!(oci[0].name.as_deref(), Some("latest"));
+    }
+
+    #[test]
+    fn export_reads_every_member_of_a_multi_member_gzip_layer() {
+        use crate::oci::image::config::History;
+        use crate::oci::layout::tests_support::{gzip, layer_tar};
+        use crate::oci::media_types::OCI_LAYER_GZIP;
+        use crate::platform::Platform;
+        let src = MemBlobs::default();
+        let tar = layer_tar("big.txt", &vec![b'x'; 3000]);
+        // Two members, as parallel gzip writes layers larger than one chunk.
+        let mut gz = gzip(&tar[..2048]);
+        gz.extend(gzip(&tar[2048..]));
+        src.put(&gz);
+        let p = Platform::linux_amd64();
+        let mut cfg = ImageConfig::scratch(&p);
+        cfg.push_layer(Digest::sha256_of(&tar), History::default());
+        let cfg = cfg.to_json().unwrap();
+        src.put(&cfg);
+        let m = new_manifest(
+            descriptor_for(OCI_CONFIG, &cfg),
+            vec![descriptor_for(OCI_LAYER_GZIP, &gz)],
+            &BTreeMap::new(),
+        );
+        let m = manifest_to_json(&m).unwrap();
+        src.put(&m);
+        let a = export_docker_archive(
+            &src,
+            &descriptor_for(OCI_MANIFEST, &m),
+            &[],
+            Vec::new(),
+            TarOptions::default(),
+        )
+        .unwrap();
+        // The whole tar is in the archive, not only the first member.
+        assert!(a.windows(tar.len()).any(|w| w == &tar[..]));
     }
 
     #[test]
