@@ -38,16 +38,24 @@ const TIMESTAMPED: &[&str] = &[
     "var/cache/ldconfig/aux-cache",
 ];
 
-/// The registry holding the Debian base and the apt repo, shared by this binary's tests.
+/// What this binary's tests share: the registry holding the Debian base, the apt repo and
+/// one farm (its workers unpack the base once). Dropped, processes first, with the last test.
 struct Shared {
-    /// Kept running for the builds (dropped with the last test).
-    _registry: Registry,
+    /// The coordinator, `amd1` (linux/amd64) and `arm1` (claims linux/arm64, runs it under
+    /// qemu).
+    _procs: Vec<Proc>,
+    farm: Farm,
     apt: AptRepo,
     /// `127.0.0.1:PORT/debian:bookworm` (index of linux/amd64 and linux/arm64).
     base: String,
+    _registry: Registry,
 }
 
 static SHARED: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+
+/// Held while a case builds: the local builds and the farm client share one state dir, and on
+/// 2 cores concurrent builds only blur the timings.
+static BUILDS: Mutex<()> = Mutex::new(());
 
 fn shared(test: &str) -> Option<Arc<Shared>> {
     let mut g = SHARED.lock().unwrap_or_else(|e| e.into_inner());
@@ -64,11 +72,22 @@ fn shared(test: &str) -> Option<Arc<Shared>> {
     debian
         .push_to(&registry, "debian", "bookworm")
         .expect("pushing the Debian base to the registry");
-    eprintln!("pushed the Debian base in {:.1?}", t.elapsed());
+    let farm = Farm::new(test, &["amd1", "arm1"])?;
+    let procs = vec![
+        farm.start_coordinator(6),
+        farm.start_worker("amd1", Some("linux/amd64"), 1),
+        farm.start_worker("arm1", Some("linux/arm64"), 1),
+    ];
+    eprintln!(
+        "pushed the Debian base and started the farm in {:.1?}",
+        t.elapsed()
+    );
     let s = Arc::new(Shared {
+        _procs: procs,
+        farm,
+        apt,
         base: registry.image_ref("debian", "bookworm"),
         _registry: registry,
-        apt,
     });
     *g = Arc::downgrade(&s);
     Some(s)
@@ -122,13 +141,9 @@ struct Built {
 
 /// Build the context `files` for `platform` locally, then through `farm`, both to
 /// docker-archives, and assert they agree (see the module docs).
-fn build_both(
-    farm: &Farm,
-    s: &Shared,
-    case: &str,
-    platform: &str,
-    files: &[(&str, &str)],
-) -> Built {
+fn build_both(s: &Shared, case: &str, platform: &str, files: &[(&str, &str)]) -> Built {
+    let _serial = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let farm = &s.farm;
     let ctx = farm.env.context(case, files);
     let base = format!("BASE={}", s.base);
     let sources = format!("APT_SOURCES={}", s.apt.sources_line());
@@ -267,18 +282,6 @@ fn config_diff(ours: &serde_json::Value, reference: &serde_json::Value) -> Vec<S
     out
 }
 
-/// A farm with the coordinator, `amd1` (linux/amd64) and `arm1` (claims linux/arm64, runs it
-/// under qemu) running.
-fn start_farm(test: &str) -> Option<(Farm, Vec<Proc>)> {
-    let farm = Farm::new(test, &["amd1", "arm1"])?;
-    let procs = vec![
-        farm.start_coordinator(6),
-        farm.start_worker("amd1", Some("linux/amd64"), 1),
-        farm.start_worker("arm1", Some("linux/arm64"), 1),
-    ];
-    Some((farm, procs))
-}
-
 /// Every progress line of a `RUN` names `worker`, not emulated (as far as the farm knows).
 fn assert_runs_on(log: &str, worker: &str) {
     let runs: Vec<&str> = lines_with(log, "RUN ")
@@ -308,10 +311,7 @@ fn apt_case(test: &str, platform: &str, worker: &str) {
     let Some(s) = shared(test) else {
         return;
     };
-    let Some((farm, _procs)) = start_farm(test) else {
-        return;
-    };
-    let b = build_both(&farm, &s, "apt", platform, &[("Dockerfile", APT)]);
+    let b = build_both(&s, "apt", platform, &[("Dockerfile", APT)]);
     assert_runs_on(&b.farm_log, worker);
     let arch = platform.trim_start_matches("linux/");
     assert_eq!(b.farm.config["architecture"], arch);
@@ -357,11 +357,7 @@ fn users_owners_and_modes_on_the_farm_match_the_local_build() {
     let Some(s) = shared(test) else {
         return;
     };
-    let Some((farm, _procs)) = start_farm(test) else {
-        return;
-    };
     let b = build_both(
-        &farm,
         &s,
         "users",
         "linux/amd64",
@@ -375,7 +371,7 @@ fn users_owners_and_modes_on_the_farm_match_the_local_build() {
         (n.uid, n.gid, n.mode)
     };
     // useradd -m in the minbase image: the first user is 1000:1000.
-    assert_eq!(meta("home/app"), (1000, 1000, 0o700));
+    assert_eq!(meta("home/app"), (1000, 1000, 0o755));
     assert_eq!(meta("home/app/.ssh"), (1000, 1000, 0o700));
     assert_eq!(meta("home/app/.ssh/id_ed25519"), (1000, 1000, 0o600));
     assert_eq!(meta("home/app/config.txt"), (1000, 1000, 0o640));
