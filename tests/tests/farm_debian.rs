@@ -173,12 +173,16 @@ fn build_both(s: &Shared, case: &str, platform: &str, files: &[(&str, &str)]) ->
     let t = Instant::now();
     let farm_log = farm.build_within(&argv(&farm_args), deadline(platform));
     let farm_time = t.elapsed();
-    eprintln!("{case} ({platform}): local {local_time:.1?}, farm {farm_time:.1?}");
-
+    let t = Instant::now();
     let local = read_docker_archive(&archive("local"));
     let farm_img = read_docker_archive(&archive("farm"));
     let mut d = tree_diff(&farm_img.tree, &local.tree);
     d.extend(config_diff(&farm_img.config, &local.config));
+    eprintln!(
+        "{case} ({platform}): local build {local_time:.1?}, farm build {farm_time:.1?}, \
+         comparing {:.1?}",
+        t.elapsed()
+    );
     assert!(
         d.is_empty(),
         "{case}: the farm and the local build differ in {} ways:\n{}\n--- farm log ---\n{farm_log}\n--- local log ---\n{local_log}",

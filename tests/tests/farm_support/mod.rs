@@ -228,7 +228,8 @@ impl Farm {
         let state = self.env.work.path().join(format!("worker-{name}-state"));
         if !state.exists() {
             std::fs::create_dir_all(&state).expect("mkdir");
-            self.env.chown_work();
+            // Only this dir: the others hold the state of running workers.
+            self.env.chown(&state);
         }
         let mut c = self.command(&state);
         c.args(["worker", "--coordinator", &self.farm_url(), "--tls-dir"])
