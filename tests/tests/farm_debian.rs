@@ -126,9 +126,9 @@ fn argv(v: &[String]) -> Vec<&str> {
 /// Deadline of one build (local or farm) of `platform`; arm64 runs under qemu.
 fn deadline(platform: &str) -> Duration {
     if platform == "linux/arm64" {
-        Duration::from_secs(900)
+        Duration::from_secs(480)
     } else {
-        Duration::from_secs(300)
+        Duration::from_secs(180)
     }
 }
 
@@ -139,30 +139,33 @@ struct Built {
     farm: Image,
 }
 
-/// Build the context `files` for `platform` locally, then through `farm`, both to
-/// docker-archives, and assert they agree (see the module docs).
-fn build_both(s: &Shared, case: &str, platform: &str, files: &[(&str, &str)]) -> Built {
+/// Build the context `files` for `platform` with `BASE` (the Debian image) and `build_args`
+/// (`NAME=VALUE`) locally, then through the farm, both to docker-archives, and assert they
+/// agree (see the module docs). `case` names the context dir and archives.
+fn build_both(
+    s: &Shared,
+    case: &str,
+    platform: &str,
+    files: &[(&str, &str)],
+    build_args: &[String],
+) -> Built {
     let _serial = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let farm = &s.farm;
     let ctx = farm.env.context(case, files);
-    let base = format!("BASE={}", s.base);
-    let sources = format!("APT_SOURCES={}", s.apt.sources_line());
+    let mut build_args = build_args.to_vec();
+    build_args.push(format!("BASE={}", s.base));
     let archive = |how: &str| farm.env.work.path().join(format!("{case}-{how}.tar"));
     let args = |dest: &Path| -> Vec<String> {
-        [
-            "--platform",
-            platform,
-            "--build-arg",
-            &base,
-            "--build-arg",
-            &sources,
-            "-o",
-            &format!("type=docker,dest={}", dest.display()),
-            ctx.to_str().expect("utf-8"),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
+        let mut v = vec!["--platform".to_string(), platform.to_string()];
+        for a in &build_args {
+            v.extend(["--build-arg".to_string(), a.clone()]);
+        }
+        v.extend([
+            "-o".to_string(),
+            format!("type=docker,dest={}", dest.display()),
+            ctx.display().to_string(),
+        ]);
+        v
     };
 
     let local_args = args(&archive("local"));
@@ -315,9 +318,15 @@ fn apt_case(test: &str, platform: &str, worker: &str) {
     let Some(s) = shared(test) else {
         return;
     };
-    let b = build_both(&s, "apt", platform, &[("Dockerfile", APT)]);
-    assert_runs_on(&b.farm_log, worker);
     let arch = platform.trim_start_matches("linux/");
+    let b = build_both(
+        &s,
+        &format!("apt-{arch}"),
+        platform,
+        &[("Dockerfile", APT)],
+        &[format!("APT_SOURCES={}", s.apt.sources_line())],
+    );
+    assert_runs_on(&b.farm_log, worker);
     assert_eq!(b.farm.config["architecture"], arch);
     assert_eq!(b.local.config["architecture"], arch);
     let t = &b.farm.tree;
@@ -366,6 +375,7 @@ fn users_owners_and_modes_on_the_farm_match_the_local_build() {
         "users",
         "linux/amd64",
         &[("Dockerfile", USERS), ("config.txt", "setting = 1\n")],
+        &[],
     );
     assert_runs_on(&b.farm_log, "amd1");
     assert_eq!(b.farm.config["config"]["User"], "app");
