@@ -5,8 +5,9 @@
 //! file tree (type, content, mode, owner, hardlinks) and the same config. Only [`TIMESTAMPED`]
 //! files may differ, and only in content.
 //!
-//! apt reaches the loopback [`AptRepo`] (RUN steps use the host network). One registry and
-//! apt repo serve the whole binary; every build has a deadline; timings are printed.
+//! apt reaches the loopback [`AptRepo`] (RUN steps use the host network). One registry, apt
+//! repo and farm serve the whole binary and cases build one at a time; every build has a
+//! deadline; timings are printed.
 
 mod farm_support;
 mod oracle_support;
@@ -21,9 +22,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Files whose content holds the time of the build, so two builds of one Dockerfile a few
-/// seconds apart never agree on it. Found by building each case here and keeping exactly the
-/// paths that differed (see the module docs of `realworld_support` on branch `corpus` for the
-/// longer list BuildKit needs against itself). Type, mode, owner and links must still match.
+/// seconds apart never agree on it: exactly the paths that differed when building these cases
+/// (the same idea as the corpus's `realworld_support::TIMESTAMPED`, whose longer list is what
+/// BuildKit needs against itself; eipp.log.xz, alternatives.log and debconf's `*-old` did not
+/// differ here). Type, mode, owner and links must still match. /etc/shadow's last-change field
+/// counts days, so it only differs if the two builds straddle midnight UTC.
 const TIMESTAMPED: &[&str] = &[
     // "YYYY-MM-DD HH:MM:SS status installed jq:amd64 ..." lines.
     "var/log/dpkg.log",
