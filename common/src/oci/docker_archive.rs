@@ -500,6 +500,42 @@ mod tests {
     }
 
     #[test]
+    fn export_reads_every_member_of_a_multi_member_gzip_layer() {
+        use crate::oci::image::config::History;
+        use crate::oci::layout::tests_support::{gzip, layer_tar};
+        use crate::oci::media_types::OCI_LAYER_GZIP;
+        use crate::platform::Platform;
+        let src = MemBlobs::default();
+        let tar = layer_tar("big.txt", &vec![b'x'; 3000]);
+        // Two members, as parallel gzip writes layers larger than one chunk.
+        let mut gz = gzip(&tar[..2048]);
+        gz.extend(gzip(&tar[2048..]));
+        src.put(&gz);
+        let p = Platform::linux_amd64();
+        let mut cfg = ImageConfig::scratch(&p);
+        cfg.push_layer(Digest::sha256_of(&tar), History::default());
+        let cfg = cfg.to_json().unwrap();
+        src.put(&cfg);
+        let m = new_manifest(
+            descriptor_for(OCI_CONFIG, &cfg),
+            vec![descriptor_for(OCI_LAYER_GZIP, &gz)],
+            &BTreeMap::new(),
+        );
+        let m = manifest_to_json(&m).unwrap();
+        src.put(&m);
+        let a = export_docker_archive(
+            &src,
+            &descriptor_for(OCI_MANIFEST, &m),
+            &[],
+            Vec::new(),
+            TarOptions::default(),
+        )
+        .unwrap();
+        // The whole tar is in the archive, not only the first member.
+        assert!(a.windows(tar.len()).any(|w| w == &tar[..]));
+    }
+
+    #[test]
     fn export_refusals() {
         let src = MemBlobs::default();
         let refs = sample_image(&src);

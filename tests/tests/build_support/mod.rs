@@ -116,16 +116,22 @@ impl Env {
             std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
             std::fs::write(&f, c).expect("write");
         }
-        self.chown_work();
+        self.chown(&self.work.path().join(top_dir(name)));
         dir
     }
 
-    /// Give everything under the work dir to the farm user.
+    /// Give everything under the work dir to the farm user. Not once processes keep state
+    /// there (farm workers): their files owned by sub-ids would become the user's.
     pub fn chown_work(&self) {
+        self.chown(self.work.path());
+    }
+
+    /// Give `path` and everything under it to the farm user.
+    pub fn chown(&self, path: &Path) {
         let status = std::process::Command::new("chown")
             .arg("-R")
             .arg(format!("{}:{}", self.user.uid(), self.user.gid()))
-            .arg(self.work.path())
+            .arg(path)
             .status()
             .expect("chown");
         assert!(status.success());
@@ -150,9 +156,14 @@ impl Env {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
         let dst = self.work.path().join("hello");
         copy_dir(&src, &dst);
-        self.chown_work();
+        self.chown(&dst);
         dst
     }
+}
+
+/// The first component of a relative path (`a/b` → `a`).
+fn top_dir(name: &str) -> &str {
+    name.split('/').find(|c| !c.is_empty()).unwrap_or(name)
 }
 
 pub fn copy_dir(src: &Path, dst: &Path) {

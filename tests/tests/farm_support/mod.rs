@@ -10,6 +10,7 @@
 #[path = "../build_support/mod.rs"]
 pub mod build_support;
 
+#[allow(unused_imports)] // not every test binary uses all of them
 pub use build_support::{ok, text, Env};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -227,7 +228,8 @@ impl Farm {
         let state = self.env.work.path().join(format!("worker-{name}-state"));
         if !state.exists() {
             std::fs::create_dir_all(&state).expect("mkdir");
-            self.env.chown_work();
+            // Only this dir: the others hold the state of running workers.
+            self.env.chown(&state);
         }
         let mut c = self.command(&state);
         c.args(["worker", "--coordinator", &self.farm_url(), "--tls-dir"])
@@ -253,12 +255,30 @@ impl Farm {
 
     /// Runs a farm build to the end; panics with its output unless it succeeds.
     pub fn build(&self, args: &[&str]) -> String {
-        let mut p = self.start_build(args);
-        let status = p.wait(Duration::from_secs(600));
-        let out = p.output();
-        assert!(status.success(), "farm build failed ({status}):\n{out}");
-        out
+        self.build_within(args, Duration::from_secs(600))
     }
+
+    /// [`Farm::build`] that is killed and fails (instead of hanging) after `deadline`.
+    pub fn build_within(&self, args: &[&str], deadline: Duration) -> String {
+        finish("farm build", self.start_build(args), deadline)
+    }
+
+    /// The same build without the farm: `imgfarm build --progress plain ARGS` as the farm user
+    /// with the client's state dir (so both see the same local images), killed and failing
+    /// after `deadline`.
+    pub fn local_build_within(&self, args: &[&str], deadline: Duration) -> String {
+        let mut c = self.command(self.env.state.path());
+        c.args(["build", "--progress", "plain"]).args(args);
+        finish("local build", Proc::spawn("local", c), deadline)
+    }
+}
+
+/// Waits for `p` up to `deadline`; its output, or a panic with it unless it succeeded.
+fn finish(what: &str, mut p: Proc, deadline: Duration) -> String {
+    let status = p.wait(deadline);
+    let out = p.output();
+    assert!(status.success(), "{what} failed ({status}):\n{out}");
+    out
 }
 
 /// The progress lines naming `needle` (e.g. a step text), for worker checks.
