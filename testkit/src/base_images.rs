@@ -7,11 +7,14 @@
 //! `latest` (the image index of both).
 
 use crate::cmd::{have_tool, run_checked};
+use crate::oci_layout::{
+    blob_path, cached_build, once_per_process, push_ref, sha256_file, CachedBuild, DoneRecord,
+    ImageConfig, LayoutWriter,
+};
 use crate::registry::Registry;
-use crate::skip::{effective_uid, Unavailable};
+use crate::skip::Unavailable;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,15 +61,12 @@ impl BaseImages {
     /// Fails with [`Unavailable`] when the .debs are not in `IMGFARM_DEBS_DIR`
     /// (default `/var/cache/imgfarm/debs`) or the tools are missing.
     pub fn build() -> anyhow::Result<BaseImages> {
-        let r = CACHED.get_or_init(|| build_cached().map_err(|e| format!("{e:#}")));
-        match r {
-            Ok(b) => Ok(b.clone()),
-            Err(e) => {
-                // Re-run the prerequisite check to hand back a typed Unavailable error.
-                debs_dir_and_files()?;
-                bail!("building base images failed: {e}")
-            }
-        }
+        once_per_process(
+            &CACHED,
+            build_cached,
+            || debs_dir_and_files().map(drop),
+            "building base images",
+        )
     }
 
     /// Build from scratch into `dir` (created if needed; must be empty), without any cache.
@@ -144,21 +144,8 @@ impl BaseImages {
         repo: &str,
         tag: &str,
     ) -> anyhow::Result<()> {
-        if !have_tool("skopeo") {
-            return Err(Unavailable::new(
-                "skopeo is missing",
-                "run `sudo scripts/setup.sh --dev` (installs skopeo)",
-            )
-            .into());
-        }
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "-q", "--all"])
-            .args(reg.skopeo_dest_flags())
-            .arg(format!("oci:{}:{layout_ref}", self.layout.display()))
-            .arg(format!("docker://{}/{repo}:{tag}", reg.addr()));
-        run_checked(&mut cmd)
-            .with_context(|| format!("pushing base images to {}/{repo}:{tag}", reg.addr()))?;
-        Ok(())
+        push_ref(&self.layout, reg, layout_ref, repo, tag)
+            .context("pushing the busybox base images")
     }
 
     fn image(&self, arch: &str) -> &ArchImage {
@@ -205,58 +192,24 @@ fn check_tools() -> anyhow::Result<()> {
 fn build_cached() -> anyhow::Result<BaseImages> {
     let (_, debs) = debs_dir_and_files()?;
     check_tools()?;
-    let mut h = Sha256::new();
-    h.update(RECIPE_VERSION.as_bytes());
+    let mut key = Sha256::new();
+    key.update(RECIPE_VERSION.as_bytes());
     for d in &debs {
-        h.update(std::fs::read(d).with_context(|| format!("reading {}", d.display()))?);
+        key.update(std::fs::read(d).with_context(|| format!("reading {}", d.display()))?);
     }
-    let key = hex::encode(&h.finalize()[..8]);
-    let uid = effective_uid().unwrap_or(u32::MAX);
-    let parent = std::env::temp_dir().join(format!("imgfarm-testkit-{uid}"));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    // Other users (the farm user) read layer tars from here.
-    let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755));
-    let final_dir = parent.join(format!("base-{key}"));
-    if let Some(b) = load_complete(&final_dir)? {
-        if intact(&b) {
-            return Ok(b);
-        }
-        // A test changed the shared cache: throw it away (atomically) and rebuild.
-        tracing::warn!(dir = %final_dir.display(), "cached base images were modified; rebuilding");
-        let trash = parent.join(format!(".trash-{key}-{}", std::process::id()));
-        if std::fs::rename(&final_dir, &trash).is_ok() {
-            let _ = std::fs::remove_dir_all(&trash);
-        }
-    }
-    // Build next to it and rename into place, so concurrent test processes never see a
-    // half-built tree.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".base-{key}-"))
-        .tempdir_in(&parent)
-        .context("creating a build dir")?;
-    build_into(tmp.path(), &debs)?;
-    let built = tmp.keep();
-    match std::fs::rename(&built, &final_dir) {
-        Ok(()) => {}
-        Err(_) if final_dir.join("DONE").is_file() => {
-            // Someone else won the race; theirs is identical.
-            let _ = std::fs::remove_dir_all(&built);
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&built);
-            return Err(e)
-                .with_context(|| format!("moving the build into {}", final_dir.display()));
-        }
-    }
-    load_complete(&final_dir)?.context("base image cache vanished right after the build")
+    cached_build(CachedBuild {
+        prefix: "base",
+        key,
+        what: "base images",
+        load: &load_complete,
+        intact: &intact,
+        build: &|dir| build_into(dir, &debs).map(drop),
+    })
 }
 
 /// Whether the layout blobs and layer tars still hash to their recorded digests.
 fn intact(b: &BaseImages) -> bool {
-    let blob = |d: &str| {
-        let hex = d.strip_prefix("sha256:").unwrap_or(d);
-        b.layout.join("blobs/sha256").join(hex)
-    };
+    let blob = |d: &str| blob_path(&b.layout, d);
     let mut checks: Vec<(PathBuf, &str)> = vec![(blob(&b.index_digest), &b.index_digest)];
     for i in &b.images {
         checks.push((blob(&i.manifest_digest), &i.manifest_digest));
@@ -274,16 +227,10 @@ fn intact(b: &BaseImages) -> bool {
 
 /// Load a finished build (marked by `DONE`, which records the digests).
 fn load_complete(dir: &Path) -> anyhow::Result<Option<BaseImages>> {
-    let done = dir.join("DONE");
-    let Ok(text) = std::fs::read_to_string(&done) else {
+    let Some(done) = DoneRecord::read(dir) else {
         return Ok(None);
     };
-    let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    let get = |k: &str| -> anyhow::Result<String> {
-        kv.get(k)
-            .map(|s| s.to_string())
-            .with_context(|| format!("{} lacks {k}", done.display()))
-    };
+    let get = |k: &str| done.get(k);
     let mut images = Vec::new();
     for a in ARCHES {
         images.push(ArchImage {
@@ -346,14 +293,11 @@ fn build_into(out: &Path, debs: &[PathBuf]) -> anyhow::Result<BaseImages> {
     std::fs::remove_dir_all(&x).context("removing scratch dir")?;
 
     let layout = out.join("oci");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).context("creating the layout")?;
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
+    let writer = LayoutWriter::create(&layout)?;
+    let created_by = format!("imgfarm-testkit: busybox-static {version}");
 
     let mut images = Vec::new();
+    let mut manifests = Vec::new();
     for (i, a) in ARCHES.iter().enumerate() {
         let rootfs = out.join(format!("rootfs-{a}"));
         make_rootfs(&rootfs, &debs[i], out, a, &applets)?;
@@ -369,78 +313,40 @@ fn build_into(out: &Path, debs: &[PathBuf]) -> anyhow::Result<BaseImages> {
                 .arg(&layer_tar)
                 .arg(&gz),
         )?;
-        let (layer_digest, layer_size) = put_blob_file(&blobs, &gz)?;
-        let config = format!(
-            concat!(
-                r#"{{"architecture":"{a}","config":{{"Cmd":["/bin/sh"],"Env":["{env}"],"WorkingDir":"/"}},"#,
-                r#""created":"{t}","history":[{{"created":"{t}","created_by":"imgfarm-testkit: busybox-static {v}"}}],"#,
-                r#""os":"linux","rootfs":{{"diff_ids":["{d}"],"type":"layers"}}}}"#
-            ),
-            a = a,
-            env = PATH_ENV,
-            t = EPOCH,
-            v = version,
-            d = diff_id
-        );
-        let (config_digest, config_size) = put_blob(&blobs, config.as_bytes())?;
-        let manifest = format!(
-            concat!(
-                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
-                r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"#,
-                r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{ls}}}]}}"#
-            ),
-            cd = config_digest,
-            cs = config_size,
-            ld = layer_digest,
-            ls = layer_size
-        );
-        let (manifest_digest, manifest_size) = put_blob(&blobs, manifest.as_bytes())?;
-        images.push((
-            ArchImage {
-                arch: a.to_string(),
-                rootfs,
-                layer_tar,
-                manifest_digest,
-                config_digest,
-                layer_digest,
-                diff_id,
+        let (layer_digest, layer_size) = writer.put_blob_file(&gz)?;
+        let written = writer.put_image(
+            &ImageConfig {
+                arch: a,
+                cmd: &["/bin/sh"],
+                env: &[PATH_ENV],
+                working_dir: Some("/"),
+                created: EPOCH,
+                created_by: &created_by,
+                diff_id: &diff_id,
             },
-            manifest_size,
-        ));
+            &layer_digest,
+            layer_size,
+        )?;
+        images.push(ArchImage {
+            arch: a.to_string(),
+            rootfs,
+            layer_tar,
+            manifest_digest: written.manifest.digest.clone(),
+            config_digest: written.config_digest,
+            layer_digest,
+            diff_id,
+        });
+        manifests.push(written.manifest);
     }
-    let desc = |img: &ArchImage, size: usize, ann: bool| {
-        let ann = if ann {
-            format!(
-                r#","annotations":{{"org.opencontainers.image.ref.name":"{}"}}"#,
-                img.arch
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{size},"platform":{{"architecture":"{}","os":"linux"}}{ann}}}"#,
-            img.manifest_digest, img.arch
-        )
-    };
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
-        desc(&images[0].0, images[0].1, false),
-        desc(&images[1].0, images[1].1, false)
-    );
-    let (index_digest, index_size) = put_blob(&blobs, index.as_bytes())?;
-    let top = format!(
-        concat!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{},"#,
-            r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"latest"}}}}]}}"#
-        ),
-        desc(&images[0].0, images[0].1, true),
-        desc(&images[1].0, images[1].1, true),
-        index_digest,
-        index_size
-    );
-    std::fs::write(layout.join("index.json"), top).context("writing index.json")?;
+    // `latest`: an index of both platforms, listed after the per-arch refs.
+    let index = writer.put_index(&[manifests[0].unnamed(), manifests[1].unnamed()])?;
+    writer.write_index_json(&[
+        manifests[0].named(ARCHES[0]),
+        manifests[1].named(ARCHES[1]),
+        index.named("latest"),
+    ])?;
+    let index_digest = index.digest;
 
-    let images: Vec<ArchImage> = images.into_iter().map(|(i, _)| i).collect();
     let mut done = format!("index={index_digest}\nbusybox_version={version}\n");
     for i in &images {
         done.push_str(&format!(
@@ -578,22 +484,4 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()>
         }
     }
     Ok(())
-}
-
-fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&data))))
-}
-
-fn put_blob(blobs: &Path, data: &[u8]) -> anyhow::Result<(String, usize)> {
-    let hex = hex::encode(Sha256::digest(data));
-    std::fs::write(blobs.join(&hex), data).context("writing blob")?;
-    Ok((format!("sha256:{hex}"), data.len()))
-}
-
-fn put_blob_file(blobs: &Path, file: &Path) -> anyhow::Result<(String, usize)> {
-    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let r = put_blob(blobs, &data)?;
-    std::fs::remove_file(file)?;
-    Ok(r)
 }

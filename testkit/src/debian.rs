@@ -24,9 +24,13 @@
 //! file systems or without permission, symlinks to) the cached `.tar.gz` files.
 
 use crate::cmd::{have_tool, run_checked};
+use crate::oci_layout::{
+    blob_path, cached_build, once_per_process, push_ref, sha256_digest, CachedBuild, DoneRecord,
+    ImageConfig, LayoutWriter,
+};
 use crate::registry::Registry;
-use crate::skip::{effective_uid, Unavailable};
-use anyhow::{bail, Context};
+use crate::skip::Unavailable;
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -56,7 +60,7 @@ struct VariantImage {
     tar: PathBuf,
     packages: PathBuf,
     manifest_digest: String,
-    manifest_size: usize,
+    manifest_size: u64,
     config_digest: String,
     layer_digest: String,
     layer_size: u64,
@@ -82,15 +86,12 @@ impl DebianBase {
     /// `IMGFARM_DEBIAN_DIR` (default `/var/cache/imgfarm/debian`) was not made: run
     /// `sudo scripts/setup.sh --dev`.
     pub fn get() -> anyhow::Result<DebianBase> {
-        let r = CACHED.get_or_init(|| get_cached().map_err(|e| format!("{e:#}")));
-        match r {
-            Ok(b) => Ok(b.clone()),
-            Err(e) => {
-                // Re-run the prerequisite check to hand back a typed Unavailable error.
-                read_cache()?;
-                bail!("converting the Debian base images failed: {e}")
-            }
-        }
+        once_per_process(
+            &CACHED,
+            get_cached,
+            || read_cache().map(drop),
+            "converting the Debian base images",
+        )
     }
 
     /// Convert the cache into a new layout in `dir` (created if needed; should be empty),
@@ -153,22 +154,7 @@ impl DebianBase {
         repo: &str,
         tag: &str,
     ) -> anyhow::Result<()> {
-        if !have_tool("skopeo") {
-            return Err(Unavailable::new(
-                "skopeo is missing",
-                "run `sudo scripts/setup.sh --dev` (installs skopeo)",
-            )
-            .into());
-        }
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "-q", "--all"])
-            .args(reg.skopeo_dest_flags())
-            .arg(format!("oci:{}:{layout_ref}", self.layout.display()))
-            .arg(format!("docker://{}/{repo}:{tag}", reg.addr()));
-        run_checked(&mut cmd).with_context(|| {
-            format!("pushing Debian {layout_ref} to {}/{repo}:{tag}", reg.addr())
-        })?;
-        Ok(())
+        push_ref(&self.layout, reg, layout_ref, repo, tag).context("pushing the Debian base images")
     }
 
     /// The uncompressed layer tar (mmdebstrap's output) of `variant` for `arch`:
@@ -272,47 +258,20 @@ fn read_cache() -> anyhow::Result<(PathBuf, BTreeMap<String, String>)> {
 
 fn get_cached() -> anyhow::Result<DebianBase> {
     let (cache, sums) = read_cache()?;
-    let mut h = Sha256::new();
-    h.update(RECIPE_VERSION.as_bytes());
-    h.update(cache.as_os_str().as_encoded_bytes());
+    let mut key = Sha256::new();
+    key.update(RECIPE_VERSION.as_bytes());
+    key.update(cache.as_os_str().as_encoded_bytes());
     for (name, digest) in &sums {
-        h.update(format!("{name}={digest}\n").as_bytes());
+        key.update(format!("{name}={digest}\n").as_bytes());
     }
-    let key = hex::encode(&h.finalize()[..8]);
-    let uid = effective_uid().unwrap_or(u32::MAX);
-    let parent = std::env::temp_dir().join(format!("imgfarm-testkit-{uid}"));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755));
-    let final_dir = parent.join(format!("debian-{key}"));
-    if let Some(b) = load_complete(&cache, &final_dir)? {
-        if intact(&b) {
-            return Ok(b);
-        }
-        tracing::warn!(dir = %final_dir.display(), "cached Debian layout was modified; rebuilding");
-        let trash = parent.join(format!(".trash-debian-{key}-{}", std::process::id()));
-        if std::fs::rename(&final_dir, &trash).is_ok() {
-            let _ = std::fs::remove_dir_all(&trash);
-        }
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".debian-{key}-"))
-        .tempdir_in(&parent)
-        .context("creating a conversion dir")?;
-    convert(&cache, &sums, tmp.path())?;
-    let built = tmp.keep();
-    match std::fs::rename(&built, &final_dir) {
-        Ok(()) => {}
-        Err(_) if final_dir.join("DONE").is_file() => {
-            // Another test process won the race; its layout is identical.
-            let _ = std::fs::remove_dir_all(&built);
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&built);
-            return Err(e)
-                .with_context(|| format!("moving the layout into {}", final_dir.display()));
-        }
-    }
-    load_complete(&cache, &final_dir)?.context("Debian layout vanished right after conversion")
+    cached_build(CachedBuild {
+        prefix: "debian",
+        key,
+        what: "Debian layout",
+        load: &|dir| load_complete(&cache, dir),
+        intact: &intact,
+        build: &|dir| convert(&cache, &sums, dir).map(drop),
+    })
 }
 
 /// Whether the small blobs still hash to their digests and the layer blobs have their sizes
@@ -326,7 +285,7 @@ fn intact(b: &DebianBase) -> bool {
     }
     small.iter().all(|d| {
         std::fs::read(blob(d))
-            .map(|data| sha256_hex(&data) == *d)
+            .map(|data| sha256_digest(&data) == *d)
             .unwrap_or(false)
     }) && b.images.iter().all(|i| {
         std::fs::metadata(blob(&i.layer_digest))
@@ -336,27 +295,12 @@ fn intact(b: &DebianBase) -> bool {
     }) && b.layout.join("index.json").is_file()
 }
 
-fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    layout.join("blobs/sha256").join(hex)
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
 /// Load a finished conversion (marked by `DONE`, which records the digests).
 fn load_complete(cache: &Path, dir: &Path) -> anyhow::Result<Option<DebianBase>> {
-    let done = dir.join("DONE");
-    let Ok(text) = std::fs::read_to_string(&done) else {
+    let Some(done) = DoneRecord::read(dir) else {
         return Ok(None);
     };
-    let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    let get = |k: &str| -> anyhow::Result<String> {
-        kv.get(k)
-            .map(|s| s.to_string())
-            .with_context(|| format!("{} lacks {k}", done.display()))
-    };
+    let get = |k: &str| done.get(k);
     let mut images = Vec::new();
     for (v, a) in DEBIAN_VARIANTS {
         let p = format!("{v}-{a}");
@@ -382,16 +326,6 @@ fn load_complete(cache: &Path, dir: &Path) -> anyhow::Result<Option<DebianBase>>
     }))
 }
 
-fn put_blob(blobs: &Path, data: &[u8]) -> anyhow::Result<(String, usize)> {
-    let digest = sha256_hex(data);
-    std::fs::write(blob_path_in(blobs, &digest), data).context("writing blob")?;
-    Ok((digest, data.len()))
-}
-
-fn blob_path_in(blobs: &Path, digest: &str) -> PathBuf {
-    blobs.join(digest.strip_prefix("sha256:").unwrap_or(digest))
-}
-
 /// Put the cached gzip layer into the layout: a hard link, else a symlink.
 fn link_blob(src: &Path, dst: &Path) -> anyhow::Result<()> {
     if dst.symlink_metadata().is_ok() {
@@ -411,13 +345,10 @@ fn convert(
     out: &Path,
 ) -> anyhow::Result<DebianBase> {
     let layout = out.join("oci");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).context("creating the layout")?;
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
+    let writer = LayoutWriter::create(&layout)?;
+    let blobs = writer.blobs_dir().to_path_buf();
     let mut images = Vec::new();
+    let mut manifests = Vec::new();
     for (v, a) in DEBIAN_VARIANTS {
         let p = format!("{v}-{a}");
         let tar = cache.join(format!("{p}.tar"));
@@ -432,79 +363,50 @@ fn convert(
         let layer_size = std::fs::metadata(&gz)
             .with_context(|| format!("reading {}", gz.display()))?
             .len();
-        link_blob(&gz, &blob_path_in(&blobs, &layer_digest))?;
+        link_blob(&gz, &writer.blob_path(&layer_digest))?;
         let mut extra = String::new();
         if v == "bookworm-dev" {
             extra.push_str(" --include=gcc,libc6-dev,python3,python3-pip");
         }
-        let config = format!(
-            concat!(
-                r#"{{"architecture":"{a}","config":{{"Cmd":["bash"],"Env":["{env}"]}},"#,
-                r#""created":"{t}","history":[{{"created":"{t}","#,
-                r#""created_by":"mmdebstrap --variant=minbase{extra} --architectures={a} bookworm (imgfarm-testkit)"}}],"#,
-                r#""os":"linux","rootfs":{{"diff_ids":["{d}"],"type":"layers"}}}}"#
-            ),
-            a = a,
-            env = PATH_ENV,
-            t = CREATED,
-            extra = extra,
-            d = diff_id
+        let created_by = format!(
+            "mmdebstrap --variant=minbase{extra} --architectures={a} bookworm (imgfarm-testkit)"
         );
-        let (config_digest, config_size) = put_blob(&blobs, config.as_bytes())?;
-        let manifest = format!(
-            concat!(
-                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
-                r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"#,
-                r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{ls}}}]}}"#
-            ),
-            cd = config_digest,
-            cs = config_size,
-            ld = layer_digest,
-            ls = layer_size
-        );
-        let (manifest_digest, manifest_size) = put_blob(&blobs, manifest.as_bytes())?;
+        let written = writer.put_image(
+            &ImageConfig {
+                arch: a,
+                cmd: &["bash"],
+                env: &[PATH_ENV],
+                working_dir: None,
+                created: CREATED,
+                created_by: &created_by,
+                diff_id: &diff_id,
+            },
+            &layer_digest,
+            layer_size,
+        )?;
         images.push(VariantImage {
             variant: v.to_string(),
             arch: a.to_string(),
             tar,
             packages: cache.join(format!("{p}.packages")),
-            manifest_digest,
-            manifest_size,
-            config_digest,
+            manifest_digest: written.manifest.digest.clone(),
+            manifest_size: written.manifest.size,
+            config_digest: written.config_digest,
             layer_digest,
             layer_size,
             diff_id,
         });
+        manifests.push(written.manifest);
     }
-    let desc = |img: &VariantImage, ref_name: Option<&str>| {
-        let ann = match ref_name {
-            Some(r) => format!(r#","annotations":{{"org.opencontainers.image.ref.name":"{r}"}}"#),
-            None => String::new(),
-        };
-        format!(
-            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{}","os":"linux"}}{ann}}}"#,
-            img.manifest_digest, img.manifest_size, img.arch
-        )
-    };
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
-        desc(&images[0], None),
-        desc(&images[1], None)
-    );
-    let (index_digest, index_size) = put_blob(&blobs, index.as_bytes())?;
-    let top = format!(
-        concat!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":["#,
-            r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"bookworm"}}}},"#,
-            r#"{},{},{}]}}"#
-        ),
-        index_digest,
-        index_size,
-        desc(&images[0], Some("bookworm-amd64")),
-        desc(&images[1], Some("bookworm-arm64")),
-        desc(&images[2], Some("bookworm-dev"))
-    );
-    std::fs::write(layout.join("index.json"), top).context("writing index.json")?;
+    // `bookworm`: an index of linux/amd64 and linux/arm64, listed before the single images.
+    let index = writer.put_index(&[manifests[0].unnamed(), manifests[1].unnamed()])?;
+    writer.write_index_json(&[
+        index.named("bookworm"),
+        manifests[0].named("bookworm-amd64"),
+        manifests[1].named("bookworm-arm64"),
+        manifests[2].named("bookworm-dev"),
+    ])?;
+    let index_digest = index.digest;
 
     let mut done = format!("index={index_digest}\n");
     for i in &images {

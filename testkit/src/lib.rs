@@ -18,6 +18,7 @@ mod debian;
 pub mod dockerd;
 mod farm_user;
 mod logging;
+mod oci_layout;
 mod registry;
 mod skip;
 

@@ -1,15 +1,14 @@
 //! The Debian bookworm fixture: cached mmdebstrap images, converted deterministically into an
 //! OCI layout that skopeo reads and pushes.
 
+mod layout_common;
+
 use imgfarm_testkit::{
     init_tracing, or_skip, require_tools_or_skip, run_checked, DebianBase, Registry,
     DEBIAN_VARIANTS,
 };
+use layout_common::{architectures, blob_path, build_twice, index_json, json, ref_names};
 use std::process::Command;
-
-fn json(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes).expect("json")
-}
 
 #[test]
 fn two_conversions_give_identical_digests() {
@@ -18,12 +17,10 @@ fn two_conversions_give_identical_digests() {
     let Some(cached) = or_skip(name, DebianBase::get()) else {
         return;
     };
-    let a = tempfile::tempdir().expect("tempdir");
-    let b = tempfile::tempdir().expect("tempdir");
-    // The first one also checks the cache against SHA256SUMS with sha256sum -c.
-    let x = DebianBase::convert_into(a.path(), true).expect("convert a");
-    let y = DebianBase::convert_into(b.path(), false).expect("convert b");
-    for img in [&x, &y] {
+    // The first one also checks the cache against SHA256SUMS with sha256sum -c; both
+    // index.json files are checked to be byte-identical.
+    let builds = build_twice(DebianBase::convert_into, DebianBase::layout_dir);
+    for img in [&builds.first, &builds.second] {
         assert_eq!(img.index_digest(), cached.index_digest());
         for (v, arch) in DEBIAN_VARIANTS {
             assert_eq!(
@@ -35,9 +32,6 @@ fn two_conversions_give_identical_digests() {
             assert_eq!(img.diff_id(v, arch), cached.diff_id(v, arch));
         }
     }
-    let ia = std::fs::read(x.layout_dir().join("index.json")).expect("index a");
-    let ib = std::fs::read(y.layout_dir().join("index.json")).expect("index b");
-    assert_eq!(ia, ib);
     let mut seen = std::collections::BTreeSet::new();
     for (v, arch) in DEBIAN_VARIANTS {
         assert!(seen.insert(cached.manifest_digest(v, arch).to_string()));
@@ -59,20 +53,9 @@ fn layout_refs_configs_and_blobs_are_consistent() {
         return;
     };
     let layout = base.layout_dir();
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index = json(&std::fs::read(layout.join("index.json")).expect("index.json"));
-    let refs: Vec<&str> = index["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
-        .collect();
+    let blob = |d: &str| blob_path(layout, d);
     assert_eq!(
-        refs,
+        ref_names(&index_json(layout)),
         [
             "bookworm",
             "bookworm-amd64",
@@ -81,13 +64,7 @@ fn layout_refs_configs_and_blobs_are_consistent() {
         ]
     );
     let inner = json(&std::fs::read(blob(base.index_digest())).expect("index blob"));
-    let arches: Vec<&str> = inner["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().expect("arch"))
-        .collect();
-    assert_eq!(arches, ["amd64", "arm64"]);
+    assert_eq!(architectures(&inner), ["amd64", "arm64"]);
     for (v, arch) in DEBIAN_VARIANTS {
         let manifest = json(&std::fs::read(blob(base.manifest_digest(v, arch))).expect("manifest"));
         assert_eq!(manifest["config"]["digest"], base.config_digest(v, arch));
@@ -219,13 +196,7 @@ fn pushed_bookworm_has_amd64_and_arm64() {
     };
     let raw = inspect("library/debian", &["--raw"]);
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
-    let arches: Vec<&str> = raw["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().expect("arch"))
-        .collect();
-    assert_eq!(arches, ["amd64", "arm64"]);
+    assert_eq!(architectures(&raw), ["amd64", "arm64"]);
     let arm = run_checked(
         Command::new("skopeo")
             .args(["--override-arch", "arm64", "inspect"])
