@@ -1,6 +1,8 @@
 //! An image's file tree, built by applying its layer tars in order (OCI image-spec
 //! "Applying Changesets": `.wh.NAME` deletes NAME, `.wh..wh..opq` empties the directory of
 //! what lower layers put there), and a field-by-field diff of two trees with mtimes ignored.
+//! Extended attributes come from PAX `SCHILY.xattr.NAME` records (how BuildKit and GNU tar
+//! `--xattrs` write them) and are compared byte for byte.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +31,25 @@ pub struct Node {
     pub gid: u64,
     /// The other paths hardlinked with this one in the layer that wrote it (sorted).
     pub links: Vec<String>,
+    /// Extended attributes (`security.capability`, `user.*`, ...): name → raw value.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The PAX prefix of an extended attribute record.
+const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
+
+/// The entry's extended attributes from its PAX records.
+fn read_xattrs<R: Read>(e: &mut tar::Entry<'_, R>) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    if let Some(exts) = e.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key()?.strip_prefix(XATTR_PAX_PREFIX) {
+                out.insert(name.to_string(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Path (no leading `/`, `.` for the root) → node.
@@ -106,6 +127,7 @@ pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
             whiteouts.push((join(dir, real), false));
             continue;
         }
+        let xattrs = read_xattrs(&mut e)?;
         let h = e.header();
         let mode = h.mode()? & 0o7777;
         let uid = h.uid()?;
@@ -151,6 +173,7 @@ pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
                 uid,
                 gid,
                 links: Vec::new(),
+                xattrs,
             },
             hardlink,
         ));
@@ -215,19 +238,49 @@ fn show(n: &Node) -> String {
     } else {
         format!(" hardlinked with {:?}", n.links)
     };
+    let xattrs: String = n
+        .xattrs
+        .iter()
+        .map(|(k, v)| format!(" xattr {k}={}", hex::encode(v)))
+        .collect();
     format!(
-        "{kind} mode {:04o} owner {}:{}{links}",
+        "{kind} mode {:04o} owner {}:{}{links}{xattrs}",
         n.mode, n.uid, n.gid
     )
 }
 
 /// Every difference between `ours` and `reference`, one line each.
 pub fn diff(ours: &Tree, reference: &Tree) -> Vec<String> {
+    diff_with(ours, reference, &|_| false)
+}
+
+/// Like [`diff`], except that for a path where `content_may_differ(path)` holds and which is a
+/// regular file on both sides, the content (hence size) is not compared. Type, mode, owner,
+/// xattrs and hardlinks still are.
+pub fn diff_with(
+    ours: &Tree,
+    reference: &Tree,
+    content_may_differ: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let same = |p: &str, a: &Node, b: &Node| {
+        if a == b {
+            return true;
+        }
+        match (&a.kind, &b.kind) {
+            (Kind::File(_), Kind::File(_)) if content_may_differ(p) => {
+                Node {
+                    kind: b.kind.clone(),
+                    ..a.clone()
+                } == *b
+            }
+            _ => false,
+        }
+    };
     let mut out = Vec::new();
     for (p, n) in ours {
         match reference.get(p) {
             None => out.push(format!("only in imgfarm:  /{p}: {}", show(n))),
-            Some(r) if r != n => out.push(format!(
+            Some(r) if !same(p, n, r) => out.push(format!(
                 "differs /{p}:\n    imgfarm:  {}\n    buildkit: {}",
                 show(n),
                 show(r)
