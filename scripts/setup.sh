@@ -7,7 +7,9 @@
 #   sudo scripts/setup.sh --dev      also what the tests need: docker-registry, skopeo, umoci,
 #                                    buildah, runc, docker.io (BuildKit reference; installed, not
 #                                    started), ansible, ... and the test user imgfarm-test with
-#                                    65536-id /etc/subuid and /etc/subgid ranges
+#                                    65536-id /etc/subuid and /etc/subgid ranges, Debian bookworm
+#                                    base images made with mmdebstrap (once, a few minutes) and
+#                                    jq .debs for the loopback apt repository
 #   --no-build                       skip cargo build --release
 #
 # Without root it changes nothing system-wide: it reports what is missing and what needs root,
@@ -21,7 +23,7 @@ for arg in "$@"; do
     --dev) DEV=1 ;;
     --no-build) BUILD=0 ;;
     -h | --help)
-      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -33,13 +35,15 @@ done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEBS_DIR=${IMGFARM_DEBS_DIR:-/var/cache/imgfarm/debs}
+DEBIAN_DIR=${IMGFARM_DEBIAN_DIR:-/var/cache/imgfarm/debian}
+APT_DIR=${IMGFARM_APT_DIR:-/var/cache/imgfarm/apt}
 TEST_USER=imgfarm-test
 SUBID_COUNT=65536
 export DEBIAN_FRONTEND=noninteractive
 
 RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support)
 DEV_PKGS=(docker-registry skopeo umoci jq openssl apache2-utils curl busybox-static
-  ansible-core ansible-lint docker.io buildah runc iproute2)
+  ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap arch-test dpkg-dev)
 
 CHANGES=()
 NEEDS_ROOT=()
@@ -290,6 +294,147 @@ if [ "$DEV" = 1 ]; then
     else
       needs_root "create user $TEST_USER with subuid/subgid ranges (or give $me 65536-id ranges)"
     fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Debian bookworm base images for the tests (--dev), made once per machine with mmdebstrap into
+# $DEBIAN_DIR (testkit's DebianBase turns them into an OCI layout):
+#   bookworm-amd64.tar, bookworm-arm64.tar   --variant=minbase (arm64 runs under qemu binfmt)
+#   bookworm-dev-amd64.tar                   minbase + gcc libc6-dev python3 python3-pip
+# each with NAME.tar.gz (gzip -n) and NAME.packages (dpkg-query -W), and SHA256SUMS over all.
+# SOURCE_DATE_EPOCH makes mmdebstrap clamp mtimes and drop logs; resolv.conf and hostname (the
+# host's) are removed as in the official image; /etc/apt/sources.list keeps pointing at Debian.
+# The device nodes mmdebstrap puts under ./dev/ are deleted from the tar (tar --delete; the rest
+# stays byte for byte): a rootless unpack cannot mknod, and images leave /dev to the runtime.
+# RECIPE records the recipe: when it changes, the images are made again.
+DEBIAN_EPOCH=1747699200 # 2025-05-20, the machine's apt snapshot date
+DEBIAN_RECIPE="imgfarm-debian-v2 epoch=$DEBIAN_EPOCH minbase dev=gcc,libc6-dev,python3,python3-pip no-dev-nodes"
+DEBIAN_VARIANTS=("bookworm amd64" "bookworm arm64" "bookworm-dev amd64")
+
+make_debian_variant() { # variant arch; returns 1 on failure
+  local v=$1 a=$2 base="$DEBIAN_DIR/$1-$2" inc=() log start
+  if [ "$v" = bookworm-dev ]; then inc=(--include=gcc,libc6-dev,python3,python3-pip); fi
+  log=$(mktemp)
+  start=$SECONDS
+  info "mmdebstrap --variant=minbase ${inc[*]} --architectures=$a bookworm $base.tar (minutes)"
+  rm -f "$base.tar.part" "$base.tar.gz.part" "$base.packages.part"
+  # shellcheck disable=SC2016 # $1 is expanded by mmdebstrap's hook shell
+  if ! SOURCE_DATE_EPOCH=$DEBIAN_EPOCH mmdebstrap --variant=minbase --architectures="$a" \
+    --format=tar "${inc[@]}" \
+    --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"' \
+    --customize-hook="dpkg-query --admindir=\"\$1/var/lib/dpkg\" -W -f '\${Package}\\t\${Version}\\t\${Architecture}\\n' | LC_ALL=C sort > '$base.packages.part'" \
+    bookworm "$base.tar.part" </dev/null >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    rm -f "$log" "$base.tar.part" "$base.packages.part"
+    return 1
+  fi
+  rm -f "$log"
+  tar -tf "$base.tar.part" | grep -E '^\./dev/.' | sed 's,/$,,' >"$base.devlist" || true
+  if [ -s "$base.devlist" ]; then
+    tar --delete -f "$base.tar.part" --verbatim-files-from -T "$base.devlist" || return 1
+  fi
+  rm -f "$base.devlist"
+  gzip -n -c "$base.tar.part" >"$base.tar.gz.part" &&
+    chmod 0644 "$base.tar.part" "$base.tar.gz.part" "$base.packages.part" &&
+    mv "$base.packages.part" "$base.packages" &&
+    mv "$base.tar.gz.part" "$base.tar.gz" &&
+    mv "$base.tar.part" "$base.tar" || return 1
+  rm -f "$DEBIAN_DIR/SHA256SUMS"
+  changed "made $base.tar ($(du -m "$base.tar" | cut -f1) MB, gzip $(du -m "$base.tar.gz" | cut -f1) MB) in $((SECONDS - start)) s"
+}
+
+debian_ready() {
+  local va
+  [ -s "$DEBIAN_DIR/SHA256SUMS" ] && [ "$(cat "$DEBIAN_DIR/RECIPE" 2>/dev/null)" = "$DEBIAN_RECIPE" ] || return 1
+  for va in "${DEBIAN_VARIANTS[@]}"; do
+    set -- $va
+    [ -s "$DEBIAN_DIR/$1-$2.tar" ] && [ -s "$DEBIAN_DIR/$1-$2.tar.gz" ] && [ -s "$DEBIAN_DIR/$1-$2.packages" ] || return 1
+  done
+}
+
+# jq and the dependencies that the bookworm minbase image lacks, for amd64 and arm64, for the
+# loopback apt repository of the tests (testkit's AptRepo).
+APT_REPO_PKGS=(jq libjq1 libonig5)
+
+apt_debs_ready() {
+  local a p f
+  for a in amd64 arm64; do
+    for p in "${APT_REPO_PKGS[@]}"; do
+      for f in "$APT_DIR/${p}_"*"_$a.deb"; do
+        dpkg-deb -f "$f" Package >/dev/null 2>&1 || return 1
+      done
+    done
+  done
+}
+
+download_apt_debs() { # returns 1 if a .deb could not be fetched
+  local tmp a p f rc=0
+  tmp=$(mktemp -d)
+  chmod 0755 "$tmp"
+  for a in amd64 arm64; do
+    for p in "${APT_REPO_PKGS[@]}"; do
+      f=$(compgen -G "$APT_DIR/${p}_*_$a.deb" | head -n 1 || true)
+      [ -n "$f" ] && dpkg-deb -f "$f" Package >/dev/null 2>&1 && continue
+      if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$p:$a" </dev/null) >/dev/null; then
+        for f in "$tmp"/*.deb; do
+          chmod 0644 "$f"
+          mv "$f" "$APT_DIR/"
+          changed "downloaded $APT_DIR/$(basename "$f")"
+        done
+      else
+        rc=1
+      fi
+    done
+  done
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+if [ "$DEV" = 1 ]; then
+  if [ "$IS_ROOT" = 1 ]; then
+    if ! debian_ready; then
+      if ! have_cmd mmdebstrap; then
+        fail "mmdebstrap missing: cannot make the Debian base images in $DEBIAN_DIR"
+      else
+        mkdir -p "$DEBIAN_DIR"
+        chmod 0755 "$DEBIAN_DIR"
+        if [ "$(cat "$DEBIAN_DIR/RECIPE" 2>/dev/null)" != "$DEBIAN_RECIPE" ]; then
+          # Made by another recipe (or partly made, never finished): start over.
+          rm -f "$DEBIAN_DIR"/*.tar "$DEBIAN_DIR"/*.tar.gz "$DEBIAN_DIR"/*.packages "$DEBIAN_DIR"/*.part \
+            "$DEBIAN_DIR/SHA256SUMS"
+          echo "$DEBIAN_RECIPE" >"$DEBIAN_DIR/RECIPE"
+          chmod 0644 "$DEBIAN_DIR/RECIPE"
+        fi
+        DEBIAN_OK=1
+        for va in "${DEBIAN_VARIANTS[@]}"; do
+          set -- $va
+          b="$DEBIAN_DIR/$1-$2"
+          if [ -s "$b.tar" ] && [ -s "$b.tar.gz" ] && [ -s "$b.packages" ]; then continue; fi
+          make_debian_variant "$1" "$2" || { DEBIAN_OK=0; fail "mmdebstrap $1 for $2 into $DEBIAN_DIR"; }
+        done
+        if [ "$DEBIAN_OK" = 1 ]; then
+          (cd "$DEBIAN_DIR" && sha256sum -- *.tar *.tar.gz >SHA256SUMS.part && chmod 0644 SHA256SUMS.part &&
+            mv SHA256SUMS.part SHA256SUMS) || fail "sha256sum in $DEBIAN_DIR"
+          changed "wrote $DEBIAN_DIR/SHA256SUMS"
+        fi
+      fi
+    fi
+    if ! apt_debs_ready; then
+      mkdir -p "$APT_DIR"
+      chmod 0755 "$APT_DIR"
+      if ! download_apt_debs; then
+        if [ "$APT_UPDATED" = 0 ]; then
+          apt_update_once
+          download_apt_debs || fail "apt-get download ${APT_REPO_PKGS[*]} for amd64 and arm64 into $APT_DIR"
+        else
+          fail "apt-get download ${APT_REPO_PKGS[*]} for amd64 and arm64 into $APT_DIR"
+        fi
+      fi
+    fi
+  else
+    debian_ready || needs_root "make the Debian base images in $DEBIAN_DIR with mmdebstrap (or set IMGFARM_DEBIAN_DIR)"
+    apt_debs_ready || needs_root "download ${APT_REPO_PKGS[*]} .debs into $APT_DIR (or set IMGFARM_APT_DIR)"
   fi
 fi
 

@@ -1,6 +1,7 @@
 //! Test fixtures that use real parts: a `docker-registry` on loopback, deterministic busybox
-//! base images for linux/amd64 and linux/arm64, and the unprivileged farm user with subordinate
-//! id ranges.
+//! base images for linux/amd64 and linux/arm64, Debian bookworm base images made with
+//! mmdebstrap ([`DebianBase`]), a loopback apt repository ([`AptRepo`]), and the unprivileged
+//! farm user with subordinate id ranges.
 //!
 //! Every crate's tests use this crate as a dev-dependency. The fixtures are deliberately built
 //! from tools that are independent of the code under test (GNU tar, gzip, dpkg-deb, openssl,
@@ -10,16 +11,20 @@
 //! into a visible `SKIPPED: ...` line with [`or_skip`] on a developer machine, and into a
 //! failure when `CI` is set, so CI never passes a test that did not run.
 
+mod apt_repo;
 mod base_images;
 mod cmd;
+mod debian;
 pub mod dockerd;
 mod farm_user;
 mod logging;
 mod registry;
 mod skip;
 
+pub use apt_repo::{AptRepo, APT_REPO_PACKAGES, HELLO_OUTPUT, HELLO_PACKAGE};
 pub use base_images::{BaseImages, ARCHES};
 pub use cmd::{run_checked, CommandExt};
+pub use debian::{DebianBase, DEBIAN_VARIANTS};
 pub use dockerd::Dockerd;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
 pub use logging::init_tracing;
