@@ -11,7 +11,7 @@ mod build_support;
 mod oracle_support;
 mod realworld_support;
 
-use oracle_support::tree::{diff_with, Kind, Node, Tree};
+use oracle_support::tree::{diff_with, Kind, MayDiffer, Node, Tree};
 use realworld_support::{glob_match, timestamped, TIMESTAMPED};
 
 #[test]
@@ -35,11 +35,18 @@ fn timestamp_rule_names_only_its_files() {
     ));
     assert!(glob_match("a*b*c", "aXbYc"));
     assert!(!glob_match("a*", "ab/c"));
-    for p in TIMESTAMPED {
+    for (p, _) in TIMESTAMPED {
         assert!(!p.starts_with('/'), "{p}: paths have no leading /");
     }
-    assert!(timestamped("var/log/dpkg.log"));
-    assert!(timestamped("var/cache/apt/pkgcache.bin"));
+    assert_eq!(timestamped("var/log/dpkg.log"), MayDiffer::Content);
+    assert_eq!(
+        timestamped("var/cache/apt/pkgcache.bin"),
+        MayDiffer::Content
+    );
+    assert_eq!(
+        timestamped("usr/local/lib/python3.11/dist-packages/m/__pycache__/x.cpython-311.pyc"),
+        MayDiffer::PycSourceMtime
+    );
     for p in [
         "var/lib/dpkg/status",
         "etc/passwd",
@@ -47,8 +54,13 @@ fn timestamp_rule_names_only_its_files() {
         "var/log/dpkg.log.1",
         "var/cache/apt/archives/jq_1.6-2.1_amd64.deb",
         "usr/bin/jq",
+        "usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
     ] {
-        assert!(!timestamped(p), "{p} must be compared in full");
+        assert_eq!(
+            timestamped(p),
+            MayDiffer::Nothing,
+            "{p} must be compared in full"
+        );
     }
 }
 
@@ -60,6 +72,8 @@ fn file(hash: &str, mode: u32, uid: u64) -> Node {
         gid: 0,
         links: Vec::new(),
         xattrs: Default::default(),
+        pyc_unstamped: None,
+        text: None,
     }
 }
 
@@ -87,4 +101,46 @@ fn timestamped_files_may_differ_in_content_only() {
     let d = diff_with(&a, &b, &timestamped);
     assert_eq!(d.len(), 1);
     assert!(d[0].contains("/etc/passwd"), "{d:?}");
+}
+
+#[test]
+fn pyc_rule_lets_only_the_source_mtime_differ() {
+    let pyc = "usr/local/lib/python3.11/dist-packages/m/__pycache__/m.cpython-311.pyc";
+    let node = |hash: &str, unstamped: Option<&str>| Node {
+        pyc_unstamped: unstamped.map(|u| u.repeat(64)),
+        ..file(hash, 0o644, 0)
+    };
+    let mut a = Tree::new();
+    let mut b = Tree::new();
+    a.insert(pyc.into(), node("a", Some("u")));
+    b.insert(pyc.into(), node("b", Some("u")));
+    assert!(diff_with(&a, &b, &timestamped).is_empty());
+    b.insert(pyc.into(), node("b", Some("v")));
+    assert_eq!(diff_with(&a, &b, &timestamped).len(), 1, "the code differs");
+    b.insert(pyc.into(), node("b", None));
+    assert_eq!(
+        diff_with(&a, &b, &timestamped).len(),
+        1,
+        "not a timestamped .pyc"
+    );
+}
+
+#[test]
+fn first_error_shows_the_commands_complaint() {
+    let log = "imgfarm build failed (exit status: 1):\n#1 CACHED\n\n#2 [2/4] RUN chown 1000 /x\n\
+               #2 0.030 chown: changing ownership of '/x': Invalid argument\n\
+               #2 ERROR: process \"/bin/sh -c chown 1000 /x\" did not complete successfully\n";
+    assert_eq!(
+        realworld_support::first_error(log),
+        "imgfarm build failed (exit status: 1): #2 0.030 chown: changing ownership of '/x': \
+         Invalid argument | #2 ERROR: process \"/bin/sh -c chown 1000 /x\" did not complete \
+         successfully"
+    );
+    let log = "imgfarm build failed (exit status: 1):\n#2 [2/4] RUN x\n#2 ERROR: layer: open /u: \
+               Permission denied (os error 13)\n";
+    assert_eq!(
+        realworld_support::first_error(log),
+        "imgfarm build failed (exit status: 1): #2 ERROR: layer: open /u: Permission denied (os \
+         error 13)"
+    );
 }

@@ -9,6 +9,8 @@ pub mod tree;
 
 use crate::build_support::{ok, text, Env};
 use imgfarm_testkit::{or_skip, BaseImages, Dockerd, Registry};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use tree::Tree;
@@ -85,6 +87,33 @@ pub struct Image {
     pub layers: usize,
 }
 
+/// Trees of first layers already read, by the sha256 of the layer file's bytes: a base image's
+/// layer is read once per test binary, not once per image built on it.
+static FIRST_LAYERS: Mutex<BTreeMap<String, Arc<Tree>>> = Mutex::new(BTreeMap::new());
+
+/// The tree of `layer` applied to nothing, from [`FIRST_LAYERS`] when the same bytes were read.
+fn first_layer_tree(layer: &Path) -> Tree {
+    let mut f = std::fs::File::open(layer).expect("layer file");
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("hashing a layer");
+    let key = hex::encode(h.finalize());
+    if let Some(t) = FIRST_LAYERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return (**t).clone();
+    }
+    let mut tree = Tree::new();
+    tree::apply_layer(&mut tree, layer)
+        .unwrap_or_else(|e| panic!("applying {}: {e:#}", layer.display()));
+    FIRST_LAYERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Arc::new(tree.clone()));
+    tree
+}
+
 /// Read a docker-archive (`docker save` layout: manifest.json, config, layer tars).
 pub fn read_docker_archive(tar_path: &Path) -> Image {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -107,8 +136,12 @@ pub fn read_docker_archive(tar_path: &Path) -> Image {
     .expect("config json");
     let mut tree = Tree::new();
     let layers = m["Layers"].as_array().expect("Layers");
-    for l in layers {
+    for (i, l) in layers.iter().enumerate() {
         let p = dir.path().join(l.as_str().expect("layer path"));
+        if i == 0 {
+            tree = first_layer_tree(&p);
+            continue;
+        }
         tree::apply_layer(&mut tree, &p)
             .unwrap_or_else(|e| panic!("applying {}: {e:#}", p.display()));
     }

@@ -12,47 +12,52 @@
 
 #![allow(dead_code)]
 
-// TEMPORARY until the `fixture` branch is merged: then `imgfarm_testkit::{AptRepo, DebianBase}`.
-mod stub;
-use stub::{AptRepo, DebianBase};
-
 use crate::build_support::{copy_dir, imgfarm_bin};
 use crate::oracle_support::{
     config_diff, docker_build, extra_args, imgfarm_build, tree, DockerBuild, Image, ImgfarmBuild,
 };
-use imgfarm_testkit::{in_ci, or_skip, skip, Dockerd, FarmUser, Registry};
+use imgfarm_testkit::{in_ci, or_skip, skip, AptRepo, DebianBase, Dockerd, FarmUser, Registry};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tree::MayDiffer;
 
 /// Files whose *content* holds a build-time timestamp, so two builds of the same Dockerfile
-/// never agree on it (checked with `IMGFARM_REALWORLD_SELFCHECK=1`, BuildKit against itself).
-/// For these paths, and only these, content and size may differ; type, mode, owner, xattrs and
-/// hardlinks must still match. `*` matches within one path segment. Nothing else gets a pass.
-pub const TIMESTAMPED: &[&str] = &[
+/// never agree on it (checked with `IMGFARM_REALWORLD_SELFCHECK=1`: BuildKit against itself).
+/// For these paths, and only these, the content may differ as stated ([`MayDiffer::Content`]:
+/// content and size; [`MayDiffer::PycSourceMtime`]: the 4-byte source mtime of a .pyc header);
+/// type, mode, owner, xattrs and hardlinks must still match. `*` matches within one path
+/// segment. Nothing else gets a pass.
+pub const TIMESTAMPED: &[(&str, MayDiffer)] = &[
     // dpkg: one "YYYY-MM-DD HH:MM:SS status/configure/..." line per action.
-    "var/log/dpkg.log",
+    ("var/log/dpkg.log", MayDiffer::Content),
     // apt: "Start-Date:"/"End-Date:" of each run (history) and "Log started:" (term).
-    "var/log/apt/history.log",
-    "var/log/apt/term.log",
-    // apt's solver dump (xz): "Date:" of the planning run.
-    "var/log/apt/eipp.log.xz",
+    ("var/log/apt/history.log", MayDiffer::Content),
+    ("var/log/apt/term.log", MayDiffer::Content),
     // update-alternatives: "update-alternatives YYYY-MM-DD HH:MM:SS: ..." lines.
-    "var/log/alternatives.log",
+    ("var/log/alternatives.log", MayDiffer::Content),
     // ldconfig's auxiliary cache: the ctime/mtime of each library it scanned.
-    "var/cache/ldconfig/aux-cache",
+    ("var/cache/ldconfig/aux-cache", MayDiffer::Content),
     // apt's binary caches: the mtimes of the list files they were built from.
-    "var/cache/apt/pkgcache.bin",
-    "var/cache/apt/srcpkgcache.bin",
+    ("var/cache/apt/pkgcache.bin", MayDiffer::Content),
+    ("var/cache/apt/srcpkgcache.bin", MayDiffer::Content),
     // debconf's backups of its databases, written with the time of the previous run.
-    "var/cache/debconf/*-old",
+    ("var/cache/debconf/*-old", MayDiffer::Content),
+    // Bytecode pip compiles at install: the header holds the mtime the .py got at install.
+    (
+        "usr/local/lib/python3.11/dist-packages/*/__pycache__/*.pyc",
+        MayDiffer::PycSourceMtime,
+    ),
 ];
 
-/// Whether `path` (no leading `/`) is one of [`TIMESTAMPED`].
-pub fn timestamped(path: &str) -> bool {
-    TIMESTAMPED.iter().any(|pat| glob_match(pat, path))
+/// What [`TIMESTAMPED`] lets differ for `path` (no leading `/`).
+pub fn timestamped(path: &str) -> MayDiffer {
+    TIMESTAMPED
+        .iter()
+        .find(|(pat, _)| glob_match(pat, path))
+        .map_or(MayDiffer::Nothing, |(_, m)| *m)
 }
 
 /// `*` matches any run of characters except `/`; everything else literally.
@@ -196,18 +201,49 @@ impl Outcome {
     }
 }
 
-/// The most telling line of a failed build log: the first `error`/`ERROR`/`failed` line.
-fn first_error(log: &str) -> String {
-    let first = log.lines().next().unwrap_or("").to_string();
-    let hit = log
-        .lines()
+/// The most telling lines of a failed build log: the first step `#N ERROR:` line (shortened),
+/// after the step's last output line when it had one (the command's own complaint); else the
+/// first line that says error, failed or denied.
+pub fn first_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let first = lines.first().copied().unwrap_or("");
+    let short = |l: &str| -> String {
+        let l = l.trim();
+        match l.char_indices().nth(240) {
+            Some((i, _)) => format!("{}...", &l[..i]),
+            None => l.to_string(),
+        }
+    };
+    let is_step_error = |l: &str| {
+        l.starts_with('#')
+            && l.split_once(' ')
+                .is_some_and(|(_, r)| r.starts_with("ERROR"))
+    };
+    if let Some(i) = lines.iter().position(|l| is_step_error(l)) {
+        let before = i
+            .checked_sub(1)
+            .map(|j| lines[j])
+            .filter(|l| l.starts_with('#') && !is_step_error(l) && !l.contains(" DONE "))
+            .filter(|l| {
+                l.split(' ')
+                    .nth(1)
+                    .is_some_and(|t| t.parse::<f64>().is_ok())
+            });
+        return match before {
+            Some(b) => format!("{first} {} | {}", short(b), short(lines[i])),
+            None => format!("{first} {}", short(lines[i])),
+        };
+    }
+    let hit = lines
+        .iter()
         .skip(1)
         .find(|l| {
             let l = l.to_ascii_lowercase();
             l.contains("error") || l.contains("failed") || l.contains("denied")
         })
+        .copied()
         .unwrap_or("");
-    format!("{first} {}", hit.trim())
+    format!("{first} {}", short(hit))
 }
 
 /// Results of one case.
@@ -525,7 +561,7 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
                 .iter()
                 .filter_map(|l| l.strip_prefix("differs /"))
                 .filter_map(|l| l.split(':').next())
-                .filter(|p| timestamped(p))
+                .filter(|p| timestamped(p) != MayDiffer::Nothing)
                 .collect();
             say(&format!("realworld {}: rule excused {excused:?}", c.name));
         }
