@@ -11,7 +11,22 @@ fn main() -> ExitCode {
     // RUN steps re-execute this binary as the executor helper.
     imgfarm_worker::executor::helper_main_if_requested();
     let cli = commands::Cli::parse();
+    // Commands that touch build trees enter the build namespace while the process is still
+    // single-threaded (see imgfarm_worker::userns).
+    let entered = cli
+        .command
+        .touches_build_trees()
+        .then(imgfarm_worker::userns::enter);
     init_tracing(&cli.global);
+    match entered {
+        Some(Err(e)) => tracing::warn!("not entering the build namespace: {e}"),
+        Some(Ok(_)) => {
+            if let Some(w) = imgfarm_worker::userns::warning() {
+                tracing::warn!("{w}");
+            }
+        }
+        None => {}
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

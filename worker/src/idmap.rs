@@ -6,6 +6,13 @@
 //! `newuidmap`/`newgidmap` (user_namespaces(7): only a privileged writer may map ids other
 //! than its own). With no subordinate range, the fallback maps only container root to the
 //! user: everything else is `nobody`, so `chown` to any other id fails with EINVAL.
+//!
+//! A process that is already root of its user namespace (real root, or a rootless process
+//! inside the build namespace of [`crate::userns`]) uses [`IdMapping::Identity`]: each step's
+//! namespace maps every id the process has to itself, written directly by the process
+//! (user_namespaces(7): a writer with CAP_SETUID in the parent namespace may map any id
+//! mapped there), so container id N is the process's id N and build trees need no
+//! translation.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +53,56 @@ pub enum IdMapping {
         /// Host gid of container root.
         gid: u32,
     },
+    /// Every id of the caller's own namespace mapped to itself, written by the caller (which
+    /// is root there). Real root gets the whole 32-bit range.
+    Identity {
+        /// Inner uid ranges of the caller's namespace.
+        uids: Vec<IdExtent>,
+        /// Inner gid ranges of the caller's namespace.
+        gids: Vec<IdExtent>,
+        /// Whether the caller's namespace allows setgroups(2) (`/proc/self/setgroups`).
+        setgroups: bool,
+    },
+}
+
+/// One range of ids, `start..start + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdExtent {
+    /// First id.
+    pub start: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+impl IdExtent {
+    fn contains(&self, id: u32) -> bool {
+        id >= self.start && id - self.start < self.count
+    }
+}
+
+/// The inner ranges of a `/proc/PID/uid_map` or `gid_map` text (`inner outer count` lines,
+/// user_namespaces(7)); malformed lines are skipped.
+pub fn parse_map_extents(text: &str) -> Vec<IdExtent> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let inner = f.next()?.parse::<u32>().ok()?;
+            let _outer = f.next()?.parse::<u32>().ok()?;
+            let count = f.next()?.parse::<u32>().ok()?;
+            (count > 0).then_some(IdExtent {
+                start: inner,
+                count,
+            })
+        })
+        .collect()
+}
+
+/// The identity map text (`id id count` lines) of `extents`.
+pub fn identity_map_text(extents: &[IdExtent]) -> String {
+    extents
+        .iter()
+        .map(|e| format!("{} {} {}\n", e.start, e.start, e.count))
+        .collect()
 }
 
 /// Why the full mapping is not used (the fallback warning names what will fail).
@@ -84,6 +141,9 @@ impl IdMapping {
                 uid, subuid, count, ..
             } => map_one(inner, uid, subuid, count),
             IdMapping::Single { uid, .. } => (inner == 0).then_some(uid),
+            IdMapping::Identity { ref uids, .. } => {
+                uids.iter().any(|e| e.contains(inner)).then_some(inner)
+            }
         }
     }
 
@@ -94,6 +154,9 @@ impl IdMapping {
                 gid, subgid, count, ..
             } => map_one(inner, gid, subgid, count),
             IdMapping::Single { gid, .. } => (inner == 0).then_some(gid),
+            IdMapping::Identity { ref gids, .. } => {
+                gids.iter().any(|e| e.contains(inner)).then_some(inner)
+            }
         }
     }
 
@@ -104,6 +167,7 @@ impl IdMapping {
                 uid, subuid, count, ..
             } => triples(uid, subuid, count),
             IdMapping::Single { uid, .. } => vec!["0".into(), uid.to_string(), "1".into()],
+            IdMapping::Identity { ref uids, .. } => identity_args(uids),
         }
     }
 
@@ -114,13 +178,31 @@ impl IdMapping {
                 gid, subgid, count, ..
             } => triples(gid, subgid, count),
             IdMapping::Single { gid, .. } => vec!["0".into(), gid.to_string(), "1".into()],
+            IdMapping::Identity { ref gids, .. } => identity_args(gids),
         }
     }
 
     /// Whether supplementary groups can be set (setgroups is denied in a single mapping).
     pub fn allows_setgroups(&self) -> bool {
-        matches!(self, IdMapping::Full { .. })
+        match self {
+            IdMapping::Full { .. } => true,
+            IdMapping::Single { .. } => false,
+            IdMapping::Identity { setgroups, .. } => *setgroups,
+        }
     }
+
+    /// Whether container ids are the caller's own ids (no translation of build trees).
+    pub fn is_identity(&self) -> bool {
+        matches!(self, IdMapping::Identity { .. })
+    }
+}
+
+fn identity_args(extents: &[IdExtent]) -> Vec<String> {
+    extents
+        .iter()
+        .flat_map(|e| [e.start, e.start, e.count])
+        .map(|n| n.to_string())
+        .collect()
 }
 
 fn map_one(inner: u32, own: u32, sub: u32, count: u32) -> Option<u32> {
@@ -227,9 +309,14 @@ pub fn choose(
     )
 }
 
-/// The mapping for the calling process's real user, read from the system files. The
-/// warning (`Some`) explains a fallback to the single-id mapping.
+/// The mapping for the calling process: [`IdMapping::Identity`] when it is root of its
+/// user namespace (real root, or inside [`crate::userns`]'s build namespace), else the one
+/// for its real user read from the system files. The warning (`Some`) explains a fallback
+/// to the single-id mapping.
 pub fn detect() -> (IdMapping, Option<IdMapError>) {
+    if nix::unistd::getuid().is_root() {
+        return (own_identity(), None);
+    }
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -252,6 +339,18 @@ pub fn detect() -> (IdMapping, Option<IdMapError>) {
         &read_bounded(Path::new("/etc/subgid")),
         helpers,
     )
+}
+
+/// [`IdMapping::Identity`] over the calling process's own namespace.
+pub fn own_identity() -> IdMapping {
+    let uids = parse_map_extents(&read_bounded(Path::new("/proc/self/uid_map")));
+    let gids = parse_map_extents(&read_bounded(Path::new("/proc/self/gid_map")));
+    let setgroups = read_bounded(Path::new("/proc/self/setgroups")).trim() != "deny";
+    IdMapping::Identity {
+        uids,
+        gids,
+        setgroups,
+    }
 }
 
 fn read_bounded(p: &Path) -> String {
@@ -355,6 +454,35 @@ mod tests {
             .expect("warning")
             .to_string()
             .contains("apt install uidmap"));
+    }
+
+    #[test]
+    fn identity_maps_each_own_id_to_itself() {
+        let uids = parse_map_extents(
+            "         0       1002          1\n         1     165536      65536\n",
+        );
+        assert_eq!(
+            uids,
+            [
+                IdExtent { start: 0, count: 1 },
+                IdExtent {
+                    start: 1,
+                    count: 65536
+                }
+            ]
+        );
+        let m = IdMapping::Identity {
+            gids: uids.clone(),
+            uids,
+            setgroups: true,
+        };
+        assert_eq!(m.host_uid(0), Some(0));
+        assert_eq!(m.host_uid(1000), Some(1000));
+        assert_eq!(m.host_gid(65536), Some(65536));
+        assert_eq!(m.host_uid(65537), None);
+        assert_eq!(m.newuidmap_args(), ["0", "0", "1", "1", "1", "65536"]);
+        let root = parse_map_extents("0 0 4294967295\n");
+        assert_eq!(identity_map_text(&root), "0 0 4294967295\n");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`snapshot`]: overlayfs snapshot descriptions (lower dirs, upper, work, merged).
 //! - [`emulation`]: native platforms, binfmt_misc handlers, qemu-user-static.
 //! - [`idmap`]: /etc/subuid and /etc/subgid, newuidmap/newgidmap mappings.
+//! - [`userns`]: the long-lived build namespace a rootless process enters at start.
 //! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
 //! - [`link`]: the worker's dial-out QUIC link to a farm coordinator.
 //! - [`farm`]: the farm worker (`imgfarm worker`): sessions, jobs, blob transfers.
@@ -18,3 +19,4 @@ pub mod idmap;
 pub mod link;
 pub mod snapshot;
 pub mod solve;
+pub mod userns;

@@ -101,6 +101,22 @@ pub enum Command {
 }
 
 /// Dispatch a parsed command line.
+impl Command {
+    /// Whether the command reads or writes trees whose files belong to mapped ids (build
+    /// snapshots, RUN upper dirs, cache mounts), and so runs in the build namespace.
+    pub fn touches_build_trees(&self) -> bool {
+        matches!(
+            self,
+            Command::Build(_)
+                | Command::Worker(_)
+                | Command::Prune(_)
+                | Command::Du(_)
+                | Command::Rm(_)
+                | Command::Debug(_)
+        )
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {

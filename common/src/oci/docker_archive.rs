@@ -85,14 +85,14 @@ fn decompressor<'a>(
     raw: Box<dyn Read + 'a>,
     digest: &Digest,
 ) -> Result<Box<dyn Read + 'a>, LayoutError> {
-    match compression {
-        Compression::None => Ok(raw),
-        Compression::Gzip => Ok(Box::new(flate2::read::GzDecoder::new(raw))),
-        Compression::Zstd => Ok(Box::new(
-            zstd::stream::read::Decoder::new(raw)
-                .map_err(io_err(format!("starting zstd decoder for layer {digest}")))?,
-        )),
-    }
+    use crate::oci::layer::{decompress, Compression as Layer};
+    let c = match compression {
+        Compression::None => Layer::None,
+        Compression::Gzip => Layer::Gzip,
+        Compression::Zstd => Layer::Zstd,
+    };
+    decompress::decoder(c, std::io::BufReader::with_capacity(256 * 1024, raw))
+        .map_err(io_err(format!("starting the decoder for layer {digest}")))
 }
 
 struct LayerPlan {

@@ -30,12 +30,32 @@ pub struct Env {
     pub state: UserTempDir,
     pub work: UserTempDir,
     pub bin: PathBuf,
+    /// Run imgfarm as root (this test process's user) instead of the farm user.
+    pub as_root: bool,
+}
+
+/// Who runs imgfarm in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// The unprivileged farm user (rootless, with subordinate ids).
+    FarmUser,
+    /// Root, with no /etc/subuid entry (CI runs the tests as root).
+    Root,
 }
 
 impl Env {
     /// `None` (with a visible SKIPPED line) when the farm user or the base
     /// images are unavailable on this machine.
     pub fn new(test: &str) -> Option<Env> {
+        Self::new_as(test, As::FarmUser)
+    }
+
+    /// [`Env::new`] run by `who`; `As::Root` needs this test to run as root (SKIPPED, or a
+    /// failure under CI, otherwise).
+    pub fn new_as(test: &str, who: As) -> Option<Env> {
+        if who == As::Root && !imgfarm_testkit::require_root_or_skip(test) {
+            return None;
+        }
         let user = or_skip(test, FarmUser::get())?;
         let base = or_skip(test, BaseImages::build())?;
         let state = user.tempdir().expect("state dir");
@@ -45,6 +65,7 @@ impl Env {
             user,
             state,
             work,
+            as_root: who == As::Root,
         };
         // The layout may live in root's temp dir: copy it where the user can read it.
         let layout = env.work.path().join("busybox-oci");
@@ -69,14 +90,22 @@ impl Env {
 
     /// Run `imgfarm --state STATE ARGS` as the farm user.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.user
-            .command(&self.bin)
+        self.command()
             .arg("--state")
             .arg(self.state.path())
             .args(args)
             .env_remove("IMGFARM_STATE")
             .output()
             .expect("imgfarm runs")
+    }
+
+    /// `imgfarm` as the env's user, with no arguments yet.
+    pub fn command(&self) -> std::process::Command {
+        if self.as_root {
+            std::process::Command::new(&self.bin)
+        } else {
+            self.user.command(&self.bin)
+        }
     }
 
     /// Write a context dir `name` with `files` (path, content) and hand it to the user.

@@ -21,6 +21,14 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     imgfarm_worker::executor::helper_main_if_requested();
+    match imgfarm_worker::userns::enter() {
+        Ok(_) => {
+            if let Some(w) = imgfarm_worker::userns::warning() {
+                eprintln!("imgfarm-farm-worker: warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("imgfarm-farm-worker: not entering the build namespace: {e}"),
+    }
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

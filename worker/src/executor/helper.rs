@@ -119,7 +119,7 @@ fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Res
     })?;
     let single = match req.mapping {
         IdMapping::Single { .. } => true,
-        IdMapping::Full { .. } => {
+        IdMapping::Full { .. } | IdMapping::Identity { .. } => {
             ctl.send(&Msg::NeedMap {
                 pid: std::process::id() as i32,
             });
@@ -137,6 +137,8 @@ fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Res
     if single {
         let (uid, gid) = match req.mapping {
             IdMapping::Single { uid, gid } | IdMapping::Full { uid, gid, .. } => (uid, gid),
+            // The caller is root of its namespace: its own root.
+            IdMapping::Identity { .. } => (0, 0),
         };
         let w = |f: &str, s: String| std::fs::write(f, s).map_err(|e| format!("writing {f}: {e}"));
         w("/proc/self/setgroups", "deny".into())?;

@@ -85,13 +85,16 @@ impl Executor {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         let (mapping, w) = idmap::detect();
+        let w = w
+            .map(|w| w.to_string())
+            .or_else(|| crate::userns::warning().map(str::to_string));
         if let Some(w) = &w {
             tracing::warn!("{w}");
         }
         Executor {
             helper,
             mapping,
-            mapping_warning: w.map(|w| w.to_string()),
+            mapping_warning: w,
         }
     }
 
@@ -110,7 +113,7 @@ impl Executor {
                  to any other id will fail"
                     .into(),
             ),
-            IdMapping::Full { .. } => None,
+            IdMapping::Full { .. } | IdMapping::Identity { .. } => None,
         };
         self.mapping = mapping;
         self
@@ -337,7 +340,7 @@ impl Executor {
         if let Some(w) = &self.mapping_warning {
             conv.warnings.push(w.clone());
         }
-        let needs_go = matches!(self.mapping, IdMapping::Full { .. });
+        let needs_go = !matches!(self.mapping, IdMapping::Single { .. });
         let result = std::thread::scope(|s| {
             let (go_tx, go_rx) = mpsc::channel::<u8>();
             let feeder = s.spawn(move || -> std::io::Result<()> {
@@ -536,8 +539,17 @@ impl Executor {
     }
 }
 
-/// Run newuidmap and newgidmap for `pid`.
+/// Write the id maps of `pid`: directly for [`IdMapping::Identity`] (the caller is root of
+/// its namespace), else with newuidmap and newgidmap.
 fn write_maps(m: &IdMapping, pid: i32) -> Result<(), String> {
+    if let IdMapping::Identity { uids, gids, .. } = m {
+        for (file, extents) in [("uid_map", uids), ("gid_map", gids)] {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, idmap::identity_map_text(extents))
+                .map_err(|e| format!("writing {path}: {e}"))?;
+        }
+        return Ok(());
+    }
     for (tool, args) in [
         ("newuidmap", m.newuidmap_args()),
         ("newgidmap", m.newgidmap_args()),

@@ -427,6 +427,8 @@ fn exec_inner(
     if p.no_new_privs {
         sys.no_new_privs().map_err(|e| err("no_new_privs", e))?;
     }
+    sys.reset_signals()
+        .map_err(|e| err("resetting signal dispositions", e))?;
     let e = sys.exec(&exe, &p.args, &env);
     Ok(err(format!("exec {}", p.args[0]), e))
 }

@@ -79,6 +79,10 @@ pub trait Syscalls {
     fn no_new_privs(&mut self) -> Result<(), Errno>;
     /// setrlimit(2); the hard limit is capped at the current one (lowering only).
     fn setrlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
+    /// Every signal back to its default disposition and an empty signal mask, as runc starts
+    /// a container process: the Rust runtime ignores SIGPIPE, and ignored dispositions and
+    /// the mask survive execve(2) (signal(7)), so `yes | head` would never end.
+    fn reset_signals(&mut self) -> Result<(), Errno>;
     /// execve(2): returns only on failure.
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno;
 }
@@ -379,6 +383,38 @@ impl Syscalls for LinuxSyscalls {
         Ok(())
     }
 
+    fn reset_signals(&mut self) -> Result<(), Errno> {
+        // The raw system call, for every signal number: the C library's sigaction(3)
+        // refuses the two it reserves for itself (32 and 33), which a parent may still
+        // have left ignored. An all-zero kernel sigaction is SIG_DFL with no flags, no
+        // restorer and an empty mask on every architecture's layout.
+        const NSIG: libc::c_int = 64;
+        let dfl = [0u64; 4];
+        for n in 1..=NSIG {
+            if n == libc::SIGKILL || n == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: `dfl` is a valid kernel sigaction; no old action is asked for.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    n,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+            if r != 0 {
+                return Err(Errno::last());
+            }
+        }
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        )
+    }
+
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno {
         let Ok(p) = cstr(path) else {
             return Errno::EINVAL;
@@ -442,6 +478,8 @@ pub enum Call {
     Caps(u64, u64, u64),
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// Signals reset to their defaults, mask emptied.
+    ResetSignals,
     /// setrlimit(2).
     Rlimit(u32, u64, u64),
     /// execve(2).
@@ -613,6 +651,11 @@ impl Syscalls for RecordingSyscalls {
 
     fn setrlimit(&mut self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
         self.calls.push(Call::Rlimit(resource, soft, hard));
+        Ok(())
+    }
+
+    fn reset_signals(&mut self) -> Result<(), Errno> {
+        self.calls.push(Call::ResetSignals);
         Ok(())
     }
 

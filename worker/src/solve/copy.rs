@@ -21,7 +21,7 @@ use imgfarm_common::context::{BuildContext, EntryKind, SourceMatch};
 use imgfarm_common::graph::op::CopyAction;
 use imgfarm_common::oci::store::ContentStore;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a copy source's files are read from.
@@ -270,13 +270,7 @@ fn extract_archive(
     let f = ctx
         .open_file(rel)
         .map_err(|e| SolveError::Context(e.to_string()))?;
-    let mut r = BufReader::new(f);
-    let gz = r.fill_buf().map_err(bad)?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::bufread::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
+    let reader = imgfarm_common::oci::layer::decompress::sniffed(f).map_err(bad)?;
     let mut ar = tar::Archive::new(reader);
     for (n, e) in ar.entries().map_err(bad)?.enumerate() {
         if n > MAX_EXTRACT_ENTRIES {

@@ -9,30 +9,15 @@ use imgfarm_common::oci::layer::MEDIA_TYPE_TAR_GZIP;
 use imgfarm_common::oci::store::{BlobWriter, ContentStore};
 use imgfarm_common::oci::Digest;
 use sha2::{Digest as _, Sha256};
-use std::io::{self, BufRead, BufReader, Read, Write};
-
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+use std::io::{self, Read, Write};
 
 /// A decompressing reader over a layer blob.
 pub fn open_layer(store: &ContentStore, l: &LayerRef) -> Result<Box<dyn Read>, SolveError> {
     let blob = store
         .open_blob(&l.digest)
         .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?;
-    let mut r = BufReader::with_capacity(256 * 1024, blob);
-    let head = r
-        .fill_buf()
-        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?;
-    Ok(if head.starts_with(&GZIP_MAGIC) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(r))
-    } else if head.starts_with(&ZSTD_MAGIC) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(r)
-                .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?,
-        )
-    } else {
-        Box::new(r)
-    })
+    imgfarm_common::oci::layer::decompress::sniffed(blob)
+        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))
 }
 
 /// Hashes what passes through.

@@ -115,7 +115,11 @@ impl RootlessExecutor {
                         &self.state.join("cache").join("mounts"),
                         id,
                         s.sharing.unwrap_or_default(),
-                        s.mode,
+                        cache_mount::NewDir {
+                            mode: s.mode,
+                            uid: s.uid,
+                            gid: s.gid,
+                        },
                     )
                     .map_err(setup)?;
                     out.push(ExtraMount::Cache {
@@ -405,14 +409,16 @@ impl RootlessExecutor {
         upper: &Path,
     ) -> Result<LayerRef, ExecFailure> {
         let id_map = match self.exec.mapping() {
+            // Container ids are this process's own ids: nothing to translate.
+            IdMapping::Identity { .. } => None,
             IdMapping::Full {
                 uid,
                 gid,
                 subuid,
                 subgid,
                 count,
-            } => IdMap::rootless(*uid, *gid, *subuid, *subgid, *count),
-            IdMapping::Single { uid, gid } => IdMap {
+            } => Some(IdMap::rootless(*uid, *gid, *subuid, *subgid, *count)),
+            IdMapping::Single { uid, gid } => Some(IdMap {
                 uids: vec![IdRange {
                     container: 0,
                     host: *uid,
@@ -423,11 +429,11 @@ impl RootlessExecutor {
                     host: *gid,
                     size: 1,
                 }],
-            },
+            }),
         };
         let opts = CreateOptions {
             source: SourceKind::OverlayUpper,
-            id_map: Some(id_map),
+            id_map,
             ..CreateOptions::from_env()
         };
         create(req.store, upper, &opts)

@@ -135,13 +135,16 @@ pub(super) fn names(a: &BuildArgs, o: &OutputSpec) -> anyhow::Result<Vec<String>
         .collect()
 }
 
-/// Unpack the final filesystem of `manifest` into `dir` (owners as the
-/// unprivileged user can set them: none).
+/// Unpack the final filesystem of `manifest` into `dir`. The files belong to the user who
+/// asked for them (as BuildKit's client writes them); only real root keeps the image's
+/// owners (inside the rootless build namespace they would become subordinate ids the user
+/// cannot remove).
 fn unpack(store: &ContentStore, manifest: &RefDescriptor, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (_, (_, layers)) = read_manifest(store, &manifest.digest)?;
     for l in &layers {
         let opts = imgfarm_common::oci::layer::ApplyOptions {
+            ownership: imgfarm_worker::userns::outputs_keep_owners(),
             devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
             ..Default::default()
         };

@@ -158,9 +158,6 @@ impl ApplyReport {
     }
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
 /// Caps the bytes a reader yields (decompression bombs).
 struct Capped<R> {
     inner: R,
@@ -188,27 +185,9 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-fn decompressed<'a, R: Read + 'a>(
-    mut reader: R,
-    max: u64,
-) -> Result<Box<dyn Read + 'a>, LayerError> {
-    let mut magic = Vec::with_capacity(4);
-    (&mut reader)
-        .take(4)
-        .read_to_end(&mut magic)
+fn decompressed<'a, R: Read + 'a>(reader: R, max: u64) -> Result<Box<dyn Read + 'a>, LayerError> {
+    let inner = super::decompress::sniffed(reader)
         .map_err(|e| LayerError::BadArchive(format!("reading layer: {e}")))?;
-    let head = io::Cursor::new(magic.clone()).chain(reader);
-    let buffered = BufReader::with_capacity(256 * 1024, head);
-    let inner: Box<dyn Read + 'a> = if magic.starts_with(&GZIP_MAGIC) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
-    } else if magic.starts_with(&ZSTD_MAGIC) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(|e| LayerError::BadArchive(format!("zstd: {e}")))?,
-        )
-    } else {
-        Box::new(buffered)
-    };
     Ok(Box::new(BufReader::with_capacity(
         256 * 1024,
         Capped {

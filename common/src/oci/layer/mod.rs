@@ -10,6 +10,7 @@
 pub mod apply;
 mod compress;
 pub mod create;
+pub mod decompress;
 mod filter;
 mod fsops;
 pub mod idmap;

@@ -415,6 +415,7 @@ fn root_process_keeps_docker_caps() {
             &Call::SetIds(0, 0),
             &Call::Caps(DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_CAPS, 0),
             &Call::NoNewPrivs,
+            &Call::ResetSignals,
             &Call::Exec(
                 "/bin/sh".into(),
                 vec!["sh".into(), "-c".into(), "true".into()],
