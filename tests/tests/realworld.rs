@@ -144,3 +144,19 @@ fn first_error_shows_the_commands_complaint() {
          error 13)"
     );
 }
+
+#[test]
+fn every_case_states_what_it_expects() {
+    use realworld_support::{CASES, EXPECT};
+    for (case, path, _) in EXPECT {
+        assert!(CASES.iter().any(|c| c.name == *case), "EXPECT names {case}");
+        assert!(!path.starts_with('/'), "{path}: no leading /");
+    }
+    for c in CASES {
+        assert!(
+            EXPECT.iter().any(|(case, _, _)| *case == c.name),
+            "{} has no EXPECT entry: a pass could be vacuous",
+            c.name
+        );
+    }
+}

@@ -154,6 +154,98 @@ pub const CASES: &[Case] = &[
     },
 ];
 
+/// What a case must show in BuildKit's image, so a pass is never vacuous (both builders
+/// missing the point of the case): path and a check on its node (`None`: the path is absent).
+type Check = fn(Option<&tree::Node>) -> bool;
+pub const EXPECT: &[(&str, &str, Check)] = &[
+    ("apt_install_jq", "usr/bin/jq", |n| n.is_some()),
+    ("apt_install_clean", "var/lib/apt/lists/lock", |n| {
+        n.is_none()
+    }),
+    ("apt_hello_postinst", "var/lib/imgfarm-hello/state", |n| {
+        n.is_some_and(|n| n.mode == 0o640 && n.uid != 0 && n.uid < 1000)
+    }),
+    ("apt_cache_mounts", "usr/bin/imgfarm-hello", |n| n.is_some()),
+    ("apt_arm64_emulated", "arch.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("aarch64\narm64\n")
+    }),
+    ("setcap_binary", "usr/local/bin/rawsleep", |n| {
+        n.is_some_and(|n| n.xattrs.contains_key("security.capability"))
+    }),
+    ("modes_nonroot", "owned", |n| {
+        n.is_some_and(|n| (n.mode, n.uid, n.gid) == (0o600, 1000, 2000))
+    }),
+    ("modes_nonroot", "m/f0000", |n| {
+        n.is_some_and(|n| n.mode == 0)
+    }),
+    ("special_bits", "usr/local/bin/suid-true", |n| {
+        n.is_some_and(|n| n.mode == 0o4755)
+    }),
+    ("special_bits", "stick-owned", |n| {
+        n.is_some_and(|n| n.mode == 0o3770)
+    }),
+    ("install_dirs", "data/private/secret", |n| {
+        n.is_some_and(|n| n.mode == 0o600 && n.uid == 1000)
+    }),
+    ("useradd_homes", "home/app/.bashrc", |n| {
+        n.is_some_and(|n| n.uid == 1001)
+    }),
+    ("user_home_write", "home/app/.secret", |n| {
+        n.is_some_and(|n| n.mode == 0o600 && n.uid == 1000)
+    }),
+    ("workdir_owned", "srv/app/made-by-app", |n| {
+        n.is_some_and(|n| n.uid == 1000)
+    }),
+    ("copy_chown_chmod", "home/app/.env", |n| {
+        n.is_some_and(|n| n.mode == 0o600 && n.uid == 1100)
+    }),
+    ("copy_up_nonroot", "app/data/f", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("x\ny\n")
+    }),
+    ("whiteouts_nonroot", "srv/cache", |n| n.is_none()),
+    ("whiteouts_nonroot", "usr/share/man", |n| n.is_none()),
+    ("hardlinks_across_dirs", "b/c/h", |n| {
+        n.is_some_and(|n| n.links.len() == 2)
+    }),
+    ("empty_dir_0000", "locked", |n| {
+        n.is_some_and(|n| n.mode == 0)
+    }),
+    ("symlinks_fifo_owned", "links/fifo", |n| {
+        n.is_some_and(|n| n.kind == tree::Kind::Fifo && n.uid == 1000)
+    }),
+    ("dpkg_install_deb", "hello.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("hello from imgfarm-hello\n")
+    }),
+    ("pip_wheel", "cli.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("hello from rwdemo\n")
+    }),
+    ("gcc_static_multistage", "output.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("hello, imgfarm (7)\n")
+    }),
+    ("context_20k", "count.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("20000\n201\n")
+    }),
+    ("sigpipe_readers", "pipestatus.txt", |n| {
+        n.and_then(|n| n.text.as_deref())
+            == Some("yes|head: 141 0\nfind|head: 141 0\ncat|head|wc: 141 0 0\n")
+    }),
+    ("sigpipe_readers", "sigpipe-ignored.txt", |n| {
+        n.and_then(|n| n.text.as_deref()) == Some("SIGPIPE ignored: 0\n")
+    }),
+];
+
+/// The [`EXPECT`] checks of `case` that `t` fails, one line each.
+pub fn unmet_expectations(case: &str, t: &tree::Tree) -> Vec<String> {
+    EXPECT
+        .iter()
+        .filter(|(c, p, check)| *c == case && !check(t.get(*p)))
+        .map(|(_, p, _)| match t.get(*p) {
+            Some(n) => format!("/{p} is not as the case expects: {n:?}"),
+            None => format!("/{p} is missing"),
+        })
+        .collect()
+}
+
 /// The repo's `tests/realworld`.
 pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("realworld")
@@ -531,6 +623,14 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
     let Ok(reference) = bk else {
         return report;
     };
+    let unmet = unmet_expectations(c.name, &reference.tree);
+    if !unmet.is_empty() {
+        report.buildkit = Err(format!(
+            "BuildKit's image lacks what the case is about:\n{}",
+            unmet.join("\n")
+        ));
+        return report;
+    }
 
     if sh.selfcheck {
         let t = Instant::now();
