@@ -222,3 +222,63 @@ fn prune_all_removes_what_a_rootless_build_left() {
         assert!(left.is_empty(), "{} still holds {left:?}", p.display());
     }
 }
+
+#[test]
+fn a_chown_outside_the_mapped_range_fails_the_step_with_its_message() {
+    let test = "a_chown_outside_the_mapped_range_fails_the_step_with_its_message";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let df = "FROM busybox\nRUN touch /f && chown 70000:70000 /f\n";
+    let ctx = env.context("unmapped", &[("Dockerfile", df)]);
+    let out = env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]);
+    assert!(!out.status.success(), "chown to an unmapped id must fail");
+    let err = text(&out.stderr);
+    for want in [
+        "chown: /f: Invalid argument",
+        "[2/2] RUN touch /f && chown 70000:70000 /f",
+        "exit code: 1",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn root_maps_every_id_so_large_owners_reach_the_layer() {
+    let test = "root_maps_every_id_so_large_owners_reach_the_layer";
+    let Some(env) = Env::new_as(test, As::Root) else {
+        return;
+    };
+    let df = "FROM busybox\nRUN touch /big && chown 3000000:4000000 /big && chmod 0640 /big\n";
+    let ctx = env.context("big", &[("Dockerfile", df)]);
+    let archive = env.work.path().join("big.tar");
+    ok(&env.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=docker,dest={}", archive.display()),
+        ctx.to_str().expect("utf-8"),
+    ]));
+    let img = read_docker_archive(&archive);
+    let n = node(&img.tree, "big");
+    assert_eq!((n.uid, n.gid, n.mode), (3_000_000, 4_000_000, 0o640));
+}
+
+#[test]
+fn a_bind_mounted_stage_keeps_its_owners() {
+    let test = "a_bind_mounted_stage_keeps_its_owners";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let df = r#"FROM busybox AS secrets
+RUN mkdir /d && echo only-for-1000 > /d/f && chown -R 1000:1000 /d && chmod 0700 /d && chmod 0600 /d/f
+FROM busybox
+USER 1000:1000
+RUN --mount=type=bind,from=secrets,source=/d,target=/m cat /m/f && stat -c '%u:%g %a' /m/f
+"#;
+    let ctx = env.context("bindowners", &[("Dockerfile", df)]);
+    let log = ok(&env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]));
+    assert!(log.contains("only-for-1000"), "{log}");
+    assert!(log.contains("1000:1000 600"), "{log}");
+}

@@ -7,12 +7,16 @@
 //!    the hidden argument [`HELPER_ARG`] (binaries call [`helper_main_if_requested`] first
 //!    thing in `main`). It receives the request on stdin.
 //! 2. the helper, single-threaded, unshares a user namespace; the caller writes the id maps
-//!    with newuidmap/newgidmap (see [`crate::idmap`]) and lets it continue; the helper then
-//!    unshares a pid namespace and forks the container's pid 1.
+//!    and lets it continue: when the caller is root of its own namespace (real root, or a
+//!    rootless process inside the build namespace of [`crate::userns`]) it writes identity
+//!    maps of every id it has itself; otherwise with newuidmap/newgidmap (see
+//!    [`crate::idmap`]). The helper then unshares a pid namespace and forks the container's
+//!    pid 1.
 //! 3. pid 1 unshares mount, uts, ipc (and net for [`Network::None`]), mounts the snapshot and
 //!    /proc, /dev, /sys and the step's mounts, registers a private binfmt_misc handler when
 //!    emulating, `pivot_root`s, detaches the old root, switches user, drops capabilities to
-//!    Docker's default set, sets no_new_privs and execs the command.
+//!    Docker's default set, sets no_new_privs, resets every signal to its default disposition
+//!    with an empty mask (as runc does) and execs the command.
 //!
 //! Unpacking layers ([`Executor::unpack_layer`]) and deleting work dirs
 //! ([`Executor::remove_tree`]) use the same helper inside a user namespace, so files get

@@ -279,8 +279,9 @@ fn stage_source(
     }
     let root = tmp.join(format!("bind-{index}"));
     std::fs::create_dir_all(&root).map_err(setup)?;
+    // Owners as in the stage (the default: on as root of the build namespace), so a step
+    // running as a non-root user reads what that user owns there, as in BuildKit.
     let opts = imgfarm_common::oci::layer::ApplyOptions {
-        ownership: false,
         devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
         ..Default::default()
     };
