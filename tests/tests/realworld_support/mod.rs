@@ -8,7 +8,8 @@
 //! One dockerd, registry and apt repo serve the whole corpus; cases run `IMGFARM_REALWORLD_JOBS`
 //! (default 2) at a time; `IMGFARM_REALWORLD=case,case` picks cases;
 //! `IMGFARM_REALWORLD_SELFCHECK=1` compares BuildKit with a second `--no-cache` BuildKit build
-//! instead of imgfarm (this is how [`TIMESTAMPED`] was checked to be complete).
+//! instead of imgfarm (this is how [`TIMESTAMPED`] was checked to be complete);
+//! `IMGFARM_REALWORLD_LOGS=DIR` keeps imgfarm's build logs there.
 
 #![allow(dead_code)]
 
@@ -356,9 +357,12 @@ struct Shared {
     args: Vec<(String, String)>,
     dockerd: Dockerd,
     hello_deb: PathBuf,
-    /// imgfarm states: the farm user's and root's (one each, shared by all cases).
-    user_state: imgfarm_testkit::UserTempDir,
-    root_state: tempfile::TempDir,
+    /// imgfarm states, one per job (the farm user's, root's): a job's cases run one after
+    /// another in its states, so their base images are pulled and unpacked once per job. Jobs
+    /// do not share a state: two builds unpacking the same base in one state at the same time
+    /// race (one fails with `exec /bin/sh: ENOENT`, the other with `removing
+    /// <state>/snapshots/ID: Directory not empty`).
+    states: Vec<(imgfarm_testkit::UserTempDir, tempfile::TempDir)>,
     /// Contexts and outputs.
     user_work: imgfarm_testkit::UserTempDir,
     root_work: tempfile::TempDir,
@@ -432,6 +436,11 @@ pub fn run_corpus(test: &str) {
     };
     let base = registry.image_ref("debian", "bookworm");
     let dev = registry.image_ref("debian", "bookworm-dev");
+    let jobs: usize = std::env::var("IMGFARM_REALWORLD_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .clamp(1, cases.len());
     let shared = Shared {
         bin: imgfarm_bin(),
         args: vec![
@@ -443,8 +452,14 @@ pub fn run_corpus(test: &str) {
         dev,
         dockerd,
         hello_deb: apt.hello_deb().to_path_buf(),
-        user_state: user.tempdir().expect("user state dir"),
-        root_state: tempfile::tempdir().expect("root state dir"),
+        states: (0..jobs)
+            .map(|_| {
+                (
+                    user.tempdir().expect("user state dir"),
+                    tempfile::tempdir().expect("root state dir"),
+                )
+            })
+            .collect(),
         user_work: user.tempdir().expect("user work dir"),
         root_work: tempfile::tempdir().expect("root work dir"),
         user,
@@ -456,19 +471,15 @@ pub fn run_corpus(test: &str) {
         t.elapsed().as_secs_f64()
     ));
 
-    let jobs: usize = std::env::var("IMGFARM_REALWORLD_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
-        .max(1);
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Report>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..jobs.min(cases.len()) {
-            s.spawn(|| loop {
+        for job in 0..jobs {
+            let (shared, next, reports, cases) = (&shared, &next, &reports, &cases);
+            s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(c) = cases.get(i) else { break };
-                let r = run_case(&shared, c);
+                let r = run_case(shared, job, c);
                 say(&line(&r));
                 reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
             });
@@ -578,7 +589,8 @@ fn missing_prerequisite(c: &Case) -> Option<String> {
     None
 }
 
-fn run_case(sh: &Shared, c: &Case) -> Report {
+fn run_case(sh: &Shared, job: usize, c: &Case) -> Report {
+    let (user_state, root_state) = &sh.states[job];
     let mut report = Report {
         case: c.name,
         buildkit: Err("not run".to_string()),
@@ -681,7 +693,7 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
     let r = imgfarm_build(
         sh.user.command("timeout"),
         &sh.bin,
-        sh.user_state.path(),
+        user_state.path(),
         &ImgfarmBuild {
             ctx: &user_ctx,
             tag: &tag,
@@ -693,6 +705,7 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
         &dest,
     );
     let _ = std::fs::remove_file(&dest);
+    keep_log(c.name, "rootless", &r);
     report.rootless = (compare(r, &reference), t.elapsed());
 
     // imgfarm as root.
@@ -705,7 +718,7 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
         let r = imgfarm_build(
             std::process::Command::new("timeout"),
             &sh.bin,
-            sh.root_state.path(),
+            root_state.path(),
             &ImgfarmBuild {
                 ctx: &root_ctx,
                 tag: &tag,
@@ -717,9 +730,24 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
             &dest,
         );
         let _ = std::fs::remove_file(&dest);
+        keep_log(c.name, "root", &r);
         report.root = (compare(r, &reference), t.elapsed());
     }
     report
+}
+
+/// With `IMGFARM_REALWORLD_LOGS=DIR`, write imgfarm's build log to `DIR/<case>-<who>.log`.
+fn keep_log(case: &str, who: &str, r: &Result<(Image, String), String>) {
+    let Some(dir) = std::env::var_os("IMGFARM_REALWORLD_LOGS") else {
+        return;
+    };
+    let log = match r {
+        Ok((_, log)) => log,
+        Err(log) => log,
+    };
+    let dir = PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{case}-{who}.log")), log);
 }
 
 /// Compare a build result with the BuildKit image under the [`TIMESTAMPED`] rule.
