@@ -12,8 +12,10 @@
 # apt installs come from a loopback apt repository (the cached jq/libcap2-bin .debs, indexed
 # with dpkg-scanpackages, served by python's http.server on 127.0.0.1); both builders use the
 # host network. The `context` case builds a 20,000-file context (generated here).
-# "cold" = nothing cached but the base (imgfarm: fresh state with the bases seeded; dockerd:
-# `builder prune -af`, which also drops cache mounts); "cached" = the same build again.
+# "cold" = nothing cached but the base, present and unpacked in both (imgfarm: a fresh state
+# with the bases seeded and unpacked by a `RUN true`; dockerd: pulled, then `builder prune
+# -af`, which also drops cache mounts); UNPACKED_BASE=0 leaves imgfarm's base packed (each
+# cold run then pays the unpack). "cached" = the same build again.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,11 +57,22 @@ user_dir
 cp -aL "$LAYOUT" "$WORK/user/debian-oci"
 chown -R "$FARM_USER:" "$WORK/user/debian-oci"
 
+# A state with both bases in the store and unpacked, as dockerd has them after `docker pull`
+# (containerd unpacks on pull): one `RUN true` on each base, whose cache the timed builds
+# never use.
 imgfarm_fresh_state() {
-    local s="$WORK/user/state-$1"
+    local s="$WORK/user/state-$1" ref w
     for ref in bookworm bookworm-dev; do
         as_user "$IMGFARM" --state "$s" debug import-layout "$WORK/user/debian-oci" \
             --ref "$ref" --name "$REG/debian:$ref" >/dev/null
+        if [ "${UNPACKED_BASE:-1}" = 1 ]; then
+            w="$WORK/user/warm-$ref"
+            mkdir -p "$w"
+            printf 'FROM %s\nRUN true\n' "$REG/debian:$ref" > "$w/Dockerfile"
+            chown -R "$FARM_USER:" "$w"
+            as_user "$IMGFARM" --state "$s" build --progress quiet --platform linux/amd64 "$w" \
+                >/dev/null 2>&1 || die "warming $ref failed"
+        fi
     done
     echo "$s"
 }

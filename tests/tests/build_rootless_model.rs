@@ -282,3 +282,31 @@ RUN --mount=type=bind,from=secrets,source=/d,target=/m cat /m/f && stat -c '%u:%
     assert!(log.contains("only-for-1000"), "{log}");
     assert!(log.contains("1000:1000 600"), "{log}");
 }
+
+#[test]
+fn concurrent_builds_on_one_state_share_the_base_snapshot() {
+    let test = "concurrent_builds_on_one_state_share_the_base_snapshot";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    // Each build unpacks busybox into the same <state>/snapshots entry; none may remove the
+    // dir another is filling.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let df = format!("FROM busybox\nRUN echo build-{i} > /which && chown 1000 /which\n");
+            let ctx = env.context(&format!("concurrent-{i}"), &[("Dockerfile", &df)]);
+            env.command()
+                .arg("--state")
+                .arg(env.state.path())
+                .args(["build", "--progress", "plain"])
+                .arg(&ctx)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("imgfarm starts")
+        })
+        .collect();
+    for c in children {
+        ok(&c.wait_with_output().expect("output"));
+    }
+}

@@ -191,6 +191,40 @@ impl IdMapping {
         }
     }
 
+    /// Write the uid and gid maps of the user namespace of process `pid`: directly for
+    /// [`IdMapping::Identity`] (the caller is root of the parent namespace,
+    /// user_namespaces(7)), else with the setuid newuidmap and newgidmap.
+    pub fn write_maps(&self, pid: i32) -> Result<(), String> {
+        if let IdMapping::Identity { uids, gids, .. } = self {
+            for (file, extents) in [("uid_map", uids), ("gid_map", gids)] {
+                let path = format!("/proc/{pid}/{file}");
+                std::fs::write(&path, identity_map_text(extents))
+                    .map_err(|e| format!("writing {path}: {e}"))?;
+            }
+            return Ok(());
+        }
+        for (tool, args) in [
+            ("newuidmap", self.newuidmap_args()),
+            ("newgidmap", self.newgidmap_args()),
+        ] {
+            let path = find_tool(tool).ok_or_else(|| format!("{tool} not found"))?;
+            let out = std::process::Command::new(&path)
+                .arg(pid.to_string())
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("running {tool}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{tool} {pid} {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether container ids are the caller's own ids (no translation of build trees).
     pub fn is_identity(&self) -> bool {
         matches!(self, IdMapping::Identity { .. })

@@ -170,7 +170,7 @@ fn map_by_helper(mapping: &IdMapping) -> Result<Result<(), String>, UsernsError>
             let code = match std::fs::File::from(ready_r).read_exact(&mut b) {
                 // The parent gave up before unsharing.
                 Err(_) => 0,
-                Ok(()) => match run_map_tools(mapping, parent.as_raw()) {
+                Ok(()) => match mapping.write_maps(parent.as_raw()) {
                     Ok(()) => 0,
                     Err(e) => {
                         let _ = std::fs::File::from(err_w).write_all(e.as_bytes());
@@ -210,29 +210,6 @@ fn map_by_helper(mapping: &IdMapping) -> Result<Result<(), String>, UsernsError>
             })
         }
     }
-}
-
-fn run_map_tools(mapping: &IdMapping, pid: i32) -> Result<(), String> {
-    for (tool, args) in [
-        ("newuidmap", mapping.newuidmap_args()),
-        ("newgidmap", mapping.newgidmap_args()),
-    ] {
-        let path = idmap::find_tool(tool).ok_or_else(|| format!("{tool} not found"))?;
-        let out = std::process::Command::new(&path)
-            .arg(pid.to_string())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("running {tool}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{tool} {pid} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Map only the user (`0 → uid`), as an unprivileged process may for itself (setgroups

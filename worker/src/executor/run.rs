@@ -505,7 +505,7 @@ impl Executor {
             Msg::NeedMap { pid } => {
                 // Only the helper itself may ask (not a process inside the container).
                 let byte = if pid as u32 == helper_pid {
-                    match write_maps(&self.mapping, pid) {
+                    match self.mapping.write_maps(pid) {
                         Ok(()) => GO,
                         Err(e) => {
                             let w = format!(
@@ -537,39 +537,6 @@ impl Executor {
             Msg::Removed => conv.removed = true,
         }
     }
-}
-
-/// Write the id maps of `pid`: directly for [`IdMapping::Identity`] (the caller is root of
-/// its namespace), else with newuidmap and newgidmap.
-fn write_maps(m: &IdMapping, pid: i32) -> Result<(), String> {
-    if let IdMapping::Identity { uids, gids, .. } = m {
-        for (file, extents) in [("uid_map", uids), ("gid_map", gids)] {
-            let path = format!("/proc/{pid}/{file}");
-            std::fs::write(&path, idmap::identity_map_text(extents))
-                .map_err(|e| format!("writing {path}: {e}"))?;
-        }
-        return Ok(());
-    }
-    for (tool, args) in [
-        ("newuidmap", m.newuidmap_args()),
-        ("newgidmap", m.newgidmap_args()),
-    ] {
-        let path = idmap::find_tool(tool).ok_or_else(|| format!("{tool} not found"))?;
-        let out = Command::new(&path)
-            .arg(pid.to_string())
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running {tool}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{tool} {pid} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn mono_ns() -> u64 {

@@ -70,6 +70,10 @@ impl RootlessExecutor {
             let _g = lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Other processes on the same state (two `imgfarm build`s) take the same flock,
+            // so one unpacks while the others wait, and nobody removes a half-made dir that
+            // someone else is still filling.
+            let _flock = snapshot_flock(&root, &key)?;
             if !dir.join("done").exists() {
                 let t = Instant::now();
                 if dir.exists() {
@@ -203,6 +207,18 @@ impl RootlessExecutor {
         }
         Ok(out)
     }
+}
+
+/// An exclusive flock(2) on `<root>/<key>.lock`, held while the snapshot is checked and made.
+fn snapshot_flock(root: &Path, key: &str) -> Result<nix::fcntl::Flock<std::fs::File>, ExecFailure> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(format!("{key}.lock")))
+        .map_err(setup)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| setup(format!("locking snapshot {key}: {e}")))
 }
 
 /// BuildKit creates missing RUN mount targets (directories) in the root
