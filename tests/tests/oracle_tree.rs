@@ -96,20 +96,15 @@ fn pax_xattrs_are_read_and_compared() {
     ];
     b.append_pax_extensions([("SCHILY.xattr.security.capability", cap)])
         .unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(0o755);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(2);
-    b.append_data(&mut h, "usr/bin/raw", &b"hi"[..]).unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(0o755);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(2);
-    b.append_data(&mut h, "usr/bin/plain", &b"hi"[..]).unwrap();
+    for path in ["usr/bin/raw", "usr/bin/plain"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(2);
+        b.append_data(&mut h, path, &b"hi"[..]).unwrap();
+    }
     b.finish().unwrap();
     drop(b);
     let mut t = Tree::new();

@@ -613,24 +613,26 @@ fn run_case(sh: &Shared, job: usize, c: &Case) -> Report {
     make_context(sh, c, &root_ctx);
     let extra = extra_args(&root_ctx);
 
-    let t = Instant::now();
-    let bk_tar = sh.root_work.path().join(format!("{}-buildkit.tar", c.name));
     let tag = format!("realworld/{}:latest", c.name);
-    let bk = docker_build(
-        &sh.dockerd,
-        &DockerBuild {
+    // BuildKit, with RUN on the host network (the loopback apt repo), saved and read.
+    let buildkit = |tag: &str, no_cache: bool| {
+        let dest = sh.root_work.path().join(format!("{}-buildkit.tar", c.name));
+        let build = DockerBuild {
             ctx: &root_ctx,
-            tag: &tag,
+            tag,
             platform: c.platform,
             network: "host",
             build_args: &sh.args,
             extra: &extra,
-            no_cache: false,
+            no_cache,
             timeout,
-        },
-        &bk_tar,
-    );
-    let _ = std::fs::remove_file(&bk_tar);
+        };
+        let r = docker_build(&sh.dockerd, &build, &dest);
+        let _ = std::fs::remove_file(&dest);
+        r
+    };
+    let t = Instant::now();
+    let bk = buildkit(&tag, false);
     report.buildkit = bk.as_ref().map(|_| t.elapsed()).map_err(|e| e.clone());
     let Ok(reference) = bk else {
         return report;
@@ -646,26 +648,7 @@ fn run_case(sh: &Shared, job: usize, c: &Case) -> Report {
 
     if sh.selfcheck {
         let t = Instant::now();
-        let again = sh
-            .root_work
-            .path()
-            .join(format!("{}-buildkit2.tar", c.name));
-        let tag2 = format!("realworld/{}:again", c.name);
-        let r = docker_build(
-            &sh.dockerd,
-            &DockerBuild {
-                ctx: &root_ctx,
-                tag: &tag2,
-                platform: c.platform,
-                network: "host",
-                build_args: &sh.args,
-                extra: &extra,
-                no_cache: true,
-                timeout,
-            },
-            &again,
-        );
-        let _ = std::fs::remove_file(&again);
+        let r = buildkit(&format!("realworld/{}:again", c.name), true);
         if let Ok(again) = &r {
             // Show what the rule excused: each entry must be a real timestamp, not a bug.
             let all = tree::diff(&again.tree, &reference.tree);
@@ -684,54 +667,42 @@ fn run_case(sh: &Shared, job: usize, c: &Case) -> Report {
         return report;
     }
 
-    // imgfarm, rootless as the farm user.
-    let user_ctx = sh.user_work.path().join(c.name);
-    make_context(sh, c, &user_ctx);
-    chown_to_user(&sh.user, &user_ctx);
-    let t = Instant::now();
-    let dest = sh.user_work.path().join(format!("{}-imgfarm.tar", c.name));
-    let r = imgfarm_build(
-        sh.user.command("timeout"),
-        &sh.bin,
-        user_state.path(),
-        &ImgfarmBuild {
-            ctx: &user_ctx,
-            tag: &tag,
-            platform: c.platform,
-            build_args: &sh.args,
-            extra: &extra,
-            timeout,
-        },
-        &dest,
-    );
-    let _ = std::fs::remove_file(&dest);
-    keep_log(c.name, "rootless", &r);
-    report.rootless = (compare(r, &reference), t.elapsed());
-
-    // imgfarm as root.
-    if c.root {
-        let t = Instant::now();
-        let dest = sh
-            .root_work
-            .path()
-            .join(format!("{}-imgfarm-root.tar", c.name));
-        let r = imgfarm_build(
-            std::process::Command::new("timeout"),
-            &sh.bin,
-            root_state.path(),
-            &ImgfarmBuild {
-                ctx: &root_ctx,
+    // imgfarm, rootless as the farm user; then as root.
+    let imgfarm =
+        |who: &str, prefix: std::process::Command, state: &Path, ctx: &Path, out: &Path| {
+            let t = Instant::now();
+            let dest = out.join(format!("{}-imgfarm-{who}.tar", c.name));
+            let build = ImgfarmBuild {
+                ctx,
                 tag: &tag,
                 platform: c.platform,
                 build_args: &sh.args,
                 extra: &extra,
                 timeout,
-            },
-            &dest,
+            };
+            let r = imgfarm_build(prefix, &sh.bin, state, &build, &dest);
+            let _ = std::fs::remove_file(&dest);
+            keep_log(c.name, who, &r);
+            (compare(r, &reference), t.elapsed())
+        };
+    let user_ctx = sh.user_work.path().join(c.name);
+    make_context(sh, c, &user_ctx);
+    chown_to_user(&sh.user, &user_ctx);
+    report.rootless = imgfarm(
+        "rootless",
+        sh.user.command("timeout"),
+        user_state.path(),
+        &user_ctx,
+        sh.user_work.path(),
+    );
+    if c.root {
+        report.root = imgfarm(
+            "root",
+            std::process::Command::new("timeout"),
+            root_state.path(),
+            &root_ctx,
+            sh.root_work.path(),
         );
-        let _ = std::fs::remove_file(&dest);
-        keep_log(c.name, "root", &r);
-        report.root = (compare(r, &reference), t.elapsed());
     }
     report
 }
