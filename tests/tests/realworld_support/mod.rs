@@ -357,12 +357,11 @@ struct Shared {
     args: Vec<(String, String)>,
     dockerd: Dockerd,
     hello_deb: PathBuf,
-    /// imgfarm states, one per job (the farm user's, root's): a job's cases run one after
-    /// another in its states, so their base images are pulled and unpacked once per job. Jobs
-    /// do not share a state: two builds unpacking the same base in one state at the same time
-    /// race (one fails with `exec /bin/sh: ENOENT`, the other with `removing
-    /// <state>/snapshots/ID: Directory not empty`).
-    states: Vec<(imgfarm_testkit::UserTempDir, tempfile::TempDir)>,
+    /// imgfarm states (the farm user's, root's), shared by all cases, so each base image is
+    /// pulled and unpacked once per state, and parallel cases run parallel builds on one state
+    /// (which raced on unpacking one base until the per-snapshot flock of 1bf487a).
+    user_state: imgfarm_testkit::UserTempDir,
+    root_state: tempfile::TempDir,
     /// Contexts and outputs.
     user_work: imgfarm_testkit::UserTempDir,
     root_work: tempfile::TempDir,
@@ -452,14 +451,8 @@ pub fn run_corpus(test: &str) {
         dev,
         dockerd,
         hello_deb: apt.hello_deb().to_path_buf(),
-        states: (0..jobs)
-            .map(|_| {
-                (
-                    user.tempdir().expect("user state dir"),
-                    tempfile::tempdir().expect("root state dir"),
-                )
-            })
-            .collect(),
+        user_state: user.tempdir().expect("user state dir"),
+        root_state: tempfile::tempdir().expect("root state dir"),
         user_work: user.tempdir().expect("user work dir"),
         root_work: tempfile::tempdir().expect("root work dir"),
         user,
@@ -474,12 +467,11 @@ pub fn run_corpus(test: &str) {
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Report>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for job in 0..jobs {
-            let (shared, next, reports, cases) = (&shared, &next, &reports, &cases);
-            s.spawn(move || loop {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(c) = cases.get(i) else { break };
-                let r = run_case(shared, job, c);
+                let r = run_case(&shared, c);
                 say(&line(&r));
                 reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
             });
@@ -589,8 +581,8 @@ fn missing_prerequisite(c: &Case) -> Option<String> {
     None
 }
 
-fn run_case(sh: &Shared, job: usize, c: &Case) -> Report {
-    let (user_state, root_state) = &sh.states[job];
+fn run_case(sh: &Shared, c: &Case) -> Report {
+    let (user_state, root_state) = (&sh.user_state, &sh.root_state);
     let mut report = Report {
         case: c.name,
         buildkit: Err("not run".to_string()),
