@@ -353,9 +353,10 @@ debian_ready() {
   done
 }
 
-# jq and the dependencies that the bookworm minbase image lacks, for amd64 and arm64, for the
-# loopback apt repository of the tests (testkit's AptRepo).
-APT_REPO_PKGS=(jq libjq1 libonig5)
+# jq and the dependencies that the bookworm minbase image lacks, and libcap2-bin (setcap, for the
+# realworld corpus), for amd64 and arm64, for the loopback apt repository of the tests
+# (testkit's AptRepo).
+APT_REPO_PKGS=(jq libjq1 libonig5 libcap2-bin)
 
 apt_debs_ready() {
   local a p f

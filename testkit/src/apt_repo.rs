@@ -1,9 +1,10 @@
 //! A loopback apt repository, so `apt-get install` in tests never touches Debian's mirrors.
 //!
 //! [`AptRepo::start`] puts into a temp dir:
-//! - the real `jq`, `libjq1` and `libonig5` .debs for amd64 and arm64 that
+//! - the real `jq`, `libjq1`, `libonig5` and `libcap2-bin` .debs for amd64 and arm64 that
 //!   `scripts/setup.sh --dev` cached in `IMGFARM_APT_DIR` (default `/var/cache/imgfarm/apt`);
-//!   with them `apt-get install jq` works in the bookworm minbase image;
+//!   with them `apt-get install jq` (and `libcap2-bin`, for `setcap`) works in the bookworm
+//!   minbase image;
 //! - `imgfarm-hello_1.0_all.deb`, made with `dpkg-deb --build`: `/usr/bin/imgfarm-hello` (a sh
 //!   script printing `hello from imgfarm-hello`) and its copyright file; its postinst creates
 //!   the system user and group `imgfarm-hello` (`useradd --system`) and
@@ -32,8 +33,9 @@ use tempfile::TempDir;
 
 /// Default directory of the cached .debs; `scripts/setup.sh --dev` fills it.
 const DEFAULT_APT_DIR: &str = "/var/cache/imgfarm/apt";
-/// The cached packages (jq and what the bookworm minbase image lacks for it).
-pub const APT_REPO_PACKAGES: [&str; 3] = ["jq", "libjq1", "libonig5"];
+/// The cached packages: jq and what the bookworm minbase image lacks for it, and libcap2-bin
+/// (`setcap`, for the realworld corpus; its libcap2 is in minbase).
+pub const APT_REPO_PACKAGES: [&str; 4] = ["jq", "libjq1", "libonig5", "libcap2-bin"];
 /// Architectures of the cached packages.
 const APT_ARCHES: [&str; 2] = ["amd64", "arm64"];
 /// The name of the package made at start.
@@ -206,7 +208,7 @@ fn cached_debs() -> anyhow::Result<Vec<PathBuf>> {
             if found.is_empty() {
                 return Err(Unavailable::new(
                     format!("no {p}_*_{a}.deb in {}", dir.display()),
-                    "run `sudo scripts/setup.sh --dev` (downloads jq, libjq1 and libonig5 for \
+                    "run `sudo scripts/setup.sh --dev` (downloads jq, libjq1, libonig5 and libcap2-bin for \
                      amd64 and arm64), or point IMGFARM_APT_DIR at such a directory",
                 )
                 .into());

@@ -84,3 +84,47 @@ fn whiteouts_opaque_dirs_and_hardlinks_apply_in_order() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn pax_xattrs_are_read_and_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+    // security.capability v2 for cap_net_raw+ep, as setcap writes it.
+    let cap: &[u8] = &[
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    b.append_pax_extensions([("SCHILY.xattr.security.capability", cap)])
+        .unwrap();
+    for path in ["usr/bin/raw", "usr/bin/plain"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(2);
+        b.append_data(&mut h, path, &b"hi"[..]).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    let mut t = Tree::new();
+    apply_layer(&mut t, &p).unwrap();
+    assert_eq!(t["usr/bin/raw"].xattrs["security.capability"], cap);
+    assert!(
+        t["usr/bin/plain"].xattrs.is_empty(),
+        "records apply to one entry"
+    );
+    let mut other = t.clone();
+    other
+        .get_mut("usr/bin/raw")
+        .unwrap()
+        .xattrs
+        .get_mut("security.capability")
+        .unwrap()[5] = 0x30;
+    let d = diff(&t, &other);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].contains("xattr security.capability=00000002002000"),
+        "{d:#?}"
+    );
+}

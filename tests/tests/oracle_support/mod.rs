@@ -9,6 +9,8 @@ pub mod tree;
 
 use crate::build_support::{ok, text, Env};
 use imgfarm_testkit::{or_skip, BaseImages, Dockerd, Registry};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use tree::Tree;
@@ -68,7 +70,7 @@ pub fn case_src(case: &str) -> PathBuf {
 }
 
 /// Extra build flags of a case: `oracle.args`, one argument a line, `{dir}` = the case dir.
-fn extra_args(dir: &Path) -> Vec<String> {
+pub fn extra_args(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("oracle.args"))
         .unwrap_or_default()
         .lines()
@@ -83,6 +85,33 @@ pub struct Image {
     pub tree: Tree,
     pub config: serde_json::Value,
     pub layers: usize,
+}
+
+/// Trees of first layers already read, by the sha256 of the layer file's bytes: a base image's
+/// layer is read once per test binary, not once per image built on it.
+static FIRST_LAYERS: Mutex<BTreeMap<String, Arc<Tree>>> = Mutex::new(BTreeMap::new());
+
+/// The tree of `layer` applied to nothing, from [`FIRST_LAYERS`] when the same bytes were read.
+fn first_layer_tree(layer: &Path) -> Tree {
+    let mut f = std::fs::File::open(layer).expect("layer file");
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("hashing a layer");
+    let key = hex::encode(h.finalize());
+    if let Some(t) = FIRST_LAYERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return (**t).clone();
+    }
+    let mut tree = Tree::new();
+    tree::apply_layer(&mut tree, layer)
+        .unwrap_or_else(|e| panic!("applying {}: {e:#}", layer.display()));
+    FIRST_LAYERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Arc::new(tree.clone()));
+    tree
 }
 
 /// Read a docker-archive (`docker save` layout: manifest.json, config, layer tars).
@@ -107,8 +136,12 @@ pub fn read_docker_archive(tar_path: &Path) -> Image {
     .expect("config json");
     let mut tree = Tree::new();
     let layers = m["Layers"].as_array().expect("Layers");
-    for l in layers {
+    for (i, l) in layers.iter().enumerate() {
         let p = dir.path().join(l.as_str().expect("layer path"));
+        if i == 0 {
+            tree = first_layer_tree(&p);
+            continue;
+        }
         tree::apply_layer(&mut tree, &p)
             .unwrap_or_else(|e| panic!("applying {}: {e:#}", p.display()));
     }
@@ -151,6 +184,127 @@ pub fn build_imgfarm(env: &Env, case: &str) -> (Image, String) {
     (read_docker_archive(&dest), log)
 }
 
+/// One `docker build` (BuildKit) of a context.
+pub struct DockerBuild<'a> {
+    pub ctx: &'a Path,
+    /// Image tag, also the name of the saved archive.
+    pub tag: &'a str,
+    pub platform: &'a str,
+    /// `--network` of the build's RUN steps (`none`, `host`).
+    pub network: &'a str,
+    pub build_args: &'a [(String, String)],
+    /// Further flags (`oracle.args`).
+    pub extra: &'a [String],
+    pub no_cache: bool,
+    /// Killed (with its `docker` CLI) after this long; the build then fails.
+    pub timeout: std::time::Duration,
+}
+
+/// Run `d` and `docker save` the result to `dest`; `Err` holds the build log on failure.
+pub fn docker_build(dockerd: &Dockerd, d: &DockerBuild<'_>, dest: &Path) -> Result<Image, String> {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("--kill-after=10")
+        .arg(d.timeout.as_secs().to_string())
+        .arg("/usr/bin/docker");
+    // The environment (DOCKER_HOST, DOCKER_BUILDKIT, ...) of the daemon's own command.
+    let base = dockerd.docker(["build"]);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(["build", "--network", d.network, "--platform", d.platform]);
+    cmd.args(["--progress", "plain", "-t", d.tag]);
+    if d.no_cache {
+        cmd.arg("--no-cache");
+    }
+    for (k, v) in d.build_args {
+        cmd.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    cmd.args(d.extra).arg(d.ctx);
+    let out = cmd.output().expect("docker build runs");
+    if !out.status.success() {
+        let why = if out.status.code() == Some(124) {
+            format!("timed out after {:?}", d.timeout)
+        } else {
+            format!("failed ({})", out.status)
+        };
+        return Err(format!(
+            "docker build {why}:\n{}\n{}",
+            text(&out.stderr),
+            text(&out.stdout)
+        ));
+    }
+    let out = dockerd
+        .docker(["save", "-o"])
+        .arg(dest)
+        .arg(d.tag)
+        .output()
+        .expect("docker save runs");
+    if !out.status.success() {
+        return Err(format!("docker save: {}", text(&out.stderr)));
+    }
+    Ok(read_docker_archive(dest))
+}
+
+/// One `imgfarm build` of a context, to a docker-archive.
+pub struct ImgfarmBuild<'a> {
+    pub ctx: &'a Path,
+    pub tag: &'a str,
+    pub platform: &'a str,
+    pub build_args: &'a [(String, String)],
+    pub extra: &'a [String],
+    /// Killed (its whole process group) after this long; the build then fails.
+    pub timeout: std::time::Duration,
+}
+
+/// Run `b` with `prefix` (a command that runs `timeout`, e.g. `FarmUser::command("timeout")`)
+/// and `imgfarm --state STATE`; `Err` holds the build log on failure, `Ok` the image and log.
+pub fn imgfarm_build(
+    mut prefix: std::process::Command,
+    bin: &Path,
+    state: &Path,
+    b: &ImgfarmBuild<'_>,
+    dest: &Path,
+) -> Result<(Image, String), String> {
+    prefix
+        .arg("--kill-after=10")
+        .arg(b.timeout.as_secs().to_string())
+        .arg(bin)
+        .arg("--state")
+        .arg(state)
+        .env_remove("IMGFARM_STATE")
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            b.platform,
+            "-t",
+            b.tag,
+        ]);
+    for (k, v) in b.build_args {
+        prefix.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    prefix
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()))
+        .args(b.extra)
+        .arg(b.ctx);
+    let out = prefix.output().expect("imgfarm runs");
+    let log = format!("{}{}", text(&out.stderr), text(&out.stdout));
+    if !out.status.success() {
+        let why = if out.status.code() == Some(124) {
+            format!("timed out after {:?}", b.timeout)
+        } else {
+            format!("failed ({})", out.status)
+        };
+        return Err(format!("imgfarm build {why}:\n{log}"));
+    }
+    Ok((read_docker_archive(dest), log))
+}
+
 /// Build `case` with BuildKit (`docker build --network none`) and `docker save` it.
 pub fn build_buildkit(r: &Reference, case: &str, work: &Path) -> Image {
     let ctx = work.join(format!("{case}-bk"));
@@ -158,35 +312,18 @@ pub fn build_buildkit(r: &Reference, case: &str, work: &Path) -> Image {
         crate::build_support::copy_dir(&case_src(case), &ctx);
     }
     let tag = format!("oracle/{case}:latest");
-    let mut cmd = r.dockerd.docker([
-        "build",
-        "--network",
-        "none",
-        "--platform",
-        "linux/amd64",
-        "--progress",
-        "plain",
-        "--build-arg",
-    ]);
-    cmd.arg(format!("BASE={}", r.base)).arg("-t").arg(&tag);
-    cmd.args(extra_args(&ctx)).arg(&ctx);
-    let out = cmd.output().expect("docker build runs");
-    assert!(
-        out.status.success(),
-        "docker build of {case} failed:\n{}\n{}",
-        text(&out.stderr),
-        text(&out.stdout)
-    );
     let dest = work.join(format!("{case}-buildkit.tar"));
-    let out = r
-        .dockerd
-        .docker(["save", "-o"])
-        .arg(&dest)
-        .arg(&tag)
-        .output()
-        .expect("docker save runs");
-    assert!(out.status.success(), "docker save: {}", text(&out.stderr));
-    read_docker_archive(&dest)
+    let build = DockerBuild {
+        ctx: &ctx,
+        tag: &tag,
+        platform: "linux/amd64",
+        network: "none",
+        build_args: &[("BASE".to_string(), r.base.clone())],
+        extra: &extra_args(&ctx),
+        no_cache: false,
+        timeout: std::time::Duration::from_secs(600),
+    };
+    docker_build(&r.dockerd, &build, &dest).unwrap_or_else(|e| panic!("{case}: {e}"))
 }
 
 fn field(cfg: &serde_json::Value, f: &str) -> serde_json::Value {

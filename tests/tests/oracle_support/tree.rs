@@ -1,6 +1,8 @@
 //! An image's file tree, built by applying its layer tars in order (OCI image-spec
 //! "Applying Changesets": `.wh.NAME` deletes NAME, `.wh..wh..opq` empties the directory of
 //! what lower layers put there), and a field-by-field diff of two trees with mtimes ignored.
+//! Extended attributes come from PAX `SCHILY.xattr.NAME` records (how BuildKit and GNU tar
+//! `--xattrs` write them) and are compared byte for byte.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +31,47 @@ pub struct Node {
     pub gid: u64,
     /// The other paths hardlinked with this one in the layer that wrote it (sorted).
     pub links: Vec<String>,
+    /// Extended attributes (`security.capability`, `user.*`, ...): name → raw value.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// For a timestamp-based Python bytecode file (`*.pyc`, PEP 552 flags 0): the sha256 of
+    /// its content with the header's source-mtime field (bytes 8..12) zeroed.
+    pub pyc_unstamped: Option<String>,
+    /// The content of a short text file (up to [`SHOWN_TEXT`] bytes of UTF-8), so a diff can
+    /// show it; determined by the content like the hash.
+    pub text: Option<String>,
+}
+
+/// The longest file content a diff shows.
+pub const SHOWN_TEXT: usize = 200;
+
+/// The sha256 of a `.pyc` with its source mtime zeroed, if it is a timestamp-based one.
+fn pyc_unstamped(content: &[u8]) -> Option<String> {
+    // magic (4) | flags (4) | source mtime (4) | source size (4) | marshalled code
+    if content.len() < 16 || content[2..4] != *b"\r\n" || content[4..8] != [0; 4] {
+        return None;
+    }
+    let mut h = Sha256::new();
+    h.update(&content[..8]);
+    h.update([0u8; 4]);
+    h.update(&content[12..]);
+    Some(hex::encode(h.finalize()))
+}
+
+/// The PAX prefix of an extended attribute record.
+const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
+
+/// The entry's extended attributes from its PAX records.
+fn read_xattrs<R: Read>(e: &mut tar::Entry<'_, R>) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    if let Some(exts) = e.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key()?.strip_prefix(XATTR_PAX_PREFIX) {
+                out.insert(name.to_string(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Path (no leading `/`, `.` for the root) → node.
@@ -106,14 +149,31 @@ pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
             whiteouts.push((join(dir, real), false));
             continue;
         }
+        let xattrs = read_xattrs(&mut e)?;
         let h = e.header();
         let mode = h.mode()? & 0o7777;
         let uid = h.uid()?;
         let gid = h.gid()?;
         let et = h.entry_type();
         let mut hardlink = None;
+        let mut pyc = None;
+        let mut text = None;
         let kind = match et {
             tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous if path.ends_with(".pyc") => {
+                let mut content = Vec::new();
+                e.read_to_end(&mut content)?;
+                pyc = pyc_unstamped(&content);
+                Kind::File(hex::encode(Sha256::digest(&content)))
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous
+                if e.size() <= SHOWN_TEXT as u64 =>
+            {
+                let mut content = Vec::new();
+                e.read_to_end(&mut content)?;
+                text = String::from_utf8(content.clone()).ok();
+                Kind::File(hex::encode(Sha256::digest(&content)))
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mut hsh = Sha256::new();
                 std::io::copy(&mut e, &mut hsh)?;
@@ -151,6 +211,9 @@ pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
                 uid,
                 gid,
                 links: Vec::new(),
+                xattrs,
+                pyc_unstamped: pyc,
+                text,
             },
             hardlink,
         ));
@@ -204,7 +267,10 @@ pub fn apply_layer(tree: &mut Tree, layer: &Path) -> anyhow::Result<()> {
 fn show(n: &Node) -> String {
     let kind = match &n.kind {
         Kind::Dir => "dir".to_string(),
-        Kind::File(d) => format!("file sha256:{}", &d[..12]),
+        Kind::File(d) => match &n.text {
+            Some(t) => format!("file sha256:{} {t:?}", &d[..12]),
+            None => format!("file sha256:{}", &d[..12]),
+        },
         Kind::Symlink(t) => format!("symlink -> {t}"),
         Kind::Char(a, b) => format!("char {a}:{b}"),
         Kind::Block(a, b) => format!("block {a}:{b}"),
@@ -215,19 +281,60 @@ fn show(n: &Node) -> String {
     } else {
         format!(" hardlinked with {:?}", n.links)
     };
+    let xattrs: String = n
+        .xattrs
+        .iter()
+        .map(|(k, v)| format!(" xattr {k}={}", hex::encode(v)))
+        .collect();
     format!(
-        "{kind} mode {:04o} owner {}:{}{links}",
+        "{kind} mode {:04o} owner {}:{}{links}{xattrs}",
         n.mode, n.uid, n.gid
     )
 }
 
 /// Every difference between `ours` and `reference`, one line each.
 pub fn diff(ours: &Tree, reference: &Tree) -> Vec<String> {
+    diff_with(ours, reference, &|_| MayDiffer::Nothing)
+}
+
+/// What a comparison rule lets differ for one path (see [`diff_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MayDiffer {
+    /// Everything is compared.
+    Nothing,
+    /// A regular file on both sides whose content (hence size) may differ.
+    Content,
+    /// A timestamp-based `.pyc` on both sides that may differ in its header's source mtime
+    /// (bytes 8..12) only.
+    PycSourceMtime,
+}
+
+/// Like [`diff`], except what `rule(path)` lets differ. Type, mode, owner, xattrs and hardlinks
+/// are always compared.
+pub fn diff_with(ours: &Tree, reference: &Tree, rule: &dyn Fn(&str) -> MayDiffer) -> Vec<String> {
+    let same = |p: &str, a: &Node, b: &Node| {
+        if a == b {
+            return true;
+        }
+        let ok = match (&a.kind, &b.kind, rule(p)) {
+            (Kind::File(_), Kind::File(_), MayDiffer::Content) => true,
+            (Kind::File(_), Kind::File(_), MayDiffer::PycSourceMtime) => {
+                a.pyc_unstamped.is_some() && a.pyc_unstamped == b.pyc_unstamped
+            }
+            _ => false,
+        };
+        ok && Node {
+            kind: b.kind.clone(),
+            pyc_unstamped: b.pyc_unstamped.clone(),
+            text: b.text.clone(),
+            ..a.clone()
+        } == *b
+    };
     let mut out = Vec::new();
     for (p, n) in ours {
         match reference.get(p) {
             None => out.push(format!("only in imgfarm:  /{p}: {}", show(n))),
-            Some(r) if r != n => out.push(format!(
+            Some(r) if !same(p, n, r) => out.push(format!(
                 "differs /{p}:\n    imgfarm:  {}\n    buildkit: {}",
                 show(n),
                 show(r)
