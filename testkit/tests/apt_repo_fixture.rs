@@ -86,7 +86,9 @@ fn apt_repo_serves_index_and_debs() {
         .lines()
         .filter_map(|l| l.strip_prefix("Filename: ./"))
     {
-        let (code, head, body) = http(repo.port(), "GET", &format!("/{f}"));
+        // Debian names files with an epoch `N%3a…` (apt-get download); a URL escapes the
+        // `%`, as apt does when it fetches them.
+        let (code, head, body) = http(repo.port(), "GET", &format!("/{}", f.replace('%', "%25")));
         assert_eq!(code, 200, "{f}: {head}");
         assert_eq!(body, std::fs::read(repo.dir().join(f)).expect("deb"), "{f}");
     }
