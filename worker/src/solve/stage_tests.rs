@@ -256,3 +256,27 @@ fn prefixes_stop_at_wildcards_and_refuse_symlinks_and_the_root() {
     assert_eq!(p(&["/bin/app*"]), None);
     assert_eq!(p(&["/bin/busybox"]), Some(vec!["bin/busybox".into()]));
 }
+
+#[test]
+fn layers_with_nothing_at_under_or_above_the_prefixes_are_skipped() {
+    use super::view::layer_touches;
+    let d = tempfile::tempdir().unwrap();
+    let s = ContentStore::open(d.path()).unwrap();
+    let chain = stage(&s);
+    let touches = |p: &str| -> Vec<bool> {
+        chain
+            .iter()
+            .map(|l| layer_touches(&s, l, &[p.to_string()]).unwrap())
+            .collect()
+    };
+    // s1 is only in the first layer; gone/new only in the second, whose
+    // whiteout of `gone` also concerns the first layer's `gone`.
+    assert_eq!(touches("s1/file"), [true, false]);
+    assert_eq!(touches("gone/new"), [true, true]);
+    // An entry above the prefix (`hard` over `hard/bb`) counts; elsewhere nothing.
+    assert_eq!(touches("hard/bb/x"), [false, true]);
+    assert_eq!(touches("nowhere/x"), [false, false]);
+    // The skip changes nothing: one file out of the second layer alone.
+    let (got, _) = both_ways(&["/gone/new"]);
+    assert_eq!(got.unwrap()["out/new"].4, "new");
+}
