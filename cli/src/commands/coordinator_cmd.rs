@@ -61,27 +61,43 @@ pub fn run(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         let service = Service::start(opts)
             .await
             .with_context(|| format!("starting the coordinator (state {})", state.display()))?;
+        // Handlers first: whoever waits for the line below may signal at once.
+        let shutdown = ShutdownSignals::install()?;
         let line = format!("coordinator listening on {}", service.local_addr());
         // Scripts and tests wait for this line: stdout, and stderr with the logs.
         println!("{line}");
         let _ = std::io::stdout().flush();
         eprintln!("{line}");
-        let why = shutdown_signal().await?;
+        let why = shutdown.recv().await;
         tracing::info!("{why}: shutting down");
         service.shutdown().await?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Waits for SIGTERM or SIGINT; returns which.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT handlers, installed before the coordinator says it
+/// listens (a signal before then would kill it with the default action).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; returns which.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 #[cfg(test)]
