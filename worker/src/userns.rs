@@ -59,11 +59,6 @@ pub enum UsernsError {
     },
 }
 
-/// What [`enter`] did in this process, if it was called.
-pub fn standing() -> Option<&'static Standing> {
-    STANDING.get()
-}
-
 /// Whether this process is in a build namespace it entered itself (rootless): files it
 /// writes with container owners other than root belong to subordinate ids on the host, so
 /// outputs meant for the user (`-o type=local`) must not take them.

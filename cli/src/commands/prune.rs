@@ -51,25 +51,13 @@ fn cache_digests(state: &Path) -> Vec<Digest> {
     out
 }
 
-/// Remove `dir`; trees a build made inside a user namespace (subuid-owned
-/// files) are removed from inside one, as their owner can.
+/// Remove `dir` with the executor's one rule for build trees: directly as
+/// root of the build namespace (imgfarm_worker::userns), else from inside a
+/// user namespace where sub-uid-owned files can be removed.
 fn remove_tree(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() || std::fs::remove_dir_all(dir).is_ok() {
-        return Ok(());
-    }
-    let status = std::process::Command::new("unshare")
-        .args(["--map-auto", "--map-root-user", "rm", "-rf", "--"])
-        .arg(dir)
-        .status()
-        .with_context(|| format!("running unshare rm -rf {}", dir.display()))?;
-    if !status.success() || dir.exists() {
-        anyhow::bail!(
-            "could not remove {} (files owned by subordinate ids): remove it with `unshare --map-auto --map-root-user rm -rf {}`",
-            dir.display(),
-            dir.display()
-        );
-    }
-    Ok(())
+    imgfarm_worker::executor::Executor::new()
+        .remove_tree(dir)
+        .with_context(|| format!("removing {}", dir.display()))
 }
 
 /// Run `imgfarm prune`.

@@ -16,10 +16,9 @@ use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
 use imgfarm_common::oci::Digest;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The embedded worker's RUN executor.
@@ -27,7 +26,6 @@ pub struct RootlessExecutor {
     exec: executor::Executor,
     state: PathBuf,
     secrets: BTreeMap<String, PathBuf>,
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn setup(e: impl std::fmt::Display) -> ExecFailure {
@@ -42,16 +40,7 @@ impl RootlessExecutor {
             exec: executor::Executor::new(),
             state: state.to_path_buf(),
             secrets,
-            locks: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
-        let mut m = self
-            .locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(m.entry(key.to_string()).or_default())
     }
 
     /// The unpacked dirs of `lower`, bottom first, unpacking what is missing.
@@ -66,13 +55,9 @@ impl RootlessExecutor {
             let key = Digest::sha256_of(prefix.as_bytes()).hex().to_string();
             let dir = root.join(&key);
             let fs = dir.join("fs");
-            let lock = self.lock_for(&key);
-            let _g = lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Other processes on the same state (two `imgfarm build`s) take the same flock,
-            // so one unpacks while the others wait, and nobody removes a half-made dir that
-            // someone else is still filling.
+            // Every thread and process on the same state (two `imgfarm build`s) takes this
+            // flock (one per open, so threads exclude each other too): one unpacks while the
+            // others wait, and nobody removes a half-made dir someone else is still filling.
             let _flock = snapshot_flock(&root, &key)?;
             if !dir.join("done").exists() {
                 let t = Instant::now();
