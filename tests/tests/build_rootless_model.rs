@@ -27,6 +27,18 @@ USER 1000:1000
 RUN echo mine > /home/app/.ssh/config && chmod 0600 /home/app/.ssh/config
 "#;
 
+/// `imgfarm build --progress plain -o OUTPUT CTX` as the env's user; the build log.
+fn build_to(env: &Env, ctx: &std::path::Path, output: &str) -> String {
+    ok(&env.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        output,
+        ctx.to_str().expect("utf-8"),
+    ]))
+}
+
 fn node<'a>(t: &'a Tree, p: &str) -> &'a oracle_support::tree::Node {
     t.get(p)
         .unwrap_or_else(|| panic!("{p} missing from the image; it has {:?}", t.keys()))
@@ -38,16 +50,11 @@ fn owners_modes_and_links(who: As, test: &str) {
     };
     let ctx = env.context("owners", &[("Dockerfile", OWNERS)]);
     let archive = env.work.path().join("owners.tar");
-    let log = ok(&env.run(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "model/owners",
-        "-o",
+    let log = build_to(
+        &env,
+        &ctx,
         &format!("type=docker,dest={}", archive.display()),
-        ctx.to_str().expect("utf-8"),
-    ]));
+    );
     assert!(
         !log.contains("single-id"),
         "no fallback expected as {who:?}:\n{log}"
@@ -111,14 +118,7 @@ fn cache_mount_owner(who: As, test: &str) {
     };
     let ctx = env.context("cache", &[("Dockerfile", CACHE)]);
     let out = env.work.path().join("cache-out");
-    ok(&env.run(&[
-        "build",
-        "--progress",
-        "plain",
-        "-o",
-        &format!("type=local,dest={}", out.display()),
-        ctx.to_str().expect("utf-8"),
-    ]));
+    build_to(&env, &ctx, &format!("type=local,dest={}", out.display()));
     let read =
         |p: &str| std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     // A new cache dir takes the mount's owner and mode; the second mount finds it made.
@@ -252,14 +252,11 @@ fn root_maps_every_id_so_large_owners_reach_the_layer() {
     let df = "FROM busybox\nRUN touch /big && chown 3000000:4000000 /big && chmod 0640 /big\n";
     let ctx = env.context("big", &[("Dockerfile", df)]);
     let archive = env.work.path().join("big.tar");
-    ok(&env.run(&[
-        "build",
-        "--progress",
-        "plain",
-        "-o",
+    build_to(
+        &env,
+        &ctx,
         &format!("type=docker,dest={}", archive.display()),
-        ctx.to_str().expect("utf-8"),
-    ]));
+    );
     let img = read_docker_archive(&archive);
     let n = node(&img.tree, "big");
     assert_eq!((n.uid, n.gid, n.mode), (3_000_000, 4_000_000, 0o640));
