@@ -18,5 +18,6 @@ pub mod farm;
 pub mod idmap;
 pub mod link;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod solve;
 pub mod userns;

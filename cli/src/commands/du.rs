@@ -1,6 +1,7 @@
 //! `imgfarm du [-v] [--format json]`: disk usage of the local store from
 //! the store's own accounting (no tree walk): images (refs), blobs and
-//! their bytes, and the build cache entries; `-v` lists every blob.
+//! their bytes, unpacked snapshots and their bytes (as recorded when each was
+//! committed), and the build cache entries; `-v` lists every blob.
 
 use super::image::existing_store;
 use super::GlobalArgs;
@@ -46,11 +47,14 @@ pub fn run(g: &GlobalArgs, a: DuArgs) -> anyhow::Result<ExitCode> {
     let cache_entries = std::fs::read_dir(g.state_dir().join("cache").join("vertices"))
         .map(|d| d.count())
         .unwrap_or(0);
+    let snaps = imgfarm_worker::snapshotter::collect::usage(&g.state_dir());
     if a.format == "json" {
         let mut v = serde_json::json!({
             "images": refs,
             "blobs": usage.blob_count,
             "totalBytes": usage.total_bytes,
+            "snapshots": snaps.count,
+            "snapshotBytes": snaps.bytes,
             "buildCacheEntries": cache_entries,
         });
         if a.verbose {
@@ -80,6 +84,11 @@ pub fn run(g: &GlobalArgs, a: DuArgs) -> anyhow::Result<ExitCode> {
         "Blobs".to_string(),
         usage.blob_count.to_string(),
         human(usage.total_bytes),
+    ]);
+    t.add_row([
+        "Snapshots".to_string(),
+        snaps.count.to_string(),
+        human(snaps.bytes),
     ]);
     t.add_row([
         "Build cache".to_string(),

@@ -52,9 +52,13 @@ impl GlobalArgs {
     /// The state directory in force.
     #[allow(dead_code)]
     pub fn state_dir(&self) -> PathBuf {
-        self.state
+        let dir = self
+            .state
             .clone()
-            .unwrap_or_else(imgfarm_common::paths::default_state_dir)
+            .unwrap_or_else(imgfarm_common::paths::default_state_dir);
+        // Absolute, as overlay mount options need it (`--state st` would otherwise
+        // fail at the first RUN); relative to the working directory, as given.
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 }
 

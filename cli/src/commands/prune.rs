@@ -1,8 +1,10 @@
-//! `imgfarm prune [--all]`: garbage-collect blobs no image ref reaches.
-//! Blobs the build cache (`<state>/cache/vertices`) still names are held by
-//! a lease during the collection, so a cached rebuild still finds its
-//! layers. `--all` first drops the build cache (vertex results, RUN
-//! `--mount=type=cache` dirs and unpacked snapshots), then collects.
+//! `imgfarm prune [--all]`: garbage-collect blobs no image ref reaches, then
+//! the snapshots no image or cache record references
+//! (imgfarm_worker::snapshotter::collect) and the layer indexes of removed
+//! blobs. Blobs the build cache (`<state>/cache/vertices`) still names are
+//! held by a lease during the collection, so a cached rebuild still finds its
+//! layers. `--all` first drops the build cache (vertex results and RUN
+//! `--mount=type=cache` dirs), so only the snapshots of images stay.
 
 use super::du::human;
 use super::image::existing_store;
@@ -68,9 +70,7 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     if a.all {
-        for sub in ["cache", "snapshots"] {
-            remove_tree(&state.join(sub))?;
-        }
+        remove_tree(&state.join("cache"))?;
     }
     let lease = store.lease(Some(std::time::Duration::from_secs(3600)))?;
     for d in cache_digests(&state) {
@@ -80,14 +80,23 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let report = store.gc().context("collecting unreferenced blobs")?;
     lease.release();
+    let snaps = imgfarm_worker::snapshotter::collect::collect(
+        &state,
+        &store,
+        &imgfarm_worker::executor::Executor::new(),
+    )
+    .context("collecting unreferenced snapshots")?;
+    let indexes = imgfarm_worker::solve::layer_index::collect_indexes(&store);
     for d in &report.removed {
         println!("deleted: {d}");
     }
     println!(
-        "Deleted {} blobs, kept {}. Total reclaimed space: {}",
+        "Deleted {} blobs, kept {}; deleted {} snapshots, kept {}. Total reclaimed space: {}",
         report.removed.len(),
         report.kept,
-        human(report.freed_bytes)
+        snaps.removed,
+        snaps.kept,
+        human(report.freed_bytes + snaps.freed_bytes + indexes)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod exec;
 pub mod export;
 pub mod image;
+pub mod layer_index;
 pub mod layers;
 pub mod result;
 pub mod rootless;

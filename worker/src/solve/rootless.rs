@@ -1,8 +1,9 @@
-//! [`Executor`] over the rootless executor (crate::executor): parent layers
-//! are unpacked once per chain prefix into `<state>/snapshots/<key>/fs`
-//! (inside a user namespace, so owners are mapped ids), the step runs over
-//! an overlay of them, and its upper dir becomes the layer. Owners in the
-//! upper dir are host ids; common::oci::layer::create maps them back to
+//! [`Executor`] over the rootless executor (crate::executor): the step runs
+//! over an overlay of the committed snapshots of its parent chain
+//! (crate::snapshotter, unpacked once per layer inside a user namespace, so
+//! owners are mapped ids), in an active snapshot whose upper dir becomes the
+//! layer and is then committed as the snapshot of the new chain. Owners in
+//! the upper dir are host ids; common::oci::layer::create maps them back to
 //! container ids with the executor's id map as it writes the layer.
 
 use super::cache_mount;
@@ -11,14 +12,16 @@ use super::result::LayerRef;
 use crate::emulation;
 use crate::executor::{self, ExecError, ExtraMount, Network};
 use crate::idmap::IdMapping;
+use crate::snapshotter::chain::chain_ids;
+use crate::snapshotter::Snapshotter;
 use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
-use imgfarm_common::oci::Digest;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The embedded worker's RUN executor.
@@ -26,6 +29,7 @@ pub struct RootlessExecutor {
     exec: executor::Executor,
     state: PathBuf,
     secrets: BTreeMap<String, PathBuf>,
+    snapshots: Mutex<Option<Arc<Snapshotter>>>,
 }
 
 fn setup(e: impl std::fmt::Display) -> ExecFailure {
@@ -40,44 +44,37 @@ impl RootlessExecutor {
             exec: executor::Executor::new(),
             state: state.to_path_buf(),
             secrets,
+            snapshots: Mutex::new(None),
         }
     }
 
-    /// The unpacked dirs of `lower`, bottom first, unpacking what is missing.
-    fn snapshots(&self, req: &ExecRequest<'_>) -> Result<Vec<PathBuf>, ExecFailure> {
-        let root = self.state.join("snapshots");
-        std::fs::create_dir_all(&root).map_err(setup)?;
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut prefix = String::new();
-        for l in req.lower {
-            prefix.push_str(l.diff_id.as_str());
-            prefix.push('\n');
-            let key = Digest::sha256_of(prefix.as_bytes()).hex().to_string();
-            let dir = root.join(&key);
-            let fs = dir.join("fs");
-            // Every thread and process on the same state (two `imgfarm build`s) takes this
-            // flock (one per open, so threads exclude each other too): one unpacks while the
-            // others wait, and nobody removes a half-made dir someone else is still filling.
-            let _flock = snapshot_flock(&root, &key)?;
-            if !dir.join("done").exists() {
-                let t = Instant::now();
-                if dir.exists() {
-                    self.exec.remove_tree(&dir).map_err(setup)?;
-                }
-                std::fs::create_dir_all(dir.join("scratch")).map_err(setup)?;
-                std::fs::create_dir_all(&fs).map_err(setup)?;
-                let mut blob = req
-                    .store
-                    .open_blob(&l.digest)
-                    .map_err(|e| setup(format!("layer {}: {e}", l.digest)))?;
-                self.exec
-                    .unpack_layer(&mut blob, &fs, &dirs, &dir.join("scratch"))
-                    .map_err(setup)?;
-                std::fs::write(dir.join("done"), b"").map_err(setup)?;
-                tracing::info!(layer = %l.digest, ms = t.elapsed().as_millis() as u64, "unpacked");
-            }
-            dirs.push(fs);
+    /// The snapshotter, opened (and its lease taken) on first use.
+    fn snapshotter(&self) -> Result<Arc<Snapshotter>, ExecFailure> {
+        let mut g = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = g.as_ref() {
+            return Ok(Arc::clone(s));
         }
+        let s = Arc::new(Snapshotter::open(&self.state, self.exec.clone()).map_err(setup)?);
+        *g = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// The committed snapshots of `lower`, bottom first, unpacking what is
+    /// missing (and indexing each layer it unpacks, for later file ops).
+    fn lowers(
+        &self,
+        snaps: &Snapshotter,
+        req: &ExecRequest<'_>,
+    ) -> Result<Vec<PathBuf>, ExecFailure> {
+        let index = |l: &LayerRef| {
+            if let Err(e) = super::layer_index::ensure_index(req.store, l) {
+                tracing::debug!(layer = %l.digest, "not indexed: {e}");
+            }
+        };
+        let (dirs, _) = snaps.lowers(req.store, req.lower, &index).map_err(setup)?;
         Ok(dirs)
     }
 
@@ -192,18 +189,6 @@ impl RootlessExecutor {
         }
         Ok(out)
     }
-}
-
-/// An exclusive flock(2) on `<root>/<key>.lock`, held while the snapshot is checked and made.
-fn snapshot_flock(root: &Path, key: &str) -> Result<nix::fcntl::Flock<std::fs::File>, ExecFailure> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join(format!("{key}.lock")))
-        .map_err(setup)?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| setup(format!("locking snapshot {key}: {e}")))
 }
 
 /// BuildKit creates missing RUN mount targets (directories) in the root
@@ -328,19 +313,13 @@ impl Executor for RootlessExecutor {
     ) -> Result<LayerRef, ExecFailure> {
         let mode = emulation::resolve(req.platform).map_err(setup)?;
         let t0 = Instant::now();
-        let lowers = self.snapshots(req)?;
+        let snaps = self.snapshotter()?;
+        let lowers = self.lowers(&snaps, req)?;
         let t_unpack = t0.elapsed();
-        let tmp_root = self.state.join("tmp");
-        std::fs::create_dir_all(&tmp_root).map_err(setup)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(&tmp_root)
-            .map_err(setup)?
-            .keep();
-        let upper = tmp.join("upper");
-        let work = tmp.join("work");
-        std::fs::create_dir_all(&upper).map_err(setup)?;
-        std::fs::create_dir_all(&work).map_err(setup)?;
+        let active = snaps.prepare("run-").map_err(setup)?;
+        let tmp = active.dir().to_path_buf();
+        let upper = active.upper();
+        let work = active.work();
         let mut er =
             executor::ExecRequest::new(lowers.clone(), upper.clone(), work, req.op.args.clone());
         er.env = req.op.env.clone();
@@ -388,6 +367,12 @@ impl Executor for RootlessExecutor {
             let t2 = Instant::now();
             keep_mount_targets(&lowers, &upper, &er.mounts)?;
             let layer = self.layer_from_upper(req, &upper)?;
+            // The upper dir is this layer unpacked: it becomes the chain's snapshot, so
+            // the next step stacks on it without reading the blob.
+            let ids = chain_ids(req.lower.iter().chain([&layer]).map(|l| &l.diff_id));
+            if let Some(id) = ids.last() {
+                snaps.commit(&active, id.hex()).map_err(setup)?;
+            }
             tracing::info!(
                 unpack_ms = t_unpack.as_millis() as u64,
                 setup_ms = report.setup.map_or(0, |d| d.as_millis() as u64),
@@ -397,7 +382,7 @@ impl Executor for RootlessExecutor {
             );
             Ok(layer)
         })();
-        if let Err(e) = self.exec.remove_tree(&tmp) {
+        if let Err(e) = snaps.remove(active) {
             tracing::warn!("could not remove {}: {e}", tmp.display());
         }
         result

@@ -3,31 +3,14 @@
 //! `--chown` names). Whiteouts per the image spec "Whiteouts": `.wh.<name>`
 //! deletes a lower path, `.wh..wh..opq` empties a lower directory.
 
+use super::layer_index::{layer_index, IndexOp, LayerIndex, MAX_ENTRIES};
+pub use super::layer_index::ViewEntry;
+pub(super) use super::layer_index::layer_touches;
 use super::layers::open_layer;
 use super::result::LayerRef;
 use super::SolveError;
 use imgfarm_common::oci::store::ContentStore;
 use std::collections::BTreeMap;
-use std::io::Read;
-
-/// Metadata of one path in the view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewEntry {
-    /// Tar entry type.
-    pub kind: tar::EntryType,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u64,
-    /// Group.
-    pub gid: u64,
-    /// Modification time.
-    pub mtime: u64,
-    /// Link target (symlink).
-    pub link: String,
-    /// Index in the chain of the layer that holds this entry.
-    pub layer: usize,
-}
 
 /// The merged view of a chain.
 #[derive(Debug, Default, Clone)]
@@ -38,8 +21,6 @@ pub struct ChainView {
     group: Option<Vec<u8>>,
 }
 
-const MAX_ENTRIES: usize = 2_000_000;
-const MAX_ID_FILE: u64 = 4 << 20;
 /// Most symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
@@ -50,152 +31,6 @@ pub(super) fn clean(p: &str) -> String {
         .filter(|s| !s.is_empty() && *s != ".")
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// What one layer does to a view, in archive order: the layer's metadata
-/// index, read once per process for each layer blob (blobs are content
-/// addressed, so a digest always means the same index) and shared by every
-/// file op that views a chain holding it.
-#[derive(Debug, Default)]
-struct LayerIndex {
-    ops: Vec<IndexOp>,
-    passwd: Option<Vec<u8>>,
-    group: Option<Vec<u8>>,
-}
-
-#[derive(Debug)]
-enum IndexOp {
-    /// `.wh..wh..opq` in this directory (`""`: the root).
-    Opaque(String),
-    /// `.wh.<name>`: this path and everything under it.
-    Whiteout(String),
-    /// An entry (its `layer` is filled in when applied).
-    Entry(String, ViewEntry),
-}
-
-/// Most index operations kept in memory across layers; past it the memo is
-/// emptied (a Debian base is about 20,000).
-const MAX_MEMO_OPS: usize = 4_000_000;
-
-static MEMO: std::sync::Mutex<Option<Memo>> = std::sync::Mutex::new(None);
-
-#[derive(Default)]
-struct Memo {
-    by_digest: std::collections::HashMap<imgfarm_common::oci::Digest, std::sync::Arc<LayerIndex>>,
-    ops: usize,
-}
-
-fn layer_index(
-    store: &ContentStore,
-    l: &LayerRef,
-) -> Result<std::sync::Arc<LayerIndex>, SolveError> {
-    {
-        let g = MEMO
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(i) = g.as_ref().and_then(|m| m.by_digest.get(&l.digest)) {
-            return Ok(std::sync::Arc::clone(i));
-        }
-    }
-    let index = std::sync::Arc::new(read_layer_index(store, l)?);
-    let mut g = MEMO
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let m = g.get_or_insert_with(Memo::default);
-    if m.ops + index.ops.len() > MAX_MEMO_OPS {
-        *m = Memo::default();
-    }
-    m.ops += index.ops.len();
-    m.by_digest
-        .insert(l.digest.clone(), std::sync::Arc::clone(&index));
-    Ok(index)
-}
-
-/// Whether layer `l` holds anything that an unpack restricted to the clean
-/// relative `prefixes` ([`imgfarm_common::oci::layer::ApplyOptions::only`])
-/// would apply: an entry or whiteout at, under or above a prefix, or an
-/// opaque marker in such a directory. A layer that holds none can be skipped
-/// without reading its blob again.
-pub(super) fn layer_touches(
-    store: &ContentStore,
-    l: &LayerRef,
-    prefixes: &[String],
-) -> Result<bool, SolveError> {
-    let related = |p: &str| {
-        prefixes.iter().any(|x| {
-            p == x
-                || p.strip_prefix(x.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-                || x.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
-        })
-    };
-    Ok(layer_index(store, l)?.ops.iter().any(|op| match op {
-        IndexOp::Entry(p, _) | IndexOp::Whiteout(p) => related(p),
-        IndexOp::Opaque(d) => d.is_empty() || related(d),
-    }))
-}
-
-fn read_layer_index(store: &ContentStore, l: &LayerRef) -> Result<LayerIndex, SolveError> {
-    let bad = |e: std::io::Error| SolveError::Layer(format!("reading layer {}: {e}", l.digest));
-    let mut out = LayerIndex::default();
-    let mut ar = tar::Archive::new(open_layer(store, l)?);
-    for e in ar.entries().map_err(bad)? {
-        let mut e = e.map_err(bad)?;
-        let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
-        if path.is_empty() {
-            continue;
-        }
-        let (dir, base) = match path.rsplit_once('/') {
-            Some((d, b)) => (d.to_string(), b.to_string()),
-            None => (String::new(), path.clone()),
-        };
-        if base == ".wh..wh..opq" {
-            out.ops.push(IndexOp::Opaque(dir));
-            continue;
-        }
-        if let Some(name) = base.strip_prefix(".wh.") {
-            let gone = if dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{dir}/{name}")
-            };
-            out.ops.push(IndexOp::Whiteout(gone));
-            continue;
-        }
-        let h = e.header();
-        let entry = ViewEntry {
-            kind: h.entry_type(),
-            mode: h.mode().unwrap_or(0o644) & 0o7777,
-            uid: h.uid().unwrap_or(0),
-            gid: h.gid().unwrap_or(0),
-            mtime: h.mtime().unwrap_or(0),
-            link: e
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default(),
-            layer: 0,
-        };
-        if path == "etc/passwd" || path == "etc/group" {
-            let mut buf = Vec::new();
-            (&mut e)
-                .take(MAX_ID_FILE)
-                .read_to_end(&mut buf)
-                .map_err(bad)?;
-            if path == "etc/passwd" {
-                out.passwd = Some(buf);
-            } else {
-                out.group = Some(buf);
-            }
-        }
-        out.ops.push(IndexOp::Entry(path, entry));
-        if out.ops.len() > MAX_ENTRIES {
-            return Err(SolveError::Layer(format!(
-                "layer {} has more than {MAX_ENTRIES} paths",
-                l.digest
-            )));
-        }
-    }
-    Ok(out)
 }
 
 impl ChainView {
@@ -212,24 +47,16 @@ impl ChainView {
     fn apply(&mut self, index: &LayerIndex, layer: usize) -> Result<(), SolveError> {
         for op in &index.ops {
             match op {
-                IndexOp::Opaque(dir) => {
-                    if dir.is_empty() {
-                        self.entries.clear();
-                    } else {
-                        let prefix = format!("{dir}/");
-                        self.entries.retain(|k, _| !k.starts_with(&prefix));
-                    }
-                }
+                IndexOp::Opaque(dir) if dir.is_empty() => self.entries.clear(),
+                IndexOp::Opaque(dir) => self.remove_below(dir),
                 IndexOp::Whiteout(gone) => {
-                    let prefix = format!("{gone}/");
-                    self.entries
-                        .retain(|k, _| k != gone && !k.starts_with(&prefix));
+                    self.entries.remove(gone);
+                    self.remove_below(gone);
                 }
                 IndexOp::Entry(path, entry) => {
                     if entry.kind != tar::EntryType::Directory {
                         // A non-directory replaces a directory and everything in it.
-                        let prefix = format!("{path}/");
-                        self.entries.retain(|k, _| !k.starts_with(&prefix));
+                        self.remove_below(path);
                     }
                     self.entries.insert(
                         path.clone(),
@@ -253,6 +80,22 @@ impl ChainView {
             self.group.clone_from(&index.group);
         }
         Ok(())
+    }
+
+    /// Drop every path strictly below `dir`. Paths under `dir/` are one
+    /// contiguous range of the sorted map, so this costs the entries removed,
+    /// not a scan of the whole view.
+    fn remove_below(&mut self, dir: &str) {
+        let prefix = format!("{dir}/");
+        let below: Vec<String> = self
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.entries.remove(&k);
+        }
     }
 
     /// The entry at absolute or relative `path`.

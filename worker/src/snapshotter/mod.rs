@@ -1,0 +1,409 @@
+//! The snapshotter: unpacked layers kept across builds, in the manner of
+//! containerd's overlayfs snapshotter, under `<state>/snapshots`.
+//!
+//! - **Committed** snapshots are named by the chain id of the stack they
+//!   complete ([`chain::chain_ids`]): `<hex>/fs` holds one layer's changes in
+//!   overlayfs upper form (whiteouts as 0/0 character devices, opaque
+//!   directories by `user.overlay.opaque`), so the snapshots of a chain,
+//!   stacked as lower dirs, are its filesystem. Each layer is unpacked once,
+//!   by whichever build, stage or worker slot needs it first (a per-chain
+//!   flock makes the others wait instead of unpacking it again), and shared
+//!   read-only by every step above it.
+//! - **Active** snapshots (`active/<name>/`) are being written: an unpack in
+//!   progress, or a RUN's upper dir. A finished one becomes committed by one
+//!   `rename(2)` of a directory holding `fs` (and `size`) to `<hex>`, so a
+//!   crash leaves only an active dir, which is never used as a lower and is
+//!   removed by the next process that opens the snapshotter alone (or by
+//!   `prune`). A RUN's upper is committed when its layer is kept, so the next
+//!   step stacks on it without unpacking its blob.
+//! - **Long chains** are flattened: overlayfs takes at most 500 lower dirs
+//!   and one page of mount options (~50 of our paths), so a chain longer than
+//!   [`MAX_LOWERS`] gets its bottom part applied into one `flat-<hex>` dir
+//!   (named by that part's chain id, so later steps reuse it).
+//! - **Leases**: every process that uses the snapshots holds a shared flock on
+//!   `lease.lock` for as long as it may read them; the collector
+//!   ([`collect`]) needs it exclusively, so it never removes a snapshot under
+//!   a running build or worker.
+
+pub mod chain;
+pub mod collect;
+
+use crate::executor::Executor;
+use imgfarm_common::farm::result::LayerRef;
+use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::oci::Digest;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Most lower dirs given to one overlay mount; longer chains are flattened.
+/// With `snapshots/<64 hex>/fs` paths (78 bytes relative) 40 of them keep
+/// the mount options well inside the kernel's one page.
+pub const MAX_LOWERS: usize = 40;
+/// Flattened prefixes are multiples of this many layers (so a growing chain
+/// reuses the same flat snapshot for this many steps).
+const FLATTEN_STEP: usize = 20;
+
+/// Why a snapshot could not be prepared, committed or collected.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotterError {
+    /// Filesystem trouble in the snapshot dir.
+    #[error("snapshots: {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A layer could not be read or unpacked.
+    #[error("snapshots: unpacking layer {digest}: {reason}")]
+    Unpack {
+        /// The layer blob.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// Removing a tree failed.
+    #[error("snapshots: removing {}: {reason}", path.display())]
+    Remove {
+        /// The tree.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The collector needs every lease released.
+    #[error(
+        "the snapshots in {} are in use by a running build or worker on this state; \
+         stop it (or wait for it) and prune again",
+        root.display()
+    )]
+    Busy {
+        /// The snapshot dir.
+        root: PathBuf,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotterError {
+    let path = path.to_path_buf();
+    move |source| SnapshotterError::Io { what, path, source }
+}
+
+/// The snapshot dir of a state dir.
+pub fn root_of(state: &Path) -> PathBuf {
+    state.join("snapshots")
+}
+
+/// An open snapshot dir, holding a shared lease on it.
+#[derive(Debug)]
+pub struct Snapshotter {
+    root: PathBuf,
+    exec: Executor,
+    _lease: Flock<File>,
+}
+
+/// A snapshot being written (an unpack or a RUN's upper dir), under
+/// `active/`. [`Snapshotter::commit`] makes it visible; dropping it without
+/// commit leaves it for [`Snapshotter::remove`].
+#[derive(Debug)]
+pub struct Active {
+    dir: PathBuf,
+}
+
+impl Active {
+    /// The whole private dir (the RUN keeps its scratch files here too).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Where the changes go (the overlay upper dir).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("snap").join("fs")
+    }
+    /// The overlay work dir (same filesystem as the upper dir).
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+}
+
+/// What `lowers` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// Layers unpacked by this call (0 when every snapshot was committed).
+    pub unpacked: usize,
+}
+
+fn lease_file(root: &Path) -> Result<File, SnapshotterError> {
+    let p = root.join("lease.lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("opening", &p))
+}
+
+impl Snapshotter {
+    /// Opens (creating) the snapshot dir of `state` and takes a shared
+    /// lease. When no other process holds one, active dirs left by a crash
+    /// are removed first.
+    pub fn open(state: &Path, exec: Executor) -> Result<Self, SnapshotterError> {
+        let root = root_of(state);
+        for d in [root.join("active"), root.join("locks")] {
+            std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+        }
+        let f = lease_file(&root)?;
+        let lease = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(excl) => {
+                remove_children(&exec, &root.join("active"))?;
+                excl.relock(FlockArg::LockShared)
+                    .map_err(|e| io("locking", &root)(e.into()))?;
+                excl
+            }
+            Err((f, _)) => Flock::lock(f, FlockArg::LockShared)
+                .map_err(|(_, e)| io("locking", &root)(e.into()))?,
+        };
+        Ok(Self {
+            root,
+            exec,
+            _lease: lease,
+        })
+    }
+
+    /// The snapshot dir.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn committed(&self, name: &str) -> PathBuf {
+        self.root.join(name).join("fs")
+    }
+
+    /// The lower dirs (bottom first) whose overlay is the filesystem of
+    /// `chain`, unpacking every layer that has no committed snapshot yet.
+    /// `on_unpack` runs beside each unpack (on another thread), e.g. to index
+    /// the layer while its blob is being read anyway.
+    pub fn lowers(
+        &self,
+        store: &ContentStore,
+        chain: &[LayerRef],
+        on_unpack: &(dyn Fn(&LayerRef) + Sync),
+    ) -> Result<(Vec<PathBuf>, Prepared), SnapshotterError> {
+        let ids = chain::chain_ids(chain.iter().map(|l| &l.diff_id));
+        let mut out: Vec<PathBuf> = Vec::new();
+        let mut prepared = Prepared::default();
+        let k = flat_prefix_len(chain.len());
+        if k > 0 {
+            out.push(self.flat(store, &chain[..k], &ids[k - 1], &mut prepared)?);
+        }
+        for i in k..chain.len() {
+            let name = ids[i].hex().to_string();
+            let fs = self.committed(&name);
+            if !fs.is_dir() {
+                self.make(&name, &mut prepared, |exec, active| {
+                    unpack_into(exec, store, &chain[i], active, &out, on_unpack)
+                })?;
+            }
+            out.push(fs);
+        }
+        Ok((out, prepared))
+    }
+
+    /// `flat-<hex>`: the layers of `chain` applied into one dir.
+    fn flat(
+        &self,
+        store: &ContentStore,
+        chain: &[LayerRef],
+        id: &Digest,
+        prepared: &mut Prepared,
+    ) -> Result<PathBuf, SnapshotterError> {
+        let name = format!("flat-{}", id.hex());
+        let fs = self.committed(&name);
+        if !fs.is_dir() {
+            self.make(&name, prepared, |exec, active| {
+                for l in chain {
+                    unpack_into(exec, store, l, active, &[], &|_| {})?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(fs)
+    }
+
+    /// Makes committed snapshot `name` with `fill` (which writes the active
+    /// snapshot's upper dir), unless another thread or process made it while
+    /// we waited for its lock.
+    fn make(
+        &self,
+        name: &str,
+        prepared: &mut Prepared,
+        fill: impl FnOnce(&Executor, &Active) -> Result<(), SnapshotterError>,
+    ) -> Result<(), SnapshotterError> {
+        let _lock = self.chain_lock(name)?;
+        if self.committed(name).is_dir() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let active = self.prepare("unpack-")?;
+        let result = fill(&self.exec, &active).and_then(|()| self.commit(&active, name));
+        self.remove(active)?;
+        result?;
+        prepared.unpacked += 1;
+        tracing::info!(snapshot = name, ms = t.elapsed().as_millis() as u64, "unpacked");
+        Ok(())
+    }
+
+    /// An exclusive flock on `locks/<name>.lock`, held while that snapshot is
+    /// checked and made (one per open file description, so threads of one
+    /// process exclude each other too).
+    fn chain_lock(&self, name: &str) -> Result<Flock<File>, SnapshotterError> {
+        let p = self.root.join("locks").join(format!("{name}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io("opening", &p))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io("locking", &p)(e.into()))
+    }
+
+    /// A new active snapshot: `upper()` and `work()` exist and are empty.
+    pub fn prepare(&self, prefix: &str) -> Result<Active, SnapshotterError> {
+        let parent = self.root.join("active");
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&parent)
+            .map_err(io("creating in", &parent))?
+            .keep();
+        let active = Active { dir };
+        for d in [active.upper(), active.work()] {
+            std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+        }
+        Ok(active)
+    }
+
+    /// Commits `active`'s upper dir as snapshot `name` (a chain id's hex):
+    /// one rename, so it appears whole or not at all. When another build
+    /// committed the same chain first, theirs stays and ours is dropped with
+    /// the active dir.
+    pub fn commit(&self, active: &Active, name: &str) -> Result<(), SnapshotterError> {
+        let snap = active.dir().join("snap");
+        let size = tree_bytes(&snap.join("fs"));
+        let size_file = snap.join("size");
+        std::fs::write(&size_file, size.to_string()).map_err(io("writing", &size_file))?;
+        let dest = self.root.join(name);
+        match std::fs::rename(&snap, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if dest.join("fs").is_dir() => {
+                tracing::debug!(snapshot = name, "committed concurrently elsewhere ({e})");
+                Ok(())
+            }
+            Err(e) => Err(io("committing", &dest)(e)),
+        }
+    }
+
+    /// Removes an active snapshot (committed or not).
+    pub fn remove(&self, active: Active) -> Result<(), SnapshotterError> {
+        self.remove_tree(&active.dir)
+    }
+
+    fn remove_tree(&self, path: &Path) -> Result<(), SnapshotterError> {
+        self.exec
+            .remove_tree(path)
+            .map_err(|e| SnapshotterError::Remove {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Removes every entry of `dir` (as the executor removes build trees).
+fn remove_children(exec: &Executor, dir: &Path) -> Result<(), SnapshotterError> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        exec.remove_tree(&e.path())
+            .map_err(|err| SnapshotterError::Remove {
+                path: e.path(),
+                reason: err.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Unpacks `l` into `active`'s upper dir above `parents` (its overlay
+/// scratch space in the active dir), running `on_unpack` beside it.
+fn unpack_into(
+    exec: &Executor,
+    store: &ContentStore,
+    l: &LayerRef,
+    active: &Active,
+    parents: &[PathBuf],
+    on_unpack: &(dyn Fn(&LayerRef) + Sync),
+) -> Result<(), SnapshotterError> {
+    let fail = |reason: String| SnapshotterError::Unpack {
+        digest: l.digest.clone(),
+        reason,
+    };
+    let fs = active.upper();
+    let scratch = active.dir().join("scratch");
+    std::fs::create_dir_all(&scratch).map_err(io("creating", &scratch))?;
+    let mut blob = store.open_blob(&l.digest).map_err(|e| fail(e.to_string()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| on_unpack(l));
+        exec.unpack_layer(&mut blob, &fs, parents, &scratch)
+            .map(drop)
+            .map_err(|e| fail(e.to_string()))
+    })
+}
+
+/// How many bottom layers of a chain of `n` are flattened into one lower
+/// dir: none up to [`MAX_LOWERS`]; else a multiple of [`FLATTEN_STEP`] that
+/// leaves fewer than `2 * FLATTEN_STEP` layers above it.
+pub fn flat_prefix_len(n: usize) -> usize {
+    if n <= MAX_LOWERS {
+        0
+    } else {
+        (n - FLATTEN_STEP) / FLATTEN_STEP * FLATTEN_STEP
+    }
+}
+
+/// Bytes of regular files under `dir` (what `du` reports for a snapshot;
+/// directories and metadata are not counted).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattening_keeps_every_mount_under_the_limit() {
+        for n in 0..=2000 {
+            let k = flat_prefix_len(n);
+            let lowers = usize::from(k > 0) + (n - k);
+            assert!(lowers <= MAX_LOWERS, "{n} layers give {lowers} lowers");
+            assert_eq!(k % FLATTEN_STEP, 0);
+        }
+        assert_eq!(flat_prefix_len(MAX_LOWERS), 0);
+        // A growing chain reuses one flat prefix for FLATTEN_STEP steps.
+        assert_eq!(flat_prefix_len(41), flat_prefix_len(59));
+    }
+}
