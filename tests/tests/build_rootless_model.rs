@@ -2,7 +2,7 @@
 //! modes becomes a layer with exactly that metadata, built by the unprivileged farm user
 //! (inside its build namespace) and by root (every id mapped, no /etc/subuid entry); cache
 //! mounts honour `uid`, `gid` and `mode`; pipelines whose reader exits first end (steps start
-//! with default signal dispositions); and `prune --all` removes what such builds left.
+//! with default signal dispositions). Snapshots and `prune` have their own file (snapshots.rs).
 
 mod build_support;
 mod oracle_support;
@@ -200,30 +200,6 @@ fn pipelines_whose_reader_exits_first_end() {
 }
 
 #[test]
-fn prune_all_removes_what_a_rootless_build_left() {
-    let test = "prune_all_removes_what_a_rootless_build_left";
-    let Some(env) = Env::new(test) else {
-        return;
-    };
-    let ctx = env.context("prune", &[("Dockerfile", OWNERS)]);
-    ok(&env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]));
-    let snapshots = env.state.path().join("snapshots");
-    assert!(
-        std::fs::read_dir(&snapshots).is_ok_and(|mut d| d.next().is_some()),
-        "the build keeps snapshots"
-    );
-    let out = env.run(&["prune", "--all"]);
-    ok(&out);
-    for sub in ["snapshots", "cache", "tmp"] {
-        let p = env.state.path().join(sub);
-        let left: Vec<_> = std::fs::read_dir(&p)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "{} still holds {left:?}", p.display());
-    }
-}
-
-#[test]
 fn a_chown_outside_the_mapped_range_fails_the_step_with_its_message() {
     let test = "a_chown_outside_the_mapped_range_fails_the_step_with_its_message";
     let Some(env) = Env::new(test) else {
@@ -278,32 +254,4 @@ RUN --mount=type=bind,from=secrets,source=/d,target=/m cat /m/f && stat -c '%u:%
     let log = ok(&env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]));
     assert!(log.contains("only-for-1000"), "{log}");
     assert!(log.contains("1000:1000 600"), "{log}");
-}
-
-#[test]
-fn concurrent_builds_on_one_state_share_the_base_snapshot() {
-    let test = "concurrent_builds_on_one_state_share_the_base_snapshot";
-    let Some(env) = Env::new(test) else {
-        return;
-    };
-    // Each build unpacks busybox into the same <state>/snapshots entry; none may remove the
-    // dir another is filling.
-    let children: Vec<_> = (0..4)
-        .map(|i| {
-            let df = format!("FROM busybox\nRUN echo build-{i} > /which && chown 1000 /which\n");
-            let ctx = env.context(&format!("concurrent-{i}"), &[("Dockerfile", &df)]);
-            env.command()
-                .arg("--state")
-                .arg(env.state.path())
-                .args(["build", "--progress", "plain"])
-                .arg(&ctx)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("imgfarm starts")
-        })
-        .collect();
-    for c in children {
-        ok(&c.wait_with_output().expect("output"));
-    }
 }

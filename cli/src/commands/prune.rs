@@ -80,12 +80,20 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let report = store.gc().context("collecting unreferenced blobs")?;
     lease.release();
-    let snaps = imgfarm_worker::snapshotter::collect::collect(
+    // Snapshots are collected only when no build or worker holds them (as BuildKit's
+    // prune skips records in use); the blobs above are safe either way (store leases).
+    let snaps = match imgfarm_worker::snapshotter::collect::collect(
         &state,
         &store,
         &imgfarm_worker::executor::Executor::new(),
-    )
-    .context("collecting unreferenced snapshots")?;
+    ) {
+        Ok(r) => r,
+        Err(e @ imgfarm_worker::snapshotter::SnapshotterError::Busy { .. }) => {
+            eprintln!("warning: snapshots not collected: {e}");
+            Default::default()
+        }
+        Err(e) => return Err(e).context("collecting unreferenced snapshots"),
+    };
     let indexes = imgfarm_worker::solve::layer_index::collect_indexes(&store);
     for d in &report.removed {
         println!("deleted: {d}");

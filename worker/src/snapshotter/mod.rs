@@ -77,7 +77,7 @@ pub enum SnapshotterError {
     /// The collector needs every lease released.
     #[error(
         "the snapshots in {} are in use by a running build or worker on this state; \
-         stop it (or wait for it) and prune again",
+         prune again once it has finished",
         root.display()
     )]
     Busy {
@@ -250,7 +250,11 @@ impl Snapshotter {
         self.remove(active)?;
         result?;
         prepared.unpacked += 1;
-        tracing::info!(snapshot = name, ms = t.elapsed().as_millis() as u64, "unpacked");
+        tracing::info!(
+            snapshot = name,
+            ms = t.elapsed().as_millis() as u64,
+            "unpacked"
+        );
         Ok(())
     }
 
@@ -350,7 +354,9 @@ fn unpack_into(
     let fs = active.upper();
     let scratch = active.dir().join("scratch");
     std::fs::create_dir_all(&scratch).map_err(io("creating", &scratch))?;
-    let mut blob = store.open_blob(&l.digest).map_err(|e| fail(e.to_string()))?;
+    let mut blob = store
+        .open_blob(&l.digest)
+        .map_err(|e| fail(e.to_string()))?;
     std::thread::scope(|s| {
         s.spawn(|| on_unpack(l));
         exec.unpack_layer(&mut blob, &fs, parents, &scratch)

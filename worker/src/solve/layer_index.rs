@@ -145,7 +145,8 @@ fn load(store: &ContentStore, digest: &Digest) -> Option<LayerIndex> {
     }
     let bytes = std::fs::read(&path).ok()?;
     let rest = bytes.strip_prefix(FILE_TAG)?;
-    let header: [u8; codec::FRAME_HEADER_LEN] = rest.get(..codec::FRAME_HEADER_LEN)?.try_into().ok()?;
+    let header: [u8; codec::FRAME_HEADER_LEN] =
+        rest.get(..codec::FRAME_HEADER_LEN)?.try_into().ok()?;
     let len = codec::check_header(header, codec::MAX_CONTROL_FRAME).ok()?;
     let body = rest.get(codec::FRAME_HEADER_LEN..)?;
     if body.len() != len {
@@ -301,7 +302,8 @@ mod tests {
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(5);
-        w.append(&mut h, "etc/passwd", &b"a:x:1"[..]).expect("append");
+        w.append(&mut h, "etc/passwd", &b"a:x:1"[..])
+            .expect("append");
         w.finish().expect("finish")
     }
 
@@ -316,7 +318,11 @@ mod tests {
         assert_eq!(back.ops.len(), 1);
         assert_eq!(back.passwd.as_deref(), Some(&b"a:x:1"[..]));
         let path = index_path(&store, &l.digest);
-        for junk in [&b""[..], b"imgfarm layer index v1\n\0\0\0\x09abc", b"other tag\n"] {
+        for junk in [
+            &b""[..],
+            b"imgfarm layer index v1\n\0\0\0\x09abc",
+            b"other tag\n",
+        ] {
             std::fs::write(&path, junk).expect("write");
             assert!(load(&store, &l.digest).is_none(), "{junk:?} must be a miss");
         }

@@ -3,9 +3,9 @@
 //! `--chown` names). Whiteouts per the image spec "Whiteouts": `.wh.<name>`
 //! deletes a lower path, `.wh..wh..opq` empties a lower directory.
 
-use super::layer_index::{layer_index, IndexOp, LayerIndex, MAX_ENTRIES};
-pub use super::layer_index::ViewEntry;
 pub(super) use super::layer_index::layer_touches;
+pub use super::layer_index::ViewEntry;
+use super::layer_index::{layer_index, IndexOp, LayerIndex, MAX_ENTRIES};
 use super::layers::open_layer;
 use super::result::LayerRef;
 use super::SolveError;

@@ -1,0 +1,267 @@
+//! The snapshotter (issue 13), through the real binary as the unprivileged farm user: each
+//! layer is unpacked once per state and kept across processes, RUN uppers become the next
+//! step's lower without an unpack, concurrent builds share one unpack, long chains are
+//! flattened, a build killed mid-RUN leaves nothing half-committed, and `prune` keeps the
+//! snapshots of images while freeing the rest (`du` shows them apart).
+
+mod build_support;
+
+use build_support::{ok, Env};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `imgfarm --state STATE build --progress plain CTX` with the worker's info log on.
+fn build_logged(env: &Env, ctx: &Path) -> Command {
+    let mut c = env.command();
+    c.arg("--state")
+        .arg(env.state.path())
+        .args(["build", "--progress", "plain"])
+        .arg(ctx)
+        .env("IMGFARM_LOG", "imgfarm_worker=info")
+        .env_remove("IMGFARM_STATE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Layers unpacked by one build, from its log.
+fn unpacks(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(" unpacked ") && l.contains("snapshot"))
+        .count()
+}
+
+/// Committed snapshot names in the state.
+fn committed(env: &Env) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(env.state.path().join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("fs").is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn du(env: &Env) -> serde_json::Value {
+    let out = env.run(&["du", "--format", "json"]);
+    ok(&out);
+    serde_json::from_slice(&out.stdout).expect("du json")
+}
+
+#[test]
+fn stages_on_one_base_unpack_it_once_and_later_builds_unpack_nothing() {
+    let test = "stages_on_one_base_unpack_it_once_and_later_builds_unpack_nothing";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let two = "FROM busybox AS a\nRUN echo a > /a\nRUN cat /a > /a2\n\
+               FROM busybox AS b\nRUN echo b > /b\n\
+               FROM scratch\nCOPY --from=a /a2 /a\nCOPY --from=b /b /b\n";
+    let ctx = env.context("two-stages", &[("Dockerfile", two)]);
+    let out = build_logged(&env, &ctx).output().expect("build");
+    ok(&out);
+    // busybox is one layer: unpacked once for both stages; each RUN's upper is committed,
+    // so `cat /a` stacks on the first RUN without unpacking its blob.
+    assert_eq!(unpacks(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(committed(&env).len(), 4, "base + three RUNs");
+
+    // Another process, another Dockerfile on the same base: nothing to unpack.
+    let other = "FROM busybox\nRUN echo c > /c\n";
+    let ctx = env.context("other", &[("Dockerfile", other)]);
+    let out = build_logged(&env, &ctx).output().expect("build");
+    ok(&out);
+    assert_eq!(unpacks(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn concurrent_builds_on_one_state_share_one_unpack() {
+    let test = "concurrent_builds_on_one_state_share_one_unpack";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    // Four processes need the same base snapshot at once: one unpacks while the others wait
+    // for its lock, and none sees a half-made snapshot.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let df = format!("FROM busybox\nRUN echo build-{i} > /which && chown 1000 /which\n");
+            let ctx = env.context(&format!("concurrent-{i}"), &[("Dockerfile", &df)]);
+            build_logged(&env, &ctx).spawn().expect("imgfarm starts")
+        })
+        .collect();
+    let mut total = 0;
+    for c in children {
+        let out = c.wait_with_output().expect("output");
+        ok(&out);
+        total += unpacks(&out);
+    }
+    assert_eq!(total, 1, "the base is unpacked once across four builds");
+    assert_eq!(committed(&env).len(), 5, "base + four RUNs");
+}
+
+#[test]
+fn long_chains_are_flattened_below_the_overlay_limit() {
+    let test = "long_chains_are_flattened_below_the_overlay_limit";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    // 45 RUN layers on busybox: the last steps stack more lower dirs than one overlay mount
+    // takes, so their bottom part is applied into one flat dir (whiteouts included).
+    let mut df = String::from("FROM busybox\nRUN touch /gone\nRUN rm /gone\n");
+    for i in 0..42 {
+        df.push_str(&format!("RUN echo {i} > /f{i}\n"));
+    }
+    df.push_str(
+        "RUN test ! -e /gone && cat /f0 /f20 /f41 > /all && test \"$(wc -l < /all)\" = 3\n",
+    );
+    let ctx = env.context("long", &[("Dockerfile", &df)]);
+    ok(&build_logged(&env, &ctx).output().expect("build"));
+    assert!(
+        committed(&env).iter().any(|n| n.starts_with("flat-")),
+        "a flattened snapshot: {:?}",
+        committed(&env)
+    );
+}
+
+/// Whether a process with exactly this argv runs on the machine.
+fn running(argv: &[&str]) -> bool {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_build_killed_mid_run_leaves_no_half_committed_snapshot() {
+    let test = "a_build_killed_mid_run_leaves_no_half_committed_snapshot";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo partial > /p && sleep 613\n",
+        )],
+    );
+    let mut child = build_logged(&env, &ctx).spawn().expect("imgfarm starts");
+    let active = env.state.path().join("snapshots").join("active");
+    let t0 = Instant::now();
+    while !running(&["sleep", "613"]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the RUN never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let t0 = Instant::now();
+    while running(&["sleep", "613"]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the step outlived its build"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only the base was committed; the RUN's upper is an active dir, never a lower.
+    assert_eq!(committed(&env).len(), 1, "{:?}", committed(&env));
+    assert!(
+        std::fs::read_dir(&active).is_ok_and(|mut d| d.next().is_some()),
+        "the killed RUN's active dir is left for the next process"
+    );
+
+    let ctx = env.context(
+        "after",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN test ! -e /p && echo ok > /ok\n",
+        )],
+    );
+    let out = build_logged(&env, &ctx).output().expect("build");
+    ok(&out);
+    assert_eq!(unpacks(&out), 0);
+    assert!(
+        std::fs::read_dir(&active).is_ok_and(|mut d| d.next().is_none()),
+        "the next process alone on the state removed the stale active dir"
+    );
+}
+
+#[test]
+fn prune_keeps_image_snapshots_and_frees_the_rest() {
+    let test = "prune_keeps_image_snapshots_and_frees_the_rest";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let df = "FROM busybox\nRUN mkdir -p /big && head -c 3000000 /dev/urandom > /big/blob \
+              && chown -R 1000:1000 /big && chmod 0700 /big\n";
+    let ctx = env.context("prune", &[("Dockerfile", df)]);
+    ok(&env.run(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]));
+    let before = du(&env);
+    assert_eq!(before["snapshots"], 2, "{before}");
+    assert!(
+        before["snapshotBytes"].as_u64().unwrap_or(0) > 3_000_000,
+        "{before}"
+    );
+
+    // Plain prune: the cache still references the RUN's chain, so both stay.
+    ok(&env.run(&["prune"]));
+    assert_eq!(du(&env)["snapshots"], 2);
+
+    // --all drops the cache: only busybox (an image of the store) keeps its snapshot.
+    let out = env.run(&["prune", "--all"]);
+    let log = ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("deleted 1 snapshots, kept 1"),
+        "{stdout}{log}"
+    );
+    let after = du(&env);
+    assert_eq!(after["snapshots"], 1, "{after}");
+    for sub in ["cache", "tmp", "snapshots/active", "snapshots/locks"] {
+        let p = env.state.path().join(sub);
+        let left: Vec<_> = std::fs::read_dir(&p)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{} still holds {left:?}", p.display());
+    }
+    // The kept snapshot still serves: a new build unpacks nothing.
+    let ctx = env.context("again", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let out = build_logged(&env, &ctx).output().expect("build");
+    ok(&out);
+    assert_eq!(unpacks(&out), 0);
+}
+
+#[test]
+fn prune_skips_snapshots_while_a_build_holds_them() {
+    let test = "prune_skips_snapshots_while_a_build_holds_them";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let ctx = env.context("held", &[("Dockerfile", "FROM busybox\nRUN sleep 614\n")]);
+    let mut child = build_logged(&env, &ctx).spawn().expect("imgfarm starts");
+    let t0 = Instant::now();
+    while !running(&["sleep", "614"]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the RUN never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = env.run(&["prune"]);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let err = ok(&out);
+    assert!(err.contains("in use by a running build or worker"), "{err}");
+    assert_eq!(committed(&env).len(), 1, "the base snapshot is untouched");
+}
