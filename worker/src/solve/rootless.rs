@@ -265,16 +265,13 @@ fn stage_source(
     }
     let root = tmp.join(format!("bind-{index}"));
     std::fs::create_dir_all(&root).map_err(setup)?;
-    // Owners as in the stage (the default: on as root of the build namespace), so a step
-    // running as a non-root user reads what that user owns there, as in BuildKit.
-    let opts = imgfarm_common::oci::layer::ApplyOptions {
-        devices: imgfarm_common::oci::layer::DevicePolicy::Skip,
-        ..Default::default()
-    };
-    for l in chain {
-        let r = super::layers::open_layer(req.store, l).map_err(setup)?;
-        imgfarm_common::oci::layer::apply(r, &root, &opts).map_err(setup)?;
-    }
+    // Owners as in the stage (on as root of the build namespace), so a step running as a
+    // non-root user reads what that user owns there, as in BuildKit. Only the layers that
+    // hold the source are read (not a whole Debian base for one directory of a stage).
+    let view = super::view::ChainView::load(req.store, chain).map_err(setup)?;
+    let source = if rel.is_empty() { "/" } else { rel };
+    super::stage::unpack_sources_into(req.store, chain, &view, &[source.to_string()], &root, true)
+        .map_err(setup)?;
     let root = root.canonicalize().map_err(setup)?;
     let source = root.join(rel);
     let resolved = source.canonicalize().map_err(|e| {

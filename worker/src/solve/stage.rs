@@ -76,22 +76,56 @@ pub fn unpack_prefixes(sources: &[String], view: &ChainView) -> Option<Vec<Strin
 }
 
 /// Unpacks `chain` (whose merged view is `view`) into a new temp dir,
-/// limited to what `sources` can select when that is safe.
+/// limited to what `sources` can select when that is safe. Owners are not
+/// applied: COPY takes them from `view`.
 pub fn unpack_for_sources(
     store: &ContentStore,
     chain: &[LayerRef],
     view: &ChainView,
     sources: &[String],
 ) -> Result<tempfile::TempDir, SolveError> {
+    let dir = tempfile::tempdir().map_err(|e| SolveError::Layer(format!("temp dir: {e}")))?;
+    unpack_sources_into(store, chain, view, sources, dir.path(), false)?;
+    Ok(dir)
+}
+
+/// Unpacks `chain` into the empty dir `dest`, limited to what `sources`
+/// can select when that is safe (see the module docs), with the owners of
+/// the stage when `ownership` (a `RUN --mount=type=bind,from=` source, read
+/// by the step's user). The layers that hold nothing at, under or above the
+/// sources are not read at all.
+pub fn unpack_sources_into(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    view: &ChainView,
+    sources: &[String],
+    dest: &std::path::Path,
+    ownership: bool,
+) -> Result<(), SolveError> {
     if let Some(only) = unpack_prefixes(sources, view) {
-        match unpack(store, chain, Some(only)) {
+        match unpack(store, chain, Some(only), dest, ownership) {
             Err(Unpack::OutsideFilter(e)) => {
                 tracing::debug!("unpacking the whole stage: {e}");
+                empty_dir(dest)?;
             }
             other => return other.map_err(Unpack::into_solve),
         }
     }
-    unpack(store, chain, None).map_err(Unpack::into_solve)
+    unpack(store, chain, None, dest, ownership).map_err(Unpack::into_solve)
+}
+
+/// Removes what a refused filtered unpack left in `dir`.
+fn empty_dir(dir: &std::path::Path) -> Result<(), SolveError> {
+    let err = |e: std::io::Error| SolveError::Layer(format!("emptying {}: {e}", dir.display()));
+    for e in std::fs::read_dir(dir).map_err(err)? {
+        let p = e.map_err(err)?.path();
+        if p.symlink_metadata().map_err(err)?.is_dir() {
+            std::fs::remove_dir_all(&p).map_err(err)?;
+        } else {
+            std::fs::remove_file(&p).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 enum Unpack {
@@ -112,14 +146,14 @@ fn unpack(
     store: &ContentStore,
     chain: &[LayerRef],
     only: Option<Vec<String>>,
-) -> Result<tempfile::TempDir, Unpack> {
-    let dir = tempfile::tempdir()
-        .map_err(|e| Unpack::Failed(SolveError::Layer(format!("temp dir: {e}"))))?;
+    dest: &std::path::Path,
+    ownership: bool,
+) -> Result<(), Unpack> {
     let prefixes: Option<Vec<String>> = only
         .as_ref()
         .map(|o| o.iter().map(|p| super::view::clean(p)).collect());
     let opts = ApplyOptions {
-        ownership: false,
+        ownership,
         devices: DevicePolicy::Skip,
         only,
         ..Default::default()
@@ -133,11 +167,11 @@ fn unpack(
             }
         }
         let r = open_layer(store, l).map_err(Unpack::Failed)?;
-        match apply(r, dir.path(), &opts) {
+        match apply(r, dest, &opts) {
             Ok(_) => {}
             Err(e @ LayerError::OutsideFilter { .. }) => return Err(Unpack::OutsideFilter(e)),
             Err(e) => return Err(Unpack::Failed(SolveError::Layer(e.to_string()))),
         }
     }
-    Ok(dir)
+    Ok(())
 }
