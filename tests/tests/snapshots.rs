@@ -1,10 +1,12 @@
 //! The snapshotter (issue 13), through the real binary as the unprivileged farm user: each
 //! layer is unpacked once per state and kept across processes, RUN uppers become the next
 //! step's lower without an unpack, concurrent builds share one unpack, long chains are
-//! flattened, a build killed mid-RUN leaves nothing half-committed, and `prune` keeps the
-//! snapshots of images while freeing the rest (`du` shows them apart).
+//! flattened, a build killed mid-RUN leaves nothing half-committed, `prune` keeps the
+//! snapshots of images while freeing the rest (`du` shows them apart), and the copy
+//! snapshotter (no overlayfs) builds the same image as the overlay one.
 
 mod build_support;
+mod oracle_support;
 
 use build_support::{ok, Env};
 use std::path::Path;
@@ -264,4 +266,62 @@ fn prune_skips_snapshots_while_a_build_holds_them() {
     let err = ok(&out);
     assert!(err.contains("in use by a running build or worker"), "{err}");
     assert_eq!(committed(&env).len(), 1, "the base snapshot is untouched");
+}
+
+/// Owners, modes, hardlinks, deletions of base files and of a previous step's tree, an
+/// opaque-making `rm -rf` + `mkdir`, and appends to a base file, over three steps.
+const TREES: &str = r#"FROM busybox
+RUN touch /owned && chown 1000:2000 /owned && chmod 0600 /owned \
+ && mkdir -p /gone/sub /keep/sub && echo x > /gone/sub/f && echo y > /keep/sub/f \
+ && chown -R 1000:1000 /gone && chmod 0700 /gone/sub \
+ && mkdir -p /a /b && echo linked > /a/f && ln /a/f /b/g && chown 33:33 /a/f \
+ && mkdir /locked && chmod 0000 /locked
+RUN rm -rf /gone /bin/ls /keep/sub && mkdir /keep/sub && echo new > /keep/sub/g \
+ && echo "extra:x:5000:5000::/:/bin/sh" >> /etc/passwd && chmod 0640 /owned
+RUN test ! -e /gone && test ! -e /keep/sub/f && cat /keep/sub/g /a/f > /seen
+"#;
+
+#[test]
+fn the_copy_snapshotter_builds_what_the_overlay_one_builds() {
+    let test = "the_copy_snapshotter_builds_what_the_overlay_one_builds";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let ctx = env.context("trees", &[("Dockerfile", TREES)]);
+    let archive = |mode: &str| -> oracle_support::Image {
+        // One state; --no-cache runs every step again in each mode.
+        let dest = env.work.path().join(format!("{mode}.tar"));
+        let mut c = env.command();
+        c.arg("--state")
+            .arg(env.state.path())
+            .args(["build", "--progress", "plain", "--no-cache", "-o"])
+            .arg(format!("type=docker,dest={}", dest.display()))
+            .arg(&ctx)
+            .env("IMGFARM_SNAPSHOTTER", mode)
+            .env("IMGFARM_LOG", "imgfarm_worker=info")
+            .env_remove("IMGFARM_STATE");
+        let out = c.output().expect("build");
+        let log = ok(&out);
+        if mode == "copy" {
+            assert!(log.contains("whole copies"), "copy mode is said:\n{log}");
+        }
+        oracle_support::read_docker_archive(&dest)
+    };
+    let overlay = archive("overlay");
+    let copy = archive("copy");
+    assert!(
+        committed(&env).iter().any(|n| n.starts_with("copy-")),
+        "{:?}",
+        committed(&env)
+    );
+    for t in [&copy.tree, &overlay.tree] {
+        assert!(t.contains_key("seen") && t.contains_key("keep/sub/g"));
+        assert!(
+            !t.contains_key("bin/ls") && !t.contains_key("gone") && !t.contains_key("keep/sub/f")
+        );
+        assert_eq!(t["owned"].mode, 0o640);
+    }
+    let diff = oracle_support::tree::diff(&copy.tree, &overlay.tree);
+    assert!(diff.is_empty(), "copy vs overlay:\n{}", diff.join("\n"));
+    assert_eq!(copy.layers, overlay.layers);
 }

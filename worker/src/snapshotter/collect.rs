@@ -3,7 +3,7 @@
 //! A snapshot is referenced when its chain id is a prefix of the layer chain
 //! of an image the store names (every manifest reachable from a ref, through
 //! indexes) or of a result in the build cache (`<state>/cache/vertices`);
-//! a `flat-<id>` snapshot when `<id>` is. Counting those references at
+//! a `flat-<id>` or `copy-<id>` snapshot when `<id>` is. Counting those references at
 //! collection time gives containerd's rule (a snapshot lives while an image
 //! or a lease holds it) without a reference count to keep in step. Running
 //! builds and workers hold the lease lock shared, so collecting waits for
@@ -163,7 +163,10 @@ pub fn collect(
         if matches!(name.as_str(), "active" | "locks" | "lease.lock") {
             continue;
         }
-        let id = name.strip_prefix("flat-").unwrap_or(&name);
+        let id = name
+            .strip_prefix("flat-")
+            .or_else(|| name.strip_prefix("copy-"))
+            .unwrap_or(&name);
         if sizes.contains_key(&name) && live.contains(id) {
             report.kept += 1;
             continue;

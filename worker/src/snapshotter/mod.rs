@@ -20,6 +20,13 @@
 //!   and one page of mount options (~50 of our paths), so a chain longer than
 //!   [`MAX_LOWERS`] gets its bottom part applied into one `flat-<hex>` dir
 //!   (named by that part's chain id, so later steps reuse it).
+//! - **Copies** where overlayfs cannot be mounted in a user namespace (kernels
+//!   before 5.11, some nested containers), or with `IMGFARM_SNAPSHOTTER=copy`:
+//!   as containerd's native snapshotter, `copy-<hex>/fs` is the whole tree of
+//!   its chain (the parent's copied with `cp -a --reflink=auto`, the layer
+//!   applied on top), a RUN works on a private copy, and its layer is the
+//!   difference from the parent (common::oci::layer::create with `base`).
+//!   Slower and bigger; said once per process.
 //! - **Leases**: every process that uses the snapshots holds a shared flock on
 //!   `lease.lock` for as long as it may read them; the collector
 //!   ([`collect`]) needs it exclusively, so it never removes a snapshot under
@@ -74,6 +81,14 @@ pub enum SnapshotterError {
         /// Why.
         reason: String,
     },
+    /// Copying a tree (copy mode) failed.
+    #[error("snapshots: copying {}: {reason}", from.display())]
+    Copy {
+        /// The tree copied.
+        from: PathBuf,
+        /// What cp said.
+        reason: String,
+    },
     /// The collector needs every lease released.
     #[error(
         "the snapshots in {} are in use by a running build or worker on this state; \
@@ -96,11 +111,21 @@ pub fn root_of(state: &Path) -> PathBuf {
     state.join("snapshots")
 }
 
+/// How snapshots are stacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Per-layer dirs stacked as overlayfs lower dirs.
+    Overlay,
+    /// Whole trees copied (no overlayfs).
+    Copy,
+}
+
 /// An open snapshot dir, holding a shared lease on it.
 #[derive(Debug)]
 pub struct Snapshotter {
     root: PathBuf,
     exec: Executor,
+    mode: Mode,
     _lease: Flock<File>,
 }
 
@@ -164,9 +189,11 @@ impl Snapshotter {
             Err((f, _)) => Flock::lock(f, FlockArg::LockShared)
                 .map_err(|(_, e)| io("locking", &root)(e.into()))?,
         };
+        let mode = choose_mode(&exec, &root)?;
         Ok(Self {
             root,
             exec,
+            mode,
             _lease: lease,
         })
     }
@@ -174,6 +201,11 @@ impl Snapshotter {
     /// The snapshot dir.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How this snapshotter stacks layers.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     fn committed(&self, name: &str) -> PathBuf {
@@ -193,6 +225,12 @@ impl Snapshotter {
         let ids = chain::chain_ids(chain.iter().map(|l| &l.diff_id));
         let mut out: Vec<PathBuf> = Vec::new();
         let mut prepared = Prepared::default();
+        if self.mode == Mode::Copy {
+            if let Some(full) = self.copies(store, chain, &ids, &mut prepared)? {
+                out.push(full);
+            }
+            return Ok((out, prepared));
+        }
         let k = flat_prefix_len(chain.len());
         if k > 0 {
             out.push(self.flat(store, &chain[..k], &ids[k - 1], &mut prepared)?);
@@ -208,6 +246,41 @@ impl Snapshotter {
             out.push(fs);
         }
         Ok((out, prepared))
+    }
+
+    /// Copy mode: `copy-<hex>` for the whole of `chain` (`None` for an empty
+    /// chain), made from the longest committed prefix.
+    fn copies(
+        &self,
+        store: &ContentStore,
+        chain: &[LayerRef],
+        ids: &[Digest],
+        prepared: &mut Prepared,
+    ) -> Result<Option<PathBuf>, SnapshotterError> {
+        let name = |i: usize| format!("copy-{}", ids[i].hex());
+        let start = (0..chain.len())
+            .rev()
+            .find(|&i| self.committed(&name(i)).is_dir())
+            .map_or(0, |i| i + 1);
+        for (i, layer) in chain.iter().enumerate().skip(start) {
+            let parent = i.checked_sub(1).map(|p| self.committed(&name(p)));
+            self.make(&name(i), prepared, |exec, active| {
+                if let Some(p) = &parent {
+                    copy_tree(p, &active.upper())?;
+                }
+                unpack_into(exec, store, layer, active, &[], &|_| {})
+            })?;
+        }
+        Ok(chain.len().checked_sub(1).map(|i| self.committed(&name(i))))
+    }
+
+    /// Copy mode: the name a committed chain id gets (`copy-<hex>`); overlay
+    /// mode: the hex itself.
+    pub fn name_for(&self, chain_id: &Digest) -> String {
+        match self.mode {
+            Mode::Overlay => chain_id.hex().to_string(),
+            Mode::Copy => format!("copy-{}", chain_id.hex()),
+        }
     }
 
     /// `flat-<hex>`: the layers of `chain` applied into one dir.
@@ -320,6 +393,78 @@ impl Snapshotter {
                 reason: e.to_string(),
             })
     }
+}
+
+/// `IMGFARM_SNAPSHOTTER` (`overlay` or `copy`), else whether an overlay
+/// mounts in a user namespace here (one probe per process; a refusal is
+/// said once, with the kernel's reason).
+fn choose_mode(exec: &Executor, root: &Path) -> Result<Mode, SnapshotterError> {
+    match std::env::var("IMGFARM_SNAPSHOTTER").as_deref() {
+        Ok("copy") => {
+            tracing::warn!("IMGFARM_SNAPSHOTTER=copy: snapshots are whole copies, not overlays");
+            return Ok(Mode::Copy);
+        }
+        Ok("overlay") => return Ok(Mode::Overlay),
+        Ok(other) if !other.is_empty() => {
+            tracing::warn!("IMGFARM_SNAPSHOTTER={other:?} is not overlay or copy: ignored");
+        }
+        _ => {}
+    }
+    let probe = tempfile::Builder::new()
+        .prefix("probe-")
+        .tempdir_in(root.join("active"))
+        .map_err(io("creating in", &root.join("active")))?;
+    let (lower, dest, scratch) = (
+        probe.path().join("lower"),
+        probe.path().join("upper"),
+        probe.path().join("scratch"),
+    );
+    for d in [&lower, &dest, &scratch] {
+        std::fs::create_dir_all(d).map_err(io("creating", d))?;
+    }
+    // An empty tar (two zero blocks) applied through an overlay of one lower dir.
+    let mut empty: &[u8] = &[0u8; 1024];
+    let result = exec.unpack_layer(&mut empty, &dest, &[lower], &scratch);
+    let removed = exec.remove_tree(probe.path());
+    drop(probe);
+    if let Err(e) = removed {
+        tracing::debug!("removing the overlay probe: {e}");
+    }
+    match result {
+        Ok(_) => Ok(Mode::Overlay),
+        Err(e) => {
+            tracing::warn!(
+                "overlayfs cannot be mounted in a user namespace here ({e}): snapshots are \
+                 whole copies (slower, more disk); a kernel of 5.11 or later avoids this"
+            );
+            Ok(Mode::Copy)
+        }
+    }
+}
+
+/// `cp -a --reflink=auto FROM/. TO` (owners, modes, xattrs, links and times
+/// kept; shared extents where the filesystem has them). Runs as root of the
+/// build namespace, where every owner is mapped.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg(from.join("."))
+        .arg(to)
+        .output()
+        .map_err(io("running cp for", to))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(SnapshotterError::Copy {
+        from: from.to_path_buf(),
+        reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// Copy mode: `from` copied into the empty dir `to` (a RUN's private tree).
+pub fn copy_into(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
+    copy_tree(from, to)
 }
 
 /// Removes every entry of `dir` (as the executor removes build trees).

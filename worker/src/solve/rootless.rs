@@ -13,7 +13,7 @@ use crate::emulation;
 use crate::executor::{self, ExecError, ExtraMount, Network};
 use crate::idmap::IdMapping;
 use crate::snapshotter::chain::chain_ids;
-use crate::snapshotter::Snapshotter;
+use crate::snapshotter::{copy_into, Mode, Snapshotter};
 use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
@@ -317,8 +317,22 @@ impl Executor for RootlessExecutor {
         let tmp = active.dir().to_path_buf();
         let upper = active.upper();
         let work = active.work();
+        // Copy mode: the step works on a private copy of its parent's whole tree (bound
+        // as the root), and its layer is the difference from that parent.
+        let (rootfs, base) = match snaps.mode() {
+            Mode::Overlay => (lowers.clone(), None),
+            Mode::Copy => {
+                if let Some(parent) = lowers.first() {
+                    if let Err(e) = copy_into(parent, &upper) {
+                        let _ = snaps.remove(active);
+                        return Err(setup(e));
+                    }
+                }
+                (Vec::new(), lowers.first().cloned())
+            }
+        };
         let mut er =
-            executor::ExecRequest::new(lowers.clone(), upper.clone(), work, req.op.args.clone());
+            executor::ExecRequest::new(rootfs.clone(), upper.clone(), work, req.op.args.clone());
         er.env = req.op.env.clone();
         er.cwd = if req.op.cwd.is_empty() {
             "/".into()
@@ -362,13 +376,13 @@ impl Executor for RootlessExecutor {
                 })?;
             let t_run = t1.elapsed();
             let t2 = Instant::now();
-            keep_mount_targets(&lowers, &upper, &er.mounts)?;
-            let layer = self.layer_from_upper(req, &upper)?;
+            keep_mount_targets(&rootfs, &upper, &er.mounts)?;
+            let layer = self.layer_from_upper(req, &upper, base)?;
             // The upper dir is this layer unpacked: it becomes the chain's snapshot, so
             // the next step stacks on it without reading the blob.
             let ids = chain_ids(req.lower.iter().chain([&layer]).map(|l| &l.diff_id));
             if let Some(id) = ids.last() {
-                snaps.commit(&active, id.hex()).map_err(setup)?;
+                snaps.commit(&active, &snaps.name_for(id)).map_err(setup)?;
             }
             tracing::info!(
                 unpack_ms = t_unpack.as_millis() as u64,
@@ -387,10 +401,13 @@ impl Executor for RootlessExecutor {
 }
 
 impl RootlessExecutor {
+    /// The layer of a step's upper dir: an overlay upper dir, or (copy mode,
+    /// `base` set) a whole tree diffed against its parent's.
     fn layer_from_upper(
         &self,
         req: &ExecRequest<'_>,
         upper: &Path,
+        base: Option<PathBuf>,
     ) -> Result<LayerRef, ExecFailure> {
         let id_map = match self.exec.mapping() {
             // Container ids are this process's own ids: nothing to translate.
@@ -415,8 +432,14 @@ impl RootlessExecutor {
                 }],
             }),
         };
+        let source = if base.is_some() {
+            SourceKind::Plain
+        } else {
+            SourceKind::OverlayUpper
+        };
         let opts = CreateOptions {
-            source: SourceKind::OverlayUpper,
+            source,
+            base,
             id_map,
             ..CreateOptions::from_env()
         };

@@ -20,7 +20,14 @@
 //!   always empty; gzip headers carry mtime 0 and no name. Equal trees give
 //!   equal digests on any machine;
 //! - with [`CreateOptions::id_map`], host ids of a rootless upper dir are
-//!   recorded as the container ids they stand for.
+//!   recorded as the container ids they stand for;
+//! - with [`CreateOptions::base`] (a copy snapshot: the step ran on a full
+//!   copy of its parent tree), only the differences from `base` are written,
+//!   as containerd's continuity `fs.Changes` finds them: an entry whose type,
+//!   mode, owner, xattrs, mtime (with nanoseconds; the content too when both
+//!   have none), size, link target or device number differ, or that is new;
+//!   a path of `base` that is gone becomes `.wh.<name>`; an unchanged
+//!   directory is written only when something below it is.
 
 use super::compress::{Compressor, HashingWriter, Settings};
 use super::tar_write::{self, EntryHeader, Kind};
@@ -73,6 +80,8 @@ pub struct CreateOptions {
     /// record container ids (host ids translated back through this map;
     /// unmapped ones become 65534, as the kernel shows them).
     pub id_map: Option<IdMap>,
+    /// Write only the differences from this tree (see the module docs).
+    pub base: Option<std::path::PathBuf>,
 }
 
 /// The default gzip member size for parallel compression.
@@ -91,6 +100,7 @@ impl Default for CreateOptions {
                 .unwrap_or(1),
             lease: None,
             id_map: None,
+            base: None,
         }
     }
 }
@@ -159,8 +169,9 @@ pub fn create_to_writer<W: Write>(
         out: HashingWriter::new(compressor),
         links: HashMap::new(),
         buf: vec![0u8; COPY_BUF],
+        pending: Vec::new(),
     };
-    walker.dir(src, b"", 0)?;
+    walker.dir(src, b"", 0, opts.base.as_deref())?;
     tar_write::write_end(&mut walker.out).map_err(|e| LayerError::io("write tar", src, e))?;
     let (compressor, diff_id, size) = walker.out.finish();
     let out = compressor
@@ -175,27 +186,59 @@ struct Walker<'a, W: Write> {
     /// (dev, ino) of multiply-linked files → first archived path.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    /// Diff mode: unchanged parent directories, written before the first
+    /// entry below them (and dropped if none comes).
+    pending: Vec<EntryHeader>,
 }
 
 impl<W: Write> Walker<'_, W> {
-    fn dir(&mut self, abs: &Path, rel: &[u8], depth: usize) -> Result<(), LayerError> {
+    fn dir(
+        &mut self,
+        abs: &Path,
+        rel: &[u8],
+        depth: usize,
+        base: Option<&Path>,
+    ) -> Result<(), LayerError> {
         if depth > MAX_DEPTH {
             return Err(LayerError::BadArchive(format!(
                 "source tree deeper than {MAX_DEPTH} levels at {}",
                 abs.display()
             )));
         }
-        let mut names: Vec<OsString> = fs::read_dir(abs)
-            .map_err(|e| LayerError::io("read directory", abs, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| LayerError::io("read directory", abs, e))?;
+        let list = |dir: &Path| -> Result<Vec<OsString>, LayerError> {
+            fs::read_dir(dir)
+                .map_err(|e| LayerError::io("read directory", dir, e))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| LayerError::io("read directory", dir, e))
+        };
+        let mut names = list(abs)?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut gone: Vec<OsString> = match base {
+            Some(b) => {
+                let here: std::collections::HashSet<&OsString> = names.iter().collect();
+                list(b)?.into_iter().filter(|n| !here.contains(n)).collect()
+            }
+            None => Vec::new(),
+        };
+        gone.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in gone {
+            // Deleted since the base: a whiteout, with the base entry's metadata.
+            let b = base.map(|b| b.join(&name)).unwrap_or_default();
+            let meta = fs::symlink_metadata(&b).map_err(|e| LayerError::io("stat", &b, e))?;
+            let mut wh = rel.to_vec();
+            wh.extend_from_slice(&whiteout::whiteout_name(name.as_bytes()));
+            let h = self.header(wh, Kind::Regular { size: 0 }, &meta, Vec::new());
+            self.write_header(&h, &b)?;
+        }
         for name in names {
             let path = abs.join(&name);
             let mut child = rel.to_vec();
             child.extend_from_slice(name.as_bytes());
-            self.entry(&path, child, name.as_bytes(), rel, depth)?;
+            let below = base
+                .map(|b| b.join(&name))
+                .filter(|b| b.symlink_metadata().is_ok());
+            self.entry(&path, child, name.as_bytes(), rel, depth, below.as_deref())?;
         }
         Ok(())
     }
@@ -207,6 +250,7 @@ impl<W: Write> Walker<'_, W> {
         name: &[u8],
         parent_rel: &[u8],
         depth: usize,
+        base: Option<&Path>,
     ) -> Result<(), LayerError> {
         let meta = fs::symlink_metadata(abs).map_err(|e| LayerError::io("stat", abs, e))?;
         let ft = meta.file_type();
@@ -215,6 +259,10 @@ impl<W: Write> Walker<'_, W> {
             Vec::new()
         } else {
             read_xattrs(abs)?
+        };
+        let unchanged = match base {
+            Some(b) => same_entry(abs, &meta, &xattrs, b)?,
+            None => false,
         };
         if overlay && is_overlay_whiteout(&meta, abs) {
             let mut wh = parent_rel.to_vec();
@@ -226,6 +274,15 @@ impl<W: Write> Walker<'_, W> {
             let opaque = overlay && is_opaque(abs);
             rel.push(b'/');
             let h = self.header(rel.clone(), Kind::Dir, &meta, xattrs);
+            // A directory of the base stays a base for what is below it.
+            let below = base.filter(|b| b.symlink_metadata().is_ok_and(|m| m.is_dir()));
+            if unchanged {
+                let mark = self.pending.len();
+                self.pending.push(h);
+                self.dir(abs, &rel, depth + 1, below)?;
+                self.pending.truncate(mark);
+                return Ok(());
+            }
             self.write_header(&h, abs)?;
             if opaque {
                 let mut marker = rel.clone();
@@ -234,7 +291,10 @@ impl<W: Write> Walker<'_, W> {
                 h.mode = 0o644;
                 self.write_header(&h, abs)?;
             }
-            return self.dir(abs, &rel, depth + 1);
+            return self.dir(abs, &rel, depth + 1, below);
+        }
+        if unchanged {
+            return Ok(());
         }
         if ft.is_file() {
             if meta.nlink() > 1 {
@@ -307,6 +367,10 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn write_header(&mut self, h: &EntryHeader, abs: &Path) -> Result<(), LayerError> {
+        for p in std::mem::take(&mut self.pending) {
+            tar_write::write_header(&mut self.out, &p)
+                .map_err(|e| LayerError::io("write tar", abs, e))?;
+        }
         tar_write::write_header(&mut self.out, h).map_err(|e| LayerError::io("write tar", abs, e))
     }
 
@@ -355,6 +419,79 @@ fn read_xattrs(abs: &Path) -> Result<Vec<(String, Vec<u8>)>, LayerError> {
         }
     }
     Ok(out)
+}
+
+/// Diff mode: is `abs` (with `meta` and `xattrs`) the same entry as `base`?
+fn same_entry(
+    abs: &Path,
+    meta: &Metadata,
+    xattrs: &[(String, Vec<u8>)],
+    base: &Path,
+) -> Result<bool, LayerError> {
+    let b = fs::symlink_metadata(base).map_err(|e| LayerError::io("stat", base, e))?;
+    let (ft, bt) = (meta.file_type(), b.file_type());
+    let same_kind = (ft.is_dir() && bt.is_dir())
+        || (ft.is_file() && bt.is_file())
+        || (ft.is_symlink() && bt.is_symlink())
+        || (ft.is_char_device() && bt.is_char_device())
+        || (ft.is_block_device() && bt.is_block_device())
+        || (ft.is_fifo() && bt.is_fifo());
+    if !same_kind
+        || meta.mode() != b.mode()
+        || meta.uid() != b.uid()
+        || meta.gid() != b.gid()
+        || meta.rdev() != b.rdev()
+    {
+        return Ok(false);
+    }
+    if ft.is_symlink() {
+        let t = fs::read_link(abs).map_err(|e| LayerError::io("read link", abs, e))?;
+        let bt = fs::read_link(base).map_err(|e| LayerError::io("read link", base, e))?;
+        return Ok(t == bt);
+    }
+    if meta.mtime() != b.mtime()
+        || meta.mtime_nsec() != b.mtime_nsec()
+        || (ft.is_file() && meta.len() != b.len())
+        || read_xattrs(base)? != xattrs
+    {
+        return Ok(false);
+    }
+    if ft.is_file() && meta.mtime_nsec() == 0 {
+        // No sub-second time to tell edits apart: compare the bytes.
+        return same_content(abs, base);
+    }
+    Ok(true)
+}
+
+/// Whether two files of equal size hold the same bytes (read in chunks).
+fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
+    let open = |p: &Path| File::open(p).map_err(|e| LayerError::io("open", p, e));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut fa, &mut ba).map_err(|e| LayerError::io("read", a, e))?;
+        let m = read_full(&mut fb, &mut bb).map_err(|e| LayerError::io("read", b, e))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn is_overlay_whiteout(meta: &Metadata, abs: &Path) -> bool {
