@@ -325,3 +325,45 @@ fn the_copy_snapshotter_builds_what_the_overlay_one_builds() {
     assert!(diff.is_empty(), "copy vs overlay:\n{}", diff.join("\n"));
     assert_eq!(copy.layers, overlay.layers);
 }
+
+#[test]
+fn copy_from_reads_a_committed_snapshot_in_place_when_one_layer_holds_the_source() {
+    let test = "copy_from_reads_a_committed_snapshot_in_place_when_one_layer_holds_the_source";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let df = "FROM busybox AS build\n\
+              RUN mkdir -p /out/sub && head -c 1000000 /dev/urandom > /out/big \
+               && echo hi > /out/sub/small && chown -R 1000:1000 /out/sub && chmod 0600 /out/sub/small \
+               && ln /out/big /out/big2\n\
+              RUN echo later > /later\n\
+              FROM busybox AS two\n\
+              RUN mkdir /m && echo a > /m/a\n\
+              RUN echo b > /m/b\n\
+              FROM scratch\n\
+              COPY --from=build /out /app\n\
+              COPY --from=two /m /m\n";
+    let ctx = env.context("in-place", &[("Dockerfile", df)]);
+    let dest = env.work.path().join("in-place.tar");
+    let mut c = build_logged(&env, &ctx);
+    c.arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()))
+        .env("IMGFARM_LOG", "imgfarm_worker=debug");
+    let out = c.output().expect("build");
+    let log = ok(&out);
+    // /out comes from one RUN's snapshot; /m from two layers, so it is unpacked.
+    assert_eq!(
+        log.matches("copy sources read in place").count(),
+        1,
+        "{log}"
+    );
+    let img = oracle_support::read_docker_archive(&dest);
+    let t = &img.tree;
+    let small = &t["app/sub/small"];
+    assert_eq!((small.uid, small.gid, small.mode), (1000, 1000, 0o600));
+    assert_eq!(t["app/sub"].uid, 1000);
+    assert!(t.contains_key("app/big") && t.contains_key("app/big2"));
+    assert_eq!(t["app/big"].links, ["app/big2"]);
+    assert!(t.contains_key("m/a") && t.contains_key("m/b"));
+    assert!(!t.contains_key("app/later") && !t.contains_key("later"));
+}

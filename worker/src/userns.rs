@@ -69,6 +69,14 @@ pub fn is_rootless_namespace() -> bool {
     )
 }
 
+/// Whether this process can read every file of a build tree in place (snapshots hold
+/// files of any container owner and mode): as root of a fully mapped build namespace,
+/// or as real root. Not with a single-id mapping, where other owners are unmapped.
+pub fn reads_build_trees() -> bool {
+    matches!(STANDING.get(), Some(Standing::Entered))
+        || (Uid::effective().is_root() && !is_rootless_namespace())
+}
+
 /// Whether files written for the user (`-o type=local`) take the image's owners: only for
 /// real root, as BuildKit's client writes them (never subordinate ids the user can't remove).
 pub fn outputs_keep_owners() -> bool {

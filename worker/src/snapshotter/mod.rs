@@ -159,6 +159,23 @@ pub struct Prepared {
     pub unpacked: usize,
 }
 
+/// A shared lease on the snapshots of `state`, for a process that reads
+/// committed snapshots without preparing any (a COPY from a stage): the
+/// collector leaves them alone while it is held.
+pub fn shared_lease(state: &Path) -> Result<Flock<File>, SnapshotterError> {
+    let root = root_of(state);
+    std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+    Flock::lock(lease_file(&root)?, FlockArg::LockShared)
+        .map_err(|(_, e)| io("locking", &root)(e.into()))
+}
+
+/// The files of the committed overlay snapshot of the chain whose id is
+/// `chain_id` (its top layer's changes), if it is committed under `state`.
+pub fn committed_layer_dir(state: &Path, chain_id: &Digest) -> Option<PathBuf> {
+    let fs = root_of(state).join(chain_id.hex()).join("fs");
+    fs.is_dir().then_some(fs)
+}
+
 fn lease_file(root: &Path) -> Result<File, SnapshotterError> {
     let p = root.join("lease.lock");
     std::fs::OpenOptions::new()

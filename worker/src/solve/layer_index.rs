@@ -292,6 +292,58 @@ pub(super) fn layer_touches(
     }))
 }
 
+/// The one layer of `chain` that decides what is at and under the clean
+/// relative `prefixes`, when there is one: the only layer with entries at
+/// or under them, with no whiteout or opaque marker there, and no layer
+/// above or below it that deletes, hides or replaces a prefix or one of its
+/// parents. Then that layer's committed snapshot holds exactly the files a
+/// copy from those prefixes reads (their parents' metadata comes from the
+/// view). `None` when several layers contribute or anything is hidden.
+pub(super) fn sole_holder(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    prefixes: &[String],
+) -> Result<Option<usize>, SolveError> {
+    let at_or_under = |p: &str| {
+        prefixes.iter().any(|x| {
+            p == x
+                || p.strip_prefix(x.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    let above = |p: &str| {
+        p.is_empty()
+            || prefixes
+                .iter()
+                .any(|x| x.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    };
+    let mut holder = None;
+    for (i, l) in chain.iter().enumerate() {
+        let index = layer_index(store, l)?;
+        let mut holds = false;
+        for op in &index.ops {
+            match op {
+                IndexOp::Entry(p, _) if at_or_under(p) => holds = true,
+                IndexOp::Entry(p, e) if above(p) && e.kind != tar::EntryType::Directory => {
+                    return Ok(None);
+                }
+                IndexOp::Entry(..) => {}
+                IndexOp::Whiteout(p) | IndexOp::Opaque(p) if at_or_under(p) || above(p) => {
+                    return Ok(None);
+                }
+                IndexOp::Whiteout(_) | IndexOp::Opaque(_) => {}
+            }
+        }
+        if holds {
+            if holder.is_some() {
+                return Ok(None);
+            }
+            holder = Some(i);
+        }
+    }
+    Ok(holder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

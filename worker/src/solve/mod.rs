@@ -72,6 +72,7 @@ pub struct LocalWorker {
     no_cache: bool,
     cancel: CancelToken,
     results: Mutex<HashMap<Digest, VertexResult>>,
+    snapshot_lease: std::sync::OnceLock<Option<nix::fcntl::Flock<std::fs::File>>>,
 }
 
 impl LocalWorker {
@@ -95,6 +96,7 @@ impl LocalWorker {
             no_cache,
             cancel: CancelToken::new(),
             results: Mutex::new(HashMap::new()),
+            snapshot_lease: std::sync::OnceLock::new(),
         }
     }
 
@@ -150,6 +152,19 @@ impl LocalWorker {
             }
         }
         out
+    }
+
+    /// Takes a shared lease on the state's snapshots (once), so `prune` does not
+    /// collect a snapshot a COPY reads in place; false when it could not be
+    /// taken (then nothing is read in place).
+    fn snapshot_lease(&self) -> bool {
+        self.snapshot_lease
+            .get_or_init(|| {
+                crate::snapshotter::shared_lease(self.store.root())
+                    .map_err(|e| tracing::debug!("no snapshot lease: {e}"))
+                    .ok()
+            })
+            .is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, VertexResult>> {
@@ -345,7 +360,7 @@ impl LocalWorker {
         // Group sources by input; each input is the context or a stage.
         let mut inputs: Vec<usize> = c.sources.iter().map(|s| s.input).collect();
         inputs.dedup();
-        let mut stages: HashMap<usize, (tempfile::TempDir, ChainView)> = HashMap::new();
+        let mut stages: HashMap<usize, (stage::StageDir, ChainView)> = HashMap::new();
         let mut inline: HashMap<usize, BuildContext> = HashMap::new();
         for &i in &inputs {
             let key = &v.inputs[i.min(v.inputs.len().saturating_sub(1))];
@@ -365,7 +380,9 @@ impl LocalWorker {
                     .filter(|s| s.input == i)
                     .map(|s| s.path.clone())
                     .collect();
-                let dir = stage::unpack_for_sources(&self.store, &chain, &sview, &paths)?;
+                // A snapshot is read in place only under this process's lease.
+                let leased = self.snapshot_lease();
+                let dir = stage::source_dir(&self.store, &chain, &sview, &paths, leased)?;
                 stages.insert(i, (dir, sview));
             }
         }

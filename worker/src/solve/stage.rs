@@ -75,6 +75,55 @@ pub fn unpack_prefixes(sources: &[String], view: &ChainView) -> Option<Vec<Strin
     Some(out)
 }
 
+/// Where a copy reads a stage's files.
+pub enum StageDir {
+    /// The selected paths, unpacked into a temp dir.
+    Unpacked(tempfile::TempDir),
+    /// A committed snapshot read in place (crate::snapshotter): one layer
+    /// holds everything the sources select.
+    Snapshot(std::path::PathBuf),
+}
+
+impl StageDir {
+    /// The directory to open as the stage's filesystem.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Unpacked(t) => t.path(),
+            Self::Snapshot(p) => p,
+        }
+    }
+}
+
+/// The stage's files for `sources`: in place from a committed snapshot when
+/// `in_place` (the caller holds a snapshot lease), one layer holds all of
+/// them ([`super::layer_index::sole_holder`]) and this process may read
+/// build trees; else unpacked from the layers that hold them.
+pub fn source_dir(
+    store: &ContentStore,
+    chain: &[LayerRef],
+    view: &ChainView,
+    sources: &[String],
+    in_place: bool,
+) -> Result<StageDir, SolveError> {
+    if in_place && crate::userns::reads_build_trees() {
+        if let Some(prefixes) = unpack_prefixes(sources, view) {
+            if let Some(i) = super::layer_index::sole_holder(store, chain, &prefixes)? {
+                let ids =
+                    crate::snapshotter::chain::chain_ids(chain[..=i].iter().map(|l| &l.diff_id));
+                let state = store.root();
+                if let Some(dir) = ids
+                    .last()
+                    .and_then(|id| crate::snapshotter::committed_layer_dir(state, id))
+                {
+                    tracing::debug!(snapshot = %dir.display(), "copy sources read in place");
+                    return Ok(StageDir::Snapshot(dir));
+                }
+            }
+        }
+    }
+    unpack_for_sources(store, chain, view, sources).map(StageDir::Unpacked)
+}
+
 /// Unpacks `chain` (whose merged view is `view`) into a new temp dir,
 /// limited to what `sources` can select when that is safe. Owners are not
 /// applied: COPY takes them from `view`.

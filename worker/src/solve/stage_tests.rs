@@ -280,3 +280,24 @@ fn layers_with_nothing_at_under_or_above_the_prefixes_are_skipped() {
     let (got, _) = both_ways(&["/gone/new"]);
     assert_eq!(got.unwrap()["out/new"].4, "new");
 }
+
+#[test]
+fn one_layer_holds_a_source_only_when_nothing_else_touches_it() {
+    use super::layer_index::sole_holder;
+    let d = tempfile::tempdir().unwrap();
+    let s = ContentStore::open(d.path()).unwrap();
+    let chain = stage(&s);
+    let holder = |p: &str| sole_holder(&s, &chain, &[p.to_string()]).unwrap();
+    assert_eq!(holder("s1"), Some(0), "only the first layer has s1");
+    assert_eq!(holder("hard"), Some(1), "only the second layer has hard");
+    // The second layer whites out gone (and refills it): its snapshot holds whiteouts.
+    assert_eq!(holder("gone/new"), None);
+    assert_eq!(holder("gone"), None);
+    // Entries of both layers under the root.
+    assert_eq!(holder(""), None);
+    assert_eq!(
+        holder("nowhere"),
+        None,
+        "no layer holds it: nothing to read in place"
+    );
+}
