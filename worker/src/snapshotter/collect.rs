@@ -160,7 +160,10 @@ pub fn collect(
     let rd = std::fs::read_dir(&root).map_err(super::io("reading", &root))?;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if matches!(name.as_str(), "active" | "locks" | "lease.lock") {
+        if matches!(
+            name.as_str(),
+            "active" | "locks" | "lease.lock" | "overlay-works"
+        ) {
             continue;
         }
         let id = name

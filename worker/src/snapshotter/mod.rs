@@ -413,7 +413,8 @@ impl Snapshotter {
 }
 
 /// `IMGFARM_SNAPSHOTTER` (`overlay` or `copy`), else whether an overlay
-/// mounts in a user namespace here (one probe per process; a refusal is
+/// mounts in a user namespace here (probed once per state dir and kernel
+/// release, remembered in `overlay-works`; a refusal is probed each process and
 /// said once, with the kernel's reason).
 fn choose_mode(exec: &Executor, root: &Path) -> Result<Mode, SnapshotterError> {
     match std::env::var("IMGFARM_SNAPSHOTTER").as_deref() {
@@ -426,6 +427,14 @@ fn choose_mode(exec: &Executor, root: &Path) -> Result<Mode, SnapshotterError> {
             tracing::warn!("IMGFARM_SNAPSHOTTER={other:?} is not overlay or copy: ignored");
         }
         _ => {}
+    }
+    // A probe that passed is remembered for this kernel (a new kernel probes again).
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let proven = root.join("overlay-works");
+    if !release.is_empty() && std::fs::read_to_string(&proven).is_ok_and(|r| r == release) {
+        return Ok(Mode::Overlay);
     }
     let probe = tempfile::Builder::new()
         .prefix("probe-")
@@ -448,7 +457,12 @@ fn choose_mode(exec: &Executor, root: &Path) -> Result<Mode, SnapshotterError> {
         tracing::debug!("removing the overlay probe: {e}");
     }
     match result {
-        Ok(_) => Ok(Mode::Overlay),
+        Ok(_) => {
+            if let Err(e) = std::fs::write(&proven, &release) {
+                tracing::debug!("recording the overlay probe: {e}");
+            }
+            Ok(Mode::Overlay)
+        }
         Err(e) => {
             tracing::warn!(
                 "overlayfs cannot be mounted in a user namespace here ({e}): snapshots are \
