@@ -143,6 +143,18 @@ fn running(argv: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (up to a minute) for a RUN's process with exactly this argv.
+fn wait_until_running(argv: &[&str]) {
+    let t0 = Instant::now();
+    while !running(argv) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the RUN never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_build_killed_mid_run_leaves_no_half_committed_snapshot() {
     let test = "a_build_killed_mid_run_leaves_no_half_committed_snapshot";
@@ -158,14 +170,7 @@ fn a_build_killed_mid_run_leaves_no_half_committed_snapshot() {
     );
     let mut child = build_logged(&env, &ctx).spawn().expect("imgfarm starts");
     let active = env.state.path().join("snapshots").join("active");
-    let t0 = Instant::now();
-    while !running(&["sleep", "613"]) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the RUN never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_running(&["sleep", "613"]);
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let t0 = Instant::now();
@@ -252,14 +257,7 @@ fn prune_skips_snapshots_while_a_build_holds_them() {
     };
     let ctx = env.context("held", &[("Dockerfile", "FROM busybox\nRUN sleep 614\n")]);
     let mut child = build_logged(&env, &ctx).spawn().expect("imgfarm starts");
-    let t0 = Instant::now();
-    while !running(&["sleep", "614"]) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the RUN never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_running(&["sleep", "614"]);
     let out = env.run(&["prune"]);
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
