@@ -1,7 +1,7 @@
 //! `apply_all`: several layers applied as one changeset, as the farm's
 //! build context chunks are.
 
-use imgfarm_common::oci::layer::{apply_all, ApplyOptions};
+use imgfarm_common::oci::layer::{apply_all, ApplyOptions, LayerError};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -53,7 +53,7 @@ fn later_layers_fill_earlier_directories_whose_metadata_is_set_last() {
         ("ro/c", 'h', 0, 0, "ro/a"),
     ]);
     let out = tempfile::tempdir().unwrap();
-    let report = apply_all([&first[..], &second[..]], out.path(), &opts()).unwrap();
+    let report = apply_all([Ok(&first[..]), Ok(&second[..])], out.path(), &opts()).unwrap();
     assert_eq!((report.entries, report.files, report.hardlinks), (4, 2, 1));
 
     let ro = fs::metadata(out.path().join("ro")).unwrap();
@@ -79,7 +79,7 @@ fn limits_count_over_all_layers() {
         max_entries: 3,
         ..opts()
     };
-    let err = apply_all([&layer[..], &layer[..]], out.path(), &few).unwrap_err();
+    let err = apply_all([Ok(&layer[..]), Ok(&layer[..])], out.path(), &few).unwrap_err();
     assert!(
         err.to_string()
             .contains("more than 3 entries in the layers applied together"),
@@ -91,11 +91,19 @@ fn limits_count_over_all_layers() {
         max_uncompressed: layer.len() as u64 + 10,
         ..opts()
     };
-    let err = apply_all([&layer[..], &layer[..]], out.path(), &small).unwrap_err();
+    let err = apply_all([Ok(&layer[..]), Ok(&layer[..])], out.path(), &small).unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 
     // No layers: nothing to do, not an error.
     let out = tempfile::tempdir().unwrap();
-    let none: [&[u8]; 0] = [];
+    let none: [Result<&[u8], LayerError>; 0] = [];
     assert_eq!(apply_all(none, out.path(), &opts()).unwrap().entries, 0);
+
+    // A layer that cannot be opened stops the application with its error,
+    // after the layers before it were applied.
+    let out = tempfile::tempdir().unwrap();
+    let missing = LayerError::BadArchive("chunk 2 is missing".into());
+    let err = apply_all([Ok(&layer[..]), Err(missing)], out.path(), &opts()).unwrap_err();
+    assert!(err.to_string().contains("chunk 2 is missing"), "{err}");
+    assert!(out.path().join("x/f").exists());
 }

@@ -168,6 +168,9 @@ pub struct Entry {
     /// For a regular file that is a hard link to an earlier entry of the same
     /// source match: that entry's path (BuildKit keeps such links).
     pub hardlink_to: Option<String>,
+    /// Modification time from `lstat`, in nanoseconds since the epoch. COPY
+    /// keeps a file's mtime; it is not part of [`Selection::digest`].
+    pub mtime_ns: i128,
 }
 
 /// What one source (or one match of a wildcard source) selects.

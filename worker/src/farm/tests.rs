@@ -261,15 +261,17 @@ fn url_inputs_without_checksum_are_never_cached() {
 fn blob_lists_name_context_inputs_and_manifests() {
     let g = graph(DOCKERFILE);
     let mut job = job_of(&g, "file");
-    let ctx_layer = layer("context");
+    let chunks = vec![layer("context 1"), layer("context 2")];
     job.context = Some(ContextBlob {
-        layer: ctx_layer.clone(),
+        chunks: chunks.clone(),
     });
     let needed = needed_blobs(&job);
-    assert_eq!(needed[0].digest, ctx_layer.digest);
-    assert_eq!(needed[0].why, "the build context");
-    assert_eq!(needed.len(), 2, "{needed:?}");
-    assert!(needed[1].why.starts_with("the result of input sha256:"));
+    assert_eq!(needed[0].digest, chunks[0].digest);
+    assert_eq!(needed[0].why, "the build context (chunk 1 of 2)");
+    assert_eq!(needed[1].digest, chunks[1].digest);
+    assert_eq!(needed[1].why, "the build context (chunk 2 of 2)");
+    assert_eq!(needed.len(), 3, "{needed:?}");
+    assert!(needed[2].why.starts_with("the result of input sha256:"));
 
     let img = job_of(&g, "image");
     let needed = needed_blobs(&img);

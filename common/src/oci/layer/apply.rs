@@ -248,7 +248,7 @@ pub fn apply<R: Read>(
     root: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, LayerError> {
-    apply_all(std::iter::once(reader), root, opts)
+    apply_all(std::iter::once(Ok(reader)), root, opts)
 }
 
 /// Unpacks several layers into `root`, in order, as one changeset (GNU
@@ -258,9 +258,11 @@ pub fn apply<R: Read>(
 /// not block the next layer's files inside it), an opaque marker keeps what
 /// any of them created, and [`ApplyOptions::max_entries`] and
 /// [`ApplyOptions::max_uncompressed`] bound the total. The farm's build
-/// context travels as such a sequence of chunks.
+/// context travels as such a sequence of chunks. Readers are taken one at
+/// a time (open them lazily: one open file at a time); an `Err` stops the
+/// application with that error.
 pub fn apply_all<R: Read>(
-    readers: impl IntoIterator<Item = R>,
+    readers: impl IntoIterator<Item = Result<R, LayerError>>,
     root: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, LayerError> {
@@ -277,7 +279,7 @@ pub fn apply_all<R: Read>(
     };
     let used = Cell::new(0u64);
     for reader in readers {
-        let stream = decompressed(reader, opts.max_uncompressed, &used)?;
+        let stream = decompressed(reader?, opts.max_uncompressed, &used)?;
         let mut tar = TarReader::new(
             stream,
             Limits {
