@@ -142,8 +142,9 @@ pub fn pack_context(
         packed.insert(key, layer.clone());
         chunks.push(layer);
     }
-    if let Some(m) = &memo {
-        m.save(packed);
+    if let Some(Err(e)) = memo.as_ref().map(|m| m.save(packed)) {
+        // Only the next build pays: it packs every chunk again.
+        tracing::warn!("{e}");
     }
     Ok(PackedContext {
         chunks,
@@ -224,20 +225,23 @@ impl ChunkMemo {
     }
 
     /// Replaces the memo with `chunks` (this pack's), if they differ.
-    fn save(&self, chunks: HashMap<Digest, LayerRef>) {
+    fn save(&self, chunks: HashMap<Digest, LayerRef>) -> Result<(), String> {
         if chunks == self.chunks {
-            return;
+            return Ok(());
         }
         let mut list: Vec<(Digest, LayerRef)> = chunks.into_iter().collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
-        let written = encode_bounded::<_, MAX_MEMO>(&list)
+        encode_bounded::<_, MAX_MEMO>(&list)
             .map_err(|e| e.to_string())
             .and_then(|body| {
                 sealed::write(&self.file, MEMO_MAGIC, &body).map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            tracing::warn!(file = %self.file.display(), "cannot write the context chunk memo: {e}");
-        }
+            })
+            .map_err(|e| {
+                format!(
+                    "cannot write the context chunk memo {}: {e}",
+                    self.file.display()
+                )
+            })
     }
 }
 
@@ -563,5 +567,20 @@ mod chunk_tests {
         let fresh = packed(Some(&memo));
         assert_eq!((fresh.reused, &fresh.chunks), (0, &edited.chunks));
         assert_eq!(packed(Some(&memo)).reused, edited.chunks.len());
+
+        // A memo that cannot be written costs the next build a repack, and
+        // says where.
+        std::fs::remove_dir_all(&memo).unwrap();
+        std::fs::write(&memo, "in the way").unwrap();
+        let blocked = ChunkMemo::load(&memo, root);
+        assert!(blocked.chunks.is_empty());
+        let err = blocked.save(HashMap::from([(
+            Digest::sha256_of(b"k"),
+            first.chunks[0].clone(),
+        )]));
+        let err = err.unwrap_err();
+        assert!(err.contains("cannot write the context chunk memo"), "{err}");
+        assert!(err.contains(&memo.display().to_string()), "{err}");
+        assert_eq!(packed(Some(&memo)).chunks, edited.chunks);
     }
 }
