@@ -37,10 +37,11 @@ use crate::oci::Digest;
 use crate::proto::codec::{decode_bounded, encode_bounded};
 use crate::sealed;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -106,10 +107,7 @@ impl Record {
     }
 
     fn digest(&self) -> Digest {
-        // 64 lowercase hex digits always parse.
-        format!("sha256:{}", hex::encode(self.sha256))
-            .parse()
-            .unwrap_or_else(|_| Digest::sha256_of(b""))
+        Digest::from_sha256_bytes(&self.sha256)
     }
 }
 
@@ -164,18 +162,15 @@ pub enum CacheError {
 pub struct DigestCache {
     file: PathBuf,
     root: PathBuf,
-    loaded: HashMap<String, Record>,
+    /// Loaded records, each marked once a lookup matched it (no allocation
+    /// on the hot path: an unchanged context hits every record).
+    loaded: HashMap<String, (Record, AtomicBool)>,
     outcome: LoadOutcome,
     /// Records at or after this ctime are not persisted.
     trusted_before_ns: i128,
-    seen: Mutex<Seen>,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    records: HashMap<String, Record>,
-    /// A record differs from (or is missing in) `loaded`.
-    changed: bool,
+    /// Records computed by this build that differ from (or are missing in)
+    /// `loaded`.
+    fresh: Mutex<HashMap<String, Record>>,
 }
 
 fn ns_since_epoch(t: SystemTime) -> i128 {
@@ -232,7 +227,11 @@ impl DigestCache {
             Ok(Some(bytes)) => match decode(&bytes, root) {
                 Ok(records) => {
                     let n = records.len();
-                    (records, LoadOutcome::Loaded(n))
+                    let marked = records
+                        .into_iter()
+                        .map(|(p, r)| (p, (r, AtomicBool::new(false))))
+                        .collect();
+                    (marked, LoadOutcome::Loaded(n))
                 }
                 Err(why) => (HashMap::new(), LoadOutcome::Ignored(why)),
             },
@@ -247,7 +246,7 @@ impl DigestCache {
             loaded,
             outcome,
             trusted_before_ns: ns_since_epoch(now) - RACY_MARGIN_NS,
-            seen: Mutex::new(Seen::default()),
+            fresh: Mutex::new(HashMap::new()),
         }
     }
 
@@ -261,8 +260,8 @@ impl DigestCache {
         &self.file
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen
+    fn fresh(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
+        self.fresh
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -270,13 +269,9 @@ impl DigestCache {
     /// The remembered digest of the file at context path `path`, if its
     /// record matches `stamp` exactly.
     pub(crate) fn lookup(&self, path: &str, stamp: Stamp) -> Option<Digest> {
-        let r = self.loaded.get(path).filter(|r| r.stamp() == stamp)?;
-        let digest = r.digest();
-        let mut seen = self.seen();
-        if !seen.records.contains_key(path) {
-            seen.records.insert(path.to_string(), r.clone());
-        }
-        Some(digest)
+        let (r, hit) = self.loaded.get(path).filter(|(r, _)| r.stamp() == stamp)?;
+        hit.store(true, Ordering::Relaxed);
+        Some(r.digest())
     }
 
     /// Remembers the digest just computed (or found in memory) for `path`.
@@ -287,11 +282,13 @@ impl DigestCache {
         let Some(r) = Record::new(stamp, digest) else {
             return;
         };
-        let mut seen = self.seen();
-        if self.loaded.get(path) != Some(&r) {
-            seen.changed = true;
+        if let Some((old, hit)) = self.loaded.get(path) {
+            if *old == r {
+                hit.store(true, Ordering::Relaxed);
+                return;
+            }
         }
-        seen.records.insert(path.to_string(), r);
+        self.fresh().insert(path.to_string(), r);
     }
 
     /// Writes the records back if anything changed: those seen by this
@@ -299,22 +296,25 @@ impl DigestCache {
     /// unchanged (a build that copies part of the context keeps the rest).
     /// Records of files that are gone or changed are dropped.
     pub fn save(&self) -> Result<SaveOutcome, CacheError> {
-        let mut seen = self.seen();
-        let mut changed = seen.changed;
-        let mut records = std::mem::take(&mut seen.records);
-        drop(seen);
-        for (path, r) in &self.loaded {
-            if records.contains_key(path) {
-                continue;
-            }
-            if still_there(&self.root, path, r) {
-                records.insert(path.clone(), r.clone());
-            } else {
-                changed = true;
-            }
-        }
-        if !changed {
+        let fresh = std::mem::take(&mut *self.fresh());
+        let gone: HashSet<&str> = self
+            .loaded
+            .iter()
+            .filter(|(path, (r, hit))| {
+                !fresh.contains_key(*path)
+                    && !hit.load(Ordering::Relaxed)
+                    && !still_there(&self.root, path, r)
+            })
+            .map(|(path, _)| path.as_str())
+            .collect();
+        if fresh.is_empty() && gone.is_empty() {
             return Ok(SaveOutcome::Unchanged);
+        }
+        let mut records = fresh;
+        for (path, (r, _)) in &self.loaded {
+            if !gone.contains(path.as_str()) && !records.contains_key(path) {
+                records.insert(path.clone(), r.clone());
+            }
         }
         let io_err = |source| CacheError::Io {
             path: self.file.clone(),
