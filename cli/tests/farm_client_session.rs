@@ -3,7 +3,7 @@
 //! streams into a real content store) driven by a test script instead of
 //! the scheduler. The client is the real binary.
 //!
-//! Checked: the context layer is uploaded before Submit; progress lines
+//! Checked: the context chunks are uploaded before Submit; progress lines
 //! name the worker and emulation; the result is downloaded and exported
 //! (local files, a named image, metadata with the build id); a failed
 //! vertex gives `ERROR: failed to solve` and exit 1; Ctrl-C sends Cancel
@@ -143,15 +143,21 @@ async fn recv(s: &mut Session) -> Option<Message> {
         .flatten()
 }
 
-/// The image a worker would have built: the context layer itself, with a
-/// config naming its diff_id, as an amd64 manifest in the coordinator's store.
+/// The image a worker would have built: the context chunks themselves, with
+/// a config naming their diff_ids, as an amd64 manifest in the coordinator's
+/// store.
 fn result_image(store: &ContentStore, def: &FarmDefinition) -> BuiltManifest {
-    let layer = &def.context.as_ref().expect("the context was sent").layer;
+    let chunks = &def.context.as_ref().expect("the context was sent").chunks;
+    let diff_ids: Vec<&str> = chunks.iter().map(|l| l.diff_id.as_str()).collect();
+    let layers: Vec<serde_json::Value> = chunks
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest.as_str(), "size": l.size}))
+        .collect();
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
         "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.as_str()]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config = serde_json::to_vec(&config).unwrap();
     let config_digest = store.put_bytes(&config).unwrap();
@@ -159,7 +165,7 @@ fn result_image(store: &ContentStore, def: &FarmDefinition) -> BuiltManifest {
         "schemaVersion": 2,
         "mediaType": media_types::OCI_MANIFEST,
         "config": {"mediaType": media_types::OCI_CONFIG, "digest": config_digest.as_str(), "size": config.len()},
-        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.as_str(), "size": layer.size}],
+        "layers": layers,
     });
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let digest = store.put_bytes(&manifest).unwrap();
@@ -247,7 +253,7 @@ async fn serve(
     let ctx = d.context.as_ref().expect("context blob");
     log(format!(
         "submit context_present={} headers={}",
-        store.contains(&ctx.layer.digest),
+        ctx.chunks.iter().all(|l| store.contains(&l.digest)),
         sub.context.len()
     ));
     *def.lock().unwrap() = Some(d.clone());
@@ -369,6 +375,12 @@ fn a_farm_build_is_exported_like_a_local_one() {
         "{err}"
     );
     assert!(err.contains("hello from arm1"), "{err}");
+    // What moved: one context chunk (nothing was on the coordinator yet).
+    assert!(
+        err.contains("[internal] uploading to the farm: build context 1 chunk ("),
+        "{err}"
+    );
+    assert!(err.contains("build context: sent 1 of 1 chunk ("), "{err}");
     let seen = farm.seen();
     assert!(
         seen.iter()

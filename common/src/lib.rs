@@ -11,6 +11,7 @@
 //! - [`proto`]: the coordinator/worker wire protocol.
 //! - [`identity`]: the farm CA, role certificates and TLS configuration.
 //! - [`paths`]: where state lives.
+//! - [`sealed`]: small cache files trusted only when whole.
 
 pub mod context;
 pub mod dockerfile;
@@ -23,3 +24,4 @@ pub mod paths;
 pub mod platform;
 pub mod proto;
 pub mod registry;
+pub mod sealed;

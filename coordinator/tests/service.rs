@@ -345,7 +345,7 @@ async fn bad_submissions_are_refused_with_the_reason() {
         (farm::encode(&forged), "does not match its content"),
         (
             farm::encode(&b.definition),
-            "missing blob sha256:", // nothing uploaded yet
+            "(the build context, chunk 1 of 2) — upload it first", // nothing uploaded yet
         ),
     ];
     for (definition, want) in cases {
@@ -362,6 +362,24 @@ async fn bad_submissions_are_refused_with_the_reason() {
             Some(Message::Refused(why)) => assert!(why.contains(want), "{why}"),
             other => panic!("expected Refused({want}), got {other:?}"),
         }
+    }
+    // One context chunk of two uploaded: the refusal names the other.
+    alice.put_blob(&b.uploads[0]).await;
+    alice
+        .send(&Message::Submit(Submit {
+            platforms: vec!["linux/amd64".into()],
+            definition: farm::encode(&b.definition),
+            context: vec![],
+            output: farm::encode(&OutputSpec::default()),
+            reattach: None,
+        }))
+        .await;
+    match alice.next().await {
+        Some(Message::Refused(why)) => assert!(
+            why.contains("(the build context, chunk 2 of 2) — upload it first"),
+            "{why}"
+        ),
+        other => panic!("expected Refused, got {other:?}"),
     }
     // A worker certificate cannot submit builds.
     let mut w1 = Peer::connect(

@@ -303,19 +303,25 @@ pub fn test_build(platforms: &[&str], cmd: &str) -> TestBuild {
 /// [`test_build`] whose RUN also reads `extra` (a source vertex, e.g. an
 /// `ADD URL` download).
 pub fn test_build_with(platforms: &[&str], cmd: &str, extra: Option<Vertex>) -> TestBuild {
-    let context = format!("context layer for {cmd}").into_bytes();
-    let ctx_ref = LayerRef {
-        digest: Digest::sha256_of(&context),
-        diff_id: Digest::sha256_of(b"diff"),
-        size: context.len() as u64,
-        media_type: OCI_LAYER_GZIP.into(),
-    };
+    // The context as two chunks, as a client sends a larger one.
+    let chunks: Vec<Vec<u8>> = (1..=2)
+        .map(|i| format!("context chunk {i} for {cmd}").into_bytes())
+        .collect();
+    let chunk_refs: Vec<LayerRef> = chunks
+        .iter()
+        .map(|c| LayerRef {
+            digest: Digest::sha256_of(c),
+            diff_id: Digest::sha256_of(b"diff"),
+            size: c.len() as u64,
+            media_type: OCI_LAYER_GZIP.into(),
+        })
+        .collect();
     let ctx = Vertex::new(
         None,
         Op::Context(ContextOp {
             sources: vec![".".into()],
             excludes: vec![],
-            selection: Digest::sha256_of(&context),
+            selection: Digest::sha256_of(&chunks.concat()),
         }),
         vec![],
         "[internal] load build context".into(),
@@ -324,7 +330,7 @@ pub fn test_build_with(platforms: &[&str], cmd: &str, extra: Option<Vertex>) -> 
     let mut vertices = vec![ctx.clone()];
     vertices.extend(extra.clone());
     let mut targets = Vec::new();
-    let mut uploads = vec![context];
+    let mut uploads = chunks;
     for p in platforms {
         let plat: Platform = p.parse().unwrap();
         let base_manifest = format!("base manifest {p}").into_bytes();
@@ -365,7 +371,7 @@ pub fn test_build_with(platforms: &[&str], cmd: &str, extra: Option<Vertex>) -> 
         definition: FarmDefinition {
             vertices,
             targets,
-            context: Some(ContextBlob { layer: ctx_ref }),
+            context: Some(ContextBlob { chunks: chunk_refs }),
             title: format!("test {cmd}"),
         },
         uploads,

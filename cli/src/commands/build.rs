@@ -8,6 +8,7 @@ use super::GlobalArgs;
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
+use imgfarm_common::context::cache::DigestCache;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
 use imgfarm_common::graph::{build_graph, BuildGraph, BuildRequest, ContextSelector};
@@ -255,7 +256,22 @@ fn plan(
     if platforms.is_empty() {
         platforms.push(Platform::host());
     }
+    save_context_digests(ctx);
     Ok((graph, platforms))
+}
+
+/// Writes the context's digest cache back once the graph (every COPY
+/// source's digest) is computed. A failure costs the next build a re-read
+/// of the context, never this build.
+fn save_context_digests(ctx: &BuildContext) {
+    match ctx.save_digest_cache() {
+        Ok(outcome) => tracing::debug!(
+            files_hashed = ctx.files_hashed(),
+            ?outcome,
+            "build context digests"
+        ),
+        Err(e) => eprintln!("WARNING: {e}; the next build reads the whole context again"),
+    }
 }
 
 /// What every build (local or farm) opens first.
@@ -287,7 +303,14 @@ fn prepare(g: &GlobalArgs, a: &mut BuildArgs) -> anyhow::Result<Prepared> {
     let store = ContentStore::open(&state)
         .with_context(|| format!("opening the image store in {}", state.display()))?;
     let dockerfile = read_dockerfile(a)?;
-    let ctx = open_context(a, &dockerfile.path)?;
+    // Digests of context files from earlier builds, checked by lstat: an
+    // unchanged context is not read again (BuildKit's content-hash cache).
+    let digests = DigestCache::load(
+        &state.join("cache").join("context"),
+        &a.context,
+        std::time::SystemTime::now(),
+    );
+    let ctx = open_context(a, &dockerfile.path)?.with_digest_cache(digests);
     Ok(Prepared {
         mode,
         outputs,

@@ -1,6 +1,8 @@
 //! Content digests: streaming sha256 of context files (cached per context by
-//! device and inode), and the canonical digest of a whole selection.
+//! device and inode, and across builds by [`super::cache`]), and the
+//! canonical digest of a whole selection.
 
+use super::cache::Stamp;
 use super::fsys::{DirHandle, RawKind, RawStat};
 use super::{BuildContext, ContextError, EntryKind, FileStamp, Selection};
 use crate::oci::Digest;
@@ -26,6 +28,17 @@ pub(super) fn file_digest(
         mtime_ns: stat.mtime_ns,
         ctime_ns: stat.ctime_ns,
     };
+    let persisted = ctx.persisted.as_ref();
+    let persisted_stamp = Stamp {
+        size: stat.size,
+        mtime_ns: stat.mtime_ns,
+        ctime_ns: stat.ctime_ns,
+        ino: stat.ino,
+        mode: stat.perm,
+    };
+    if let Some(digest) = persisted.and_then(|p| p.lookup(path, persisted_stamp)) {
+        return Ok(digest);
+    }
     let key = (stat.dev, stat.ino);
     {
         let cache = ctx
@@ -34,6 +47,9 @@ pub(super) fn file_digest(
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((cached_stamp, digest)) = cache.get(&key) {
             if *cached_stamp == stamp {
+                if let Some(p) = persisted {
+                    p.record(path, persisted_stamp, digest);
+                }
                 return Ok(digest.clone());
             }
         }
@@ -49,6 +65,8 @@ pub(super) fn file_digest(
     if opened.kind != RawKind::File || opened.dev != stat.dev || opened.ino != stat.ino {
         return Err(changed());
     }
+    ctx.files_hashed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_BUFFER];
     let mut total: u64 = 0;
@@ -69,6 +87,9 @@ pub(super) fn file_digest(
         return Err(changed());
     }
     let digest = Digest::from_sha256(hasher);
+    if let Some(p) = persisted {
+        p.record(path, persisted_stamp, &digest);
+    }
     let mut cache = ctx
         .file_digests
         .lock()

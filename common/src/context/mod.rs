@@ -18,6 +18,7 @@
 //! Every read goes through directory handles opened with `O_NOFOLLOW`, so
 //! nothing outside the root is ever read or followed.
 
+pub mod cache;
 mod digest;
 mod fsys;
 mod resolve;
@@ -25,10 +26,12 @@ mod walk;
 
 use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};
 use crate::oci::Digest;
+use cache::DigestCache;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Default bound on entries one [`BuildContext::select`] may visit.
@@ -165,6 +168,9 @@ pub struct Entry {
     /// For a regular file that is a hard link to an earlier entry of the same
     /// source match: that entry's path (BuildKit keeps such links).
     pub hardlink_to: Option<String>,
+    /// Modification time from `lstat`, in nanoseconds since the epoch. COPY
+    /// keeps a file's mtime; it is not part of [`Selection::digest`].
+    pub mtime_ns: i128,
 }
 
 /// What one source (or one match of a wildcard source) selects.
@@ -229,6 +235,10 @@ pub struct BuildContext {
     /// (dev, inode) → digest, so a file selected twice (or hard-linked) is
     /// read once per context.
     file_digests: Mutex<HashMap<(u64, u64), (FileStamp, Digest)>>,
+    /// Digests remembered by earlier builds (see [`cache`]).
+    persisted: Option<DigestCache>,
+    /// Regular files read and hashed so far.
+    files_hashed: AtomicUsize,
 }
 
 impl BuildContext {
@@ -247,7 +257,34 @@ impl BuildContext {
             max_entries: MAX_ENTRIES,
             rooted_symlinks: false,
             file_digests: Mutex::new(HashMap::new()),
+            persisted: None,
+            files_hashed: AtomicUsize::new(0),
         })
+    }
+
+    /// Uses (and fills) `cache`, the digests earlier builds computed for
+    /// this directory, so unchanged files are checked by `lstat` only.
+    /// Write it back with [`Self::save_digest_cache`].
+    pub fn with_digest_cache(mut self, cache: DigestCache) -> Self {
+        self.persisted = Some(cache);
+        self
+    }
+
+    /// How many regular files were read to hash them (the rest came from
+    /// a cache).
+    pub fn files_hashed(&self) -> usize {
+        self.files_hashed.load(Ordering::Relaxed)
+    }
+
+    /// The persisted digest cache in use, if any.
+    pub fn digest_cache(&self) -> Option<&DigestCache> {
+        self.persisted.as_ref()
+    }
+
+    /// Writes the digest cache back once the selections are made (only if
+    /// something changed). `Ok(None)` when no cache is attached.
+    pub fn save_digest_cache(&self) -> Result<Option<cache::SaveOutcome>, cache::CacheError> {
+        self.persisted.as_ref().map(DigestCache::save).transpose()
     }
 
     /// Lowers (or raises) the bound on entries one selection may visit

@@ -99,6 +99,7 @@ impl Session<'_> {
             link_target: None,
             digest: None,
             hardlink_to: None,
+            mtime_ns: stat.mtime_ns,
         }
     }
 

@@ -17,6 +17,7 @@
 //! bounded by the control frame limit it travels in and decoded with
 //! [`decode`], which names what failed.
 
+pub mod chunks;
 pub mod result;
 
 use crate::graph::Vertex;
@@ -98,7 +99,7 @@ pub struct FarmDefinition {
     pub vertices: Vec<Vertex>,
     /// The requested platforms and their export vertices, in request order.
     pub targets: Vec<FarmTarget>,
-    /// The build context as one layer blob (tar+gzip of the files the
+    /// The build context as chunk layers (tar+gzip of the files the
     /// context selection allows, after .dockerignore), uploaded beforehand.
     /// `None` when no vertex reads the context.
     pub context: Option<ContextBlob>,
@@ -106,16 +107,81 @@ pub struct FarmDefinition {
     pub title: String,
 }
 
-/// The uploaded build context.
+/// The uploaded build context: the context's entries split into chunk
+/// layers ([`chunks`]), applied in order into one directory. Unchanged
+/// chunks keep their digests from build to build, so only the changed ones
+/// are uploaded and fetched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ContextBlobWire")]
 pub struct ContextBlob {
-    /// The compressed layer blob.
-    pub layer: LayerRef,
+    /// The compressed chunk layers, in order (none for an empty context).
+    pub chunks: Vec<LayerRef>,
+}
+
+/// [`ContextBlob`] as JSON: `chunks`, or the single `layer` that a
+/// definition stored by an earlier coordinator (`coordinator.db`) holds.
+#[derive(Deserialize)]
+struct ContextBlobWire {
+    #[serde(default)]
+    chunks: Option<Vec<LayerRef>>,
+    #[serde(default)]
+    layer: Option<LayerRef>,
+}
+
+impl TryFrom<ContextBlobWire> for ContextBlob {
+    type Error = String;
+
+    fn try_from(w: ContextBlobWire) -> Result<Self, String> {
+        match (w.chunks, w.layer) {
+            (Some(chunks), None) => Ok(Self { chunks }),
+            (None, Some(layer)) => Ok(Self {
+                chunks: vec![layer],
+            }),
+            (Some(_), Some(_)) => Err("the build context has both chunks and a layer".into()),
+            (None, None) => Err("the build context has no chunks".into()),
+        }
+    }
+}
+
+impl ContextBlob {
+    /// Names the unpacked context: sha256 over the chunk digests in order.
+    /// Workers keep one directory per id.
+    pub fn id(&self) -> Digest {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"imgfarm context chunks v1\n");
+        for c in &self.chunks {
+            h.update(c.digest.as_str().as_bytes());
+            h.update(b"\n");
+        }
+        Digest::from_sha256(h)
+    }
+
+    /// Total compressed bytes.
+    pub fn size(&self) -> u64 {
+        self.chunks.iter().map(|c| c.size).sum()
+    }
+
+    /// At most [`chunks::MAX_CONTEXT_CHUNKS`] chunks.
+    pub fn validate(&self) -> Result<(), FarmError> {
+        if self.chunks.len() > chunks::MAX_CONTEXT_CHUNKS {
+            return Err(FarmError::Invalid {
+                what: "build context",
+                reason: format!(
+                    "{} chunks, over the limit of {}",
+                    self.chunks.len(),
+                    chunks::MAX_CONTEXT_CHUNKS
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl FarmDefinition {
     /// Checks what the coordinator relies on: keys unique, inputs defined
-    /// before use, targets naming export vertices, platforms parseable.
+    /// before use, targets naming export vertices, platforms parseable,
+    /// the context's chunk count bounded.
     pub fn validate(&self) -> Result<(), FarmError> {
         let invalid = |reason: String| FarmError::Invalid {
             what: "build definition",
@@ -148,6 +214,9 @@ impl FarmDefinition {
                     t.platform, t.export
                 )));
             }
+        }
+        if let Some(c) = &self.context {
+            c.validate()?;
         }
         Ok(())
     }

@@ -22,6 +22,17 @@ impl Digest {
         Self(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// From the 32 raw bytes of a sha256.
+    pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Self {
+        let mut hex = [0u8; 64];
+        // 64 output bytes for 32 input bytes: cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut hex);
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        Self(s)
+    }
+
     /// From a finished sha256 hasher.
     pub fn from_sha256(hasher: Sha256) -> Self {
         Self(format!("sha256:{}", hex::encode(hasher.finalize())))
@@ -92,6 +103,14 @@ impl fmt::Display for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_sha256_bytes_give_the_same_digest() {
+        let raw: [u8; 32] = Sha256::digest(b"abc").into();
+        let d = Digest::from_sha256_bytes(&raw);
+        assert_eq!(d, Digest::sha256_of(b"abc"));
+        assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+    }
 
     #[test]
     fn empty_blob_digest() {

@@ -37,6 +37,7 @@ pub use leases::Lease;
 pub use reader::BlobReader;
 pub use refs::RefDescriptor;
 pub use usage::DiskUsage;
+pub(crate) use writer::unique_suffix;
 pub use writer::BlobWriter;
 
 use crate::oci::Digest;

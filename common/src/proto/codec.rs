@@ -17,13 +17,13 @@ pub const MAX_CONTROL_FRAME: u32 = 16 * 1024 * 1024;
 pub const FRAME_HEADER_LEN: usize = 4;
 
 /// bincode configuration: standard (varint) encoding, and no single decode
-/// may claim more than a frame's worth of memory.
-fn config() -> bincode::config::Configuration<
+/// may claim more than `MAX` bytes of memory.
+fn config<const MAX: usize>() -> bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<{ MAX_CONTROL_FRAME as usize }>,
+    bincode::config::Limit<MAX>,
 > {
-    bincode::config::standard().with_limit::<{ MAX_CONTROL_FRAME as usize }>()
+    bincode::config::standard().with_limit::<MAX>()
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -48,14 +48,26 @@ pub enum CodecError {
     /// The message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// An unframed encoding ([`encode_bounded`]) came out larger than allowed.
+    #[error("encoding of {len} bytes exceeds the limit of {max} bytes")]
+    Oversized {
+        /// Encoded length.
+        len: u64,
+        /// The limit in force.
+        max: u64,
+    },
 }
 
 /// Encodes `msg` as one frame (header + body). Fails if the body would exceed
 /// [`MAX_CONTROL_FRAME`], so we never send what the peer must refuse.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![0u8; FRAME_HEADER_LEN];
-    bincode::serde::encode_into_std_write(msg, &mut out, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(
+        msg,
+        &mut out,
+        config::<{ MAX_CONTROL_FRAME as usize }>(),
+    )
+    .map_err(|e| CodecError::Encode(e.to_string()))?;
     let body_len = out.len() - FRAME_HEADER_LEN;
     let len = u32::try_from(body_len)
         .ok()
@@ -82,7 +94,28 @@ pub fn check_header(header: [u8; FRAME_HEADER_LEN], max: u32) -> Result<usize, C
 
 /// Decodes one frame body (without its header) into a message.
 pub fn decode_message<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
-    let (msg, used) = bincode::serde::decode_from_slice(body, config())
+    decode_bounded::<T, { MAX_CONTROL_FRAME as usize }>(body)
+}
+
+/// Encodes `value` without a frame header, for bincode files on disk (the
+/// build context's digest cache); fails beyond `MAX` bytes.
+pub fn encode_bounded<T: Serialize, const MAX: usize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    bincode::serde::encode_into_std_write(value, &mut out, config::<MAX>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    if out.len() > MAX {
+        return Err(CodecError::Oversized {
+            len: out.len() as u64,
+            max: MAX as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes the whole of `body` (no frame header), claiming at most `MAX`
+/// bytes of memory; bytes left over are an error.
+pub fn decode_bounded<T: DeserializeOwned, const MAX: usize>(body: &[u8]) -> Result<T, CodecError> {
+    let (msg, used) = bincode::serde::decode_from_slice(body, config::<MAX>())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::TrailingBytes(body.len() - used));
@@ -197,6 +230,28 @@ mod tests {
     fn unknown_variant_is_malformed() {
         let err = decode_message::<Message>(&[200]).unwrap_err();
         assert!(matches!(err, CodecError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn bounded_round_trip_and_limits() {
+        let v: Vec<u32> = (0..100).collect();
+        let bytes = encode_bounded::<_, 1024>(&v).unwrap();
+        assert_eq!(decode_bounded::<Vec<u32>, 1024>(&bytes).unwrap(), v);
+        assert!(matches!(
+            encode_bounded::<_, 16>(&v),
+            Err(CodecError::Oversized { max: 16, .. })
+        ));
+        // A declared length beyond the limit is refused before allocating.
+        assert!(matches!(
+            decode_bounded::<Vec<u32>, 16>(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_bounded::<Vec<u32>, 1024>(&long),
+            Err(CodecError::TrailingBytes(1))
+        ));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 use crate::identity::Role;
 use crate::proto::messages::Hello;
 
-/// Protocol version of this build. Bump it whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Protocol version of this build. Bump it whenever a message changes shape
+/// (3: the build context travels as chunk layers, `ContextBlob.chunks`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The 4 magic bytes at the start of every stream.
 pub const MAGIC: [u8; 4] = *b"IMGF";

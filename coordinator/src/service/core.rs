@@ -112,11 +112,15 @@ fn check_keys(def: &FarmDefinition) -> Result<(), String> {
 /// Why a submission is refused, worded for the client.
 fn check_blobs(store: &ContentStore, def: &FarmDefinition) -> Result<(), String> {
     if let Some(c) = &def.context {
-        if !store.contains(&c.layer.digest) {
-            return Err(format!(
-                "missing blob {} (the build context) — upload it first",
-                c.layer.digest
-            ));
+        let n = c.chunks.len();
+        for (i, l) in c.chunks.iter().enumerate() {
+            if !store.contains(&l.digest) {
+                return Err(format!(
+                    "missing blob {} (the build context, chunk {} of {n}) — upload it first",
+                    l.digest,
+                    i + 1
+                ));
+            }
         }
     }
     for v in &def.vertices {

@@ -1,12 +1,13 @@
-//! The build context on a worker: the client uploads it once as a layer
-//! blob (FARM.md, `FarmDefinition.context`); each worker unpacks it once per
-//! digest into `<state>/contexts/<hex>/` and opens it as a
+//! The build context on a worker: the client uploads it as chunk layers
+//! (FARM.md, `FarmDefinition.context`, [`imgfarm_common::farm::chunks`]);
+//! each worker applies the chunks in order, once per chunk list
+//! ([`ContextBlob::id`]), into `<state>/contexts/<hex>/` and opens it as a
 //! [`BuildContext`] for COPY sources and RUN bind mounts.
 
 use crate::solve::layers::open_layer;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::farm::ContextBlob;
-use imgfarm_common::oci::layer::{apply, ApplyOptions, DevicePolicy};
+use imgfarm_common::oci::layer::{apply_all, ApplyOptions, DevicePolicy, LayerError};
 use imgfarm_common::oci::store::ContentStore;
 use std::path::{Path, PathBuf};
 
@@ -15,12 +16,12 @@ use std::path::{Path, PathBuf};
 pub fn context_dir(state: &Path, ctx: Option<&ContextBlob>) -> PathBuf {
     let root = state.join("contexts");
     match ctx {
-        Some(c) => root.join(c.layer.digest.hex()),
+        Some(c) => root.join(c.id().hex()),
         None => root.join("empty"),
     }
 }
 
-/// Unpacks `ctx` (whose blob must be in `store`) unless done before, and
+/// Unpacks `ctx` (whose chunk blobs must be in `store`) unless done before, and
 /// opens it. Files get the worker's own owner (the context's owners do not
 /// matter: COPY sets them), device nodes are skipped. Unpacking goes to a
 /// temporary directory renamed into place, so a crash or a concurrent job
@@ -42,13 +43,20 @@ pub fn open_context(
             .tempdir_in(&root)
             .map_err(|e| err("creating a temporary directory", &e))?;
         if let Some(c) = ctx {
-            let reader = open_layer(store, &c.layer).map_err(|e| err("reading the layer", &e))?;
+            // One chunk open at a time: a context may have thousands.
+            let readers = c.chunks.iter().map(|l| {
+                open_layer(store, l).map_err(|e| LayerError::Io {
+                    op: "open context chunk",
+                    path: store.blob_path(&l.digest),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
             let opts = ApplyOptions {
                 ownership: false,
                 devices: DevicePolicy::Skip,
                 ..ApplyOptions::default()
             };
-            apply(reader, tmp.path(), &opts).map_err(|e| err("unpacking the layer", &e))?;
+            apply_all(readers, tmp.path(), &opts).map_err(|e| err("unpacking the chunks", &e))?;
         }
         {
             use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Moving a job's blobs between the coordinator's store and the worker's
 //! (FARM.md, worker step 4): before a vertex runs, every blob of its input
-//! results (plus a manifest's config), the context layer and, for a base
+//! results (plus a manifest's config), the context chunks and, for a base
 //! image vertex, the manifest and its config come down; afterwards every
 //! blob of the result goes up. Each transfer is verified by digest and size
 //! on the receiving side ([`crate::link::LinkHandle`]).
@@ -24,7 +24,7 @@ pub struct Needed {
 }
 
 /// The blobs a job names directly, each once, in a stable order: the context
-/// layer, the blobs of every input result, and a base image's manifest.
+/// chunks, the blobs of every input result, and a base image's manifest.
 /// Configs of manifests are found once the manifests are here
 /// ([`manifests_to_read`]).
 pub fn needed_blobs(job: &VertexJob) -> Vec<Needed> {
@@ -38,7 +38,13 @@ pub fn needed_blobs(job: &VertexJob) -> Vec<Needed> {
         }
     };
     if let Some(c) = &job.context {
-        add(&c.layer.digest, "the build context".into());
+        let n = c.chunks.len();
+        for (i, l) in c.chunks.iter().enumerate() {
+            add(
+                &l.digest,
+                format!("the build context (chunk {} of {n})", i + 1),
+            );
+        }
     }
     for (key, r) in &job.input_results {
         for d in r.blobs() {

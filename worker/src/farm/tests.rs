@@ -261,15 +261,17 @@ fn url_inputs_without_checksum_are_never_cached() {
 fn blob_lists_name_context_inputs_and_manifests() {
     let g = graph(DOCKERFILE);
     let mut job = job_of(&g, "file");
-    let ctx_layer = layer("context");
+    let chunks = vec![layer("context 1"), layer("context 2")];
     job.context = Some(ContextBlob {
-        layer: ctx_layer.clone(),
+        chunks: chunks.clone(),
     });
     let needed = needed_blobs(&job);
-    assert_eq!(needed[0].digest, ctx_layer.digest);
-    assert_eq!(needed[0].why, "the build context");
-    assert_eq!(needed.len(), 2, "{needed:?}");
-    assert!(needed[1].why.starts_with("the result of input sha256:"));
+    assert_eq!(needed[0].digest, chunks[0].digest);
+    assert_eq!(needed[0].why, "the build context (chunk 1 of 2)");
+    assert_eq!(needed[1].digest, chunks[1].digest);
+    assert_eq!(needed[1].why, "the build context (chunk 2 of 2)");
+    assert_eq!(needed.len(), 3, "{needed:?}");
+    assert!(needed[2].why.starts_with("the result of input sha256:"));
 
     let img = job_of(&g, "image");
     let needed = needed_blobs(&img);
@@ -373,4 +375,54 @@ fn logs_go_out_in_bounded_chunks_until_cancelled() {
     cancelled.store(true, Ordering::SeqCst);
     log(b"after the cancel");
     assert!(rx.try_recv().is_err());
+}
+
+/// A chunk layer in `store` holding `files` (path, body).
+fn chunk_in(store: &ContentStore, files: &[(&str, &str)]) -> LayerRef {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, body) in files {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let opts = imgfarm_common::oci::layer::CreateOptions::default();
+    LayerRef::from(imgfarm_common::oci::layer::create(store, dir.path(), &opts).unwrap())
+}
+
+#[test]
+fn context_chunks_are_applied_in_order_once_per_chunk_list() {
+    use super::context::{context_dir, open_context};
+    let state = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(state.path()).unwrap();
+    let ctx = ContextBlob {
+        chunks: vec![
+            chunk_in(&store, &[("src/a.txt", "first"), ("b.txt", "old")]),
+            chunk_in(&store, &[("src/c.txt", "second"), ("b.txt", "new")]),
+        ],
+    };
+    let opened = open_context(&store, state.path(), Some(&ctx)).unwrap();
+    let dir = context_dir(state.path(), Some(&ctx));
+    assert_eq!(opened.root(), dir);
+    assert!(dir.ends_with(ctx.id().hex()));
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    assert_eq!(
+        (read("src/a.txt"), read("src/c.txt"), read("b.txt")),
+        ("first".into(), "second".into(), "new".into()),
+        "later chunks apply over earlier ones"
+    );
+
+    // Another chunk list is another directory; a missing chunk blob fails
+    // with the chunk named and leaves no directory behind.
+    let missing = LayerRef {
+        digest: Digest::sha256_of(b"never stored"),
+        ..ctx.chunks[0].clone()
+    };
+    let broken = ContextBlob {
+        chunks: vec![ctx.chunks[0].clone(), missing.clone()],
+    };
+    let err = open_context(&store, state.path(), Some(&broken)).unwrap_err();
+    assert!(err.contains("unpacking the chunks"), "{err}");
+    assert!(err.contains("open context chunk"), "{err}");
+    assert!(err.contains(missing.digest.hex()), "{err}");
+    assert!(!context_dir(state.path(), Some(&broken)).exists());
 }

@@ -2,8 +2,8 @@
 //!
 //! The client does what only it can: parse the Dockerfile, resolve base
 //! images into its local store and compute every vertex key ([`super::plan`]),
-//! pack the context ([`pack`]). It uploads the context layer and the base
-//! image blobs, submits the graph, renders the coordinator's progress like a
+//! pack the context ([`pack`]). It uploads the context chunks and the base
+//! image blobs that the coordinator lacks, submits the graph, renders the coordinator's progress like a
 //! local build's (plus the worker of each step), then downloads the result
 //! and writes every output with [`super::output`], exactly as a local build.
 //! A push the coordinator did is not done again.
@@ -26,6 +26,7 @@ use crate::progress::Progress;
 use anyhow::{bail, Context as _};
 use imgfarm_common::farm::encode;
 use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::Digest;
 use naming::Namer;
 use session::Dial;
 use std::process::ExitCode;
@@ -60,6 +61,77 @@ fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the farm client's runtime")
 }
 
+/// `1 chunk`, `2 chunks`.
+fn count(n: usize, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// Compressed bytes of `blobs` in the local store.
+fn stored_size(store: &imgfarm_common::oci::store::ContentStore, blobs: &[Digest]) -> u64 {
+    blobs
+        .iter()
+        .filter_map(|d| std::fs::metadata(store.blob_path(d)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Uploads what the build needs, context chunks first, and shows how
+/// little of it moved: the coordinator answers "present" for every blob it
+/// holds, so an unchanged chunk costs a round trip and no bytes.
+async fn upload(
+    link: &imgfarm_worker::link::LinkHandle,
+    store: &imgfarm_common::oci::store::ContentStore,
+    uploads: &submit::Uploads,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    const STEP: &str = "farm:upload";
+    let mut parts = Vec::new();
+    if !uploads.context.is_empty() {
+        parts.push(format!(
+            "build context {} ({})",
+            count(uploads.context.len(), "chunk"),
+            human(stored_size(store, &uploads.context))
+        ));
+    }
+    if !uploads.images.is_empty() {
+        parts.push(format!(
+            "base images {} ({})",
+            count(uploads.images.len(), "blob"),
+            human(stored_size(store, &uploads.images))
+        ));
+    }
+    progress.started(
+        STEP,
+        &format!("[internal] uploading to the farm: {}", parts.join(", ")),
+    );
+    for (what, unit, blobs) in [
+        ("build context", "chunk", &uploads.context),
+        ("base images", "blob", &uploads.images),
+    ] {
+        if blobs.is_empty() {
+            continue;
+        }
+        let r = blobs::upload(link, store, blobs).await?;
+        progress.log(
+            STEP,
+            format!(
+                "{what}: sent {} of {} ({}), {} already on the coordinator\n",
+                r.sent,
+                count(blobs.len(), unit),
+                human(r.bytes),
+                r.present
+            )
+            .as_bytes(),
+        );
+    }
+    progress.done(STEP);
+    Ok(())
+}
+
 /// Run `imgfarm build --farm ...`.
 pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let settings = config::load(&farm_flags(&a))?;
@@ -73,7 +145,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let super::Prepared {
         mode,
         outputs,
-        state: _,
+        state,
         store,
         ctx,
         dockerfile,
@@ -98,7 +170,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let (submit, uploads) = match &a.reattach {
         Some(id) => (
             submit::reattach_submission(id, dial_output.clone()),
-            Vec::new(),
+            submit::Uploads::default(),
         ),
         None => submit::new_submission(
             &a,
@@ -107,6 +179,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
             &graph,
             &platforms,
             &dockerfile.path,
+            &state,
             dial_output.clone(),
             &mut progress,
         )?,
@@ -124,32 +197,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let followed = rt.block_on(async {
         let link = connect(&settings.farm, &creds, &hello, CONNECT_TIMEOUT).await?;
         if !uploads.is_empty() {
-            let total: u64 = uploads
-                .iter()
-                .filter_map(|d| std::fs::metadata(store.blob_path(d)).ok())
-                .map(|m| m.len())
-                .sum();
-            const STEP: &str = "farm:upload";
-            progress.started(
-                STEP,
-                &format!(
-                    "[internal] uploading {} blobs ({}) to the farm",
-                    uploads.len(),
-                    human(total)
-                ),
-            );
-            let r = blobs::upload(link.handle(), &store, &uploads).await?;
-            progress.log(
-                STEP,
-                format!(
-                    "sent {} ({}), {} already on the coordinator\n",
-                    r.sent,
-                    human(r.bytes),
-                    r.present
-                )
-                .as_bytes(),
-            );
-            progress.done(STEP);
+            upload(link.handle(), &store, &uploads, &mut progress).await?;
         }
         session::follow(link, &dial, submit, &names, &mut progress).await
     });

@@ -38,6 +38,7 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, futimens, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -158,16 +159,18 @@ impl ApplyReport {
     }
 }
 
-/// Caps the bytes a reader yields (decompression bombs).
-struct Capped<R> {
+/// Caps the bytes a reader yields (decompression bombs); `used` counts
+/// them over every layer of one [`apply_all`].
+struct Capped<'u, R> {
     inner: R,
-    left: u64,
+    used: &'u Cell<u64>,
     max: u64,
 }
 
-impl<R: Read> Read for Capped<R> {
+impl<R: Read> Read for Capped<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
+        let left = self.max.saturating_sub(self.used.get());
+        if left == 0 {
             // Allow a clean EOF exactly at the cap.
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
@@ -178,23 +181,23 @@ impl<R: Read> Read for Capped<R> {
                 ))),
             };
         }
-        let want = (buf.len() as u64).min(self.left) as usize;
+        let want = (buf.len() as u64).min(left) as usize;
         let n = self.inner.read(&mut buf[..want])?;
-        self.left -= n as u64;
+        self.used.set(self.used.get() + n as u64);
         Ok(n)
     }
 }
 
-fn decompressed<'a, R: Read + 'a>(reader: R, max: u64) -> Result<Box<dyn Read + 'a>, LayerError> {
+fn decompressed<'a, R: Read + 'a>(
+    reader: R,
+    max: u64,
+    used: &'a Cell<u64>,
+) -> Result<Box<dyn Read + 'a>, LayerError> {
     let inner = super::decompress::sniffed(reader)
         .map_err(|e| LayerError::BadArchive(format!("reading layer: {e}")))?;
     Ok(Box::new(BufReader::with_capacity(
         256 * 1024,
-        Capped {
-            inner,
-            left: max,
-            max,
-        },
+        Capped { inner, used, max },
     )))
 }
 
@@ -245,16 +248,25 @@ pub fn apply<R: Read>(
     root: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, LayerError> {
+    apply_all(std::iter::once(Ok(reader)), root, opts)
+}
+
+/// Unpacks several layers into `root`, in order, as one changeset (GNU
+/// tar's `--ignore-zeros` over concatenated archives): each entry is
+/// applied as [`apply`] would, directory modes, owners and mtimes are set
+/// once after the last layer (so a read-only directory from one layer does
+/// not block the next layer's files inside it), an opaque marker keeps what
+/// any of them created, and [`ApplyOptions::max_entries`] and
+/// [`ApplyOptions::max_uncompressed`] bound the total. The farm's build
+/// context travels as such a sequence of chunks. Readers are taken one at
+/// a time (open them lazily: one open file at a time); an `Err` stops the
+/// application with that error.
+pub fn apply_all<R: Read>(
+    readers: impl IntoIterator<Item = Result<R, LayerError>>,
+    root: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, LayerError> {
     let root_fd = Root::open(root).map_err(|e| LayerError::io("open root", root, e.into()))?;
-    let stream = decompressed(reader, opts.max_uncompressed)?;
-    let mut tar = TarReader::new(
-        stream,
-        Limits {
-            max_path: opts.max_path,
-            max_pax: opts.max_pax,
-            max_entries: opts.max_entries,
-        },
-    );
     let mut a = Applier {
         root: root_fd,
         root_path: root,
@@ -265,9 +277,27 @@ pub fn apply<R: Read>(
         dirs: BTreeMap::new(),
         buf: vec![0u8; 256 * 1024],
     };
-    while let Some(entry) = tar.next_entry()? {
-        a.report.entries += 1;
-        a.entry(entry, &mut tar)?;
+    let used = Cell::new(0u64);
+    for reader in readers {
+        let stream = decompressed(reader?, opts.max_uncompressed, &used)?;
+        let mut tar = TarReader::new(
+            stream,
+            Limits {
+                max_path: opts.max_path,
+                max_pax: opts.max_pax,
+                max_entries: opts.max_entries,
+            },
+        );
+        while let Some(entry) = tar.next_entry()? {
+            a.report.entries += 1;
+            if a.report.entries > opts.max_entries {
+                return Err(LayerError::BadArchive(format!(
+                    "more than {} entries in the layers applied together",
+                    opts.max_entries
+                )));
+            }
+            a.entry(entry, &mut tar)?;
+        }
     }
     a.finish_dirs()?;
     Ok(a.report)

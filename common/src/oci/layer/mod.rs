@@ -19,7 +19,7 @@ mod tar_write;
 pub mod whiteout;
 mod xattrs;
 
-pub use apply::{apply, ApplyOptions, ApplyReport, DevicePolicy};
+pub use apply::{apply, apply_all, ApplyOptions, ApplyReport, DevicePolicy};
 pub use create::{create, create_to_writer, CreateOptions, SourceKind};
 pub use idmap::{IdMap, IdRange};
 

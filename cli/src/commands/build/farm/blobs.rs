@@ -1,5 +1,5 @@
 //! Blobs between the client's local store and the coordinator's: the
-//! context layer and base images go up before the build is submitted; the
+//! context chunks and base images go up before the build is submitted; the
 //! built images (index, manifests, configs, layers) come down after it.
 
 use anyhow::{anyhow, bail, Context as _};
@@ -14,6 +14,11 @@ use imgfarm_worker::solve::image::read_manifest;
 
 /// Transfers in flight at once (one QUIC stream each).
 const PARALLEL: usize = 4;
+
+/// Uploads in flight at once: most context chunks are already on the
+/// coordinator and cost one round trip each, so more of them overlap (the
+/// coordinator accepts 256 streams per connection).
+const UPLOAD_PARALLEL: usize = 16;
 
 /// Every blob of the base images the graph names by digest: each
 /// manifest, its config and its layers, each once, in a stable order.
@@ -91,7 +96,7 @@ pub async fn upload(
             .map(|o| (o, size))
             .map_err(|e| anyhow!("uploading {d} to the coordinator: {e}"))
     }))
-    .buffer_unordered(PARALLEL)
+    .buffer_unordered(UPLOAD_PARALLEL)
     .try_collect()
     .await?;
     let mut r = UploadReport::default();

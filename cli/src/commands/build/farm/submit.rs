@@ -1,6 +1,6 @@
 //! What a farm build sends before the coordinator accepts it: the packed
-//! context, the definition (the client's graph, keys and all), and the
-//! blobs to upload first.
+//! context (chunk layers), the definition (the client's graph, keys and
+//! all), and the blobs to upload first.
 
 use super::super::BuildArgs;
 use super::{blobs, pack};
@@ -41,6 +41,22 @@ pub fn reattach_submission(id: &str, output: Vec<u8>) -> Submit {
     }
 }
 
+/// The blobs a new build uploads before it is submitted, by what they are.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    /// The context's chunk layers, in order.
+    pub context: Vec<Digest>,
+    /// Every blob of the base images (manifests, configs, layers).
+    pub images: Vec<Digest>,
+}
+
+impl Uploads {
+    /// Nothing to upload.
+    pub fn is_empty(&self) -> bool {
+        self.context.is_empty() && self.images.is_empty()
+    }
+}
+
 /// A new build: the context packed (when a step reads it), the definition,
 /// and every blob the coordinator needs before it accepts the build.
 #[allow(clippy::too_many_arguments)]
@@ -51,9 +67,10 @@ pub fn new_submission(
     graph: &BuildGraph,
     platforms: &[Platform],
     dockerfile: &Path,
+    state: &Path,
     output: Vec<u8>,
     progress: &mut Progress,
-) -> anyhow::Result<(Submit, Vec<Digest>)> {
+) -> anyhow::Result<(Submit, Uploads)> {
     let reads_context = graph
         .vertices()
         .iter()
@@ -61,27 +78,36 @@ pub fn new_submission(
     let context = if reads_context {
         const STEP: &str = "farm:pack";
         progress.started(STEP, "[internal] packing the build context");
-        let packed = pack::pack_context(store, ctx)?;
+        let memo = state.join("cache").join("context");
+        let packed = pack::pack_context(store, ctx, Some(&memo))?;
         progress.log(
             STEP,
             format!(
-                "{} entries, {} compressed\n",
+                "{} entries in {} ({} packed, {} unchanged), {} compressed\n",
                 packed.entries,
-                human(packed.layer.size)
+                super::count(packed.chunks.len(), "chunk"),
+                packed.chunks.len() - packed.reused,
+                packed.reused,
+                human(packed.size())
             )
             .as_bytes(),
         );
         progress.done(STEP);
-        tracing::debug!(selection = %packed.selection, layer = %packed.layer.digest, "packed the build context");
+        tracing::debug!(selection = %packed.selection, chunks = packed.chunks.len(), "packed the build context");
         Some(packed)
     } else {
         None
     };
-    let mut uploads = blobs::base_image_blobs(store, graph)?;
+    let context_blob = context.as_ref().map(|c| ContextBlob {
+        chunks: c.chunks.clone(),
+    });
+    let mut uploads = Uploads {
+        context: Vec::new(),
+        images: blobs::base_image_blobs(store, graph)?,
+    };
     if let Some(c) = &context {
-        if !uploads.contains(&c.layer.digest) {
-            uploads.insert(0, c.layer.digest.clone());
-        }
+        uploads.context = c.chunks.iter().map(|l| l.digest.clone()).collect();
+        uploads.images.retain(|d| !uploads.context.contains(d));
     }
     let definition = FarmDefinition {
         vertices: graph.vertices().into_iter().cloned().collect(),
@@ -93,9 +119,7 @@ pub fn new_submission(
                 export: t.export.clone(),
             })
             .collect(),
-        context: context.as_ref().map(|c| ContextBlob {
-            layer: c.layer.clone(),
-        }),
+        context: context_blob,
         title: title(a, dockerfile),
     };
     definition
@@ -105,9 +129,8 @@ pub fn new_submission(
         platforms: platforms.iter().map(ToString::to_string).collect(),
         definition: encode(&definition),
         context: context
-            .as_ref()
-            .map(|c| BlobHeader::from(&c.layer))
-            .into_iter()
+            .iter()
+            .flat_map(|c| c.chunks.iter().map(BlobHeader::from))
             .collect(),
         output,
         reattach: None,
