@@ -365,3 +365,46 @@ fn copy_from_reads_a_committed_snapshot_in_place_when_one_layer_holds_the_source
     assert!(t.contains_key("m/a") && t.contains_key("m/b"));
     assert!(!t.contains_key("app/later") && !t.contains_key("later"));
 }
+
+#[test]
+fn a_debian_base_is_unpacked_once_for_two_stages_and_never_again() {
+    let test = "a_debian_base_is_unpacked_once_for_two_stages_and_never_again";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let Some(debian) = imgfarm_testkit::or_skip(test, imgfarm_testkit::DebianBase::get()) else {
+        return;
+    };
+    let layout = env.work.path().join("debian-oci");
+    build_support::copy_dir(debian.layout_dir(), &layout);
+    env.chown(&layout);
+    ok(&env.run(&[
+        "debug",
+        "import-layout",
+        layout.to_str().expect("utf-8"),
+        "--ref",
+        "bookworm",
+        "--name",
+        "debian:bookworm",
+    ]));
+    let two = "FROM debian:bookworm AS a\nRUN echo a > /a && useradd -m app\n\
+               FROM debian:bookworm AS b\nRUN echo b > /b\n\
+               FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n";
+    let ctx = env.context("debian-two", &[("Dockerfile", two)]);
+    let mut c = build_logged(&env, &ctx);
+    c.args(["--platform", "linux/amd64"]);
+    let out = c.output().expect("build");
+    ok(&out);
+    // bookworm is one layer (mmdebstrap): unpacked once for both stages.
+    assert_eq!(unpacks(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
+
+    let other =
+        "FROM debian:bookworm\nWORKDIR /srv\nCOPY f .\nRUN test -f /etc/debian_version && cat f\n";
+    let ctx = env.context("debian-other", &[("Dockerfile", other), ("f", "x\n")]);
+    let mut c = build_logged(&env, &ctx);
+    c.args(["--platform", "linux/amd64"]);
+    let out = c.output().expect("build");
+    ok(&out);
+    // Only the WORKDIR and COPY layers (a few bytes each) are new; the base is not unpacked.
+    assert_eq!(unpacks(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+}
