@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export IMGFARM_BENCH_MIB=${1:-512}
 export IMGFARM_BENCH_ROUNDS=${2:-3}
-cargo test --release -q -p imgfarm-coordinator --test quic_transfer --no-run 2>/dev/null
-bin=$(cargo test --release -p imgfarm-coordinator --test quic_transfer --no-run 2>&1 |
+cargo test --release -q -p imgfarm-e2e --test quic_transfer --no-run 2>/dev/null
+bin=$(cargo test --release -p imgfarm-e2e --test quic_transfer --no-run 2>&1 |
     sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
 echo "payload: $IMGFARM_BENCH_MIB MiB, loopback, $(nproc) cores"
 "$bin" --ignored --nocapture --test-threads 1 quic_vs_tcp_transfer 2>&1 |

@@ -53,13 +53,7 @@ pub trait WorkerLink {
     fn recv(&mut self) -> Result<LinkEvent, LinkError>;
 }
 
-/// What a worker does with one vertex: produce its result (and keep it
-/// where the coordinator's exporter can find it: the shared content store
-/// and result cache). `log` receives process output as it comes.
-pub trait VertexRunner: Send + Sync + 'static {
-    /// Run `key`; `emulated` says the scheduler chose emulation for it.
-    fn run(&self, key: &Digest, emulated: bool, log: &mut dyn FnMut(&[u8])) -> Result<(), String>;
-}
+pub use imgfarm_transport::runner::VertexRunner;
 
 /// The embedded worker: each dispatched vertex runs on its own thread and
 /// reports over a channel.

@@ -3,32 +3,11 @@
 
 use super::ServerOptions;
 use imgfarm_common::identity::PeerIdentity;
-use imgfarm_common::proto::blob::{
-    receive_blob_into_store, send_blob_file, BlobError, Bytes, ChunkRecv, ChunkSend,
-};
+use imgfarm_common::proto::blob::{receive_blob_into_store, send_blob_file, BlobError};
 use imgfarm_common::proto::handshake::{check_role_may, Purpose};
 use imgfarm_common::proto::io::{write_msg, WireError};
 use imgfarm_common::proto::{BlobGetReply, BlobHeader, BlobPutReply, BlobPutResult, BlobRequest};
-
-/// A QUIC receive stream handing out its buffered chunks without a copy.
-#[derive(Debug)]
-pub struct QuicRecv<'a>(pub &'a mut quinn::RecvStream);
-
-impl ChunkRecv for QuicRecv<'_> {
-    async fn recv_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
-        Ok(self.0.read_chunk(max, true).await?.map(|c| c.bytes))
-    }
-}
-
-/// A QUIC send stream taking ownership of chunks (no copy into its buffer).
-#[derive(Debug)]
-pub struct QuicSend<'a>(pub &'a mut quinn::SendStream);
-
-impl ChunkSend for QuicSend<'_> {
-    async fn send_chunk(&mut self, chunk: Bytes) -> std::io::Result<()> {
-        Ok(self.0.write_chunk(chunk).await?)
-    }
-}
+use imgfarm_transport::streams::{QuicRecv, QuicSend};
 
 pub(super) enum ServeError {
     Wire(WireError),

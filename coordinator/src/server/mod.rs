@@ -9,13 +9,12 @@
 
 mod blobs;
 mod session;
-mod transport;
 
-pub use blobs::{QuicRecv, QuicSend};
-pub use session::Session;
-pub use transport::{
+pub use imgfarm_transport::quic::{
     bind_udp, dialer_transport_config, endpoint_config, runtime, transport_config,
 };
+pub use imgfarm_transport::streams::{QuicRecv, QuicSend};
+pub use session::Session;
 
 use imgfarm_common::identity::Role;
 use imgfarm_common::identity::{peer_identity_from_der, server_config, Credentials, PeerIdentity};
@@ -26,6 +25,7 @@ use imgfarm_common::proto::{
     check_hello, close_code, CodecError, HandshakeError, Message, StreamOpen, Welcome,
     MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
+use imgfarm_transport::quic as transport;
 use quinn::crypto::rustls::QuicServerConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

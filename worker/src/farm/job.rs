@@ -20,7 +20,7 @@ use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{Message, VertexLog};
-use imgfarm_coordinator::link::VertexRunner;
+use imgfarm_transport::runner::VertexRunner;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

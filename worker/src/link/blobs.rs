@@ -11,7 +11,7 @@ use imgfarm_common::proto::{
     BlobGetReply, BlobHeader, BlobPutReply, BlobPutResult, BlobRequest, StreamOpen,
     MAX_CONTROL_FRAME,
 };
-use imgfarm_coordinator::server::{QuicRecv, QuicSend};
+use imgfarm_transport::streams::{QuicRecv, QuicSend};
 use tokio::io::AsyncRead;
 
 /// What happened to an upload.

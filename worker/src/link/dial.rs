@@ -1,7 +1,7 @@
 //! Address parsing, endpoint creation and transport tuning for the dialer.
 
 use super::LinkError;
-use imgfarm_coordinator::server::{bind_udp, runtime};
+use imgfarm_transport::quic::{bind_udp, runtime};
 use std::net::SocketAddr;
 
 /// A resolved coordinator address.
@@ -52,14 +52,12 @@ pub async fn parse_farm_addr(addr: &str) -> Result<FarmAddr, LinkError> {
 
 /// Endpoint and transport settings shared with the coordinator, so both
 /// ends of a farm connection are tuned alike (one definition, in
-/// `imgfarm_coordinator::server`).
-pub use imgfarm_coordinator::server::{
-    dialer_transport_config as transport_config, endpoint_config,
-};
+/// `imgfarm_transport::quic`).
+pub use imgfarm_transport::quic::{dialer_transport_config as transport_config, endpoint_config};
 
 /// A client-only endpoint on an ephemeral port of the right address family,
 /// with the farm's socket buffers and socket runtime (see
-/// `imgfarm_coordinator::server::runtime`).
+/// `imgfarm_transport::quic::runtime`).
 pub(super) fn client_endpoint(target: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let local: SocketAddr = if target.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()

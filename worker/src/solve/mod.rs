@@ -22,7 +22,7 @@ use imgfarm_common::graph::op::{FileAction, Op};
 use imgfarm_common::graph::{BuildGraph, Vertex};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
-use imgfarm_coordinator::link::VertexRunner;
+use imgfarm_transport::runner::VertexRunner;
 use result::{ResultCache, VertexResult};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

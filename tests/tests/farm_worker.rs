@@ -39,7 +39,22 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-const WORKER_BIN: &str = env!("CARGO_BIN_EXE_imgfarm-farm-worker");
+/// The worker crate's `imgfarm-farm-worker` test driver, next to the test's own
+/// `target/<profile>/deps` (cargo builds it with the worker package's tests).
+fn worker_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join("imgfarm-farm-worker");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p imgfarm-worker)",
+        bin.display()
+    );
+    bin
+}
 const SESSION_WAIT: Duration = Duration::from_secs(60);
 const JOB_WAIT: Duration = Duration::from_secs(180);
 
@@ -871,7 +886,7 @@ impl WorkerProcess {
         std::fs::create_dir(&state).expect("state");
         chown(&state);
         let log = dir.path().join("worker.log");
-        let mut cmd = user.command(WORKER_BIN);
+        let mut cmd = user.command(worker_bin());
         cmd.args(["--coordinator", coord, "--name", "w1", "--slots", "2"])
             .arg("--tls-dir")
             .arg(&tls_copy)
@@ -1125,7 +1140,7 @@ async fn an_arm64_worker_on_an_amd64_host_still_emulates() {
 
 /// Round trips of jobs without RUN over loopback QUIC (in-process worker):
 /// fresh image+COPY+export graphs and repeated COPY jobs served from the
-/// worker's cache. `cargo test -p imgfarm-worker --test farm_worker -- --ignored --nocapture`
+/// worker's cache. `cargo test -p imgfarm-e2e --test farm_worker -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run by hand"]
 async fn bench_job_round_trips() {
