@@ -14,7 +14,6 @@
 
 use super::{chain::chain_ids, lease_file, remove_children, root_of, SnapshotterError};
 use crate::executor::Executor;
-use imgfarm_common::farm::result::VertexResult;
 use imgfarm_common::oci::image::{descriptor_digest, Document, ImageConfig, MAX_DOCUMENT_SIZE};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -86,19 +85,9 @@ pub fn referenced(state: &Path, store: &ContentStore) -> BTreeSet<String> {
             image_chains(store, &d.digest, 0, &mut seen, &mut add);
         }
     }
-    if let Ok(rd) = std::fs::read_dir(state.join("cache").join("vertices")) {
-        for e in rd.flatten() {
-            let small = e.metadata().is_ok_and(|m| m.len() <= 16 << 20);
-            let Some(r) = small
-                .then(|| std::fs::read(e.path()).ok())
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<VertexResult>(&b).ok())
-            else {
-                continue;
-            };
-            let diff_ids: Vec<Digest> = r.chain.iter().map(|l| l.diff_id.clone()).collect();
-            add(&diff_ids);
-        }
+    for r in crate::solve::result::ResultCache::results_in(state) {
+        let diff_ids: Vec<Digest> = r.chain.iter().map(|l| l.diff_id.clone()).collect();
+        add(&diff_ids);
     }
     out
 }

@@ -257,7 +257,7 @@ impl Snapshotter {
             let fs = self.committed(&name);
             if !fs.is_dir() {
                 self.make(&name, &mut prepared, |exec, active| {
-                    unpack_into(exec, store, &chain[i], active, &out, on_unpack)
+                    unpack_into(exec, store, &chain[i], active, &out, on_unpack).map(Some)
                 })?;
             }
             out.push(fs);
@@ -285,7 +285,8 @@ impl Snapshotter {
                 if let Some(p) = &parent {
                     copy_tree(p, &active.upper())?;
                 }
-                unpack_into(exec, store, layer, active, &[], &|_| {})
+                // The whole tree is the snapshot: its size is not the layer's.
+                unpack_into(exec, store, layer, active, &[], &|_| {}).map(|_| None)
             })?;
         }
         Ok(chain.len().checked_sub(1).map(|i| self.committed(&name(i))))
@@ -315,20 +316,20 @@ impl Snapshotter {
                 for l in chain {
                     unpack_into(exec, store, l, active, &[], &|_| {})?;
                 }
-                Ok(())
+                Ok(None)
             })?;
         }
         Ok(fs)
     }
 
     /// Makes committed snapshot `name` with `fill` (which writes the active
-    /// snapshot's upper dir), unless another thread or process made it while
-    /// we waited for its lock.
+    /// snapshot's upper dir and returns its size when it knows it), unless
+    /// another thread or process made it while we waited for its lock.
     fn make(
         &self,
         name: &str,
         prepared: &mut Prepared,
-        fill: impl FnOnce(&Executor, &Active) -> Result<(), SnapshotterError>,
+        fill: impl FnOnce(&Executor, &Active) -> Result<Option<u64>, SnapshotterError>,
     ) -> Result<(), SnapshotterError> {
         let _lock = self.chain_lock(name)?;
         if self.committed(name).is_dir() {
@@ -336,7 +337,8 @@ impl Snapshotter {
         }
         let t = Instant::now();
         let active = self.prepare("unpack-")?;
-        let result = fill(&self.exec, &active).and_then(|()| self.commit(&active, name));
+        let result =
+            fill(&self.exec, &active).and_then(|size| self.commit_sized(&active, name, size));
         self.remove(active)?;
         result?;
         prepared.unpacked += 1;
@@ -382,8 +384,19 @@ impl Snapshotter {
     /// committed the same chain first, theirs stays and ours is dropped with
     /// the active dir.
     pub fn commit(&self, active: &Active, name: &str) -> Result<(), SnapshotterError> {
+        self.commit_sized(active, name, None)
+    }
+
+    /// [`Self::commit`] with the bytes of its files when known (an unpack
+    /// counts them); else they are counted here.
+    fn commit_sized(
+        &self,
+        active: &Active,
+        name: &str,
+        size: Option<u64>,
+    ) -> Result<(), SnapshotterError> {
         let snap = active.dir().join("snap");
-        let size = tree_bytes(&snap.join("fs"));
+        let size = size.unwrap_or_else(|| tree_bytes(&snap.join("fs")));
         let size_file = snap.join("size");
         std::fs::write(&size_file, size.to_string()).map_err(io("writing", &size_file))?;
         let dest = self.root.join(name);
@@ -474,9 +487,10 @@ fn choose_mode(exec: &Executor, root: &Path) -> Result<Mode, SnapshotterError> {
 }
 
 /// `cp -a --reflink=auto FROM/. TO` (owners, modes, xattrs, links and times
-/// kept; shared extents where the filesystem has them). Runs as root of the
-/// build namespace, where every owner is mapped.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
+/// kept; shared extents where the filesystem has them): copy snapshots, and
+/// a RUN's private tree in copy mode. Runs as root of the build namespace,
+/// where every owner is mapped.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg("--reflink=auto")
@@ -491,11 +505,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
         from: from.to_path_buf(),
         reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
-}
-
-/// Copy mode: `from` copied into the empty dir `to` (a RUN's private tree).
-pub fn copy_into(from: &Path, to: &Path) -> Result<(), SnapshotterError> {
-    copy_tree(from, to)
 }
 
 /// Removes every entry of `dir` (as the executor removes build trees).
@@ -514,7 +523,8 @@ fn remove_children(exec: &Executor, dir: &Path) -> Result<(), SnapshotterError> 
 }
 
 /// Unpacks `l` into `active`'s upper dir above `parents` (its overlay
-/// scratch space in the active dir), running `on_unpack` beside it.
+/// scratch space in the active dir), running `on_unpack` beside it; returns
+/// the bytes of file content written.
 fn unpack_into(
     exec: &Executor,
     store: &ContentStore,
@@ -522,7 +532,7 @@ fn unpack_into(
     active: &Active,
     parents: &[PathBuf],
     on_unpack: &(dyn Fn(&LayerRef) + Sync),
-) -> Result<(), SnapshotterError> {
+) -> Result<u64, SnapshotterError> {
     let fail = |reason: String| SnapshotterError::Unpack {
         digest: l.digest.clone(),
         reason,
@@ -536,7 +546,7 @@ fn unpack_into(
     std::thread::scope(|s| {
         s.spawn(|| on_unpack(l));
         exec.unpack_layer(&mut blob, &fs, parents, &scratch)
-            .map(drop)
+            .map(|r| r.bytes)
             .map_err(|e| fail(e.to_string()))
     })
 }

@@ -17,9 +17,10 @@ use super::SolveError;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::codec;
+use imgfarm_common::sealed;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -31,7 +32,9 @@ const MAX_ID_FILE: u64 = 4 << 20;
 /// emptied (a Debian base is about 20,000).
 const MAX_MEMO_OPS: usize = 4_000_000;
 /// First bytes of an index file; a new layout gets a new tag.
-const FILE_TAG: &[u8] = b"imgfarm layer index v1\n";
+const FILE_TAG: &[u8] = b"imgfarm layer index v2\n";
+/// Largest index file read or written (a Debian base's is about 1 MB).
+const MAX_INDEX_FILE: usize = 64 << 20;
 
 /// Metadata of one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,54 +138,38 @@ pub(crate) fn ensure_index(store: &ContentStore, l: &LayerRef) -> Result<(), Sol
     layer_index(store, l).map(drop)
 }
 
-/// The persisted index of `digest`, if a valid one is on disk.
+/// The persisted index of `digest`, if a valid one is on disk (a sealed
+/// file: `imgfarm_common::sealed`).
 fn load(store: &ContentStore, digest: &Digest) -> Option<LayerIndex> {
     let path = index_path(store, digest);
-    let meta = std::fs::metadata(&path).ok()?;
-    let limit = FILE_TAG.len() + codec::FRAME_HEADER_LEN + codec::MAX_CONTROL_FRAME as usize;
-    if meta.len() > limit as u64 {
-        return None;
-    }
-    let bytes = std::fs::read(&path).ok()?;
-    let rest = bytes.strip_prefix(FILE_TAG)?;
-    let header: [u8; codec::FRAME_HEADER_LEN] =
-        rest.get(..codec::FRAME_HEADER_LEN)?.try_into().ok()?;
-    let len = codec::check_header(header, codec::MAX_CONTROL_FRAME).ok()?;
-    let body = rest.get(codec::FRAME_HEADER_LEN..)?;
-    if body.len() != len {
-        tracing::debug!(path = %path.display(), "layer index truncated: reading the blob again");
-        return None;
-    }
-    match codec::decode_message(body) {
-        Ok(i) => Some(i),
+    let body = match sealed::read(&path, FILE_TAG, MAX_INDEX_FILE) {
+        Ok(body) => body?,
         Err(e) => {
-            tracing::debug!(path = %path.display(), "layer index unreadable ({e}): reading the blob again");
-            None
+            tracing::debug!(path = %path.display(), "layer index unusable ({e}): reading the blob again");
+            return None;
         }
-    }
+    };
+    codec::decode_bounded::<LayerIndex, MAX_INDEX_FILE>(&body)
+        .map_err(|e| {
+            tracing::debug!(path = %path.display(), "layer index unreadable ({e}): reading the blob again")
+        })
+        .ok()
 }
 
-/// Persist `index` (temp file + rename, so readers never see half of one).
-/// Failing to save only costs a later re-read: it is logged, not returned.
+/// Persist `index`. Failing to save only costs a later re-read: it is
+/// logged, not returned.
 fn save(store: &ContentStore, digest: &Digest, index: &LayerIndex) {
     let path = index_path(store, digest);
-    let result = (|| -> Result<(), String> {
-        let frame = codec::encode_frame(index).map_err(|e| e.to_string())?;
-        let dir = path.parent().ok_or("no parent")?;
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-        tmp.write_all(FILE_TAG).map_err(|e| e.to_string())?;
-        tmp.write_all(&frame).map_err(|e| e.to_string())?;
-        tmp.persist(&path).map_err(|e| e.error.to_string())?;
-        Ok(())
-    })();
+    let result = codec::encode_bounded::<LayerIndex, MAX_INDEX_FILE>(index)
+        .map_err(|e| e.to_string())
+        .and_then(|body| sealed::write(&path, FILE_TAG, &body).map_err(|e| e.to_string()));
     if let Err(e) = result {
         tracing::debug!(path = %path.display(), "layer index not saved: {e}");
     }
 }
 
-/// Remove the persisted indexes of blobs `keep` does not hold (called by the
-/// snapshot collector after the store's GC). Returns bytes freed.
+/// Removes the persisted indexes of blobs the store no longer holds (`prune`
+/// calls it after the store's GC). Returns the bytes freed.
 pub fn collect_indexes(store: &ContentStore) -> u64 {
     let dir = store.root().join("index").join("layers");
     let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -372,7 +359,7 @@ mod tests {
         let path = index_path(&store, &l.digest);
         for junk in [
             &b""[..],
-            b"imgfarm layer index v1\n\0\0\0\x09abc",
+            b"imgfarm layer index v2\n\0\0\0\x09abc",
             b"other tag\n",
         ] {
             std::fs::write(&path, junk).expect("write");

@@ -39,6 +39,19 @@ impl ResultCache {
         Ok(Self { dir })
     }
 
+    /// Every readable result of the cache under `state`, without creating the
+    /// cache (the snapshot collector reads what records still reference).
+    pub fn results_in(state: &Path) -> Vec<VertexResult> {
+        let cache = Self {
+            dir: state.join("cache").join("vertices"),
+        };
+        cache
+            .keys(usize::MAX)
+            .iter()
+            .filter_map(|k| cache.get(k))
+            .collect()
+    }
+
     fn path(&self, key: &Digest) -> PathBuf {
         self.dir.join(format!("{}.json", key.hex()))
     }

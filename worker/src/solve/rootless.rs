@@ -13,7 +13,7 @@ use crate::emulation;
 use crate::executor::{self, ExecError, ExtraMount, Network};
 use crate::idmap::IdMapping;
 use crate::snapshotter::chain::chain_ids;
-use crate::snapshotter::{copy_into, Mode, Snapshotter};
+use crate::snapshotter::{copy_tree, Mode, Snapshotter};
 use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
@@ -323,7 +323,7 @@ impl Executor for RootlessExecutor {
             Mode::Overlay => (lowers.clone(), None),
             Mode::Copy => {
                 if let Some(parent) = lowers.first() {
-                    if let Err(e) = copy_into(parent, &upper) {
+                    if let Err(e) = copy_tree(parent, &upper) {
                         let _ = snaps.remove(active);
                         return Err(setup(e));
                     }
