@@ -408,3 +408,24 @@ fn a_debian_base_is_unpacked_once_for_two_stages_and_never_again() {
     // Only the WORKDIR and COPY layers (a few bytes each) are new; the base is not unpacked.
     assert_eq!(unpacks(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn an_unknown_snapshotter_name_is_said_and_overlay_is_used() {
+    let test = "an_unknown_snapshotter_name_is_said_and_overlay_is_used";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let ctx = env.context("bogus", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let mut c = build_logged(&env, &ctx);
+    c.env("IMGFARM_SNAPSHOTTER", "zfs");
+    let log = ok(&c.output().expect("build"));
+    assert!(
+        log.contains("IMGFARM_SNAPSHOTTER=\"zfs\" is not overlay or copy: ignored"),
+        "{log}"
+    );
+    assert!(
+        committed(&env).iter().all(|n| !n.starts_with("copy-")),
+        "{:?}",
+        committed(&env)
+    );
+}
