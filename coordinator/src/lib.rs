@@ -1,9 +1,10 @@
-//! The coordinator: scheduling (pure, in [`scheduler`]), the worker link
-//! ([`link`]: in-process for the local build, QUIC for the farm), the loop
-//! joining them ([`drive`]) and the farm's QUIC endpoint ([`server`]).
+//! The coordinator: scheduling (pure, in [`scheduler`]), the engine that
+//! owns builds, workers and results (sans-I/O, in [`engine`]), and its two
+//! shells: the farm's QUIC [`service`] (with [`server`], the endpoint) and
+//! the [`local`] build's in-process loop.
 
-pub mod drive;
-pub mod link;
+pub mod engine;
+pub mod local;
 pub mod scheduler;
 pub mod server;
 pub mod service;

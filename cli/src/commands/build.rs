@@ -1,6 +1,8 @@
 //! `imgfarm build`: docker buildx build's flags and meanings.
 
 mod farm;
+mod local;
+mod naming;
 mod output;
 mod registry;
 
@@ -15,12 +17,11 @@ use imgfarm_common::graph::{build_graph, BuildGraph, BuildRequest, ContextSelect
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::{parse_platform_list, Platform};
-use imgfarm_coordinator::drive::{drive, DriveError, DriveEvent};
-use imgfarm_coordinator::link::{InProcessLink, LinkEvent};
-use imgfarm_coordinator::scheduler::{Scheduler, Task, WorkerSpec};
+use imgfarm_coordinator::local::LocalWorkerOffer;
+use imgfarm_worker::solve::exec::CancelToken;
 use imgfarm_worker::solve::result::ResultCache;
 use imgfarm_worker::solve::{image, LocalWorker};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -182,18 +183,17 @@ fn open_context(a: &BuildArgs, dockerfile: &Path) -> anyhow::Result<BuildContext
 /// Native and emulated platforms of the embedded worker. Emulation is
 /// offered for every requested foreign platform; the executor refuses
 /// before running when qemu is missing.
-fn local_worker_spec(targets: &[Platform], jobs: usize) -> WorkerSpec {
+fn local_worker_offer(targets: &[Platform], jobs: usize) -> LocalWorkerOffer {
     let host = Platform::host();
     let emulated = targets
         .iter()
         .filter(|p| !host.matches(p))
         .cloned()
         .collect();
-    WorkerSpec {
-        name: "local".into(),
+    LocalWorkerOffer {
         native: vec![host],
         emulated,
-        slots: jobs,
+        jobs,
     }
 }
 
@@ -345,114 +345,37 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let executor: Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> = Some(Arc::new(
         imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets.files.clone()),
     ));
-    let worker = Arc::new(LocalWorker::new(
-        store.clone(),
-        cache,
-        Arc::clone(&graph),
-        Arc::clone(&ctx),
-        executor,
-        a.no_cache,
-    ));
-    let cached = worker.load_cache();
-    let tasks: Vec<Task> = graph
-        .vertices()
-        .into_iter()
-        .map(|v| Task {
-            key: v.key.clone(),
-            platform: v.platform.clone(),
-            inputs: v.inputs.clone(),
-            runs_code: matches!(v.op, imgfarm_common::graph::op::Op::Exec(_)),
-        })
-        .collect();
-    let roots: Vec<Digest> = graph.targets.iter().map(|t| t.export.clone()).collect();
+    let cancel = CancelToken::new();
+    let worker = Arc::new(
+        LocalWorker::new(
+            store.clone(),
+            cache,
+            Arc::clone(&graph),
+            Arc::clone(&ctx),
+            executor,
+        )
+        .with_cancel(cancel.clone()),
+    );
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let mut sched = Scheduler::new(
-        tasks,
-        &roots,
-        &cached,
-        vec![local_worker_spec(&platforms, jobs)],
-        jobs,
-    )?;
     let mut progress = Progress::new(mode);
-    let multi = platforms.len() > 1;
-    let name_of = |key: &Digest, emulated: bool| -> String {
-        let Some(v) = graph.vertex(key) else {
-            return key.to_string();
-        };
-        // The graph names the platform inside the step label for
-        // multi-platform builds (`[linux/arm64 stage-1 4/4]`); the progress
-        // line names it once, in front, with the emulation mark.
-        let label = |p: &imgfarm_common::platform::Platform| {
-            v.description
-                .strip_prefix(&format!("[{p} "))
-                .map(|rest| format!("[{rest}"))
-                .unwrap_or_else(|| v.description.clone())
-        };
-        match (&v.platform, multi || emulated) {
-            (Some(p), true) if emulated => format!("[{p} emulated] {}", label(p)),
-            (Some(p), true) => format!("[{p}] {}", label(p)),
-            _ => v.description.clone(),
-        }
+    let b = local::LocalBuild {
+        a: &a,
+        store: &store,
+        outputs: &outputs,
+        platforms: &platforms,
+        offer: local_worker_offer(&platforms, jobs),
     };
-    // Cached steps that the build would otherwise need, in graph order.
-    let pending: BTreeSet<&Digest> = sched.pending().iter().collect();
-    for v in graph.vertices() {
-        if cached.contains(&v.key) && !pending.contains(&v.key) && needed_by(&graph, &v.key, &roots)
-        {
-            progress.cached(v.key.as_str(), &name_of(&v.key, false));
-        }
-    }
-    let mut emulated_keys = BTreeSet::new();
-    let mut link = InProcessLink::new(Arc::clone(&worker));
-    let result = drive(&mut sched, &mut link, &mut |ev| match ev {
-        DriveEvent::Started(d) => {
-            if d.emulated {
-                emulated_keys.insert(d.key.clone());
-            }
-            progress.started(d.key.as_str(), &name_of(&d.key, d.emulated));
-        }
-        DriveEvent::Link(LinkEvent::Log { key, bytes }) => progress.log(key.as_str(), bytes),
-        DriveEvent::Link(LinkEvent::Done { key }) => progress.done(key.as_str()),
-        DriveEvent::Link(LinkEvent::Failed { key, error }) => progress.failed(key.as_str(), error),
-        DriveEvent::Link(LinkEvent::WorkerLost { .. }) => {}
-    });
-    if let Err(e) = result {
-        progress.finish();
-        match &e {
-            DriveError::VertexFailed { key, error } => {
-                let name = name_of(key, emulated_keys.contains(key));
-                eprintln!("ERROR: failed to solve: {name}: {error}");
-                let tail = progress.tail(key.as_str());
-                if !tail.is_empty() && !error.contains(tail.last().map_or("", |s| s.as_str())) {
-                    eprintln!("------\n{}\n------", tail.join("\n"));
-                }
-            }
-            other => eprintln!("ERROR: failed to solve: {other}"),
-        }
-        return Ok(ExitCode::FAILURE);
-    }
-    let mut manifests = Vec::new();
-    for t in &graph.targets {
-        let r = worker
-            .result(&t.export)
-            .and_then(|r| r.manifest)
-            .ok_or_else(|| anyhow!("export of {} produced no manifest", t.platform))?;
-        manifests.push((t.platform.clone(), r));
-    }
-    let done = output::export(&a, &store, &outputs, &manifests, &mut progress);
+    let ok = local::build(b, &graph, worker, cancel, &mut progress);
     progress.finish();
-    done?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Is `key` needed for `roots` (it or a user of it leads to a root)?
-fn needed_by(graph: &BuildGraph, key: &Digest, roots: &[Digest]) -> bool {
-    let down = graph.downstream(key);
-    roots.iter().any(|r| down.contains(r))
+    Ok(if ok? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Secrets given with `--secret`, as files the executor binds read-only.

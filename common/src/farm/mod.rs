@@ -179,6 +179,29 @@ impl ContextBlob {
 }
 
 impl FarmDefinition {
+    /// The definition of `graph`'s build (every vertex, inputs first; the
+    /// targets in request order): what a farm client submits and what the
+    /// local build hands its engine.
+    pub fn from_graph(
+        graph: &crate::graph::BuildGraph,
+        context: Option<ContextBlob>,
+        title: String,
+    ) -> Self {
+        Self {
+            vertices: graph.vertices().into_iter().cloned().collect(),
+            targets: graph
+                .targets
+                .iter()
+                .map(|t| FarmTarget {
+                    platform: t.platform.to_string(),
+                    export: t.export.clone(),
+                })
+                .collect(),
+            context,
+            title,
+        }
+    }
+
     /// Checks what the coordinator relies on: keys unique, inputs defined
     /// before use, targets naming export vertices, platforms parseable,
     /// the context's chunk count bounded.

@@ -7,6 +7,7 @@
 //! - [`image_config`]: the per-stage image config.
 //! - [`expand`]: word expansion with used/missing names.
 //! - [`reference`]: image reference normalisation.
+//! - [`reuse`]: which results may be reused by key.
 
 pub mod build;
 mod dispatch;
@@ -15,6 +16,7 @@ pub mod image_config;
 pub mod key;
 pub mod op;
 pub mod reference;
+pub mod reuse;
 mod vertex;
 
 pub use build::{

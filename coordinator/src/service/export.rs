@@ -2,14 +2,10 @@
 //! index (image-spec `image-index.md`, entries in `--platform` order with
 //! their `platform` objects, as BuildKit's exporter writes them), stored in
 //! the coordinator's content store, then pushed when the client asked.
-//!
-//! Also the checks that a worker's result is really in the store: a
-//! `VertexDone` naming a blob the coordinator does not hold would make every
-//! later job and the push fail far from the cause.
 
-use imgfarm_common::farm::{OutputSpec, VertexResult};
+use imgfarm_common::farm::OutputSpec;
 use imgfarm_common::oci::image::document::{index_to_json, to_oci_digest};
-use imgfarm_common::oci::image::{Descriptor, Document};
+use imgfarm_common::oci::image::Descriptor;
 use imgfarm_common::oci::index::merge;
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
 use imgfarm_common::oci::Digest;
@@ -19,9 +15,6 @@ use imgfarm_common::registry::{
     Credential, PushOptions, Reference, RegistryClient, RegistryConfig,
 };
 use std::collections::BTreeMap;
-
-/// Largest manifest read back from the store.
-const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Why the index could not be made or pushed.
 #[derive(Debug, thiserror::Error)]
@@ -107,35 +100,6 @@ pub fn make_index(
         },
         manifests,
     })
-}
-
-/// The first blob `result` names that `store` lacks: its layers, base
-/// config and manifest, and the config and layers the manifest lists.
-/// `Err` when the manifest itself does not parse.
-pub fn missing_blob(store: &ContentStore, result: &VertexResult) -> Result<Option<Digest>, String> {
-    for d in result.blobs() {
-        if !store.contains(&d) {
-            return Ok(Some(d));
-        }
-    }
-    if let Some(m) = &result.manifest {
-        let bytes = store
-            .read_bytes(&m.digest, MAX_MANIFEST)
-            .map_err(|e| format!("reading manifest {}: {e}", m.digest))?;
-        let doc = Document::parse(&bytes, Some(&m.media_type))
-            .map_err(|e| format!("manifest {}: {e}", m.digest))?;
-        for child in doc.children() {
-            let d: Digest = child
-                .digest()
-                .as_ref()
-                .parse()
-                .map_err(|e| format!("manifest {} names a bad digest: {e}", m.digest))?;
-            if !store.contains(&d) {
-                return Ok(Some(d));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// A registry client for one build's push: the client's credentials (in
@@ -238,18 +202,20 @@ mod tests {
 
     #[test]
     fn missing_blobs_are_named() {
+        use crate::engine::Blobs;
+        use imgfarm_common::farm::VertexResult;
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(dir.path()).unwrap();
         let complete = VertexResult {
             manifest: Some(manifest(&store, "amd64", true)),
             ..VertexResult::default()
         };
-        assert_eq!(missing_blob(&store, &complete).unwrap(), None);
+        assert_eq!(store.missing(&complete).unwrap(), None);
         let no_layer = VertexResult {
             manifest: Some(manifest(&store, "arm64", false)),
             ..VertexResult::default()
         };
-        let gone = missing_blob(&store, &no_layer).unwrap().unwrap();
+        let gone = store.missing(&no_layer).unwrap().unwrap();
         assert_eq!(gone, Digest::sha256_of(b"layer arm64"));
         let ghost = Digest::sha256_of(b"ghost");
         let r = VertexResult {
@@ -261,7 +227,7 @@ mod tests {
             }],
             ..VertexResult::default()
         };
-        assert_eq!(missing_blob(&store, &r).unwrap(), Some(ghost));
+        assert_eq!(store.missing(&r).unwrap(), Some(ghost));
     }
 
     #[test]

@@ -1,41 +1,24 @@
-//! The coordinator service (`imgfarm coordinator`): the worker pool, the
-//! persisted build queue, one global [`Scheduler`] for every build, result
-//! reuse across builds, and the merged index at the end (FARM.md).
+//! The coordinator service (`imgfarm coordinator`): the farm's shell around
+//! the [`Engine`] (FARM.md). It owns what the engine must not: the QUIC
+//! endpoint, one reader and one writer task per control session, the
+//! SQLite [`queue`] (the engine's journal), the clock, and the index merge
+//! and push ([`export`]) that an [`Action::Export`] asks for.
 //!
-//! Layout:
-//! - [`pool`]: connected workers and heartbeats (pure);
-//! - [`builds`]: what each build needs and has finished (pure);
-//! - [`queue`]: `<state>/coordinator.db` (builds and vertex results);
-//! - [`export`]: index merge, result blob checks, push;
-//! - `core` (builds), `vertices` (placing, results, export), `sessions`
-//!   (workers and clients): the state the event loop owns;
-//! - this module: the event loop over the QUIC [`Server`]'s sessions.
-//!
-//! One task owns all state; each control session has a reader task feeding
+//! One task owns the engine; each control session has a reader task feeding
 //! the loop and a writer task draining a bounded channel, so a slow peer
-//! never blocks the loop, and one that stops reading is dropped (told why)
-//! instead of making the coordinator buffer without limit.
-//!
-//! Memory stays bounded by the active builds: when a build ends, the
-//! scheduler keys no other active build needs are retired
-//! ([`Scheduler::retire`]), ended builds beyond the newest few leave memory
-//! (they stay in the database), and each worker's holdings keep only the
-//! newest keys.
+//! never blocks the loop, and one that stops reading is reported to the
+//! engine ([`Event::PeerSlow`]), which drops it (telling it why) instead of
+//! making the coordinator buffer without limit.
 
-pub mod builds;
-mod core;
 pub mod export;
-pub mod pool;
 pub mod queue;
-mod sessions;
-mod vertices;
 
-use self::core::{Core, Peer};
-use crate::scheduler::Scheduler;
+use crate::engine::{Action, Engine, EngineOptions, EngineStats, Event, ExportOutcome, PeerId};
 use crate::server::{drop_peer, Server, ServerError, ServerEvent, ServerOptions, Session};
 use export::MergedIndex;
+use imgfarm_common::farm::OutputSpec;
 use imgfarm_common::identity::Credentials;
-use imgfarm_common::oci::store::{ContentStore, StoreError};
+use imgfarm_common::oci::store::{ContentStore, RefDescriptor, StoreError};
 use imgfarm_common::proto::io::{read_msg, write_msg};
 use imgfarm_common::proto::{Message, MAX_CONTROL_FRAME};
 use queue::{Queue, QueueError};
@@ -96,6 +79,20 @@ impl ServiceOptions {
     }
 }
 
+impl ServiceOptions {
+    /// What the engine takes of these options.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            heartbeat_timeout: self.heartbeat_timeout,
+            no_candidate_grace: self.no_candidate_grace,
+            startup_grace: self.startup_grace,
+            max_in_flight: self.max_in_flight,
+            session_queue: self.session_queue,
+            ..EngineOptions::default()
+        }
+    }
+}
+
 /// Why the coordinator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -122,33 +119,14 @@ pub enum ServiceError {
 }
 
 /// What reaches the event loop besides endpoint events.
-pub(crate) enum Input {
-    /// A message on an admitted control session.
-    Msg { session: u64, msg: Message },
-    /// A control session ended.
-    Closed { session: u64, reason: String },
-    /// A build's push ended.
-    Exported {
-        build: String,
-        merged: MergedIndex,
-        result: Result<Vec<String>, String>,
-    },
+enum Input {
+    /// An event for the engine from a session's reader or an export task.
+    Engine(Event),
 }
 
-/// What the coordinator holds in memory, for tests and monitoring; a
+/// What the coordinator holds in memory (the engine's numbers), a
 /// snapshot taken after each turn of the event loop.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServiceStats {
-    /// Keys the scheduler tracks (vertices of active builds, and vertices
-    /// of ended builds still running until their outcome arrives).
-    pub scheduler_keys: usize,
-    /// Vertices running on workers.
-    pub running: usize,
-    /// Builds queued or running.
-    pub active_builds: usize,
-    /// Open control sessions (workers and clients).
-    pub sessions: usize,
-}
+pub type ServiceStats = EngineStats;
 
 /// A running coordinator.
 #[derive(Debug)]
@@ -169,7 +147,6 @@ impl Service {
         })?;
         let store = ContentStore::open(&opts.state_dir)?;
         let queue = Queue::open(&opts.state_dir)?;
-        let stored = queue.load_active()?;
         let mut sopts = ServerOptions::new(opts.listen, opts.creds.clone(), store.clone());
         sopts.heartbeat_interval_ms = opts.heartbeat_interval.as_millis() as u64;
         sopts.max_blob_size = opts.max_blob_size;
@@ -179,23 +156,25 @@ impl Service {
             source,
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut core = Core {
-            sched: Scheduler::empty(opts.max_in_flight),
-            opts,
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seed = format!("{}/{}", unix.as_nanos(), std::process::id());
+        let engine = Engine::new(
+            opts.engine_options(),
+            Box::new(queue),
+            Box::new(store.clone()),
+            Instant::now(),
+            unix.as_secs(),
+            seed,
+        );
+        let shell = Shell {
+            engine,
             store,
-            queue,
-            pool: pool::Pool::default(),
-            builds: builds::Builds::default(),
             peers: BTreeMap::new(),
-            no_candidate: BTreeMap::new(),
-            running: BTreeMap::new(),
-            started: Instant::now(),
             inputs: tx.clone(),
-            orphans: Default::default(),
-            overflowed: Default::default(),
         };
-        core.resume(stored);
-        let stats = Arc::new(Mutex::new(core.stats()));
+        let stats = Arc::new(Mutex::new(shell.engine.stats()));
         let (stop, stopped) = oneshot::channel();
         let lp = Loop {
             server,
@@ -204,7 +183,7 @@ impl Service {
             stopped,
             stats: stats.clone(),
         };
-        let task = tokio::spawn(event_loop(core, lp));
+        let task = tokio::spawn(event_loop(shell, lp));
         tracing::debug!("coordinator endpoint bound to {addr}");
         Ok(Self {
             addr,
@@ -258,7 +237,7 @@ pub async fn run(
     service.shutdown().await
 }
 
-/// What the event loop owns besides the state.
+/// What the event loop owns besides the engine.
 struct Loop {
     server: Server,
     tx: mpsc::UnboundedSender<Input>,
@@ -267,7 +246,147 @@ struct Loop {
     stats: Arc<Mutex<ServiceStats>>,
 }
 
-async fn event_loop(mut core: Core, lp: Loop) {
+/// The transport half of one admitted control session.
+struct PeerIo {
+    /// Bounded ([`ServiceOptions::session_queue`]): a peer that does not
+    /// read is reported slow rather than buffered without limit.
+    tx: mpsc::Sender<Message>,
+    conn: quinn::Connection,
+}
+
+/// The engine and the I/O it asks for.
+struct Shell {
+    engine: Engine,
+    store: ContentStore,
+    peers: BTreeMap<PeerId, PeerIo>,
+    /// Feeds export outcomes back into the loop.
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+impl Shell {
+    /// Hands `ev` to the engine and carries out every action it queues
+    /// (an action may lead to another event: a slow peer, a failed job).
+    fn handle(&mut self, ev: Event) {
+        let mut pending = vec![ev];
+        while let Some(ev) = pending.pop() {
+            self.engine.handle(Instant::now(), ev);
+            while let Some(a) = self.engine.poll_action() {
+                if let Some(next) = self.act(a) {
+                    pending.push(next);
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, a: Action) -> Option<Event> {
+        match a {
+            Action::Send { peer, msg } => self.send(peer, msg),
+            Action::Run { peer, order } => match self.engine.run_message(&order) {
+                Ok(msg) => self.send(peer, msg),
+                Err(e) => Some(Event::VertexDone {
+                    peer,
+                    key: order.key,
+                    result: Err(e),
+                    duration_ms: 0,
+                }),
+            },
+            Action::Close {
+                peer,
+                code,
+                reason,
+                after,
+            } => {
+                if let Some(p) = self.peers.remove(&peer) {
+                    close_later(p.conn, code, reason, after);
+                }
+                None
+            }
+            Action::Export {
+                build,
+                manifests,
+                output,
+            } => {
+                self.export(build, &manifests, output);
+                None
+            }
+        }
+    }
+
+    /// Queues `msg` for `peer` without waiting; a full queue means the peer
+    /// does not read (a stalled client).
+    fn send(&mut self, peer: PeerId, msg: Message) -> Option<Event> {
+        let p = self.peers.get(&peer)?;
+        match p.tx.try_send(msg) {
+            Err(mpsc::error::TrySendError::Full(_)) => Some(Event::PeerSlow { peer }),
+            _ => None,
+        }
+    }
+
+    /// Merges the index, then pushes it on a blocking thread; the outcome
+    /// comes back as [`Event::Exported`].
+    fn export(&mut self, build: String, manifests: &[(String, RefDescriptor)], output: OutputSpec) {
+        let merged = match export::make_index(&self.store, manifests) {
+            Ok(m) => m,
+            Err(e) => {
+                let outcome = ExportOutcome::Failed {
+                    index: None,
+                    error: e.to_string(),
+                };
+                let _ = self
+                    .inputs
+                    .send(Input::Engine(Event::Exported { build, outcome }));
+                return;
+            }
+        };
+        if output.push.is_empty() {
+            let outcome = exported(merged, Ok(Vec::new()));
+            let _ = self
+                .inputs
+                .send(Input::Engine(Event::Exported { build, outcome }));
+            return;
+        }
+        tracing::info!(build = %build, "pushing {} to {}", merged.index.digest, output.push.join(", "));
+        let (store, tx) = (self.store.clone(), self.inputs.clone());
+        // The registry client's push future is not `Send` (higher-ranked
+        // closures in its upload stream), so it runs on a blocking thread
+        // driving it on this runtime.
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let push = export::push_index(&store, &merged.index.digest, &output);
+            let result = handle.block_on(push).map_err(|e| e.to_string());
+            let outcome = exported(merged, result);
+            let _ = tx.send(Input::Engine(Event::Exported { build, outcome }));
+        });
+    }
+}
+
+/// The engine's view of a merged index and its push.
+fn exported(merged: MergedIndex, pushed: Result<Vec<String>, String>) -> ExportOutcome {
+    match pushed {
+        Ok(pushed) => ExportOutcome::Done {
+            manifests: merged.manifests,
+            index: Some(merged.index),
+            pushed,
+        },
+        Err(error) => ExportOutcome::Failed {
+            index: Some(merged.index),
+            error,
+        },
+    }
+}
+
+/// Closes `conn` with `code` and `reason` after `after`.
+fn close_later(conn: quinn::Connection, code: u32, reason: String, after: Duration) {
+    if after.is_zero() {
+        return conn.close(code.into(), reason.as_bytes());
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        conn.close(code.into(), reason.as_bytes());
+    });
+}
+
+async fn event_loop(mut shell: Shell, lp: Loop) {
     let Loop {
         mut server,
         tx,
@@ -275,40 +394,24 @@ async fn event_loop(mut core: Core, lp: Loop) {
         mut stopped,
         stats,
     } = lp;
-    let period =
-        (core.opts.heartbeat_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(shell.engine.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    core.pump(Instant::now());
+    shell.handle(Event::Tick);
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             ev = server.next_event() => match ev {
                 None => break,
-                Some(ServerEvent::Session(s)) => admit_session(&mut core, *s, &tx),
+                Some(ServerEvent::Session(s)) => admit_session(&mut shell, *s, &tx),
                 Some(ServerEvent::Dropped(e)) => tracing::info!("peer dropped: {e}"),
                 Some(ServerEvent::BlobStored { peer, digest }) => {
                     tracing::debug!(peer = %peer.name, "stored {digest}");
                 }
             },
-            Some(input) = rx.recv() => match input {
-                Input::Msg { session, msg } => core.on_message(session, msg),
-                Input::Closed { session, reason } => core.drop_peer(session, &reason),
-                Input::Exported { build, merged, result } => {
-                    core.finish_export(&build, merged, result);
-                }
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                core.check_heartbeats(now);
-                core.check_grace(now);
-            }
+            Some(Input::Engine(ev)) = rx.recv() => shell.handle(ev),
+            _ = tick.tick() => shell.handle(Event::Tick),
         }
-        core.pump(Instant::now());
-        if core.drop_slow_peers() {
-            core.pump(Instant::now());
-        }
-        let now = core.stats();
+        let now = shell.engine.stats();
         match stats.lock() {
             Ok(mut s) => *s = now,
             Err(poisoned) => *poisoned.into_inner() = now,
@@ -319,13 +422,14 @@ async fn event_loop(mut core: Core, lp: Loop) {
 }
 
 /// Splits an admitted session into a reader feeding the loop and a writer
-/// draining the peer's channel.
-fn admit_session(core: &mut Core, session: Session, inputs: &mpsc::UnboundedSender<Input>) {
+/// draining the peer's channel, then tells the engine.
+fn admit_session(shell: &mut Shell, session: Session, inputs: &mpsc::UnboundedSender<Input>) {
     let id = session.session_id;
     let hello = session.hello.clone();
     let peer_id = session.peer.clone();
     let (conn, mut send, mut recv) = session.into_parts();
-    let (tx, mut out) = mpsc::channel::<Message>(core.opts.session_queue.max(1));
+    let queue = shell.engine.options().session_queue.max(1);
+    let (tx, mut out) = mpsc::channel::<Message>(queue);
     tokio::spawn(async move {
         while let Some(m) = out.recv().await {
             if write_msg(&mut send, &m).await.is_err() {
@@ -336,36 +440,37 @@ fn admit_session(core: &mut Core, session: Session, inputs: &mpsc::UnboundedSend
     });
     let (reader_conn, inputs) = (conn.clone(), inputs.clone());
     tokio::spawn(async move {
+        let closed = |reason: String| {
+            Input::Engine(Event::PeerClosed {
+                peer: id,
+                reason,
+            })
+        };
         loop {
             match read_msg::<_, Message>(&mut recv, MAX_CONTROL_FRAME).await {
                 Ok(Some(msg)) => {
-                    if inputs.send(Input::Msg { session: id, msg }).is_err() {
+                    let ev = Input::Engine(Event::Message { peer: id, msg });
+                    if inputs.send(ev).is_err() {
                         break;
                     }
                 }
                 Ok(None) => {
-                    let _ = inputs.send(Input::Closed {
-                        session: id,
-                        reason: "it closed its control stream".into(),
-                    });
+                    let _ = inputs.send(closed("it closed its control stream".into()));
                     break;
                 }
                 Err(e) => {
                     drop_peer(&reader_conn, &e);
-                    let _ = inputs.send(Input::Closed {
-                        session: id,
-                        reason: e.to_string(),
-                    });
+                    let _ = inputs.send(closed(e.to_string()));
                     break;
                 }
             }
         }
     });
-    let peer = Peer {
+    shell.peers.insert(id, PeerIo { tx, conn });
+    shell.handle(Event::PeerJoined {
+        peer: id,
         role: peer_id.role,
         name: peer_id.name,
-        tx,
-        conn,
-    };
-    core.add_peer(id, peer, &hello);
+        hello,
+    });
 }

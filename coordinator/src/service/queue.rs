@@ -10,6 +10,9 @@
 use imgfarm_common::farm::{self, FarmDefinition, OutputSpec, VertexResult};
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::BuildFinished;
+use crate::engine::ports::{
+    failed_record, output_without_credentials, Journal, JournalError, StoredBuild,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
@@ -24,27 +27,6 @@ pub enum QueueError {
         /// Cause.
         source: rusqlite::Error,
     },
-}
-
-/// A build as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredBuild {
-    /// Build id.
-    pub id: String,
-    /// Submitting client.
-    pub client: String,
-    /// `queued`, `running`, ...
-    pub state: String,
-    /// The definition.
-    pub definition: FarmDefinition,
-    /// The output, credentials removed.
-    pub output: OutputSpec,
-    /// Whether credentials were lent (they were not stored).
-    pub had_credentials: bool,
-    /// Seconds since the epoch.
-    pub created: u64,
-    /// The final message, once ended.
-    pub result: Option<BuildFinished>,
 }
 
 /// The open database.
@@ -78,14 +60,6 @@ CREATE TABLE IF NOT EXISTS results (
     result TEXT NOT NULL
 );
 ";
-
-/// The output as stored: no credentials.
-pub fn output_without_credentials(o: &OutputSpec) -> OutputSpec {
-    OutputSpec {
-        credentials: Vec::new(),
-        ..o.clone()
-    }
-}
 
 impl Queue {
     /// Opens (creating if needed) `<state>/coordinator.db`.
@@ -135,18 +109,6 @@ impl Queue {
         Ok(())
     }
 
-    /// Records build `id` as failed with `error`, without an index (a
-    /// build that never reached the scheduler).
-    pub fn mark_failed(&self, id: &str, error: String) -> Result<(), QueueError> {
-        let fin = BuildFinished {
-            build_id: id.to_string(),
-            result: Err(error),
-            index: None,
-            pushed: Vec::new(),
-        };
-        self.set_state(id, "failed", Some(&fin))
-    }
-
     /// Updates a build's state (and, once it ended, its result).
     pub fn set_state(
         &self,
@@ -175,10 +137,8 @@ impl Queue {
                 Ok(b) => out.push(b),
                 Err((id, why)) => {
                     tracing::warn!(build = %id, "stored build unreadable, marking it failed: {why}");
-                    self.mark_failed(
-                        &id,
-                        format!("the stored build could not be read again: {why}"),
-                    )?;
+                    let why = format!("the stored build could not be read again: {why}");
+                    self.set_state(&id, "failed", Some(&failed_record(&id, why)))?;
                 }
             }
         }
@@ -301,6 +261,47 @@ impl Queue {
             .collect();
         Ok(keys)
     }
+}
+
+/// The farm's journal: every call is one SQLite statement.
+impl Journal for Queue {
+    fn insert_build(
+        &self,
+        id: &str,
+        client: &str,
+        definition: &FarmDefinition,
+        output: &OutputSpec,
+        created: u64,
+    ) -> Result<(), JournalError> {
+        Queue::insert_build(self, id, client, definition, output, created).map_err(journal)
+    }
+    fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        result: Option<&BuildFinished>,
+    ) -> Result<(), JournalError> {
+        Queue::set_state(self, id, state, result).map_err(journal)
+    }
+    fn load_active(&self) -> Result<Vec<StoredBuild>, JournalError> {
+        Queue::load_active(self).map_err(journal)
+    }
+    fn get_build(&self, id: &str) -> Result<Option<StoredBuild>, JournalError> {
+        Queue::get_build(self, id).map_err(journal)
+    }
+    fn put_result(&self, key: &Digest, result: &VertexResult) -> Result<(), JournalError> {
+        Queue::put_result(self, key, result).map_err(journal)
+    }
+    fn get_result(&self, key: &Digest) -> Result<Option<VertexResult>, JournalError> {
+        Queue::get_result(self, key).map_err(journal)
+    }
+    fn has_result(&self, key: &Digest) -> Result<bool, JournalError> {
+        Queue::has_result(self, key).map_err(journal)
+    }
+}
+
+fn journal(e: QueueError) -> JournalError {
+    JournalError(e.to_string())
 }
 
 #[cfg(test)]

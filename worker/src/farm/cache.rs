@@ -22,7 +22,7 @@ pub const MAX_SUMMARY_KEYS: usize = 20_000;
 
 /// Whether every blob `r` names is in `store` (and its inline files exist).
 pub fn blobs_present(store: &ContentStore, r: &VertexResult) -> bool {
-    r.blobs().iter().all(|d| store.contains(d)) && r.files_dir.as_ref().is_none_or(|d| d.is_dir())
+    r.is_complete(|d| store.contains(d))
 }
 
 /// The summary announced in `Hello` and heartbeats: the keys of cached

@@ -20,6 +20,7 @@ use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{Message, VertexLog};
+use imgfarm_common::graph::reuse;
 use imgfarm_transport::runner::VertexRunner;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +44,7 @@ pub fn parse_key(s: &str) -> Result<Digest, String> {
 /// reads one directly (its key does not cover the downloaded content, and
 /// the download is solved here, outside the input fingerprint).
 pub fn cacheable(job: &VertexJob) -> bool {
-    crate::solve::cacheable(&job.vertex) && job.inputs.iter().all(crate::solve::cacheable)
+    reuse::reusable_op(&job.vertex.op) && job.inputs.iter().all(|i| reuse::reusable_op(&i.op))
 }
 
 /// Checks a job against what the coordinator claimed and what this worker
@@ -294,7 +295,6 @@ fn solve(
         Arc::new(graph),
         Arc::new(context),
         Some(Arc::clone(&ctx.executor)),
-        false,
     )
     .with_cancel(cancel);
     for (k, r) in &job.input_results {
@@ -307,8 +307,5 @@ fn solve(
     }
     worker
         .run(&v.key, emulated, &mut log)
-        .map_err(|e| format!("{}: {e}", v.description))?;
-    worker
-        .result(&v.key)
-        .ok_or_else(|| format!("vertex {} ran but left no result (internal error)", v.key))
+        .map_err(|e| format!("{}: {e}", v.description))
 }

@@ -19,12 +19,12 @@ pub mod view;
 use exec::{CancelToken, ExecRequest, Executor};
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::graph::op::{FileAction, Op};
-use imgfarm_common::graph::{BuildGraph, Vertex};
+use imgfarm_common::graph::{reuse, BuildGraph, Vertex};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_transport::runner::VertexRunner;
 use result::{ResultCache, VertexResult};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use view::ChainView;
@@ -69,7 +69,6 @@ pub struct LocalWorker {
     context: Arc<BuildContext>,
     context_dir: PathBuf,
     executor: Option<Arc<dyn Executor>>,
-    no_cache: bool,
     cancel: CancelToken,
     results: Mutex<HashMap<Digest, VertexResult>>,
     snapshot_lease: std::sync::OnceLock<Option<nix::fcntl::Flock<std::fs::File>>>,
@@ -83,7 +82,6 @@ impl LocalWorker {
         graph: Arc<BuildGraph>,
         context: Arc<BuildContext>,
         executor: Option<Arc<dyn Executor>>,
-        no_cache: bool,
     ) -> Self {
         let context_dir = context.root().to_path_buf();
         Self {
@@ -93,7 +91,6 @@ impl LocalWorker {
             context,
             context_dir,
             executor,
-            no_cache,
             cancel: CancelToken::new(),
             results: Mutex::new(HashMap::new()),
             snapshot_lease: std::sync::OnceLock::new(),
@@ -108,50 +105,22 @@ impl LocalWorker {
         self
     }
 
-    /// Load cached results for the graph's vertices; returns their keys.
-    /// A cached result counts only while every blob it names is in the store.
-    /// With `--no-cache` nothing is loaded.
-    pub fn load_cache(&self) -> BTreeSet<Digest> {
-        let mut out = BTreeSet::new();
-        if self.no_cache {
-            return out;
+    /// May the cached result of `key` be reused? Only while it is
+    /// complete (every blob it names in the store, its files present); a
+    /// reusable result is loaded for the vertices that read it. The engine
+    /// asks this only for keys the one reuse rule
+    /// ([`imgfarm_common::graph::reuse`]) allows.
+    pub fn reuse(&self, key: &Digest) -> bool {
+        if self.lock().contains_key(key) {
+            return true;
         }
-        // A vertex fed (directly or not) by an uncacheable one must run again too:
-        // its key does not cover the content it will read.
-        let mut fresh: BTreeSet<Digest> = BTreeSet::new();
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for v in self.graph.vertices() {
-                if !fresh.contains(&v.key)
-                    && (!cacheable(v) || v.inputs.iter().any(|i| fresh.contains(i)))
-                {
-                    fresh.insert(v.key.clone());
-                    changed = true;
-                }
+        match self.cache.get(key) {
+            Some(r) if r.is_complete(|d| self.store.contains(d)) => {
+                self.lock().insert(key.clone(), r);
+                true
             }
+            _ => false,
         }
-        for v in self.graph.vertices() {
-            if fresh.contains(&v.key) {
-                continue;
-            }
-            let Some(r) = self.cache.get(&v.key) else {
-                continue;
-            };
-            let blobs_present = r
-                .chain
-                .iter()
-                .chain(&r.delta)
-                .all(|l| self.store.contains(&l.digest))
-                && r.base_config.iter().all(|d| self.store.contains(d))
-                && r.manifest.iter().all(|m| self.store.contains(&m.digest))
-                && r.files_dir.as_ref().is_none_or(|d| d.is_dir());
-            if blobs_present {
-                out.insert(v.key.clone());
-                self.lock().insert(v.key.clone(), r);
-            }
-        }
-        out
     }
 
     /// Takes a shared lease on the state's snapshots (once), so `prune` does not
@@ -190,8 +159,19 @@ impl LocalWorker {
             .inputs
             .get(i)
             .ok_or_else(|| SolveError::Internal(format!("input {i} of {}", v.key)))?;
-        self.result(key)
-            .ok_or_else(|| SolveError::Internal(format!("input {key} has no result")))
+        if let Some(r) = self.result(key) {
+            return Ok(r);
+        }
+        // Sources (context, inline files, URL) are never scheduled: every
+        // worker solves them where they are read (FARM.md).
+        match self.graph.vertex(key) {
+            Some(src) if src.op.is_source() => {
+                let r = self.solve_vertex(src, false, &mut |_| {})?;
+                self.lock().insert(key.clone(), r.clone());
+                Ok(r)
+            }
+            _ => Err(SolveError::Internal(format!("input {key} has no result"))),
+        }
     }
 
     fn chain_of(&self, v: &Vertex, i: Option<usize>) -> Result<Vec<result::LayerRef>, SolveError> {
@@ -426,14 +406,13 @@ fn on_top(mut lower: Vec<result::LayerRef>, layer: result::LayerRef) -> VertexRe
     }
 }
 
-/// Can this vertex's result be reused by key? (An ADD URL without a
-/// checksum must be fetched again each build.)
-pub(crate) fn cacheable(v: &Vertex) -> bool {
-    !matches!(&v.op, Op::Url(u) if !u.content_addressed)
-}
-
 impl VertexRunner for LocalWorker {
-    fn run(&self, key: &Digest, emulated: bool, log: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    fn run(
+        &self,
+        key: &Digest,
+        emulated: bool,
+        log: &mut dyn FnMut(&[u8]),
+    ) -> Result<VertexResult, String> {
         let v = self
             .graph
             .vertex(key)
@@ -441,11 +420,11 @@ impl VertexRunner for LocalWorker {
         let r = self
             .solve_vertex(v, emulated, log)
             .map_err(|e| e.to_string())?;
-        if cacheable(v) {
+        if reuse::reusable_op(&v.op) {
             self.cache.put(key, &r).map_err(|e| e.to_string())?;
         }
-        self.lock().insert(key.clone(), r);
-        Ok(())
+        self.lock().insert(key.clone(), r.clone());
+        Ok(r)
     }
 }
 

@@ -11,7 +11,6 @@
 mod blobs;
 mod control;
 mod finish;
-mod naming;
 mod pack;
 mod push;
 mod session;
@@ -27,7 +26,7 @@ use anyhow::{bail, Context as _};
 use imgfarm_common::farm::encode;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
-use naming::Namer;
+use super::naming::Namer;
 use session::Dial;
 use std::process::ExitCode;
 

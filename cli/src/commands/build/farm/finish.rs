@@ -6,7 +6,7 @@ use super::super::output::{self, ExportExtras, OutputSpec as LocalOutput};
 use super::super::BuildArgs;
 use super::blobs;
 use super::control::Control;
-use super::naming::{self, Namer};
+use crate::commands::build::naming::{self, Namer};
 use super::session::{End, Followed};
 use crate::progress::Progress;
 use anyhow::{anyhow, Context as _};
@@ -288,7 +288,7 @@ fn write_push_only_files(
 
 #[cfg(test)]
 mod tests {
-    use super::naming::Placement;
+    use crate::commands::build::naming::Placement;
     use super::*;
     use imgfarm_common::graph::op::{ImageOp, Op};
     use imgfarm_common::graph::BuildGraph;

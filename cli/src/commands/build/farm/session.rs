@@ -6,7 +6,7 @@
 //! of its own, so Ctrl-C (or a cancel timeout) never interrupts a frame.
 
 use super::control::Control;
-use super::naming::{Namer, Placement};
+use crate::commands::build::naming::{Namer, Placement};
 use super::submit::reattach_submission;
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;

@@ -8,7 +8,7 @@ use crate::commands::du::human;
 use crate::progress::Progress;
 use anyhow::anyhow;
 use imgfarm_common::context::BuildContext;
-use imgfarm_common::farm::{encode, ContextBlob, FarmDefinition, FarmTarget};
+use imgfarm_common::farm::{encode, ContextBlob, FarmDefinition};
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::store::ContentStore;
@@ -109,19 +109,7 @@ pub fn new_submission(
         uploads.context = c.chunks.iter().map(|l| l.digest.clone()).collect();
         uploads.images.retain(|d| !uploads.context.contains(d));
     }
-    let definition = FarmDefinition {
-        vertices: graph.vertices().into_iter().cloned().collect(),
-        targets: graph
-            .targets
-            .iter()
-            .map(|t| FarmTarget {
-                platform: t.platform.to_string(),
-                export: t.export.clone(),
-            })
-            .collect(),
-        context: context_blob,
-        title: title(a, dockerfile),
-    };
+    let definition = FarmDefinition::from_graph(graph, context_blob, title(a, dockerfile));
     definition
         .validate()
         .map_err(|e| anyhow!("internal error: {e}"))?;

@@ -6,9 +6,9 @@
 //! - a build needs the vertices its export vertices reach;
 //! - source vertices (`Op::Context`, `Op::Inline`, `Op::Url`) are never
 //!   dispatched: they are done at once and every worker re-solves them;
-//! - a vertex fed (directly or not) by an `Op::Url` without a checksum is
-//!   never served from the coordinator's result cache (its key does not
-//!   cover the content it reads), nor is any vertex with `--no-cache`;
+//! - a vertex the one reuse rule ([`reuse::fresh`]: fed by an `ADD URL`
+//!   without a checksum, or `--no-cache`) marks fresh is never served from
+//!   the journal's results;
 //! - the build is ready to export once every export vertex is done.
 //!
 //! Scheduler keys: a vertex this build may not reuse goes to the (global)
@@ -20,6 +20,7 @@
 use crate::scheduler::Task;
 use imgfarm_common::farm::{FarmDefinition, OutputSpec};
 use imgfarm_common::graph::op::Op;
+use imgfarm_common::graph::reuse;
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, BuildStatus};
@@ -137,15 +138,7 @@ impl Build {
                 todo.extend(definition.vertices[i].inputs.iter().cloned());
             }
         }
-        // Inputs come before users, so one pass finds everything fed by an
-        // unpinned URL.
-        let mut fresh = BTreeSet::new();
-        for v in &definition.vertices {
-            let unpinned = matches!(&v.op, Op::Url(u) if !u.content_addressed);
-            if output.no_cache || unpinned || v.inputs.iter().any(|i| fresh.contains(i)) {
-                fresh.insert(v.key.clone());
-            }
-        }
+        let fresh = reuse::fresh(&definition.vertices, output.no_cache);
         let had_credentials = !output.credentials.is_empty();
         let salted = fresh.iter().map(|k| (salt(&id, k), k.clone())).collect();
         Self {

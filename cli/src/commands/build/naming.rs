@@ -1,7 +1,12 @@
-//! Progress names of farm steps: the local build's step line plus where it
-//! ran, e.g. `[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)`.
+//! Progress names of build steps, for the local build and the farm, in one
+//! place:
+//! - local: the step line, with the platform in front for multi-platform or
+//!   emulated steps (`[linux/arm64 emulated] [stage-1 2/3] RUN make`);
+//! - farm: the step line plus where it ran
+//!   (`[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)`).
 
 use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::platform::Platform;
 use std::collections::HashMap;
 
 /// Where the coordinator placed a vertex.
@@ -17,6 +22,7 @@ pub struct Placement {
 #[derive(Debug, Clone)]
 struct Known {
     description: String,
+    platform: Option<Platform>,
     source: bool,
 }
 
@@ -33,6 +39,7 @@ impl Namer {
         for v in graph.vertices() {
             let known = Known {
                 description: v.description.clone(),
+                platform: v.platform.clone(),
                 source: v.op.is_source(),
             };
             by_key.insert(v.key.hex().to_string(), known.clone());
@@ -47,7 +54,28 @@ impl Namer {
         self.by_key.get(key).is_some_and(|k| k.source)
     }
 
-    /// The progress line for `key`.
+    /// The local build's progress line for `key`. The graph names the
+    /// platform inside the step label of a multi-platform build
+    /// (`[linux/arm64 stage-1 4/4]`); the line names it once, in front,
+    /// with the emulation mark.
+    pub fn local_name(&self, key: &str, emulated: bool, multi: bool) -> String {
+        let Some(k) = self.by_key.get(key) else {
+            return key.to_string();
+        };
+        let label = |p: &Platform| {
+            k.description
+                .strip_prefix(&format!("[{p} "))
+                .map(|rest| format!("[{rest}"))
+                .unwrap_or_else(|| k.description.clone())
+        };
+        match (&k.platform, multi || emulated) {
+            (Some(p), true) if emulated => format!("[{p} emulated] {}", label(p)),
+            (Some(p), true) => format!("[{p}] {}", label(p)),
+            _ => k.description.clone(),
+        }
+    }
+
+    /// The farm's progress line for `key`.
     pub fn name(&self, key: &str, placement: Option<&Placement>) -> String {
         let base = match self.by_key.get(key) {
             Some(k) => k.description.clone(),
@@ -128,5 +156,17 @@ mod tests {
             "[linux/arm64 1/2] FROM alpine:3"
         );
         assert_eq!(n.name(key.hex(), None), "[linux/arm64 1/2] FROM alpine:3");
+        assert_eq!(
+            n.local_name(key.as_str(), true, false),
+            "[linux/arm64 emulated] [1/2] FROM alpine:3"
+        );
+        assert_eq!(
+            n.local_name(key.as_str(), false, true),
+            "[linux/arm64] [1/2] FROM alpine:3"
+        );
+        assert_eq!(
+            n.local_name(key.as_str(), false, false),
+            "[linux/arm64 1/2] FROM alpine:3"
+        );
     }
 }

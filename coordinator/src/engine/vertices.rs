@@ -2,18 +2,28 @@
 //! and the end of a build (index, push) once its exports are done.
 
 use super::builds::BuildState;
-use super::core::{persist_state, Core, Dispatched};
-use super::export::{make_index, missing_blob, MergedIndex};
 use super::pool::parse_key;
-use super::Input;
+use super::{Action, Dispatched, Engine, ExportOutcome, PeerId, RunOrder};
 use crate::scheduler::{Decision, VertexState, WorkerId};
 use imgfarm_common::farm::{self, VertexJob, VertexResult};
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{Message, RunVertex, VertexDone, VertexFinished, VertexStarted};
 use std::collections::BTreeMap;
-use std::time::Instant;
 
-impl Core {
+/// Why a vertex has no result.
+enum Failure {
+    /// The worker's error.
+    Worker(String),
+    /// The worker's result did not decode.
+    Undecodable(String),
+}
+
+/// Why an export vertex gave no image.
+fn no_manifest(platform: &str) -> String {
+    format!("the export vertex for {platform} returned no image manifest; the worker's result is incomplete")
+}
+
+impl Engine {
     /// The scheduler key under which vertex `key` runs on worker `w`.
     pub(super) fn running_on(&self, w: WorkerId, key: &Digest) -> Option<Digest> {
         let here = Some(VertexState::Running(w));
@@ -33,7 +43,7 @@ impl Core {
 
     /// Scheduler key `s` (vertex `key`) finished: every build needing it
     /// moves on.
-    pub(super) fn vertex_finished(&mut self, s: &Digest, key: &Digest, duration_ms: u64) {
+    fn vertex_finished(&mut self, s: &Digest, key: &Digest, duration_ms: u64) {
         self.running.remove(s);
         let msg = Message::VertexFinished(VertexFinished {
             vertex_key: key.to_string(),
@@ -50,7 +60,7 @@ impl Core {
     }
 
     /// Scheduler key `s` failed: every build needing it fails.
-    pub(super) fn vertex_failed(&mut self, s: &Digest, error: &str) {
+    fn vertex_failed(&mut self, s: &Digest, error: &str) {
         self.running.remove(s);
         if let Err(e) = self.sched.fail(s) {
             tracing::debug!("{e}");
@@ -78,33 +88,62 @@ impl Core {
         }
     }
 
-    pub(super) fn on_vertex_done(&mut self, session: u64, done: VertexDone) {
-        let Some(w) = self.pool.get(session).map(|w| (w.sched_id, w.name.clone())) else {
-            return;
-        };
-        let (wid, wname) = w;
+    /// A `VertexDone` message: its key and result decoded, then
+    /// [`Engine::on_vertex_done`].
+    pub(super) fn on_vertex_done_msg(&mut self, peer: PeerId, done: VertexDone) {
         let Some(key) = parse_key(&done.vertex_key) else {
-            tracing::warn!(worker = %wname, "VertexDone for {:?}, which is not a vertex key", done.vertex_key);
-            return;
-        };
-        let Some(s) = self.running_on(wid, &key) else {
-            tracing::debug!(worker = %wname, "late VertexDone for {key} ignored (not running there)");
+            let name = self.pool.get(peer).map(|w| w.name.clone()).unwrap_or_default();
+            tracing::warn!(worker = %name, "VertexDone for {:?}, which is not a vertex key", done.vertex_key);
             return;
         };
         let result = match done.result {
-            Err(msg) => {
-                tracing::info!(worker = %wname, "vertex {key} failed: {msg}");
-                return self.vertex_failed(&s, &format!("{msg} (on worker {wname})"));
-            }
-            Ok(bytes) => bytes,
+            Ok(bytes) => farm::decode::<VertexResult>(&bytes, "vertex result")
+                .map_err(|e| Failure::Undecodable(e.to_string())),
+            Err(msg) => Err(Failure::Worker(msg)),
         };
-        let r: VertexResult = match farm::decode(&result, "vertex result") {
-            Ok(r) => r,
-            Err(e) => {
+        self.vertex_done(peer, &key, result, done.duration_ms);
+    }
+
+    /// Worker `peer` finished vertex `key` (the in-process worker's result
+    /// comes here directly).
+    pub(super) fn on_vertex_done(
+        &mut self,
+        peer: PeerId,
+        key: &Digest,
+        result: Result<VertexResult, String>,
+        duration_ms: u64,
+    ) {
+        self.vertex_done(peer, key, result.map_err(Failure::Worker), duration_ms);
+    }
+
+    fn vertex_done(
+        &mut self,
+        peer: PeerId,
+        key: &Digest,
+        result: Result<VertexResult, Failure>,
+        duration_ms: u64,
+    ) {
+        let Some((wid, wname)) = self.pool.get(peer).map(|w| (w.sched_id, w.name.clone())) else {
+            return;
+        };
+        let Some(s) = self.running_on(wid, key) else {
+            tracing::debug!(worker = %wname, "late VertexDone for {key} ignored (not running there)");
+            return;
+        };
+        let r = match result {
+            Err(Failure::Undecodable(e)) => {
                 return self.vertex_failed(&s, &format!("worker {wname} sent a {e}"));
             }
+            Err(Failure::Worker(msg)) => {
+                tracing::info!(worker = %wname, "vertex {key} failed: {msg}");
+                if self.opts.name_workers {
+                    return self.vertex_failed(&s, &format!("{msg} (on worker {wname})"));
+                }
+                return self.vertex_failed(&s, &msg);
+            }
+            Ok(r) => r,
         };
-        match missing_blob(&self.store, &r) {
+        match self.blobs.missing(&r) {
             Ok(None) => {}
             Ok(Some(d)) => {
                 return self.vertex_failed(
@@ -118,31 +157,38 @@ impl Core {
                 return self.vertex_failed(&s, &format!("result from worker {wname}: {e}"))
             }
         }
-        if let Err(e) = self.queue.put_result(&key, &r) {
+        if let Err(e) = self.journal.put_result(key, &r) {
             tracing::error!("{e}");
             return self.vertex_failed(&s, &format!("the coordinator cannot record it: {e}"));
         }
         if let Err(e) = self.sched.complete(&s) {
             tracing::debug!("{e}");
         }
-        tracing::debug!(worker = %wname, "vertex {key} done in {} ms", done.duration_ms);
+        tracing::debug!(worker = %wname, "vertex {key} done in {duration_ms} ms");
         if self.builds.needing(&s).is_empty() {
             // Finished for a build that ended meanwhile: the result stays
-            // in the database, the scheduler lets it go.
+            // in the journal, the scheduler lets it go.
             self.orphans.insert(s.clone());
         }
-        self.vertex_finished(&s, &key, done.duration_ms);
+        self.vertex_finished(&s, key, duration_ms);
     }
 
-    /// The job for scheduler key `s`, from the first build needing it.
-    pub(super) fn job(&self, s: &Digest) -> Result<(String, VertexJob), String> {
+    /// The job for `order`: the vertex, its inputs, their results and the
+    /// build's context, from the first build needing it. The farm shell
+    /// sends it in a `RunVertex`.
+    pub fn job(&mut self, order: &RunOrder) -> Result<VertexJob, String> {
+        let s = &order.sched_key;
         let users = self.builds.needing(s);
-        let (b, key) = users
+        let (id, key) = users
             .first()
-            .and_then(|(id, k)| self.builds.get(id).map(|b| (b, k)))
+            .cloned()
+            .ok_or_else(|| format!("no active build needs {s}"))?;
+        let b = self
+            .builds
+            .get(&id)
             .ok_or_else(|| format!("no active build needs {s}"))?;
         let v = b
-            .vertex(key)
+            .vertex(&key)
             .ok_or_else(|| format!("vertex {key} is not in build {}", b.id))?;
         let mut inputs = Vec::new();
         let mut input_results = Vec::new();
@@ -155,60 +201,66 @@ impl Core {
                 continue;
             }
             let r = self
-                .queue
+                .journal
                 .get_result(i)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("the result of input {i} is missing"))?;
             input_results.push((i.clone(), r));
         }
-        Ok((
-            b.id.clone(),
-            VertexJob {
-                vertex: v.clone(),
-                inputs,
-                input_results,
-                context: b.definition.context.clone(),
-                no_cache: b.output.no_cache,
-            },
-        ))
+        Ok(VertexJob {
+            vertex: v.clone(),
+            inputs,
+            input_results,
+            context: b.definition.context.clone(),
+            no_cache: b.output.no_cache,
+        })
     }
 
-    pub(super) fn dispatch(&mut self, d: Decision) {
-        let Some(session) = self.pool.session_of(d.worker) else {
-            tracing::warn!("decision for a worker that left: {d:?}");
-            self.sched.worker_lost(d.worker);
-            return;
-        };
-        let (build_id, job) = match self.job(&d.key) {
-            Ok(j) => j,
-            Err(e) if self.builds.needing(&d.key).is_empty() => {
-                tracing::debug!("{e}; dropped");
-                let _ = self.sched.fail(&d.key);
-                self.orphans.insert(d.key);
-                return;
-            }
-            Err(e) => return self.vertex_failed(&d.key, &e),
-        };
+    /// The `RunVertex` message for `order` (the farm's form of
+    /// [`Action::Run`]); `Err` fails the vertex (tell the engine with
+    /// [`super::Event::VertexDone`]).
+    pub fn run_message(&mut self, order: &RunOrder) -> Result<Message, String> {
+        let job = self.job(order)?;
         let platform = job
             .vertex
             .platform
             .as_ref()
             .map(|p| p.to_string())
             .unwrap_or_default();
+        Ok(Message::RunVertex(RunVertex {
+            build_id: order.build.clone(),
+            vertex_key: order.key.to_string(),
+            platform,
+            emulated: order.emulated,
+            op: farm::encode(&job),
+            inputs: Vec::new(),
+        }))
+    }
+
+    fn dispatch(&mut self, d: Decision) {
+        let Some(peer) = self.worker_session(d.worker) else {
+            tracing::warn!("decision for a worker that left: {d:?}");
+            self.sched.worker_lost(d.worker);
+            return;
+        };
+        let users = self.builds.needing(&d.key);
+        let Some((build, key)) = users.first().cloned() else {
+            tracing::debug!("no active build needs {}; dropped", d.key);
+            let _ = self.sched.fail(&d.key);
+            self.orphans.insert(d.key);
+            return;
+        };
         let worker = self.worker_name(d.worker);
-        let key = job.vertex.key.clone();
-        tracing::debug!(build = %build_id, worker = %worker, "run {key} {}", job.vertex.description);
-        self.send(
-            session,
-            Message::RunVertex(RunVertex {
-                build_id,
-                vertex_key: key.to_string(),
-                platform,
+        tracing::debug!(build = %build, worker = %worker, "run {key}");
+        self.actions.push_back(Action::Run {
+            peer,
+            order: RunOrder {
+                build,
+                key: key.clone(),
+                sched_key: d.key.clone(),
                 emulated: d.emulated,
-                op: farm::encode(&job),
-                inputs: Vec::new(),
-            }),
-        );
+            },
+        });
         self.running.insert(
             d.key.clone(),
             Dispatched {
@@ -223,18 +275,21 @@ impl Core {
             emulated: d.emulated,
         });
         self.to_users(&d.key, &msg);
-        for (id, _) in self.builds.needing(&d.key) {
-            if let Some(b) = self.builds.get_mut(&id) {
-                if b.state == BuildState::Queued {
-                    b.state = BuildState::Running;
-                    persist_state(&self.queue, b);
-                }
+        for (id, _) in users {
+            let queued = self
+                .builds
+                .get_mut(&id)
+                .filter(|b| b.state == BuildState::Queued)
+                .map(|b| b.state = BuildState::Running)
+                .is_some();
+            if queued {
+                self.persist_state(&id);
             }
         }
     }
 
     /// Places what can run, tracks what cannot, exports finished builds.
-    pub(super) fn pump(&mut self, now: Instant) {
+    pub(super) fn pump(&mut self) {
         self.retire_orphans();
         let placement = self.sched.place();
         for d in placement.decisions {
@@ -247,79 +302,59 @@ impl Core {
             }
         }
         self.no_candidate.retain(|id, _| stuck.contains_key(id));
+        let now = self.now;
         for (id, why) in stuck {
             self.no_candidate.entry(id).or_insert((now, why));
         }
         for id in self.builds.ready_to_export() {
             self.export(&id);
         }
+        // A grace of zero (the local build) fails at once.
+        if self.opts.no_candidate_grace.is_zero() && self.opts.startup_grace.is_zero() {
+            self.check_grace();
+        }
     }
 
-    pub(super) fn export(&mut self, id: &str) {
+    /// Asks the shell to make build `id`'s outputs from the manifests of
+    /// its export vertices.
+    fn export(&mut self, id: &str) {
         let Some(b) = self.builds.get_mut(id) else {
             return;
         };
         b.exporting = true;
         let targets = b.definition.targets.clone();
         let output = b.output.clone();
-        let mut per_platform = Vec::new();
+        let mut manifests = Vec::new();
         for t in &targets {
-            let r = self.queue.get_result(&t.export).ok().flatten();
+            let r = self.journal.get_result(&t.export).ok().flatten();
             match r.and_then(|r| r.manifest) {
-                Some(m) => per_platform.push((t.platform.clone(), m)),
-                None => {
-                    let e = super::export::ExportError::NoManifest {
-                        platform: t.platform.clone(),
-                    };
-                    return self.fail_build(id, e.to_string());
-                }
+                Some(m) => manifests.push((t.platform.clone(), m)),
+                None => return self.fail_build(id, no_manifest(&t.platform)),
             }
         }
-        let merged = match make_index(&self.store, &per_platform) {
-            Ok(m) => m,
-            Err(e) => return self.fail_build(id, e.to_string()),
-        };
-        if output.push.is_empty() {
-            return self.finish_export(id, merged, Ok(Vec::new()));
-        }
-        tracing::info!(build = %id, "pushing {} to {}", merged.index.digest, output.push.join(", "));
-        let (store, tx, id) = (self.store.clone(), self.inputs.clone(), id.to_string());
-        // The registry client's push future is not `Send` (higher-ranked
-        // closures in its upload stream), so it runs on a blocking thread
-        // driving it on this runtime.
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let push = super::export::push_index(&store, &merged.index.digest, &output);
-            let result = handle.block_on(push).map_err(|e| e.to_string());
-            let _ = tx.send(Input::Exported {
-                build: id,
-                merged,
-                result,
-            });
+        self.actions.push_back(Action::Export {
+            build: id.to_string(),
+            manifests,
+            output,
         });
     }
 
-    pub(super) fn finish_export(
-        &mut self,
-        id: &str,
-        merged: MergedIndex,
-        pushed: Result<Vec<String>, String>,
-    ) {
-        match pushed {
-            Ok(pushed) => self.end_build(
-                id,
-                BuildState::Done,
-                Ok(merged.manifests),
-                Some(merged.index),
+    pub(super) fn finish_export(&mut self, id: &str, outcome: ExportOutcome) {
+        match outcome {
+            ExportOutcome::Done {
+                manifests,
+                index,
                 pushed,
-            ),
-            Err(e) => self.end_build(id, BuildState::Failed, Err(e), Some(merged.index), vec![]),
+            } => self.end_build(id, BuildState::Done, Ok(manifests), index, pushed),
+            ExportOutcome::Failed { index, error } => {
+                self.end_build(id, BuildState::Failed, Err(error), index, vec![])
+            }
         }
     }
 
     /// Fails builds that waited too long for a candidate worker.
-    pub(super) fn check_grace(&mut self, now: Instant) {
-        let grace = self.opts.no_candidate_grace;
+    pub(super) fn check_grace(&mut self) {
+        let (now, grace) = (self.now, self.opts.no_candidate_grace);
         if now.saturating_duration_since(self.started) < self.opts.startup_grace {
             return;
         }
@@ -330,13 +365,15 @@ impl Core {
             .map(|(id, (_, why))| (id.clone(), why.clone()))
             .collect();
         for (id, why) in late {
-            self.fail_build(
-                &id,
+            let msg = if grace.is_zero() {
+                why
+            } else {
                 format!(
                     "{why} (waited {} s for one to connect)",
                     grace.as_secs_f64().round()
-                ),
-            );
+                )
+            };
+            self.fail_build(&id, msg);
         }
     }
 }

@@ -1,0 +1,1 @@
+//! FarmSim placeholder
