@@ -40,7 +40,7 @@ use imgfarm_common::oci::store::RefDescriptor;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BlobHeader, BuiltManifest, Hello, Message};
 use pool::Pool;
-pub use ports::{Blobs, Journal, JournalError, MemJournal, StoredBuild};
+pub use ports::{AllBlobs, Blobs, Journal, JournalError, MemJournal, StoredBuild};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,253 @@
+//! The engine through [`FarmSim`]: failover, balancing, cache affinity,
+//! emulation fallback, cancel, restart recovery, grace periods and lost
+//! heartbeats, each stepped by hand (no network, no sleeps).
+
+use imgfarm_common::proto::Message;
+use imgfarm_coordinator::engine::sim::graphs::{build, chain};
+use imgfarm_coordinator::engine::sim::{amd64, arm64, run_keys, FarmSim};
+use imgfarm_coordinator::engine::EngineOptions;
+use std::time::Duration;
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        heartbeat_timeout: Duration::from_secs(6),
+        no_candidate_grace: Duration::from_secs(10),
+        startup_grace: Duration::ZERO,
+        ..EngineOptions::default()
+    }
+}
+
+fn done(sim: &FarmSim, id: &str) -> bool {
+    matches!(sim.outcome(id).map(|f| &f.result), Some(Ok(_)))
+}
+
+fn error_of(sim: &FarmSim, id: &str) -> String {
+    match sim.outcome(id).map(|f| &f.result) {
+        Some(Err(e)) => e.clone(),
+        other => panic!("build {id} did not fail: {other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_worker_s_vertex_runs_elsewhere_and_the_build_finishes() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 3, "fo")).unwrap();
+    assert_eq!(sim.worker(a).running.len(), 1);
+    let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
+    let lost = sim.worker(a).running[0].key.clone();
+    sim.kill(a);
+    assert_eq!(sim.worker(b).running[0].key, lost, "the lost vertex moves to b");
+    sim.run_until_idle();
+    assert!(done(&sim, &id), "{:?}", sim.outcome(&id));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn independent_work_spreads_over_workers() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    // Two builds with nothing in common but the base image: a holds it
+    // (affinity) but has one slot, so the other RUN goes to b.
+    let one = sim.submit(c, chain(&[amd64()], 1, "one")).unwrap();
+    let two = sim.submit(c, chain(&[amd64()], 1, "two")).unwrap();
+    // The shared base image resolves once, then one RUN goes to each.
+    assert!(sim.finish_next(a));
+    assert_eq!(sim.worker(a).running.len(), 1);
+    assert_eq!(sim.worker(b).running.len(), 1);
+    sim.run_until_idle();
+    assert!(done(&sim, &one) && done(&sim, &two));
+}
+
+#[test]
+fn a_step_goes_to_the_worker_holding_its_input() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let first = sim.submit(c, chain(&[amd64()], 2, "aff")).unwrap();
+    sim.run_until_idle();
+    assert!(done(&sim, &first));
+    let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
+    // The same two steps plus a third: only the third runs, on a, which
+    // holds its input, though b is as idle.
+    let second = sim.submit(c, chain(&[amd64()], 3, "aff")).unwrap();
+    assert_eq!(sim.worker(a).running.len(), 1);
+    assert!(sim.worker(b).running.is_empty());
+    sim.run_until_idle();
+    assert!(done(&sim, &second));
+    assert!(sim.rerun_keys().is_empty(), "nothing ran twice");
+}
+
+#[test]
+fn emulation_only_while_no_native_worker_is_there() {
+    let mut sim = FarmSim::new(opts());
+    let x86 = sim.add_worker("x86", &["linux/amd64"], &["linux/arm64"], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[arm64()], 2, "emu")).unwrap();
+    let image = sim.worker(x86).running[0].clone();
+    assert!(!image.emulated, "resolving the base image runs no arm64 code");
+    sim.finish_next(x86);
+    let first = sim.worker(x86).running[0].clone();
+    assert!(first.emulated, "no arm64 worker: emulated");
+    let arm = sim.add_worker("arm", &["linux/arm64"], &[], 1);
+    sim.finish_next(x86);
+    let second = sim.worker(arm).running[0].clone();
+    assert!(!second.emulated, "a native worker joined: it takes the next step");
+    sim.run_until_idle();
+    assert!(done(&sim, &id));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn cancel_stops_running_vertices_and_ends_the_build() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 2, "cx")).unwrap();
+    let running = sim.worker(a).running[0].key.clone();
+    sim.cancel(c, &id);
+    assert_eq!(sim.worker(a).cancelled, vec![running]);
+    assert!(error_of(&sim, &id).contains("cancelled"));
+    assert_eq!(sim.journal.state_of(&id).as_deref(), Some("cancelled"));
+    // The worker is free for the next build.
+    let next = sim.submit(c, chain(&[amd64()], 1, "after")).unwrap();
+    sim.run_until_idle();
+    assert!(done(&sim, &next));
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_from_its_journal() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let def = chain(&[amd64()], 3, "rs");
+    let id = sim.submit(c, def.clone()).unwrap();
+    assert!(sim.finish_next(a), "step 0 done and journaled");
+    sim.restart();
+    assert_eq!(sim.journal.state_of(&id).as_deref(), Some("running"));
+    sim.rejoin();
+    let c2 = sim.add_client("ci");
+    sim.reattach(c2, &id);
+    assert!(matches!(sim.client(c2).received[0], Message::Accepted { .. }));
+    sim.run_until_idle();
+    assert!(done(&sim, &id), "{:?}", sim.outcome(&id));
+    let runs: usize = run_keys(&def).iter().map(|k| sim.runs_of(k)).sum();
+    // Step 1 ran before the restart and again after it (its outcome was
+    // lost with the session); step 0 never again.
+    assert_eq!(runs, 4);
+    assert!(sim.rerun_keys().len() == 1);
+}
+
+#[test]
+fn a_build_waits_out_the_grace_for_a_capable_worker() {
+    let mut sim = FarmSim::new(opts());
+    sim.add_worker("x86", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let late = sim.submit(c, chain(&[arm64()], 1, "late")).unwrap();
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.outcome(&late).is_none(), "still within the grace");
+    let arm = sim.add_worker("arm", &["linux/arm64"], &[], 1);
+    assert_eq!(sim.worker(arm).running.len(), 1);
+    sim.run_until_idle();
+    assert!(done(&sim, &late));
+
+    let never = sim.submit(c, chain(&["linux/riscv64".parse().unwrap()], 1, "nv")).unwrap();
+    sim.advance(Duration::from_secs(9));
+    assert!(sim.outcome(&never).is_none());
+    sim.advance(Duration::from_secs(2));
+    let e = error_of(&sim, &never);
+    assert!(e.contains("linux/riscv64") && e.contains("waited 10 s"), "{e}");
+}
+
+#[test]
+fn the_startup_grace_holds_builds_while_workers_reconnect() {
+    let mut sim = FarmSim::new(EngineOptions {
+        startup_grace: Duration::from_secs(30),
+        ..opts()
+    });
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 1, "sg")).unwrap();
+    sim.advance(Duration::from_secs(25));
+    assert!(sim.outcome(&id).is_none(), "no failure during the startup grace");
+    sim.add_worker("a", &["linux/amd64"], &[], 1);
+    sim.run_until_idle();
+    assert!(done(&sim, &id));
+}
+
+#[test]
+fn a_silent_worker_is_lost_and_its_vertex_moves() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 1, "hb")).unwrap();
+    let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
+    assert_eq!(sim.worker(a).running.len(), 1);
+    sim.silence(a);
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.worker(b).running.is_empty(), "not yet lost");
+    sim.advance(Duration::from_secs(2));
+    assert!(!sim.worker(a).alive, "lost after 6 s of silence");
+    assert_eq!(sim.worker(b).running.len(), 1);
+    sim.run_until_idle();
+    assert!(done(&sim, &id));
+}
+
+#[test]
+fn a_failed_vertex_fails_every_build_needing_it() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let one = sim.submit(c, chain(&[amd64()], 2, "shared")).unwrap();
+    let two = sim.submit(c, chain(&[amd64()], 2, "shared")).unwrap();
+    let key = sim.worker(a).running[0].key.clone();
+    sim.fail(a, &key, "exit code 1");
+    for id in [&one, &two] {
+        let e = error_of(&sim, id);
+        assert!(e.contains("exit code 1 (on worker a)"), "{e}");
+    }
+}
+
+#[test]
+fn identical_vertices_of_concurrent_builds_run_once() {
+    let mut sim = FarmSim::new(opts());
+    sim.add_worker("a", &["linux/amd64"], &["linux/arm64"], 2);
+    sim.add_worker("b", &["linux/arm64"], &[], 2);
+    let c = sim.add_client("ci");
+    let both = [amd64(), arm64()];
+    let def = build(&both, &[vec![], vec![0], vec![0, 1]], "dup");
+    let ids: Vec<String> = (0..3).map(|_| sim.submit(c, def.clone()).unwrap()).collect();
+    sim.run_until_idle();
+    assert!(ids.iter().all(|id| done(&sim, id)));
+    assert!(sim.rerun_keys().is_empty());
+    assert_eq!(sim.total_runs(), 2 * (3 + 2), "3 RUNs, an image and an export per platform");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
+#[test]
+fn a_slow_client_is_dropped_and_its_build_goes_on() {
+    let mut sim = FarmSim::new(opts());
+    sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 1, "slow")).unwrap();
+    sim.handle(imgfarm_coordinator::engine::Event::PeerSlow { peer: c });
+    sim.run_until_idle();
+    assert!(sim.outcome(&id).is_none(), "the client was not told");
+    assert_eq!(sim.journal.state_of(&id).as_deref(), Some("done"));
+}
+
+#[test]
+fn a_held_export_keeps_the_build_running_until_it_ends() {
+    let mut sim = FarmSim::new(opts());
+    sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    sim.hold_exports(true);
+    let id = sim.submit(c, chain(&[amd64()], 1, "push")).unwrap();
+    sim.run_until_idle();
+    assert!(sim.outcome(&id).is_none(), "pushing");
+    assert_eq!(sim.engine.build_state(&id), Some("running"));
+    sim.release_exports();
+    assert!(done(&sim, &id));
+}
