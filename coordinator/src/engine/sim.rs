@@ -529,6 +529,15 @@ impl FarmSim {
         &self.workers[&w]
     }
 
+    /// Connected workers, by session.
+    pub fn live_workers(&self) -> Vec<PeerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.alive)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Client `c`.
     pub fn client(&self, c: PeerId) -> &SimClient {
         &self.clients[&c]
