@@ -68,8 +68,15 @@ pub enum LocalError {
 
 /// What the vertex threads send back.
 enum Report {
-    Log { key: Digest, bytes: Vec<u8> },
-    Done { key: Digest, result: Result<VertexResult, String>, ms: u64 },
+    Log {
+        key: Digest,
+        bytes: Vec<u8>,
+    },
+    Done {
+        key: Digest,
+        result: Result<VertexResult, String>,
+        ms: u64,
+    },
 }
 
 /// Runs `definition` to its end on `runner`, telling `client` as it goes;
@@ -99,27 +106,36 @@ pub fn run<R: VertexRunner>(
     let seed = format!("local/{}/{}", unix.as_nanos(), std::process::id());
     let mut engine = Engine::new(opts, journal, blobs, now, unix.as_secs(), seed);
     let name = "local".to_string();
-    engine.handle(now, Event::PeerJoined {
-        peer: WORKER,
-        role: Role::Worker,
-        name: name.clone(),
-        hello: hello(offer),
-    });
-    engine.handle(now, Event::PeerJoined {
-        peer: CLIENT,
-        role: Role::Client,
-        name,
-        hello: hello(&LocalWorkerOffer {
-            native: vec![],
-            emulated: vec![],
-            jobs: 0,
-        }),
-    });
-    engine.handle(now, Event::Submit {
-        peer: CLIENT,
-        definition,
-        output,
-    });
+    engine.handle(
+        now,
+        Event::PeerJoined {
+            peer: WORKER,
+            role: Role::Worker,
+            name: name.clone(),
+            hello: hello(offer),
+        },
+    );
+    engine.handle(
+        now,
+        Event::PeerJoined {
+            peer: CLIENT,
+            role: Role::Client,
+            name,
+            hello: hello(&LocalWorkerOffer {
+                native: vec![],
+                emulated: vec![],
+                jobs: 0,
+            }),
+        },
+    );
+    engine.handle(
+        now,
+        Event::Submit {
+            peer: CLIENT,
+            definition,
+            output,
+        },
+    );
     let (tx, rx) = channel::<Report>();
     let mut running = 0usize;
     let mut finished: Option<BuildFinished> = None;

@@ -26,7 +26,7 @@
 
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod holdings;
 mod placement;
@@ -145,8 +145,9 @@ struct WorkerEntry {
 pub struct Scheduler {
     tasks: BTreeMap<Digest, Task>,
     state: BTreeMap<Digest, VertexState>,
-    /// Vertices that run (not cached, needed), in the order they were added.
-    order: Vec<Digest>,
+    /// Vertices that run (not cached, needed), by `seq` (the order they
+    /// were added); removing one costs a lookup, not a pass over all.
+    order: BTreeMap<u64, Digest>,
     /// Position of each task in `order`, for graph-ordered ready lists.
     seq: BTreeMap<Digest, u64>,
     next_seq: u64,
@@ -158,6 +159,10 @@ pub struct Scheduler {
     max_in_flight: usize,
     running: usize,
     holdings_cap: usize,
+    /// Key → workers holding it (the inverse of each worker's holdings),
+    /// so placement scores the workers holding a vertex's inputs without
+    /// asking every worker.
+    holders: HashMap<Digest, BTreeSet<WorkerId>>,
 }
 
 impl Scheduler {
@@ -167,7 +172,7 @@ impl Scheduler {
         Self {
             tasks: BTreeMap::new(),
             state: BTreeMap::new(),
-            order: Vec::new(),
+            order: BTreeMap::new(),
             seq: BTreeMap::new(),
             next_seq: 0,
             ready: BTreeSet::new(),
@@ -176,6 +181,7 @@ impl Scheduler {
             max_in_flight: max_in_flight.max(1),
             running: 0,
             holdings_cap: DEFAULT_HOLDINGS_CAP,
+            holders: HashMap::new(),
         }
     }
 
@@ -211,9 +217,29 @@ impl Scheduler {
     /// `worker` holds results for `keys` (its cache summary). Ignored for a
     /// lost or unknown worker.
     pub fn add_holdings(&mut self, worker: WorkerId, keys: impl IntoIterator<Item = Digest>) {
-        if let Some(w) = self.workers.get_mut(worker).filter(|w| !w.lost) {
-            for k in keys {
-                w.holds.insert(k);
+        for k in keys {
+            self.hold(worker, k);
+        }
+    }
+
+    /// `worker` holds `key` (newest); the index follows what it forgets.
+    fn hold(&mut self, worker: WorkerId, key: Digest) {
+        let Some(w) = self.workers.get_mut(worker).filter(|w| !w.lost) else {
+            return;
+        };
+        let gone = w.holds.insert(key.clone());
+        self.holders.entry(key).or_default().insert(worker);
+        self.unhold(worker, gone);
+    }
+
+    /// `worker` no longer holds `keys`.
+    fn unhold(&mut self, worker: WorkerId, keys: Vec<Digest>) {
+        for k in keys {
+            if let Some(ws) = self.holders.get_mut(&k) {
+                ws.remove(&worker);
+                if ws.is_empty() {
+                    self.holders.remove(&k);
+                }
             }
         }
     }
@@ -223,8 +249,9 @@ impl Scheduler {
     /// ones: affinity is a hint, results live in the coordinator's database.
     pub fn set_holdings_cap(&mut self, cap: usize) {
         self.holdings_cap = cap.max(1);
-        for w in &mut self.workers {
-            w.holds.set_cap(cap);
+        for id in 0..self.workers.len() {
+            let gone = self.workers[id].holds.set_cap(cap);
+            self.unhold(id, gone);
         }
     }
 
@@ -302,8 +329,8 @@ impl Scheduler {
                 .insert(t.key.clone());
         }
         self.seq.insert(t.key.clone(), self.next_seq);
+        self.order.insert(self.next_seq, t.key.clone());
         self.next_seq += 1;
-        self.order.push(t.key.clone());
         self.state.insert(t.key.clone(), VertexState::Waiting);
         let key = t.key.clone();
         self.tasks.insert(key.clone(), t);
@@ -357,19 +384,13 @@ impl Scheduler {
     /// on (the caller cancels them on their worker and reports the outcome
     /// as usual); done ones stay known.
     pub fn forget(&mut self, keys: &[Digest]) {
-        let mut dropped = BTreeSet::new();
         for k in keys {
-            if !matches!(
+            if matches!(
                 self.state.get(k),
                 Some(VertexState::Waiting) | Some(VertexState::Failed)
             ) {
-                continue;
+                self.unlink(k);
             }
-            self.unlink(k);
-            dropped.insert(k.clone());
-        }
-        if !dropped.is_empty() {
-            self.order.retain(|k| !dropped.contains(k));
         }
     }
 
@@ -379,6 +400,7 @@ impl Scheduler {
         self.state.remove(k);
         if let Some(seq) = self.seq.remove(k) {
             self.ready.remove(&(seq, k.clone()));
+            self.order.remove(&seq);
         }
         if let Some(t) = self.tasks.remove(k) {
             for i in &t.inputs {
@@ -403,8 +425,8 @@ impl Scheduler {
     }
 
     /// Vertices that will run (not cached, needed), in graph order.
-    pub fn pending(&self) -> &[Digest] {
-        &self.order
+    pub fn pending(&self) -> Vec<Digest> {
+        self.order.values().cloned().collect()
     }
 
     /// True when every needed vertex is done.
@@ -482,9 +504,7 @@ impl Scheduler {
     /// `key` finished with a result on its worker, which now holds it.
     pub fn complete(&mut self, key: &Digest) -> Result<(), SchedError> {
         let w = self.finish(key, VertexState::Done)?;
-        if let Some(e) = self.workers.get_mut(w).filter(|e| !e.lost) {
-            e.holds.insert(key.clone());
-        }
+        self.hold(w, key.clone());
         self.wake_users(key);
         Ok(())
     }
@@ -501,7 +521,8 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(worker) {
             w.lost = true;
             w.load = 0;
-            w.holds.clear();
+            let gone = w.holds.clear();
+            self.unhold(worker, gone);
         }
         let back: Vec<Digest> = self
             .state

@@ -38,7 +38,11 @@ fn a_dead_worker_s_vertex_runs_elsewhere_and_the_build_finishes() {
     let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
     let lost = sim.worker(a).running[0].key.clone();
     sim.kill(a);
-    assert_eq!(sim.worker(b).running[0].key, lost, "the lost vertex moves to b");
+    assert_eq!(
+        sim.worker(b).running[0].key,
+        lost,
+        "the lost vertex moves to b"
+    );
     sim.run_until_idle();
     assert!(done(&sim, &id), "{:?}", sim.outcome(&id));
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
@@ -88,14 +92,20 @@ fn emulation_only_while_no_native_worker_is_there() {
     let c = sim.add_client("ci");
     let id = sim.submit(c, chain(&[arm64()], 2, "emu")).unwrap();
     let image = sim.worker(x86).running[0].clone();
-    assert!(!image.emulated, "resolving the base image runs no arm64 code");
+    assert!(
+        !image.emulated,
+        "resolving the base image runs no arm64 code"
+    );
     sim.finish_next(x86);
     let first = sim.worker(x86).running[0].clone();
     assert!(first.emulated, "no arm64 worker: emulated");
     let arm = sim.add_worker("arm", &["linux/arm64"], &[], 1);
     sim.finish_next(x86);
     let second = sim.worker(arm).running[0].clone();
-    assert!(!second.emulated, "a native worker joined: it takes the next step");
+    assert!(
+        !second.emulated,
+        "a native worker joined: it takes the next step"
+    );
     sim.run_until_idle();
     assert!(done(&sim, &id));
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
@@ -131,7 +141,10 @@ fn a_restarted_coordinator_resumes_from_its_journal() {
     sim.rejoin();
     let c2 = sim.add_client("ci");
     sim.reattach(c2, &id);
-    assert!(matches!(sim.client(c2).received[0], Message::Accepted { .. }));
+    assert!(matches!(
+        sim.client(c2).received[0],
+        Message::Accepted { .. }
+    ));
     sim.run_until_idle();
     assert!(done(&sim, &id), "{:?}", sim.outcome(&id));
     let runs: usize = run_keys(&def).iter().map(|k| sim.runs_of(k)).sum();
@@ -154,12 +167,17 @@ fn a_build_waits_out_the_grace_for_a_capable_worker() {
     sim.run_until_idle();
     assert!(done(&sim, &late));
 
-    let never = sim.submit(c, chain(&["linux/riscv64".parse().unwrap()], 1, "nv")).unwrap();
+    let never = sim
+        .submit(c, chain(&["linux/riscv64".parse().unwrap()], 1, "nv"))
+        .unwrap();
     sim.advance(Duration::from_secs(9));
     assert!(sim.outcome(&never).is_none());
     sim.advance(Duration::from_secs(2));
     let e = error_of(&sim, &never);
-    assert!(e.contains("linux/riscv64") && e.contains("waited 10 s"), "{e}");
+    assert!(
+        e.contains("linux/riscv64") && e.contains("waited 10 s"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -171,7 +189,10 @@ fn the_startup_grace_holds_builds_while_workers_reconnect() {
     let c = sim.add_client("ci");
     let id = sim.submit(c, chain(&[amd64()], 1, "sg")).unwrap();
     sim.advance(Duration::from_secs(25));
-    assert!(sim.outcome(&id).is_none(), "no failure during the startup grace");
+    assert!(
+        sim.outcome(&id).is_none(),
+        "no failure during the startup grace"
+    );
     sim.add_worker("a", &["linux/amd64"], &[], 1);
     sim.run_until_idle();
     assert!(done(&sim, &id));
@@ -218,11 +239,17 @@ fn identical_vertices_of_concurrent_builds_run_once() {
     let c = sim.add_client("ci");
     let both = [amd64(), arm64()];
     let def = build(&both, &[vec![], vec![0], vec![0, 1]], "dup");
-    let ids: Vec<String> = (0..3).map(|_| sim.submit(c, def.clone()).unwrap()).collect();
+    let ids: Vec<String> = (0..3)
+        .map(|_| sim.submit(c, def.clone()).unwrap())
+        .collect();
     sim.run_until_idle();
     assert!(ids.iter().all(|id| done(&sim, id)));
     assert!(sim.rerun_keys().is_empty());
-    assert_eq!(sim.total_runs(), 2 * (3 + 2), "3 RUNs, an image and an export per platform");
+    assert_eq!(
+        sim.total_runs(),
+        2 * (3 + 2),
+        "3 RUNs, an image and an export per platform"
+    );
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
 

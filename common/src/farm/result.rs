@@ -78,7 +78,6 @@ impl VertexResult {
     /// inline files' directory present? A cached result counts only while
     /// it is complete.
     pub fn is_complete(&self, contains: impl Fn(&Digest) -> bool) -> bool {
-        self.blobs().iter().all(contains)
-            && self.files_dir.as_ref().is_none_or(|d| d.is_dir())
+        self.blobs().iter().all(contains) && self.files_dir.as_ref().is_none_or(|d| d.is_dir())
     }
 }

@@ -22,7 +22,10 @@ pub fn reusable_op(op: &Op) -> bool {
 /// Keys of `vertices` (inputs before users) that must run again however a
 /// result is cached: every vertex with `no_cache`, else each vertex whose op
 /// is not reusable and everything fed by one.
-pub fn fresh<'a>(vertices: impl IntoIterator<Item = &'a Vertex>, no_cache: bool) -> BTreeSet<Digest> {
+pub fn fresh<'a>(
+    vertices: impl IntoIterator<Item = &'a Vertex>,
+    no_cache: bool,
+) -> BTreeSet<Digest> {
     let mut fresh = BTreeSet::new();
     for v in vertices {
         if no_cache || !reusable_op(&v.op) || v.inputs.iter().any(|i| fresh.contains(i)) {
@@ -66,7 +69,10 @@ mod tests {
         let user = Vertex::new(None, op("b"), vec![loose.key.clone()], "user".into(), 2);
         let all = [ctx.clone(), pinned.clone(), loose.clone(), user.clone()];
         let f = fresh(&all, false);
-        assert_eq!(f, [loose.key.clone(), user.key.clone()].into_iter().collect());
+        assert_eq!(
+            f,
+            [loose.key.clone(), user.key.clone()].into_iter().collect()
+        );
         assert_eq!(fresh(&all, true).len(), 4);
         assert!(reusable_op(&pinned.op) && !reusable_op(&loose.op));
     }

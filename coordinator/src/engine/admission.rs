@@ -255,6 +255,7 @@ impl Engine {
             }
             tracing::info!(build = %id, "client re-attached");
             let ended = b.finished.clone();
+            self.builds.touch(id);
             self.send(
                 peer,
                 Message::Accepted {

@@ -339,13 +339,31 @@ pub struct Builds {
     by_id: BTreeMap<String, Build>,
     /// Ids in submission order.
     order: Vec<String>,
+    /// Scheduler key → builds in memory that know it, oldest first: finding
+    /// a key's builds costs its users, not every build (1,000 concurrent
+    /// builds in `bench/farm_scale.sh`).
+    users: HashMap<Digest, Vec<String>>,
+    /// Builds whose exports may have become ready since the last
+    /// [`Builds::ready_to_export`] (checking every build after every event
+    /// would cost the number of builds each time).
+    touched: BTreeSet<String>,
 }
 
 impl Builds {
     /// Adds a build.
     pub fn insert(&mut self, b: Build) {
+        for k in b.sched_keys() {
+            self.users.entry(k).or_default().push(b.id.clone());
+        }
         self.order.push(b.id.clone());
+        self.touched.insert(b.id.clone());
         self.by_id.insert(b.id.clone(), b);
+    }
+
+    /// Build `id` changed (a vertex finished, credentials came back): check
+    /// it at the next [`Builds::ready_to_export`].
+    pub fn touch(&mut self, id: &str) {
+        self.touched.insert(id.to_string());
     }
 
     /// The build `id`.
@@ -361,7 +379,12 @@ impl Builds {
     /// Active builds needing scheduler key `s`, oldest first, with the
     /// vertex key it stands for in each.
     pub fn needing(&self, s: &Digest) -> Vec<(String, Digest)> {
-        self.active()
+        let Some(ids) = self.users.get(s) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| self.by_id.get(id))
+            .filter(|b| b.state.is_active())
             .filter_map(|b| b.real_key(s).map(|k| (b.id.clone(), k)))
             .collect()
     }
@@ -374,11 +397,12 @@ impl Builds {
             .filter(|b| b.state.is_active())
     }
 
-    /// Ids of active builds ready to export.
-    pub fn ready_to_export(&self) -> Vec<String> {
-        self.active()
-            .filter(|b| b.ready_to_export())
-            .map(|b| b.id.clone())
+    /// Ids of active builds ready to export, of those touched since the
+    /// last call.
+    pub fn ready_to_export(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter(|id| self.by_id.get(id).is_some_and(|b| b.ready_to_export()))
             .collect()
     }
 
@@ -386,7 +410,7 @@ impl Builds {
     /// active build needs.
     pub fn needed_only_by(&self, id: &str, keys: &[Digest]) -> Vec<Digest> {
         keys.iter()
-            .filter(|k| !self.active().any(|b| b.id != id && b.real_key(k).is_some()))
+            .filter(|k| self.needing(k).iter().all(|(other, _)| other == id))
             .cloned()
             .collect()
     }
@@ -401,9 +425,21 @@ impl Builds {
             .cloned()
             .collect();
         let drop_n = ended.len().saturating_sub(keep);
-        for id in ended.into_iter().take(drop_n) {
-            self.by_id.remove(&id);
-            self.order.retain(|o| *o != id);
+        let gone: BTreeSet<String> = ended.into_iter().take(drop_n).collect();
+        for id in &gone {
+            if let Some(b) = self.by_id.remove(id) {
+                for k in b.sched_keys() {
+                    if let Some(ids) = self.users.get_mut(&k) {
+                        ids.retain(|i| i != id);
+                        if ids.is_empty() {
+                            self.users.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.order.retain(|o| !gone.contains(o));
         }
     }
 

@@ -56,6 +56,7 @@ impl Engine {
             if let Some(b) = self.builds.get_mut(&id) {
                 b.mark_done(&real);
             }
+            self.builds.touch(&id);
         }
     }
 
@@ -92,7 +93,11 @@ impl Engine {
     /// [`Engine::on_vertex_done`].
     pub(super) fn on_vertex_done_msg(&mut self, peer: PeerId, done: VertexDone) {
         let Some(key) = parse_key(&done.vertex_key) else {
-            let name = self.pool.get(peer).map(|w| w.name.clone()).unwrap_or_default();
+            let name = self
+                .pool
+                .get(peer)
+                .map(|w| w.name.clone())
+                .unwrap_or_default();
             tracing::warn!(worker = %name, "VertexDone for {:?}, which is not a vertex key", done.vertex_key);
             return;
         };

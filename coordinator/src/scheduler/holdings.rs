@@ -30,45 +30,41 @@ impl Holdings {
     }
 
     /// Adds `key` as the newest (again, if it was there), forgetting the
-    /// oldest keys beyond the cap.
-    pub(super) fn insert(&mut self, key: Digest) {
+    /// oldest keys beyond the cap; returns the keys forgotten.
+    pub(super) fn insert(&mut self, key: Digest) -> Vec<Digest> {
         if let Some(old) = self.stamp.insert(key.clone(), self.next) {
             self.by_age.remove(&old);
         }
         self.by_age.insert(self.next, key);
         self.next += 1;
-        self.trim();
+        self.trim()
     }
 
-    /// Changes the cap, forgetting the oldest keys beyond it.
-    pub(super) fn set_cap(&mut self, cap: usize) {
+    /// Changes the cap, forgetting the oldest keys beyond it; returns them.
+    pub(super) fn set_cap(&mut self, cap: usize) -> Vec<Digest> {
         self.cap = cap.max(1);
-        self.trim();
+        self.trim()
     }
 
-    fn trim(&mut self) {
+    fn trim(&mut self) -> Vec<Digest> {
+        let mut gone = Vec::new();
         while self.stamp.len() > self.cap {
             let Some((_, oldest)) = self.by_age.pop_first() else {
                 break;
             };
             self.stamp.remove(&oldest);
+            gone.push(oldest);
         }
-    }
-
-    pub(super) fn contains(&self, key: &Digest) -> bool {
-        self.stamp.contains_key(key)
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.stamp.is_empty()
+        gone
     }
 
     pub(super) fn len(&self) -> usize {
         self.stamp.len()
     }
 
-    pub(super) fn clear(&mut self) {
+    /// Forgets everything; returns the keys forgotten.
+    pub(super) fn clear(&mut self) -> Vec<Digest> {
         self.stamp.clear();
-        self.by_age.clear();
+        std::mem::take(&mut self.by_age).into_values().collect()
     }
 }

@@ -25,18 +25,24 @@ fn candidates(workers: &[WorkerEntry], platform: Option<&Platform>) -> (Vec<Work
     (emulated, true)
 }
 
-/// How much of `t` the worker already holds: one point per input, and more
-/// than all inputs together for the vertex's own result.
-fn affinity(w: &WorkerEntry, t: &Task) -> usize {
-    if w.holds.is_empty() {
-        return 0;
+/// How much of `t` each worker holding part of it holds: one point per
+/// input, and more than all inputs together for the vertex's own result.
+/// Workers holding nothing of it are absent (they score 0).
+fn affinity(s: &Scheduler, t: &Task) -> BTreeMap<WorkerId, usize> {
+    let mut score: BTreeMap<WorkerId, usize> = BTreeMap::new();
+    if let Some(ws) = s.holders.get(&t.key) {
+        for &w in ws {
+            *score.entry(w).or_default() += t.inputs.len() + 1;
+        }
     }
-    let own = if w.holds.contains(&t.key) {
-        t.inputs.len() + 1
-    } else {
-        0
-    };
-    own + t.inputs.iter().filter(|i| w.holds.contains(i)).count()
+    for i in &t.inputs {
+        if let Some(ws) = s.holders.get(i) {
+            for &w in ws {
+                *score.entry(w).or_default() += 1;
+            }
+        }
+    }
+    score
 }
 
 fn describe_workers(workers: &[WorkerEntry]) -> String {
@@ -69,13 +75,15 @@ pub(super) fn plan(s: &Scheduler) -> Placement {
     let mut out = Placement::default();
     let mut load: Vec<usize> = s.workers.iter().map(|w| w.load).collect();
     let mut running = s.running;
-    let mut by_platform: BTreeMap<Option<&Platform>, (Vec<WorkerId>, bool)> = BTreeMap::new();
+    let mut by_platform: BTreeMap<Option<&Platform>, (Vec<WorkerId>, bool, bool)> = BTreeMap::new();
     let mut described: Option<String> = None;
     for (_, key) in &s.ready {
         let Some(t) = s.tasks.get(key) else { continue };
-        let (cands, emulating) = by_platform
-            .entry(t.platform.as_ref())
-            .or_insert_with(|| candidates(&s.workers, t.platform.as_ref()));
+        let (cands, emulating, full) =
+            by_platform.entry(t.platform.as_ref()).or_insert_with(|| {
+                let (c, e) = candidates(&s.workers, t.platform.as_ref());
+                (c, e, false)
+            });
         if cands.is_empty() {
             let workers = described
                 .get_or_insert_with(|| describe_workers(&s.workers))
@@ -91,12 +99,30 @@ pub(super) fn plan(s: &Scheduler) -> Placement {
         if running >= s.max_in_flight {
             continue;
         }
-        let best = cands
-            .iter()
-            .copied()
-            .filter(|&w| load[w] < s.workers[w].spec.slots.max(1))
-            .min_by_key(|&w| (std::cmp::Reverse(affinity(&s.workers[w], t)), load[w], w));
-        let Some(w) = best else { continue };
+        if *full {
+            continue;
+        }
+        let free = |w: WorkerId, load: &[usize]| load[w] < s.workers[w].spec.slots.max(1);
+        // Most affinity first, then least loaded, then lowest id. Workers
+        // holding part of the vertex beat every other; only when none of
+        // them has a slot are all candidates compared by load.
+        let scored = affinity(s, t)
+            .into_iter()
+            .filter(|(w, _)| cands.binary_search(w).is_ok() && free(*w, &load))
+            .min_by_key(|&(w, score)| (std::cmp::Reverse(score), load[w], w))
+            .map(|(w, _)| w);
+        let best = scored.or_else(|| {
+            cands
+                .iter()
+                .copied()
+                .filter(|&w| free(w, &load))
+                .min_by_key(|&w| (load[w], w))
+        });
+        let Some(w) = best else {
+            // Loads only grow within a round: this platform is full.
+            *full = true;
+            continue;
+        };
         load[w] += 1;
         running += 1;
         out.decisions.push(Decision {

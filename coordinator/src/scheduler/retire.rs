@@ -48,8 +48,5 @@ impl Scheduler {
             // Users left behind are done: they never wait for `k` again.
             self.users.remove(k);
         }
-        if !gone.is_empty() {
-            self.order.retain(|k| !gone.contains(k));
-        }
     }
 }

@@ -440,12 +440,7 @@ fn admit_session(shell: &mut Shell, session: Session, inputs: &mpsc::UnboundedSe
     });
     let (reader_conn, inputs) = (conn.clone(), inputs.clone());
     tokio::spawn(async move {
-        let closed = |reason: String| {
-            Input::Engine(Event::PeerClosed {
-                peer: id,
-                reason,
-            })
-        };
+        let closed = |reason: String| Input::Engine(Event::PeerClosed { peer: id, reason });
         loop {
             match read_msg::<_, Message>(&mut recv, MAX_CONTROL_FRAME).await {
                 Ok(Some(msg)) => {

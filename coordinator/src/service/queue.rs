@@ -7,12 +7,12 @@
 //! Registry credentials are never written: the output is stored with its
 //! credential list emptied, and only whether there were any.
 
-use imgfarm_common::farm::{self, FarmDefinition, OutputSpec, VertexResult};
-use imgfarm_common::oci::Digest;
-use imgfarm_common::proto::BuildFinished;
 use crate::engine::ports::{
     failed_record, output_without_credentials, Journal, JournalError, StoredBuild,
 };
+use imgfarm_common::farm::{self, FarmDefinition, OutputSpec, VertexResult};
+use imgfarm_common::oci::Digest;
+use imgfarm_common::proto::BuildFinished;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 

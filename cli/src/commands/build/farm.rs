@@ -16,6 +16,7 @@ mod push;
 mod session;
 mod submit;
 
+use super::naming::Namer;
 use super::{plan, BuildArgs};
 use crate::commands::du::human;
 use crate::commands::farm::config::{self, FarmFlags};
@@ -26,7 +27,6 @@ use anyhow::{bail, Context as _};
 use imgfarm_common::farm::encode;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
-use super::naming::Namer;
 use session::Dial;
 use std::process::ExitCode;
 

@@ -109,9 +109,9 @@ impl LocalClient for Terminal<'_> {
                     .map_err(|e| format!("platform {p:?}: {e}"))
             })
             .collect();
-        let done = typed.map_err(anyhow::Error::msg).and_then(|m| {
-            output::export(self.a, self.store, self.outputs, &m, self.progress)
-        });
+        let done = typed
+            .map_err(anyhow::Error::msg)
+            .and_then(|m| output::export(self.a, self.store, self.outputs, &m, self.progress));
         done.map_err(|e| {
             let msg = format!("{e:#}");
             self.export_error = Some(e);

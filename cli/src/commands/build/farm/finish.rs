@@ -6,8 +6,8 @@ use super::super::output::{self, ExportExtras, OutputSpec as LocalOutput};
 use super::super::BuildArgs;
 use super::blobs;
 use super::control::Control;
-use crate::commands::build::naming::{self, Namer};
 use super::session::{End, Followed};
+use crate::commands::build::naming::{self, Namer};
 use crate::progress::Progress;
 use anyhow::{anyhow, Context as _};
 use imgfarm_common::oci::media_types;
@@ -288,8 +288,8 @@ fn write_push_only_files(
 
 #[cfg(test)]
 mod tests {
-    use crate::commands::build::naming::Placement;
     use super::*;
+    use crate::commands::build::naming::Placement;
     use imgfarm_common::graph::op::{ImageOp, Op};
     use imgfarm_common::graph::BuildGraph;
     use imgfarm_common::graph::Vertex;

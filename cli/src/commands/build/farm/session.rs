@@ -6,8 +6,8 @@
 //! of its own, so Ctrl-C (or a cancel timeout) never interrupts a frame.
 
 use super::control::Control;
-use crate::commands::build::naming::{Namer, Placement};
 use super::submit::reattach_submission;
+use crate::commands::build::naming::{Namer, Placement};
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
