@@ -179,13 +179,13 @@ fn result_image(store: &ContentStore, def: &FarmDefinition) -> BuiltManifest {
     }
 }
 
-fn copy_key(def: &FarmDefinition) -> String {
+fn copy_key(def: &FarmDefinition) -> imgfarm_common::oci::Digest {
     def.vertices
         .iter()
         .find(|v| matches!(v.op, Op::File(_)))
         .expect("a COPY vertex")
         .key
-        .to_string()
+        .clone()
 }
 
 async fn finish_ok(s: &mut Session, store: &ContentStore, def: &FarmDefinition) {

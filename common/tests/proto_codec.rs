@@ -17,6 +17,11 @@ fn header() -> impl Strategy<Value = BlobHeader> {
     (digest(), any::<u64>()).prop_map(|(digest, size)| BlobHeader { digest, size })
 }
 
+/// A vertex key named by `seed`.
+fn key(seed: &str) -> Digest {
+    Digest::sha256_of(seed.as_bytes())
+}
+
 fn role() -> impl Strategy<Value = Role> {
     prop_oneof![
         Just(Role::Coordinator),
@@ -48,7 +53,7 @@ fn hello() -> impl Strategy<Value = Hello> {
                 cache_summary: CacheSummary {
                     bytes,
                     entries: keys.len() as u64,
-                    keys,
+                    keys: keys.iter().map(|k| key(k)).collect(),
                 },
             },
         )
@@ -72,7 +77,7 @@ fn message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u8>(), 0..256)
         )
             .prop_map(|(vertex_key, stream, data)| Message::VertexLog(VertexLog {
-                vertex_key,
+                vertex_key: key(&vertex_key),
                 stream,
                 data
             })),
@@ -83,7 +88,7 @@ fn message() -> impl Strategy<Value = Message> {
             ".{0,20}"
         )
             .prop_map(|(k, payload, ok, err)| Message::VertexDone(VertexDone {
-                vertex_key: k,
+                vertex_key: key(&k),
                 result: if ok { Ok(payload) } else { Err(err) },
                 duration_ms: 7,
             })),
@@ -95,7 +100,7 @@ fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(k, emulated, op, inputs)| Message::RunVertex(RunVertex {
                 build_id: "b1".into(),
-                vertex_key: k,
+                vertex_key: key(&k),
                 platform: "linux/arm64".into(),
                 emulated,
                 op,

@@ -156,9 +156,7 @@ pub fn run<R: VertexRunner>(
                     msg: Message::CancelVertex { vertex_key },
                     ..
                 } => {
-                    if let Ok(k) = vertex_key.parse() {
-                        client.cancel(&k);
-                    }
+                    client.cancel(&vertex_key);
                 }
                 Action::Send { .. } | Action::Close { .. } => {}
                 Action::Run { order, .. } => {
@@ -202,7 +200,7 @@ pub fn run<R: VertexRunner>(
             Ok(Report::Log { key, bytes }) => Event::Message {
                 peer: WORKER,
                 msg: Message::VertexLog(VertexLog {
-                    vertex_key: key.to_string(),
+                    vertex_key: key.clone(),
                     stream: 1,
                     data: bytes,
                 }),

@@ -148,7 +148,7 @@ async fn scheduling_overhead_per_vertex() {
     let worker = async {
         for _ in 0..n {
             let run = next_run(&mut w1).await;
-            if run.vertex_key == b.definition.targets[0].export.to_string() {
+            if run.vertex_key == b.definition.targets[0].export {
                 let (_, r) = produce(&w1, &run).await;
                 answer(&mut w1, &run, Ok(&r)).await;
             } else {

@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn encode_refuses_an_oversized_message() {
         let log = Message::VertexLog(crate::proto::VertexLog {
-            vertex_key: String::new(),
+            vertex_key: crate::oci::Digest::sha256_of(b"k"),
             stream: 1,
             data: vec![0; MAX_CONTROL_FRAME as usize + 1],
         });

@@ -51,7 +51,7 @@ pub struct CacheSummary {
     /// Number of cached vertex results.
     pub entries: u64,
     /// Vertex cache keys held (may be truncated to a recent subset).
-    pub keys: Vec<String>,
+    pub keys: Vec<Digest>,
 }
 
 /// The coordinator's answer to a [`Hello`] it accepts.
@@ -105,7 +105,7 @@ pub enum Message {
     /// Coordinator → worker: stop a running vertex (its build was cancelled).
     CancelVertex {
         /// The vertex.
-        vertex_key: String,
+        vertex_key: Digest,
     },
     /// Coordinator → client: a vertex of the build was placed on a worker.
     VertexStarted(VertexStarted),
@@ -119,7 +119,7 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VertexStarted {
     /// The vertex.
-    pub vertex_key: String,
+    pub vertex_key: Digest,
     /// The worker's name.
     pub worker: String,
     /// True when the worker emulates the vertex's platform (binfmt/qemu).
@@ -130,7 +130,7 @@ pub struct VertexStarted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VertexFinished {
     /// The vertex.
-    pub vertex_key: String,
+    pub vertex_key: Digest,
     /// `None` on success, else the worker's message.
     pub error: Option<String>,
     /// True when the result came from the coordinator's cache (nothing ran).
@@ -179,8 +179,8 @@ pub struct Heartbeat {
 pub struct RunVertex {
     /// Build this vertex belongs to.
     pub build_id: String,
-    /// The vertex's cache key (sha256 hex), which names its result anywhere.
-    pub vertex_key: String,
+    /// The vertex's cache key, which names its result anywhere.
+    pub vertex_key: Digest,
     /// Platform to run for (`linux/arm64`, ...).
     pub platform: String,
     /// Whether the worker runs it by emulation.
@@ -195,7 +195,7 @@ pub struct RunVertex {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VertexLog {
     /// The vertex.
-    pub vertex_key: String,
+    pub vertex_key: Digest,
     /// 1 = stdout, 2 = stderr.
     pub stream: u8,
     /// Raw bytes of output.
@@ -206,7 +206,7 @@ pub struct VertexLog {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VertexDone {
     /// The vertex.
-    pub vertex_key: String,
+    pub vertex_key: Digest,
     /// `Ok(JSON of crate::farm::VertexResult)` (its blobs already put to
     /// the coordinator) or `Err(message)`.
     pub result: Result<Vec<u8>, String>,

@@ -216,7 +216,7 @@ impl Engine {
         let mut out = Vec::new();
         for k in b.done_keys() {
             out.push(Message::VertexFinished(VertexFinished {
-                vertex_key: k.to_string(),
+                vertex_key: k.clone(),
                 error: None,
                 cached: true,
                 duration_ms: 0,
@@ -226,7 +226,7 @@ impl Engine {
             let s = b.sched_key(&k);
             if let Some(VertexState::Running(w)) = self.sched.state_of(&s) {
                 out.push(Message::VertexStarted(VertexStarted {
-                    vertex_key: k.to_string(),
+                    vertex_key: k.clone(),
                     worker: self.worker_name(w),
                     emulated: self.running.get(&s).is_some_and(|d| d.emulated),
                 }));
@@ -392,7 +392,7 @@ impl Engine {
                     self.send(
                         s,
                         Message::CancelVertex {
-                            vertex_key: key.to_string(),
+                            vertex_key: key.clone(),
                         },
                     );
                 }

@@ -1,7 +1,7 @@
 //! Control sessions: workers joining, heartbeating and leaving; messages
 //! routed by the role in the peer's certificate.
 
-use super::pool::{parse_key, summary_keys, worker_spec};
+use super::pool::worker_spec;
 use super::{Action, Engine, Peer, PeerId};
 use imgfarm_common::identity::Role;
 use imgfarm_common::proto::{close_code, FarmStatus, Hello, Message, VertexLog};
@@ -35,7 +35,7 @@ impl Engine {
             Ok(spec) => {
                 let id = self.sched.add_worker(spec);
                 self.sched
-                    .add_holdings(id, summary_keys(&hello.cache_summary));
+                    .add_holdings(id, hello.cache_summary.keys.iter().cloned());
                 self.pool.add(peer, hello, id, self.now);
                 tracing::info!(
                     worker = %name,
@@ -147,7 +147,7 @@ impl Engine {
             (Role::Worker, Message::Heartbeat(hb)) => {
                 if let Some(id) = self.pool.heartbeat(peer, &hb, self.now) {
                     if let Some(s) = &hb.cache_summary {
-                        self.sched.add_holdings(id, summary_keys(s));
+                        self.sched.add_holdings(id, s.keys.iter().cloned());
                     }
                 }
             }
@@ -179,10 +179,7 @@ impl Engine {
         let Some(w) = self.pool.get(peer).map(|w| w.sched_id) else {
             return;
         };
-        let Some(key) = parse_key(&log.vertex_key) else {
-            return;
-        };
-        if let Some(s) = self.running_on(w, &key) {
+        if let Some(s) = self.running_on(w, &log.vertex_key) {
             self.to_users(&s, &Message::VertexLog(log));
         }
     }

@@ -3,9 +3,8 @@
 //! is reported by [`Pool::expired`]; the service then declares it lost.
 
 use crate::scheduler::{WorkerId, WorkerSpec};
-use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use imgfarm_common::proto::{CacheSummary, Heartbeat, Hello, WorkerStatus};
+use imgfarm_common::proto::{Heartbeat, Hello, WorkerStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -72,21 +71,6 @@ pub fn worker_spec(hello: &Hello) -> Result<WorkerSpec, PoolError> {
         emulated,
         slots: hello.slots as usize,
     })
-}
-
-/// Vertex keys from a cache summary; keys that are not digests (bare
-/// sha256 hex is accepted too) are skipped.
-pub fn summary_keys(summary: &CacheSummary) -> Vec<Digest> {
-    summary.keys.iter().filter_map(|k| parse_key(k)).collect()
-}
-
-/// A vertex key from the wire: `sha256:<hex>` or bare hex.
-pub fn parse_key(s: &str) -> Option<Digest> {
-    if s.contains(':') {
-        s.parse().ok()
-    } else {
-        format!("sha256:{s}").parse().ok()
-    }
 }
 
 /// Connected workers by control session id.
@@ -193,6 +177,8 @@ impl Pool {
 mod tests {
     use super::*;
     use imgfarm_common::identity::Role;
+    use imgfarm_common::oci::Digest;
+    use imgfarm_common::proto::CacheSummary;
 
     fn hello(name: &str, native: &[&str], slots: u32) -> Hello {
         Hello {
@@ -206,11 +192,7 @@ mod tests {
             cache_summary: CacheSummary {
                 bytes: 7,
                 entries: 1,
-                keys: vec![
-                    Digest::sha256_of(b"a").to_string(),
-                    Digest::sha256_of(b"b").hex().to_string(),
-                    "junk".into(),
-                ],
+                keys: vec![Digest::sha256_of(b"a"), Digest::sha256_of(b"b")],
             },
         }
     }
@@ -258,15 +240,5 @@ mod tests {
         assert!(e.to_string().contains("--platforms"), "{e}");
         let e = worker_spec(&hello("w1", &["linux/amd64"], 0)).unwrap_err();
         assert!(matches!(e, PoolError::NothingOffered(_)));
-    }
-
-    #[test]
-    fn summary_keys_accept_both_spellings() {
-        let keys = summary_keys(&hello("w", &[], 1).cache_summary);
-        assert_eq!(
-            keys,
-            vec![Digest::sha256_of(b"a"), Digest::sha256_of(b"b")],
-            "junk skipped"
-        );
     }
 }

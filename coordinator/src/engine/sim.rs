@@ -472,7 +472,7 @@ impl FarmSim {
             }
         } else if let Some(w) = self.workers.get_mut(&peer) {
             if let Message::CancelVertex { vertex_key } = msg {
-                let k = vertex_key.parse::<Digest>().ok()?;
+                let k = vertex_key;
                 let before = w.running.len();
                 w.running.retain(|o| o.key != k);
                 w.cancelled.push(k.clone());

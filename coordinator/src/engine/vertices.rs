@@ -2,7 +2,6 @@
 //! and the end of a build (index, push) once its exports are done.
 
 use super::builds::BuildState;
-use super::pool::parse_key;
 use super::{Action, Dispatched, Engine, ExportOutcome, PeerId, RunOrder};
 use crate::scheduler::{Decision, VertexState, WorkerId};
 use imgfarm_common::farm::{self, VertexJob, VertexResult};
@@ -46,7 +45,7 @@ impl Engine {
     fn vertex_finished(&mut self, s: &Digest, key: &Digest, duration_ms: u64) {
         self.running.remove(s);
         let msg = Message::VertexFinished(VertexFinished {
-            vertex_key: key.to_string(),
+            vertex_key: key.clone(),
             error: None,
             cached: false,
             duration_ms,
@@ -73,7 +72,7 @@ impl Engine {
             return;
         };
         let msg = Message::VertexFinished(VertexFinished {
-            vertex_key: key.to_string(),
+            vertex_key: key.clone(),
             error: Some(error.to_string()),
             cached: false,
             duration_ms: 0,
@@ -92,15 +91,7 @@ impl Engine {
     /// A `VertexDone` message: its key and result decoded, then
     /// [`Engine::on_vertex_done`].
     pub(super) fn on_vertex_done_msg(&mut self, peer: PeerId, done: VertexDone) {
-        let Some(key) = parse_key(&done.vertex_key) else {
-            let name = self
-                .pool
-                .get(peer)
-                .map(|w| w.name.clone())
-                .unwrap_or_default();
-            tracing::warn!(worker = %name, "VertexDone for {:?}, which is not a vertex key", done.vertex_key);
-            return;
-        };
+        let key = done.vertex_key;
         let result = match done.result {
             Ok(bytes) => farm::decode::<VertexResult>(&bytes, "vertex result")
                 .map_err(|e| Failure::Undecodable(e.to_string())),
@@ -234,7 +225,7 @@ impl Engine {
             .unwrap_or_default();
         Ok(Message::RunVertex(RunVertex {
             build_id: order.build.clone(),
-            vertex_key: order.key.to_string(),
+            vertex_key: order.key.clone(),
             platform,
             emulated: order.emulated,
             op: farm::encode(&job),
@@ -275,7 +266,7 @@ impl Engine {
             },
         );
         let msg = Message::VertexStarted(VertexStarted {
-            vertex_key: key.to_string(),
+            vertex_key: key.clone(),
             worker,
             emulated: d.emulated,
         });

@@ -39,7 +39,7 @@ pub fn summary(store: &ContentStore, cache: &ResultCache) -> CacheSummary {
             continue;
         }
         blobs.extend(r.blobs());
-        keys.push(key.to_string());
+        keys.push(key);
     }
     let bytes = blobs.iter().filter_map(|d| store.size(d).ok()).sum();
     CacheSummary {

@@ -27,18 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// `RunVertex.vertex_key` as a digest: `sha256:<hex>` (a bare 64-digit hex
-/// string is taken as sha256).
-pub fn parse_key(s: &str) -> Result<Digest, String> {
-    let full = if s.contains(':') {
-        s.to_string()
-    } else {
-        format!("sha256:{s}")
-    };
-    full.parse()
-        .map_err(|_| format!("vertex key {s:?} is not a sha256 digest"))
-}
-
 /// Whether a job's result may be served from, and stored in, the worker's
 /// cache: not for an `ADD URL` without a checksum, nor for anything that
 /// reads one directly (its key does not cover the downloaded content, and
@@ -51,16 +39,15 @@ pub fn cacheable(job: &VertexJob) -> bool {
 /// offers; the error says what is wrong. `native` and `emulated` are the
 /// platforms the worker announced: a RUN for any other platform is refused.
 pub fn check(
-    vertex_key_text: &str,
+    key: &Digest,
     op: &[u8],
     native: &[Platform],
     emulated: &[Platform],
 ) -> Result<VertexJob, String> {
-    let key = parse_key(vertex_key_text)?;
     let job: VertexJob =
         imgfarm_common::farm::decode(op, "vertex job").map_err(|e| e.to_string())?;
     let v = &job.vertex;
-    if v.key != key {
+    if v.key != *key {
         return Err(format!(
             "the job is for vertex {}, but RunVertex names {key}",
             v.key
@@ -169,7 +156,7 @@ pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     link: LinkHandle,
     logs: mpsc::Sender<Message>,
-    vertex_key_text: String,
+    vertex_key: Digest,
     op: Vec<u8>,
     control: JobControl,
 ) -> Outcome {
@@ -187,9 +174,9 @@ pub(crate) async fn execute(
         Ok(p) => (p, released),
         Err(_) => return failed("the worker is shutting down".into()),
     };
-    let job = match check(&vertex_key_text, &op, &ctx.native, &ctx.emulated) {
+    let job = match check(&vertex_key, &op, &ctx.native, &ctx.emulated) {
         Ok(j) => j,
-        Err(e) => return failed(format!("cannot run vertex {vertex_key_text}: {e}")),
+        Err(e) => return failed(format!("cannot run vertex {vertex_key}: {e}")),
     };
     let key = job.vertex.key.clone();
     let base_image = matches!(job.vertex.op, Op::Image(_));
@@ -216,7 +203,7 @@ pub(crate) async fn execute(
         .platform
         .as_ref()
         .is_some_and(|p| emulation::resolve(p).is_ok_and(|m| m.is_emulated()));
-    let log = log_sender(logs, vertex_key_text, abandoned);
+    let log = log_sender(logs, vertex_key, abandoned);
     let worker_ctx = Arc::clone(&ctx);
     let ran = tokio::task::spawn_blocking(move || {
         let r = solve(&worker_ctx, &job, emulated, cancel, log);
@@ -257,7 +244,7 @@ pub(crate) async fn execute(
 /// Runs on the blocking thread, so it may wait for the channel.
 pub(crate) fn log_sender(
     logs: mpsc::Sender<Message>,
-    vertex_key: String,
+    vertex_key: Digest,
     cancelled: Arc<AtomicBool>,
 ) -> impl FnMut(&[u8]) + Send + 'static {
     move |data: &[u8]| {

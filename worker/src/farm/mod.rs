@@ -142,7 +142,7 @@ pub enum WorkerEvent {
     /// A vertex finished on this worker.
     VertexDone {
         /// Its key.
-        key: String,
+        key: imgfarm_common::oci::Digest,
         /// `None` on success.
         error: Option<String>,
         /// Served from the worker's cache without running.

@@ -10,6 +10,7 @@ use super::job::{execute, JobControl, Outcome};
 use super::{Ctx, WorkerEvent};
 use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
 use crate::solve::exec::CancelToken;
+use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,18 +60,18 @@ struct Running {
 /// answers its `VertexDone` (the job when it ends, or a cancel).
 #[derive(Default)]
 struct Jobs {
-    map: Mutex<HashMap<String, Running>>,
+    map: Mutex<HashMap<Digest, Running>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Jobs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Running>> {
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn take(&self, key: &str, id: u64) -> bool {
+    fn take(&self, key: &Digest, id: u64) -> bool {
         let mut m = self.lock();
         if m.get(key).is_some_and(|r| r.id == id) {
             m.remove(key);
@@ -282,7 +283,7 @@ fn start_job(
 /// dirs removed, nothing cached or uploaded) and answer `cancelled` once its
 /// slot is free, or after [`CANCEL_WAIT`] at most. The vertex key is free
 /// for a new `RunVertex` at once.
-fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: String) {
+fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: Digest) {
     let running = jobs.lock().remove(&key);
     let Some(r) = running else {
         tracing::debug!("cancel for {key}, which is not running here");

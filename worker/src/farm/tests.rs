@@ -3,7 +3,7 @@
 
 use super::cache::{fingerprint, lookup, summary, Fingerprints};
 use super::fetch::{manifests_to_read, needed_blobs};
-use super::job::{cacheable, check, parse_key};
+use super::job::{cacheable, check};
 use super::platforms::{emulated, native, offers};
 use super::WorkerEvent;
 use crate::emulation::{EmulationError, EmulationMode};
@@ -70,15 +70,6 @@ fn connected_line() {
         e.to_string(),
         "worker w1 connected to quic://127.0.0.1:7443 (native linux/amd64, linux/386; emulated none)"
     );
-}
-
-#[test]
-fn keys_parse_with_or_without_algorithm() {
-    let d = Digest::sha256_of(b"x");
-    assert_eq!(parse_key(d.as_str()).unwrap(), d);
-    assert_eq!(parse_key(d.hex()).unwrap(), d);
-    assert!(parse_key("sha256:../../etc").is_err());
-    assert!(parse_key("").is_err());
 }
 
 struct Sel;
@@ -169,7 +160,7 @@ fn job_of(g: &BuildGraph, kind: &str) -> VertexJob {
 const DOCKERFILE: &str = "FROM busybox\nCOPY a.txt /a.txt\nRUN echo hi > /f\n";
 
 fn checked(job: &VertexJob) -> Result<VertexJob, String> {
-    check(job.vertex.key.as_str(), &encode(job), &[amd64()], &[])
+    check(&job.vertex.key, &encode(job), &[amd64()], &[])
 }
 
 #[test]
@@ -185,12 +176,12 @@ fn a_well_formed_job_passes_and_round_trips_its_keys() {
 fn malformed_and_mismatched_jobs_are_refused() {
     let g = graph(DOCKERFILE);
     let job = job_of(&g, "exec");
-    let key = job.vertex.key.to_string();
+    let key = job.vertex.key.clone();
     let e = check(&key, b"{not json", &[amd64()], &[]).unwrap_err();
     assert!(e.starts_with("malformed vertex job:"), "{e}");
 
     let other = Digest::sha256_of(b"other");
-    let e = check(other.as_str(), &encode(&job), &[amd64()], &[]).unwrap_err();
+    let e = check(&other, &encode(&job), &[amd64()], &[]).unwrap_err();
     assert!(e.contains("but RunVertex names"), "{e}");
 
     let mut tampered = job.clone();
@@ -319,7 +310,7 @@ fn cache_serves_only_complete_results_for_the_same_inputs() {
     cache.put(&k1, &present).expect("put k1");
     cache.put(&k2, &missing).expect("put k2");
     let s = summary(&store, &cache);
-    assert_eq!(s.keys, vec![k1.to_string()]);
+    assert_eq!(s.keys, vec![k1.clone()]);
     assert_eq!(s.entries, 1);
     assert_eq!(s.bytes, b"layer bytes".len() as u64);
 
@@ -363,7 +354,7 @@ fn logs_go_out_in_bounded_chunks_until_cancelled() {
     use std::sync::Arc;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancelled = Arc::new(AtomicBool::new(false));
-    let mut log = super::job::log_sender(tx, "k".into(), Arc::clone(&cancelled));
+    let mut log = super::job::log_sender(tx, Digest::sha256_of(b"k"), Arc::clone(&cancelled));
     let big = vec![b'x'; 2 * super::MAX_LOG_CHUNK + 10];
     log(&big);
     let mut sizes = Vec::new();

@@ -64,10 +64,10 @@ struct Terminal<'a> {
     progress: &'a mut Progress,
     names: Namer,
     multi: bool,
-    emulated: BTreeSet<String>,
+    emulated: BTreeSet<Digest>,
     cancel: CancelToken,
     /// The first vertex that failed, with its error.
-    failed: Option<(String, String)>,
+    failed: Option<(Digest, String)>,
     /// Why the outputs could not be written.
     export_error: Option<anyhow::Error>,
 }
@@ -80,21 +80,21 @@ impl LocalClient for Terminal<'_> {
                     self.emulated.insert(s.vertex_key.clone());
                 }
                 let name = self.names.local_name(&s.vertex_key, s.emulated, self.multi);
-                self.progress.started(&s.vertex_key, &name);
+                self.progress.started(s.vertex_key.as_str(), &name);
             }
-            Message::VertexLog(l) => self.progress.log(&l.vertex_key, &l.data),
+            Message::VertexLog(l) => self.progress.log(l.vertex_key.as_str(), &l.data),
             Message::VertexFinished(f) => match (&f.error, f.cached) {
                 (Some(e), _) => {
-                    self.progress.failed(&f.vertex_key, e);
+                    self.progress.failed(f.vertex_key.as_str(), e);
                     self.failed
                         .get_or_insert_with(|| (f.vertex_key.clone(), e.clone()));
                 }
                 (None, true) if !self.names.is_source(&f.vertex_key) => {
                     let name = self.names.local_name(&f.vertex_key, false, self.multi);
-                    self.progress.cached(&f.vertex_key, &name);
+                    self.progress.cached(f.vertex_key.as_str(), &name);
                 }
                 (None, true) => {}
-                (None, false) => self.progress.done(&f.vertex_key),
+                (None, false) => self.progress.done(f.vertex_key.as_str()),
             },
             _ => {}
         }
@@ -184,7 +184,7 @@ pub fn build(
                 .names
                 .local_name(key, term.emulated.contains(key), term.multi);
             eprintln!("ERROR: failed to solve: {name}: {error}");
-            let tail = term.progress.tail(key);
+            let tail = term.progress.tail(key.as_str());
             if !tail.is_empty() && !error.contains(tail.last().map_or("", |s| s.as_str())) {
                 eprintln!("------\n{}\n------", tail.join("\n"));
             }

@@ -6,6 +6,7 @@
 //!   (`[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)`).
 
 use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::HashMap;
 
@@ -29,11 +30,11 @@ struct Known {
 /// Names vertices by the keys the coordinator sends.
 #[derive(Debug, Default)]
 pub struct Namer {
-    by_key: HashMap<String, Known>,
+    by_key: HashMap<Digest, Known>,
 }
 
 impl Namer {
-    /// Names from the client's own graph (keys as `sha256:HEX` and as `HEX`).
+    /// Names from the client's own graph.
     pub fn new(graph: &BuildGraph) -> Self {
         let mut by_key = HashMap::new();
         for v in graph.vertices() {
@@ -42,15 +43,14 @@ impl Namer {
                 platform: v.platform.clone(),
                 source: v.op.is_source(),
             };
-            by_key.insert(v.key.hex().to_string(), known.clone());
-            by_key.insert(v.key.to_string(), known);
+            by_key.insert(v.key.clone(), known);
         }
         Self { by_key }
     }
 
     /// Is `key` a source vertex (context, inline files, URL) the workers
     /// solve by themselves?
-    pub fn is_source(&self, key: &str) -> bool {
+    pub fn is_source(&self, key: &Digest) -> bool {
         self.by_key.get(key).is_some_and(|k| k.source)
     }
 
@@ -58,7 +58,7 @@ impl Namer {
     /// platform inside the step label of a multi-platform build
     /// (`[linux/arm64 stage-1 4/4]`); the line names it once, in front,
     /// with the emulation mark.
-    pub fn local_name(&self, key: &str, emulated: bool, multi: bool) -> String {
+    pub fn local_name(&self, key: &Digest, emulated: bool, multi: bool) -> String {
         let Some(k) = self.by_key.get(key) else {
             return key.to_string();
         };
@@ -76,19 +76,13 @@ impl Namer {
     }
 
     /// The farm's progress line for `key`.
-    pub fn name(&self, key: &str, placement: Option<&Placement>) -> String {
+    pub fn name(&self, key: &Digest, placement: Option<&Placement>) -> String {
         let base = match self.by_key.get(key) {
             Some(k) => k.description.clone(),
-            None => format!("[vertex {}]", short_key(key)),
+            None => format!("[vertex {}]", key.short()),
         };
         with_placement(&base, placement)
     }
-}
-
-/// `sha256:0123456789ab…` → `0123456789ab`.
-pub fn short_key(key: &str) -> &str {
-    let hex = key.rsplit(':').next().unwrap_or(key);
-    hex.get(..12).unwrap_or(hex)
 }
 
 /// Appends the worker and the emulation mark to a step line. Pure.
@@ -128,14 +122,13 @@ mod tests {
     #[test]
     fn unknown_keys_get_a_short_name() {
         let n = Namer::default();
-        let key = format!("sha256:{}", "ab".repeat(32));
+        let key: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         assert_eq!(n.name(&key, None), "[vertex abababababab]");
-        assert_eq!(short_key("abc"), "abc");
         assert!(!n.is_source(&key));
     }
 
     #[test]
-    fn graph_keys_resolve_in_both_spellings() {
+    fn graph_keys_name_their_steps() {
         use imgfarm_common::graph::op::{ImageOp, Op};
         use imgfarm_common::graph::Vertex;
         let v = Vertex::new(
@@ -151,21 +144,17 @@ mod tests {
         let key = v.key.clone();
         let g = BuildGraph::from_vertices([v]);
         let n = Namer::new(&g);
+        assert_eq!(n.name(&key, None), "[linux/arm64 1/2] FROM alpine:3");
         assert_eq!(
-            n.name(key.as_str(), None),
-            "[linux/arm64 1/2] FROM alpine:3"
-        );
-        assert_eq!(n.name(key.hex(), None), "[linux/arm64 1/2] FROM alpine:3");
-        assert_eq!(
-            n.local_name(key.as_str(), true, false),
+            n.local_name(&key, true, false),
             "[linux/arm64 emulated] [1/2] FROM alpine:3"
         );
         assert_eq!(
-            n.local_name(key.as_str(), false, true),
+            n.local_name(&key, false, true),
             "[linux/arm64] [1/2] FROM alpine:3"
         );
         assert_eq!(
-            n.local_name(key.as_str(), false, false),
+            n.local_name(&key, false, false),
             "[linux/arm64 1/2] FROM alpine:3"
         );
     }

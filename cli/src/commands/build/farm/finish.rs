@@ -12,6 +12,7 @@ use crate::progress::Progress;
 use anyhow::{anyhow, Context as _};
 use imgfarm_common::oci::media_types;
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
+use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{BlobHeader, BuildFinished, BuiltManifest};
 use std::process::ExitCode;
@@ -56,7 +57,7 @@ fn farm_metadata(f: &Followed, names: &Namer) -> serde_json::Map<String, serde_j
             if let Some(e) = &v.error {
                 o["error"] = e.clone().into();
             }
-            (k.clone(), o)
+            (k.to_string(), o)
         })
         .collect();
     m.insert("imgfarm.farm.vertices".into(), vertices.into());
@@ -72,7 +73,7 @@ fn report_failure(f: &Followed, msg: &str, names: &Namer, progress: &mut Progres
                 "ERROR: failed to solve: {}",
                 failure_line(names, key, placement, error)
             );
-            let tail = progress.tail(key);
+            let tail = progress.tail(key.as_str());
             if !tail.is_empty() && !error.contains(tail.last().map_or("", |s| s.as_str())) {
                 eprintln!("------\n{}\n------", tail.join("\n"));
             }
@@ -85,7 +86,7 @@ fn report_failure(f: &Followed, msg: &str, names: &Namer, progress: &mut Progres
 /// worker's message already starts with the step's line. Pure.
 fn failure_line(
     names: &Namer,
-    key: &str,
+    key: &Digest,
     placement: Option<&naming::Placement>,
     error: &str,
 ) -> String {
@@ -306,7 +307,7 @@ mod tests {
             "[linux/arm64 1/2] RUN make".into(),
             1,
         );
-        let key = v.key.to_string();
+        let key = v.key.clone();
         let names = Namer::new(&BuildGraph::from_vertices([v]));
         let p = Placement {
             worker: "arm1".into(),

@@ -12,6 +12,7 @@ use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
 use imgfarm_common::identity::Credentials;
+use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, Hello, Message, Submit};
 use imgfarm_worker::link::{Link, LinkError};
 use std::collections::BTreeMap;
@@ -71,9 +72,9 @@ pub struct Followed {
     /// How it ended.
     pub end: End,
     /// Per vertex key.
-    pub vertices: BTreeMap<String, VertexSeen>,
+    pub vertices: BTreeMap<Digest, VertexSeen>,
     /// The first vertex that failed, with its error.
-    pub first_failure: Option<(String, String)>,
+    pub first_failure: Option<(Digest, String)>,
     /// The session, when still usable (to download results).
     pub link: Option<Control>,
 }
@@ -81,8 +82,8 @@ pub struct Followed {
 /// A build the user cancelled without the coordinator confirming it.
 fn unconfirmed(
     build_id: String,
-    vertices: BTreeMap<String, VertexSeen>,
-    first_failure: Option<(String, String)>,
+    vertices: BTreeMap<Digest, VertexSeen>,
+    first_failure: Option<(Digest, String)>,
 ) -> Followed {
     Followed {
         build_id,
@@ -208,7 +209,7 @@ pub async fn follow(
     };
     progress.fact("build id", "farm_build_id", &build_id);
     let mut link = Some(Control::start(link));
-    let mut vertices: BTreeMap<String, VertexSeen> = BTreeMap::new();
+    let mut vertices: BTreeMap<Digest, VertexSeen> = BTreeMap::new();
     let mut first_failure = None;
     let mut cancel_at: Option<Instant> = None;
     loop {
@@ -288,11 +289,12 @@ pub async fn follow(
                             worker: s.worker,
                             emulated: s.emulated,
                         };
-                        progress.started(&s.vertex_key, &names.name(&s.vertex_key, Some(&p)));
+                        progress
+                            .started(s.vertex_key.as_str(), &names.name(&s.vertex_key, Some(&p)));
                         seen.placement = Some(p);
                     }
                 }
-                Message::VertexLog(l) => progress.log(&l.vertex_key, &l.data),
+                Message::VertexLog(l) => progress.log(l.vertex_key.as_str(), &l.data),
                 Message::VertexFinished(f) => {
                     let seen = vertices.entry(f.vertex_key.clone()).or_default();
                     if seen.finished {
@@ -302,17 +304,21 @@ pub async fn follow(
                     match (&f.error, &seen.placement) {
                         (Some(e), _) => {
                             if seen.placement.is_none() {
-                                progress.started(&f.vertex_key, &names.name(&f.vertex_key, None));
+                                progress.started(
+                                    f.vertex_key.as_str(),
+                                    &names.name(&f.vertex_key, None),
+                                );
                             }
-                            progress.failed(&f.vertex_key, e);
+                            progress.failed(f.vertex_key.as_str(), e);
                             seen.error = Some(e.clone());
                             first_failure.get_or_insert((f.vertex_key.clone(), e.clone()));
                         }
-                        (None, Some(_)) => progress.done(&f.vertex_key),
+                        (None, Some(_)) => progress.done(f.vertex_key.as_str()),
                         (None, None) if names.is_source(&f.vertex_key) => {}
                         (None, None) => {
                             seen.cached = f.cached;
-                            progress.cached(&f.vertex_key, &names.name(&f.vertex_key, None));
+                            progress
+                                .cached(f.vertex_key.as_str(), &names.name(&f.vertex_key, None));
                         }
                     }
                 }
