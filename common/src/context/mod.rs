@@ -40,8 +40,9 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 /// Deepest directory nesting walked (each level holds one open directory).
 pub const MAX_DEPTH: usize = 256;
 
-/// Symlinks followed while resolving one source path (Linux's own limit is 40).
-pub const MAX_SYMLINK_HOPS: usize = 40;
+/// Symlinks followed while resolving one source path: Linux's own limit,
+/// [`crate::path::MAX_SYMLINKS`].
+pub const MAX_SYMLINK_HOPS: usize = crate::path::MAX_SYMLINKS;
 
 /// Why a context could not be opened or a selection made.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ use super::view::ChainView;
 use super::SolveError;
 use imgfarm_common::oci::layer::{apply, ApplyOptions, DevicePolicy, LayerError};
 use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::path::strip_empty_and_dot;
 
 fn has_meta(component: &str) -> bool {
     component.contains(['*', '?', '[', '\\'])
@@ -200,7 +201,7 @@ fn unpack(
 ) -> Result<(), Unpack> {
     let prefixes: Option<Vec<String>> = only
         .as_ref()
-        .map(|o| o.iter().map(|p| super::view::clean(p)).collect());
+        .map(|o| o.iter().map(|p| strip_empty_and_dot(p)).collect());
     let opts = ApplyOptions {
         ownership,
         devices: DevicePolicy::Skip,
