@@ -347,16 +347,11 @@ impl BuildContext {
             path: rel_path.to_string(),
             source,
         };
-        let mut parts: Vec<&str> = rel_path
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        if parts.contains(&"..") {
-            return Err(ContextError::Outside {
+        let mut parts =
+            crate::path::strict_components(rel_path).ok_or_else(|| ContextError::Outside {
                 src: rel_path.to_string(),
                 detail: String::new(),
-            });
-        }
+            })?;
         let name = parts.pop().ok_or_else(|| ContextError::NotFound {
             src: rel_path.to_string(),
         })?;

@@ -146,6 +146,16 @@ pub fn tar_member(path: &[u8]) -> (Vec<Vec<u8>>, bool) {
     (parts, path.starts_with(b"/") || cleaned.had_dotdot)
 }
 
+/// The components of `path` with empty and `.` ones dropped (so a leading
+/// `/` too), or `None` when any component is `..`: the strict rule for
+/// names that must not mention `..` at all, even where it would not climb
+/// (OCI layout tar members, context files handed back by name, mount
+/// targets and unpack prefixes).
+pub fn strict_components(path: &str) -> Option<Vec<&str>> {
+    let cleaned = lexical(path.split('/'), AboveRoot::Clamp);
+    (!cleaned.had_dotdot).then_some(cleaned.parts)
+}
+
 /// `path` relative with empty and `.` components dropped, and `..` kept
 /// as written: separator normalisation only, for keys of a layer view
 /// (its paths as the archive names them) and for callers that resolve
@@ -213,6 +223,14 @@ mod tests {
         assert_eq!(source_components("a/../../x", false), Err(Climbs));
         assert_eq!(source_components("a/../../x", true), Ok(vec!["x"]));
         assert_eq!(source_components(".", false), Ok(vec![]));
+    }
+
+    #[test]
+    fn strict_refuses_any_dotdot() {
+        assert_eq!(strict_components("/a/./b//"), Some(vec!["a", "b"]));
+        assert_eq!(strict_components("a/../b"), None);
+        assert_eq!(strict_components(".."), None);
+        assert_eq!(strict_components(""), Some(vec![]));
     }
 
     #[test]

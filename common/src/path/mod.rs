@@ -19,7 +19,7 @@ mod resolve;
 mod tests;
 
 pub use clean::{
-    clean_rooted, clean_under_root, go_clean, lexical, source_components, strip_empty_and_dot,
-    tar_member, AboveRoot, Climbs, Lexical,
+    clean_rooted, clean_under_root, go_clean, lexical, source_components, strict_components,
+    strip_empty_and_dot, tar_member, AboveRoot, Climbs, Lexical,
 };
 pub use resolve::{resolve_in_root, AfterMissing, Node, ResolveError, MAX_SYMLINKS};

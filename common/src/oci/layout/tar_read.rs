@@ -35,8 +35,8 @@ pub struct Member {
     pub size: u64,
 }
 
-/// Normalise a member name (empty and `.` components dropped, as
-/// [`path::lexical`]); refuse absolute paths and any `..` component.
+/// Normalise a member name (empty and `.` components dropped); refuse
+/// absolute paths and any `..` component ([`path::strict_components`]).
 pub fn normalize_member_path(raw: &[u8]) -> Result<String, LayoutError> {
     let name = String::from_utf8_lossy(raw);
     let unsafe_path = |reason| LayoutError::UnsafePath {
@@ -49,11 +49,10 @@ pub fn normalize_member_path(raw: &[u8]) -> Result<String, LayoutError> {
     if name.contains('\0') {
         return Err(unsafe_path("NUL in name"));
     }
-    let cleaned = path::lexical(name.split('/'), path::AboveRoot::Clamp);
-    if cleaned.had_dotdot {
-        return Err(unsafe_path("'..' component (path traversal)"));
+    match path::strict_components(&name) {
+        Some(parts) => Ok(parts.join("/")),
+        None => Err(unsafe_path("'..' component (path traversal)")),
     }
-    Ok(cleaned.parts.join("/"))
 }
 
 /// Call `f` for each real member of the tar stream, in order, with a reader
