@@ -10,6 +10,7 @@
 //! - [`registry`]: the distribution-spec client (pull, push, auth).
 //! - [`proto`]: the coordinator/worker wire protocol.
 //! - [`identity`]: the farm CA, role certificates and TLS configuration.
+//! - [`path`]: lexical path cleaning and symlink resolution inside a root.
 //! - [`paths`]: where state lives.
 //! - [`sealed`]: small cache files trusted only when whole.
 
@@ -20,6 +21,7 @@ pub mod graph;
 pub mod identity;
 pub mod image_name;
 pub mod oci;
+pub mod path;
 pub mod paths;
 pub mod platform;
 pub mod proto;

@@ -40,8 +40,9 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 /// Deepest directory nesting walked (each level holds one open directory).
 pub const MAX_DEPTH: usize = 256;
 
-/// Symlinks followed while resolving one source path (Linux's own limit is 40).
-pub const MAX_SYMLINK_HOPS: usize = 40;
+/// Symlinks followed while resolving one source path: Linux's own limit,
+/// [`crate::path::MAX_SYMLINKS`].
+pub const MAX_SYMLINK_HOPS: usize = crate::path::MAX_SYMLINKS;
 
 /// Why a context could not be opened or a selection made.
 #[derive(Debug, thiserror::Error)]
@@ -346,16 +347,11 @@ impl BuildContext {
             path: rel_path.to_string(),
             source,
         };
-        let mut parts: Vec<&str> = rel_path
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        if parts.contains(&"..") {
-            return Err(ContextError::Outside {
+        let mut parts =
+            crate::path::strict_components(rel_path).ok_or_else(|| ContextError::Outside {
                 src: rel_path.to_string(),
                 detail: String::new(),
-            });
-        }
+            })?;
         let name = parts.pop().ok_or_else(|| ContextError::NotFound {
             src: rel_path.to_string(),
         })?;

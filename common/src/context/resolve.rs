@@ -5,8 +5,9 @@
 use super::fsys::{DirHandle, RawKind, RawStat};
 use super::{BuildContext, ContextError, SourceMatch, MAX_SYMLINK_HOPS};
 use crate::dockerfile::ignore::{
-    contains_wildcards, go_clean, match_name, validate, IgnoreMatcher, ParentMatches,
+    contains_wildcards, match_name, validate, IgnoreMatcher, ParentMatches,
 };
+use crate::path;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io;
@@ -50,30 +51,17 @@ pub(super) fn join(base: &str, name: &str) -> String {
     }
 }
 
-/// Source path → components relative to the context root. An absolute
-/// source is relative to the root (as BuildKit reads it); a relative one
-/// that climbs out with `..` is refused, unless `rooted` (a stage's
-/// filesystem), where `..` stops at the root.
+/// Source path → components relative to the context root
+/// ([`path::source_components`]): an absolute source is relative to the
+/// root (as BuildKit reads it); a relative one that climbs out with `..` is
+/// refused, unless `rooted` (a stage's filesystem), where `..` stops at the
+/// root.
 fn clean_source(source: &str, rooted: bool) -> Result<Vec<String>, ContextError> {
-    let cleaned = if source.starts_with('/') || rooted {
-        go_clean(&format!("/{source}"))
-            .trim_start_matches('/')
-            .to_string()
-    } else {
-        let cleaned = go_clean(source);
-        if cleaned == ".." || cleaned.starts_with("../") {
-            return Err(ContextError::Outside {
-                src: source.to_string(),
-                detail: String::new(),
-            });
-        }
-        cleaned
-    };
-    Ok(cleaned
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(str::to_string)
-        .collect())
+    let parts = path::source_components(source, rooted).map_err(|_| ContextError::Outside {
+        src: source.to_string(),
+        detail: String::new(),
+    })?;
+    Ok(parts.into_iter().map(str::to_string).collect())
 }
 
 fn not_found(source: &str) -> ContextError {
@@ -400,6 +388,7 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::path::go_clean;
 
     #[test]
     fn sources_are_cleaned_against_the_root() {

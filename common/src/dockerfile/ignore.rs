@@ -27,8 +27,9 @@
 
 mod pattern;
 
+use crate::path::{clean_under_root, go_clean};
 use pattern::Compiled;
-pub(crate) use pattern::{contains_wildcards, go_clean, match_name, validate};
+pub(crate) use pattern::{contains_wildcards, match_name, validate};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -233,7 +234,7 @@ impl IgnoreMatcher {
     /// A pattern matching the path or any parent directory counts; the last
     /// matching pattern decides (patternmatcher `MatchesOrParentMatches`).
     pub fn matches(&self, rel_path: &str) -> bool {
-        let path = normalize(rel_path);
+        let path = clean_under_root(rel_path);
         if path == "." || self.patterns.is_empty() {
             return false;
         }
@@ -256,7 +257,7 @@ impl IgnoreMatcher {
     /// children (patternmatcher `MatchesUsingParentResults`, as BuildKit's
     /// context walker and copier use it).
     pub fn matches_under(&self, rel_path: &str, parent: &ParentMatches) -> (bool, ParentMatches) {
-        let path = normalize(rel_path);
+        let path = clean_under_root(rel_path);
         let inherited = parent.0.len() == self.patterns.len() && !parent.0.is_empty();
         let mut results = vec![false; self.patterns.len()];
         let mut excluded = false;
@@ -287,7 +288,7 @@ impl IgnoreMatcher {
         if !self.exceptions {
             return false;
         }
-        let dir = normalize(dir);
+        let dir = clean_under_root(dir);
         let dir_slash = format!("{dir}/");
         self.patterns.iter().filter(|p| p.exception).any(|p| {
             let base = p.text.strip_suffix("/**").unwrap_or(&p.text);
@@ -296,26 +297,6 @@ impl IgnoreMatcher {
                 || format!("{base}/").starts_with(&dir_slash)
         })
     }
-}
-
-/// Cleans a caller's path: drops leading `/` and `./`, collapses `//`.
-fn normalize(rel_path: &str) -> std::borrow::Cow<'_, str> {
-    let simple = !rel_path.is_empty()
-        && !rel_path.starts_with('/')
-        && !rel_path.ends_with('/')
-        && rel_path
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..");
-    if simple {
-        return std::borrow::Cow::Borrowed(rel_path);
-    }
-    let cleaned = go_clean(&format!("/{rel_path}"));
-    let relative = cleaned.trim_start_matches('/');
-    std::borrow::Cow::Owned(if relative.is_empty() {
-        ".".to_string()
-    } else {
-        relative.to_string()
-    })
 }
 
 /// `a`, `a/b` for the path `a/b/c`: every proper parent directory.

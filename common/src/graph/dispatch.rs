@@ -69,17 +69,7 @@ fn first_line(s: &str) -> &str {
 
 /// Lexically clean an absolute path (`.`/`..` resolved, no trailing slash).
 pub(super) fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    crate::path::clean_rooted(p)
 }
 
 /// A COPY destination relative to the working directory, keeping "into a

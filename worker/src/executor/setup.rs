@@ -5,12 +5,13 @@
 use super::plan::{resolv_conf_for, Plan, Point, StageSource, Step, Target, MAX_SECRET};
 use super::syscalls::{FileKind, Syscalls};
 use super::user;
+use imgfarm_common::path::{self, AfterMissing, Node, ResolveError};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
-use std::path::{Component, Path, PathBuf};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-/// Most symlinks followed while resolving one container path (as the kernel's MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
 /// Largest /etc/passwd or /etc/group read.
 const MAX_ACCOUNT_FILE: u64 = 1 << 20;
 
@@ -32,64 +33,42 @@ fn err(what: impl Into<String>, e: impl std::fmt::Display) -> SetupError {
 }
 
 /// Resolve container path `p` under `root` on the host, following symlinks of the image
-/// inside `root` (an absolute link restarts at `root`, `..` stops at `root`). Missing
-/// components are kept as they are.
+/// inside `root` ([`path::resolve_in_root`]: an absolute link restarts at `root`, `..` stops
+/// at `root`, at most [`path::MAX_SYMLINKS`] links). Missing components are kept as they
+/// are.
 pub fn resolve_in_root(
     sys: &mut dyn Syscalls,
     root: &Path,
     p: &str,
 ) -> Result<PathBuf, SetupError> {
-    let mut pending: Vec<String> = components(p);
-    pending.reverse();
-    let mut cur: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let candidate = join(root, &cur).join(&c);
+    let read = |cur: &[Vec<u8>], name: &[u8]| {
+        let candidate = join(root, cur).join(OsStr::from_bytes(name));
         match sys
             .kind(&candidate)
             .map_err(|e| err(format!("inspecting {}", candidate.display()), e))?
         {
-            FileKind::Symlink(t) => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(err(
-                        format!("resolving {p} in the image"),
-                        "too many levels of symbolic links",
-                    ));
-                }
-                let t = t.to_string_lossy().into_owned();
-                if t.starts_with('/') {
-                    cur.clear();
-                }
-                let mut more = components(&t);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => cur.push(c),
+            // A target is read as UTF-8 (lossily), as container paths are.
+            FileKind::Symlink(t) => Ok(Node::Link(t.to_string_lossy().into_owned().into_bytes())),
+            FileKind::Missing => Ok(Node::Missing),
+            FileKind::Dir | FileKind::File | FileKind::Other => Ok(Node::Other),
         }
-    }
-    Ok(join(root, &cur))
+    };
+    let parts =
+        path::resolve_in_root(p.as_bytes(), AfterMissing::Continue, read).map_err(|e| match e {
+            ResolveError::Read(e) => e,
+            ResolveError::TooManyLinks => err(
+                format!("resolving {p} in the image"),
+                "too many levels of symbolic links",
+            ),
+            e @ ResolveError::DotDotAfterMissing => err(format!("resolving {p} in the image"), e),
+        })?;
+    Ok(join(root, &parts))
 }
 
-fn components(p: &str) -> Vec<String> {
-    Path::new(p)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn join(root: &Path, parts: &[String]) -> PathBuf {
+fn join(root: &Path, parts: &[Vec<u8>]) -> PathBuf {
     let mut p = root.to_path_buf();
     for c in parts {
-        p.push(c);
+        p.push(OsStr::from_bytes(c));
     }
     p
 }

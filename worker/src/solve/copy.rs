@@ -15,11 +15,12 @@
 
 use super::layers::LayerWriter;
 use super::result::LayerRef;
-use super::view::{clean, ChainView};
+use super::view::ChainView;
 use super::SolveError;
 use imgfarm_common::context::{BuildContext, EntryKind, SourceMatch};
 use imgfarm_common::graph::op::CopyAction;
 use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::path::strip_empty_and_dot;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,7 +68,7 @@ struct Plan<'v> {
 }
 
 fn join(a: &str, b: &str) -> String {
-    clean(&format!("{a}/{b}"))
+    strip_empty_and_dot(&format!("{a}/{b}"))
 }
 
 fn base_name(p: &str) -> &str {
@@ -156,7 +157,7 @@ pub fn copy_layer(
     let total: usize = sources.iter().map(|(_, m)| m.len()).sum();
     // BuildKit resolves the destination inside the rootfs: symlinks of the image on the
     // way (and at the end) are followed, never outside the root.
-    let dest = view.resolve_in_root(&clean(&action.dest))?;
+    let dest = view.resolve_in_root(&strip_empty_and_dot(&action.dest))?;
     let dest_is_dir = action.dest.ends_with('/')
         || action.dest.ends_with("/.")
         || total > 1
@@ -338,7 +339,7 @@ pub fn mkdir_layer(
         view.resolve_user(user)?
     };
     let mut plan = Plan::new(view, Some(owner));
-    let target = clean(path);
+    let target = strip_empty_and_dot(path);
     let p = plan.dir(&target, mode, owner);
     plan.put(target, p);
     write_plan(store, plan, &[])

@@ -12,10 +12,10 @@
 
 use super::layers::open_layer;
 use super::result::LayerRef;
-use super::view::clean;
 use super::SolveError;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
+use imgfarm_common::path::strip_empty_and_dot;
 use imgfarm_common::proto::codec;
 use imgfarm_common::sealed;
 use serde::{Deserialize, Serialize};
@@ -198,7 +198,7 @@ fn read_layer_index(store: &ContentStore, l: &LayerRef) -> Result<LayerIndex, So
     let mut ar = tar::Archive::new(open_layer(store, l)?);
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
-        let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+        let path = strip_empty_and_dot(&String::from_utf8_lossy(&e.path_bytes()));
         if path.is_empty() {
             continue;
         }

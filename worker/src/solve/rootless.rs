@@ -210,13 +210,9 @@ fn keep_mount_targets(
             ExtraMount::Secret { target, .. } => target.rsplit_once('/').map_or("", |(d, _)| d),
             ExtraMount::Bind { .. } => continue,
         };
-        let parts: Vec<&str> = target
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        if parts.contains(&"..") {
+        let Some(parts) = imgfarm_common::path::strict_components(target) else {
             continue;
-        }
+        };
         let mut rel = PathBuf::new();
         for part in parts {
             rel.push(part);

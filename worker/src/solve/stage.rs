@@ -20,6 +20,7 @@ use super::view::ChainView;
 use super::SolveError;
 use imgfarm_common::oci::layer::{apply, ApplyOptions, DevicePolicy, LayerError};
 use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::path::{strict_components, strip_empty_and_dot};
 
 fn has_meta(component: &str) -> bool {
     component.contains(['*', '?', '[', '\\'])
@@ -31,13 +32,7 @@ fn has_meta(component: &str) -> bool {
 pub fn unpack_prefixes(sources: &[String], view: &ChainView) -> Option<Vec<String>> {
     let mut out = Vec::with_capacity(sources.len());
     for source in sources {
-        let comps: Vec<&str> = source
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        if comps.contains(&"..") {
-            return None;
-        }
+        let comps = strict_components(source)?;
         let fixed = comps
             .iter()
             .position(|c| has_meta(c))
@@ -200,7 +195,7 @@ fn unpack(
 ) -> Result<(), Unpack> {
     let prefixes: Option<Vec<String>> = only
         .as_ref()
-        .map(|o| o.iter().map(|p| super::view::clean(p)).collect());
+        .map(|o| o.iter().map(|p| strip_empty_and_dot(p)).collect());
     let opts = ApplyOptions {
         ownership,
         devices: DevicePolicy::Skip,

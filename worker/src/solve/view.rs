@@ -10,7 +10,9 @@ use super::layers::open_layer;
 use super::result::LayerRef;
 use super::SolveError;
 use imgfarm_common::oci::store::ContentStore;
+use imgfarm_common::path::{self, strip_empty_and_dot, AfterMissing, Node, ResolveError};
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 /// The merged view of a chain.
 #[derive(Debug, Default, Clone)]
@@ -19,18 +21,6 @@ pub struct ChainView {
     pub entries: BTreeMap<String, ViewEntry>,
     passwd: Option<Vec<u8>>,
     group: Option<Vec<u8>>,
-}
-
-/// Most symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
-
-/// `p` relative and normalised: no empty or `.` components (`..` is left to
-/// the caller).
-pub(super) fn clean(p: &str) -> String {
-    p.split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 impl ChainView {
@@ -100,53 +90,38 @@ impl ChainView {
 
     /// The entry at absolute or relative `path`.
     pub fn get(&self, path: &str) -> Option<&ViewEntry> {
-        self.entries.get(&clean(path))
+        self.entries.get(&strip_empty_and_dot(path))
     }
 
     /// `path` with every symlink of the view followed, resolved inside the root
     /// (continuity's `RootPath`, which BuildKit uses for a COPY destination): an
     /// absolute link target restarts at the root, `..` never climbs above it, and
-    /// missing components are kept as they are. Returns a clean relative path.
+    /// missing components are kept as they are; [`path::resolve_in_root`]). Returns a clean
+    /// relative path.
     pub fn resolve_in_root(&self, path: &str) -> Result<String, SolveError> {
-        let mut pending: Vec<String> = path
-            .split('/')
-            .filter(|s| !s.is_empty() && *s != ".")
-            .rev()
-            .map(str::to_string)
-            .collect();
-        let mut cur: Vec<String> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                cur.pop();
-                continue;
+        // The view's own links, by key; a path can be present below a
+        // missing parent, so every component is looked up.
+        let read = |cur: &[Vec<u8>], name: &[u8]| -> Result<Node, Infallible> {
+            let mut key = cur.join(&b'/');
+            if !key.is_empty() {
+                key.push(b'/');
             }
-            cur.push(c);
-            let Some(e) = self.entries.get(&cur.join("/")) else {
-                continue;
-            };
-            if e.kind != tar::EntryType::Symlink {
-                continue;
-            }
-            links += 1;
-            if links > MAX_SYMLINKS {
-                return Err(SolveError::Context(format!(
-                    "resolving {path:?} in the image: too many levels of symbolic links"
-                )));
-            }
-            cur.pop();
-            if e.link.starts_with('/') {
-                cur.clear();
-            }
-            pending.extend(
-                e.link
-                    .split('/')
-                    .filter(|s| !s.is_empty() && *s != ".")
-                    .rev()
-                    .map(str::to_string),
-            );
+            key.extend_from_slice(name);
+            Ok(match self.entries.get(&*String::from_utf8_lossy(&key)) {
+                None => Node::Missing,
+                Some(e) if e.kind == tar::EntryType::Symlink => {
+                    Node::Link(e.link.clone().into_bytes())
+                }
+                Some(_) => Node::Other,
+            })
+        };
+        match path::resolve_in_root(path.as_bytes(), AfterMissing::Continue, read) {
+            Ok(parts) => Ok(String::from_utf8_lossy(&parts.join(&b'/')).into_owned()),
+            Err(ResolveError::Read(never)) => match never {},
+            Err(_) => Err(SolveError::Context(format!(
+                "resolving {path:?} in the image: too many levels of symbolic links"
+            ))),
         }
-        Ok(cur.join("/"))
     }
 
     /// Is `path` itself a directory (no symlink is followed; resolve first with
@@ -215,7 +190,7 @@ pub fn write_flat_tar(
         let mut ar = tar::Archive::new(open_layer(store, l)?);
         for e in ar.entries().map_err(bad)? {
             let mut e = e.map_err(bad)?;
-            let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+            let path = strip_empty_and_dot(&String::from_utf8_lossy(&e.path_bytes()));
             if view.entries.get(&path).is_none_or(|v| v.layer != i) {
                 continue;
             }

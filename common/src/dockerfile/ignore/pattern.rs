@@ -1,5 +1,6 @@
-//! One `.dockerignore` / `--exclude` pattern: Go's `path.Clean`, the
-//! `filepath.Match` syntax check, and the matcher that moby/patternmatcher
+//! One `.dockerignore` / `--exclude` pattern (cleaned first with Go's
+//! `path.Clean`, [`crate::path::go_clean`]): the `filepath.Match` syntax
+//! check, and the matcher that moby/patternmatcher
 //! builds from a pattern (exact, prefix, suffix, or a glob that behaves like
 //! the regular expression patternmatcher compiles).
 //!
@@ -29,35 +30,6 @@ impl SyntaxError {
             }
             SyntaxError::TrailingBackslash => "the pattern ends with `\\`, which escapes nothing",
         }
-    }
-}
-
-/// Go's `path.Clean`: collapse `//`, drop `.` elements, resolve `..` against
-/// the previous element, and return `.` for an empty result.
-pub(crate) fn go_clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
     }
 }
 
@@ -430,26 +402,6 @@ fn add_closure(toks: &[Tok], set: &mut [bool], mut state: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clean_like_go() {
-        for (input, want) in [
-            ("", "."),
-            (".", "."),
-            ("./foo", "foo"),
-            ("foo/", "foo"),
-            ("a//b", "a/b"),
-            ("a/./b/..", "a"),
-            ("../x", "../x"),
-            ("a/../../x", "../x"),
-            ("/../x", "/x"),
-            ("/", "/"),
-            ("//", "/"),
-            ("!foo/../bar", "bar"),
-        ] {
-            assert_eq!(go_clean(input), want, "clean({input:?})");
-        }
-    }
 
     #[test]
     fn go_match_syntax() {

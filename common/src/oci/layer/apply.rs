@@ -2,7 +2,8 @@
 //! magic bytes) into a root directory, per the image spec "Applying
 //! Changesets", treating the archive as hostile.
 //!
-//! - Paths are cleaned as if rooted at `/` (containerd's rule): a leading
+//! - Paths are cleaned as if rooted at `/` ([`crate::path::tar_member`],
+//!   containerd's rule): a leading
 //!   `/` is dropped and `..` cannot climb above the root; such entries are
 //!   counted in [`ApplyReport::neutralised_paths`].
 //! - Every parent directory is resolved inside the root by the kernel
@@ -33,6 +34,7 @@ use super::whiteout::{self, Marker};
 use super::xattrs;
 use super::IdMap;
 use super::LayerError;
+use crate::path::tar_member;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, futimens, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
@@ -201,24 +203,6 @@ fn decompressed<'a, R: Read + 'a>(
     )))
 }
 
-/// Cleans an archive path as if rooted at `/`. Returns the components and
-/// whether anything had to be neutralised.
-pub(super) fn clean(path: &[u8]) -> (Vec<Vec<u8>>, bool) {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut neutralised = path.starts_with(b"/");
-    for comp in path.split(|b| *b == b'/') {
-        match comp {
-            b"" | b"." => {}
-            b".." => {
-                neutralised = true;
-                out.pop();
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    (out, neutralised)
-}
-
 fn display(path: &[u8]) -> String {
     String::from_utf8_lossy(path).chars().take(300).collect()
 }
@@ -334,7 +318,7 @@ impl Applier<'_> {
     }
 
     fn entry<R: Read>(&mut self, e: Entry, tar: &mut TarReader<R>) -> Result<(), LayerError> {
-        let (comps, neutralised) = clean(&e.path);
+        let (comps, neutralised) = tar_member(&e.path);
         if neutralised {
             self.report.neutralised_paths += 1;
             self.report.warn(format!(
@@ -568,7 +552,7 @@ impl Applier<'_> {
             path: display(&e.path),
             reason: format!("hardlink to {:?}: {reason}", display(&e.link)),
         };
-        let (target, neutralised) = clean(&e.link);
+        let (target, neutralised) = tar_member(&e.link);
         if neutralised {
             return Err(unsafe_link("target is absolute or climbs with '..'"));
         }
@@ -797,27 +781,8 @@ impl Applier<'_> {
 /// Where [`apply`] would put an archive path (for callers' messages and
 /// tests): the cleaned path under `root`.
 pub fn target_path(root: &Path, archive_path: &[u8]) -> PathBuf {
-    let (comps, _) = clean(archive_path);
+    let (comps, _) = tar_member(archive_path);
     comps
         .iter()
         .fold(root.to_path_buf(), |p, c| p.join(OsStr::from_bytes(c)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    #[test]
-    fn cleaning_neutralises_escapes() {
-        let c = |p: &[u8]| {
-            let (v, n) = clean(p);
-            (v.join(&b'/'), n)
-        };
-        assert_eq!(c(b"a/b/c"), (b"a/b/c".to_vec(), false));
-        assert_eq!(c(b"./a//b/"), (b"a/b".to_vec(), false));
-        assert_eq!(c(b"../../etc/passwd"), (b"etc/passwd".to_vec(), true));
-        assert_eq!(c(b"/etc/passwd"), (b"etc/passwd".to_vec(), true));
-        assert_eq!(c(b"a/../../b"), (b"b".to_vec(), true));
-        assert_eq!(c(b".."), (Vec::new(), true));
-    }
 }

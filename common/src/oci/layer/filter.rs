@@ -24,7 +24,7 @@ impl PathFilter {
     pub(super) fn new(prefixes: &[String]) -> Option<Self> {
         let mut out = Vec::with_capacity(prefixes.len());
         for p in prefixes {
-            let (comps, _) = super::apply::clean(p.as_bytes());
+            let (comps, _) = crate::path::tar_member(p.as_bytes());
             if comps.is_empty() {
                 return None;
             }
@@ -162,7 +162,7 @@ mod apply_tests {
                 .unwrap();
         let want: BTreeMap<_, _> = full
             .into_iter()
-            .filter(|(p, _)| filter.related(&super::super::apply::clean(p.as_bytes()).0))
+            .filter(|(p, _)| filter.related(&crate::path::tar_member(p.as_bytes()).0))
             .collect();
         assert_eq!(part, want);
         part

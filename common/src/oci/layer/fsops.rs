@@ -8,13 +8,14 @@
 //! `*at` calls on that fd that never follow a symlink (`O_NOFOLLOW`,
 //! `AT_SYMLINK_NOFOLLOW`, `O_EXCL`).
 
+use crate::path::{self, AfterMissing, Node, ResolveError};
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 /// A directory all operations are confined to.
@@ -131,49 +132,27 @@ impl Root {
     }
 
     /// Resolves symlinks in `comps` the way the kernel would with the root
-    /// as `/`, stopping at the first missing component (the rest is kept
-    /// as is). The result contains no symlinks and no `..`.
+    /// as `/` ([`path::resolve_in_root`]), stopping at the first missing
+    /// component (the rest is kept as is; `missing/../x` fails with
+    /// `ENOENT`, as the kernel would). The result contains no symlinks and
+    /// no `..`; too many links is `ELOOP`.
     fn resolve_symlinks(&self, comps: &[Vec<u8>]) -> nix::Result<Vec<Vec<u8>>> {
-        let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().cloned().collect();
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = queue.pop_front() {
-            match c.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    out.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let parent = self.resolve(&join(&out), OFlag::O_PATH | OFlag::O_DIRECTORY, true)?;
-            let Some(st) = lstat_at(&parent, &c)? else {
-                out.push(c);
-                out.extend(queue.drain(..).filter(|c| !c.is_empty() && c != b"."));
-                if out.iter().any(|c| c == b"..") {
-                    // `missing/../x`: the kernel would fail; so do we.
-                    return Err(Errno::ENOENT);
-                }
-                return Ok(out);
+        let read = |out: &[Vec<u8>], c: &[u8]| -> nix::Result<Node> {
+            let parent = self.resolve(&join(out), OFlag::O_PATH | OFlag::O_DIRECTORY, true)?;
+            let Some(st) = lstat_at(&parent, c)? else {
+                return Ok(Node::Missing);
             };
             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
-                out.push(c);
-                continue;
+                return Ok(Node::Other);
             }
-            links += 1;
-            if links > 40 {
-                return Err(Errno::ELOOP);
-            }
-            let target = nix::fcntl::readlinkat(parent.as_fd(), os(&c))?;
-            let target = target.as_bytes();
-            if target.starts_with(b"/") {
-                out.clear();
-            }
-            for (i, t) in target.split(|b| *b == b'/').enumerate() {
-                queue.insert(i, t.to_vec());
-            }
-        }
-        Ok(out)
+            let target = nix::fcntl::readlinkat(parent.as_fd(), os(c))?;
+            Ok(Node::Link(target.into_vec()))
+        };
+        path::resolve_in_root(&join(comps), AfterMissing::Stop, read).map_err(|e| match e {
+            ResolveError::TooManyLinks => Errno::ELOOP,
+            ResolveError::DotDotAfterMissing => Errno::ENOENT,
+            ResolveError::Read(e) => e,
+        })
     }
 }
 

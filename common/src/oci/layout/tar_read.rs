@@ -4,6 +4,7 @@
 //! into memory unbounded), so a hostile archive cannot exhaust memory.
 
 use super::{io_err, LayoutError};
+use crate::path;
 use std::io::Read;
 
 /// Largest GNU long-name or PAX extended header accepted.
@@ -34,7 +35,8 @@ pub struct Member {
     pub size: u64,
 }
 
-/// Normalise a member name; refuse absolute paths and `..`.
+/// Normalise a member name (empty and `.` components dropped); refuse
+/// absolute paths and any `..` component ([`path::strict_components`]).
 pub fn normalize_member_path(raw: &[u8]) -> Result<String, LayoutError> {
     let name = String::from_utf8_lossy(raw);
     let unsafe_path = |reason| LayoutError::UnsafePath {
@@ -47,15 +49,10 @@ pub fn normalize_member_path(raw: &[u8]) -> Result<String, LayoutError> {
     if name.contains('\0') {
         return Err(unsafe_path("NUL in name"));
     }
-    let mut parts = Vec::new();
-    for c in name.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err(unsafe_path("'..' component (path traversal)")),
-            c => parts.push(c),
-        }
+    match path::strict_components(&name) {
+        Some(parts) => Ok(parts.join("/")),
+        None => Err(unsafe_path("'..' component (path traversal)")),
     }
-    Ok(parts.join("/"))
 }
 
 /// Call `f` for each real member of the tar stream, in order, with a reader
