@@ -18,6 +18,7 @@ use imgfarm_common::identity::{
     init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions, Role, TlsDir,
 };
 use imgfarm_common::oci::image::ImageConfig;
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::layer::{create, CreateOptions};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -28,7 +29,6 @@ use imgfarm_testkit::{or_skip, BaseImages, FarmUser, UserTempDir};
 use imgfarm_worker::farm::{fetch::result_blobs, run, FarmWorkerError, WorkerEvent, WorkerOptions};
 use imgfarm_worker::solve::export::export_image;
 use imgfarm_worker::solve::image::stage_config;
-use imgfarm_worker::solve::layers::open_layer;
 use imgfarm_worker::solve::result::{LayerRef, ResultCache, VertexResult};
 use std::collections::BTreeMap;
 use std::io::Read;
