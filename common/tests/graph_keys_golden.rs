@@ -6,8 +6,9 @@
 
 mod graph_support;
 use graph_support::*;
+use imgfarm_common::dockerfile::frontend::ResolvedImage;
 use imgfarm_common::graph::image_config::ImageConfig;
-use imgfarm_common::graph::{BuildGraph, ResolvedImage};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;

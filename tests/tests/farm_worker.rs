@@ -8,12 +8,13 @@
 //! the other rootless tests do), so they are really rootless.
 
 use imgfarm_common::context::BuildContext;
+use imgfarm_common::dockerfile::frontend::{
+    build_graph, BuildRequest, ContextSelector, ResolvedImage,
+};
 use imgfarm_common::dockerfile::parser::parse_named;
 use imgfarm_common::farm::{decode, encode, ContextBlob, VertexJob};
 use imgfarm_common::graph::op::Op;
-use imgfarm_common::graph::{
-    build_graph, BuildGraph, BuildRequest, ContextSelector, ResolvedImage,
-};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::identity::{
     init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions, Role, TlsDir,
 };

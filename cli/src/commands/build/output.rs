@@ -13,7 +13,7 @@
 use super::BuildArgs;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
-use imgfarm_common::graph::reference::normalize_reference;
+use imgfarm_common::image_name::normalize_reference;
 use imgfarm_common::oci::image::read_manifest;
 use imgfarm_common::oci::image::{index_to_json, new_index, to_oci_platform, Descriptor};
 use imgfarm_common::oci::layer::{open_layer, write_flat_tar};
