@@ -5,8 +5,8 @@
 //! `bench/graph/run.sh`). The context is an in-memory selector so the
 //! figure is the frontend alone, not file hashing.
 
+use imgfarm_common::dockerfile::frontend::{build_graph, BuildRequest, ContextSelector};
 use imgfarm_common::dockerfile::parser::parse;
-use imgfarm_common::graph::{build_graph, BuildRequest, ContextSelector};
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;

@@ -8,11 +8,24 @@
 //! `busybox:latest` and `docker.io/library/busybox:latest` are one image.
 //! Users see the familiar form (`FamiliarString`): `busybox:latest`.
 
-use crate::graph::reference::normalize_reference;
 use crate::oci::store::{ContentStore, RefDescriptor, StoreError};
 
 /// The docker Hub registry name in normalised references.
 const HUB: &str = "docker.io/";
+
+/// Normalise `s` as docker does (distribution/reference
+/// `ParseNormalizedNamed` + `TagNameOnly`: `alpine` →
+/// `docker.io/library/alpine:latest`), or say why it is not an image
+/// reference. The grammar is
+/// the registry client's ([`crate::registry::Reference`]); a reference with
+/// neither tag nor digest gets `:latest`.
+pub fn normalize_reference(s: &str) -> Result<String, String> {
+    let mut r: crate::registry::Reference = s.parse().map_err(|e| format!("{e}"))?;
+    if r.tag.is_none() && r.digest.is_none() {
+        r.tag = Some("latest".into());
+    }
+    Ok(r.to_string())
+}
 
 /// The store key for a user-typed image reference (`busybox` →
 /// `docker.io/library/busybox:latest`). Errors say what is wrong with it.
@@ -108,5 +121,41 @@ mod tests {
         assert_eq!(n, "docker.io/library/busybox:latest");
         assert!(find(&store, "other").expect("find").is_none());
         assert!(matches!(find(&store, "UP"), Err(LookupError::Invalid(_))));
+    }
+
+    #[test]
+    fn normalises() {
+        assert_eq!(
+            normalize_reference("alpine").unwrap(),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(
+            normalize_reference("alpine:3.20").unwrap(),
+            "docker.io/library/alpine:3.20"
+        );
+        assert_eq!(
+            normalize_reference("user/app").unwrap(),
+            "docker.io/user/app:latest"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/app:1").unwrap(),
+            "localhost:5000/app:1"
+        );
+        assert_eq!(
+            normalize_reference("ghcr.io/o/r/x:v1.2").unwrap(),
+            "ghcr.io/o/r/x:v1.2"
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            normalize_reference(&format!("alpine@{d}")).unwrap(),
+            format!("docker.io/library/alpine@{d}")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_refs() {
+        for bad in ["Builder", "a b", "alpine:", "alpine@sha256:12", "-x", "x/"] {
+            assert!(normalize_reference(bad).is_err(), "{bad}");
+        }
     }
 }

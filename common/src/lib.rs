@@ -4,7 +4,7 @@
 //!   instruction semantics and `.dockerignore` matching.
 //! - [`context`]: the build context seen through `.dockerignore`, COPY/ADD
 //!   source selection and its content digest.
-//! - [`graph`]: the multi-platform build graph and its cache keys.
+//! - [`graph`]: the build IR: the multi-platform build graph and its cache keys.
 //! - [`platform`]: OCI platform parsing and matching.
 //! - [`oci`]: content store, layers, image types, OCI layout and index merge.
 //! - [`registry`]: the distribution-spec client (pull, push, auth).

@@ -20,7 +20,7 @@ fn assert_located(
     assert!(shown.contains(text), "{shown} should contain {text:?}");
 }
 
-fn named(r: &mut imgfarm_common::graph::BuildRequest<'_>) {
+fn named(r: &mut imgfarm_common::dockerfile::frontend::BuildRequest<'_>) {
     r.file_name = "build/Dockerfile.dev".into();
 }
 

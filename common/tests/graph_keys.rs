@@ -276,7 +276,7 @@ fn real_context_file_change_changes_exactly_the_downstream_vertices() {
         let ctx = BuildContext::open(dir, IgnoreMatcher::empty()).unwrap();
         let mut req = request(&pr, &unused);
         req.context = &ctx;
-        imgfarm_common::graph::build_graph(&req).unwrap()
+        imgfarm_common::dockerfile::frontend::build_graph(&req).unwrap()
     };
     let before = run(dir.path());
     std::fs::write(dir.path().join("b.txt"), "B changed").unwrap();

@@ -3,7 +3,7 @@
 
 mod graph_support;
 use graph_support::*;
-use imgfarm_common::graph::build_graph;
+use imgfarm_common::dockerfile::frontend::build_graph;
 use proptest::prelude::*;
 
 const LINES: &[&str] = &[

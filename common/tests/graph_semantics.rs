@@ -3,11 +3,12 @@
 
 mod graph_support;
 use graph_support::*;
-use imgfarm_common::dockerfile::instructions::mount::MountType;
-use imgfarm_common::dockerfile::instructions::run::{Network, Security};
+use imgfarm_common::dockerfile::frontend::ResolvedImage;
 use imgfarm_common::graph::image_config::ImageConfig;
-use imgfarm_common::graph::op::{CopyAction, ExecOp, FileAction, Op};
-use imgfarm_common::graph::{BuildGraph, ResolvedImage};
+use imgfarm_common::graph::op::{
+    CopyAction, ExecOp, FileAction, MountKind, NetworkMode, Op, SecurityMode,
+};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 
@@ -247,10 +248,10 @@ fn run_mounts_network_and_security() {
         Op::Exec(e) => e,
         _ => unreachable!(),
     };
-    assert_eq!(e.network, Network::None);
-    assert_eq!(e.security, Security::Insecure);
+    assert_eq!(e.network, NetworkMode::None);
+    assert_eq!(e.security, SecurityMode::Insecure);
     assert_eq!(e.mounts.len(), 5);
-    assert_eq!(e.mounts[0].spec.kind, MountType::Cache);
+    assert_eq!(e.mounts[0].spec.kind, MountKind::Cache);
     assert_eq!(e.mounts[0].spec.target, "/root/.cache");
     let deps = find(&g, "RUN echo deps").key.clone();
     assert_eq!(v.inputs[e.mounts[1].input.unwrap()], deps);

@@ -8,16 +8,18 @@
 //! the other rootless tests do), so they are really rootless.
 
 use imgfarm_common::context::BuildContext;
+use imgfarm_common::dockerfile::frontend::{
+    build_graph, BuildRequest, ContextSelector, ResolvedImage,
+};
 use imgfarm_common::dockerfile::parser::parse_named;
 use imgfarm_common::farm::{decode, encode, ContextBlob, VertexJob};
 use imgfarm_common::graph::op::Op;
-use imgfarm_common::graph::{
-    build_graph, BuildGraph, BuildRequest, ContextSelector, ResolvedImage,
-};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::identity::{
     init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions, Role, TlsDir,
 };
 use imgfarm_common::oci::image::ImageConfig;
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::layer::{create, CreateOptions};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -28,7 +30,6 @@ use imgfarm_testkit::{or_skip, BaseImages, FarmUser, UserTempDir};
 use imgfarm_worker::farm::{fetch::result_blobs, run, FarmWorkerError, WorkerEvent, WorkerOptions};
 use imgfarm_worker::solve::export::export_image;
 use imgfarm_worker::solve::image::stage_config;
-use imgfarm_worker::solve::layers::open_layer;
 use imgfarm_worker::solve::result::{LayerRef, ResultCache, VertexResult};
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -77,7 +77,7 @@ fn import_layout(
         None => refs.first(),
     }
     .ok_or_else(|| anyhow::anyhow!("{} has no ref {layout_ref:?}", dir.display()))?;
-    let name = imgfarm_common::graph::reference::normalize_reference(name)
+    let name = imgfarm_common::image_name::normalize_reference(name)
         .map_err(|e| anyhow::anyhow!("invalid name {name:?}: {e}"))?;
     store.set_ref(&name, &to_ref_descriptor(&chosen.descriptor)?)?;
     println!("{name} {}", chosen.descriptor.digest());
@@ -105,8 +105,8 @@ fn parse_file(file: &Path) -> anyhow::Result<ExitCode> {
 /// `imgfarm debug graph [build flags] CONTEXT`: the build graph as JSON.
 fn graph(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     use imgfarm_common::context::BuildContext;
+    use imgfarm_common::dockerfile::frontend::{build_graph, BuildRequest};
     use imgfarm_common::dockerfile::ignore::{find_ignore_file, IgnoreMatcher};
-    use imgfarm_common::graph::{build_graph, BuildRequest};
     use imgfarm_common::platform::Platform;
 
     let dockerfile = a

@@ -21,7 +21,7 @@ fn platforms(store: &ContentStore, d: &RefDescriptor) -> Vec<String> {
             .filter_map(|m| m.platform().as_ref())
             .map(|p| imgfarm_common::oci::image::from_oci_platform(p).to_string())
             .collect(),
-        Ok(Document::Manifest(_)) => imgfarm_worker::solve::image::read_manifest(store, &d.digest)
+        Ok(Document::Manifest(_)) => imgfarm_common::oci::image::read_manifest(store, &d.digest)
             .map(|(c, _)| {
                 vec![
                     Platform::new(&c.os, &c.architecture, c.variant.as_deref().unwrap_or(""))

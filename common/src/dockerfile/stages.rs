@@ -11,10 +11,10 @@
 //!   kept (pruning).
 
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
+use crate::dockerfile::expand::{Expander, Vars};
 use crate::dockerfile::instructions::mount::parse_mount;
 use crate::dockerfile::instructions::{Dockerfile, Instruction, InstructionKind, Stage};
-use crate::graph::expand::{Expander, Vars};
-use crate::graph::reference::normalize_reference;
+use crate::image_name::normalize_reference;
 use crate::platform::Platform;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

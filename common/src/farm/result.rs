@@ -3,36 +3,11 @@
 //! that holds (or fetches) those blobs, which is what makes cross-worker
 //! cache reuse and failover safe (DESIGN.md "Cache keys").
 
-use crate::oci::layer::LayerInfo;
+pub use crate::oci::layer::LayerRef;
 use crate::oci::store::RefDescriptor;
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// A layer as the solver tracks it: the blob in the content store and its
-/// uncompressed `diff_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRef {
-    /// Blob digest (manifest layer descriptor).
-    pub digest: Digest,
-    /// Uncompressed digest (config `rootfs.diff_ids`).
-    pub diff_id: Digest,
-    /// Blob size.
-    pub size: u64,
-    /// Blob media type.
-    pub media_type: String,
-}
-
-impl From<LayerInfo> for LayerRef {
-    fn from(l: LayerInfo) -> Self {
-        Self {
-            digest: l.digest,
-            diff_id: l.diff_id,
-            size: l.size,
-            media_type: l.media_type,
-        }
-    }
-}
 
 /// The result of one vertex.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,6 @@
 //! it (docker image spec v1.2 `config` object plus `author` and `history`).
 //! Config-only instructions (ENV, LABEL, USER, ...) change only this.
 
-use crate::dockerfile::instructions::config::Healthcheck;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,4 +104,27 @@ impl ImageConfig {
             empty_layer: !with_layer,
         });
     }
+}
+
+/// The image config `Healthcheck` object (durations in nanoseconds, as Docker stores them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", line]`.
+    #[serde(rename = "Test")]
+    pub test: Vec<String>,
+    /// `--interval`, ns (0 = inherit).
+    #[serde(rename = "Interval", default)]
+    pub interval: i64,
+    /// `--timeout`, ns.
+    #[serde(rename = "Timeout", default)]
+    pub timeout: i64,
+    /// `--start-period`, ns.
+    #[serde(rename = "StartPeriod", default)]
+    pub start_period: i64,
+    /// `--start-interval`, ns.
+    #[serde(rename = "StartInterval", default)]
+    pub start_interval: i64,
+    /// `--retries`.
+    #[serde(rename = "Retries", default)]
+    pub retries: i64,
 }

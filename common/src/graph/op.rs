@@ -3,8 +3,6 @@
 //! vertex's `inputs`).
 
 use super::image_config::ImageConfig;
-use crate::dockerfile::instructions::mount::MountSpec;
-use crate::dockerfile::instructions::run::{Network, Security};
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -122,17 +120,17 @@ pub struct ExecOp {
     pub user: String,
     /// Extra mounts.
     pub mounts: Vec<ExecMount>,
-    /// `--network`.
-    pub network: Network,
-    /// `--security`.
-    pub security: Security,
+    /// The network namespace (`RUN --network`).
+    pub network: NetworkMode,
+    /// The confinement (`RUN --security`).
+    pub security: SecurityMode,
 }
 
 /// One RUN mount with its source resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecMount {
-    /// The mount options, variables expanded, `from` cleared (see `input`).
-    pub spec: MountSpec,
+    /// The mount options, variables expanded (its source is `input`).
+    pub spec: Mount,
     /// Input index of the source (bind: context or stage; cache: `from` seed; inline script).
     pub input: Option<usize>,
 }
@@ -215,4 +213,89 @@ pub struct ExportOp {
     pub config: ImageConfig,
     /// Index in `inputs` of the base image vertex, if the chain starts with one.
     pub base_image: Option<usize>,
+}
+
+/// A RUN mount as the IR carries it. Serialised (and so hashed into vertex
+/// keys) exactly as the Dockerfile `--mount` options it comes from; the
+/// frontend converts the parser's `MountSpec` into it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mount {
+    /// The mount kind.
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Mount point in the container (a secret's defaults to `/run/secrets/<id>`).
+    pub target: String,
+    /// Path inside the source input (bind, cache).
+    pub source: String,
+    /// Always empty: the source is the exec's input named by
+    /// [`ExecMount::input`]. Kept so the encoding, and the keys, stay as
+    /// they were.
+    pub from: String,
+    /// Read-only mount.
+    pub readonly: bool,
+    /// Cache or secret id.
+    pub id: String,
+    /// How concurrent users share a cache.
+    pub sharing: Option<SharingMode>,
+    /// A secret that must exist.
+    pub required: bool,
+    /// File mode.
+    pub mode: Option<u32>,
+    /// Owner uid.
+    pub uid: Option<u32>,
+    /// Owner gid.
+    pub gid: Option<u32>,
+    /// tmpfs size limit in bytes.
+    pub size: Option<u64>,
+}
+
+/// What a [`Mount`] mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A read-only (or writable, discarded) view of an input.
+    Bind,
+    /// A persistent per-worker cache directory.
+    Cache,
+    /// An empty in-memory filesystem.
+    Tmpfs,
+    /// A secret file provided by the client.
+    Secret,
+}
+
+/// How concurrent builds share a cache mount (BuildKit `sharing=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharingMode {
+    /// Concurrent builds use the same directory.
+    #[default]
+    Shared,
+    /// Each concurrent user gets its own copy.
+    Private,
+    /// Concurrent users wait for each other.
+    Locked,
+}
+
+/// The network namespace of an exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The build's default (host networking for rootless builds, as BuildKit).
+    #[default]
+    Default,
+    /// A fresh network namespace with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// The confinement of an exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    /// Default capabilities and confinement.
+    #[default]
+    Sandbox,
+    /// All capabilities (needs the `security.insecure` entitlement).
+    Insecure,
 }

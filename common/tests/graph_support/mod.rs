@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use imgfarm_common::dockerfile::ast::ParseResult;
-use imgfarm_common::graph::{build_graph, BuildGraph, BuildRequest, ContextSelector};
+use imgfarm_common::dockerfile::frontend::{build_graph, BuildRequest, ContextSelector};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;

@@ -4,9 +4,9 @@
 //! ([`ContextBlob::id`]), into `<state>/contexts/<hex>/` and opens it as a
 //! [`BuildContext`] for COPY sources and RUN bind mounts.
 
-use crate::solve::layers::open_layer;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::farm::ContextBlob;
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::layer::{apply_all, ApplyOptions, DevicePolicy, LayerError};
 use imgfarm_common::oci::store::ContentStore;
 use std::path::{Path, PathBuf};

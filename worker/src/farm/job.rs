@@ -12,9 +12,9 @@ use crate::link::LinkHandle;
 use crate::solve::exec::CancelToken;
 use crate::solve::result::VertexResult;
 use crate::solve::LocalWorker;
-use imgfarm_common::dockerfile::instructions::mount::MountType;
 use imgfarm_common::farm::VertexJob;
 use imgfarm_common::graph::key::vertex_key;
+use imgfarm_common::graph::op::MountKind;
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::reuse;
 use imgfarm_common::graph::BuildGraph;
@@ -102,7 +102,7 @@ pub fn check(
             if let Some(m) = e
                 .mounts
                 .iter()
-                .find(|m| m.spec.kind == MountType::Secret && m.spec.required)
+                .find(|m| m.spec.kind == MountKind::Secret && m.spec.required)
             {
                 let id = if m.spec.id.is_empty() {
                     &m.spec.target

@@ -8,11 +8,12 @@ use super::platforms::{emulated, native, offers};
 use super::WorkerEvent;
 use crate::emulation::{EmulationError, EmulationMode};
 use crate::solve::result::{LayerRef, ResultCache, VertexResult};
+use imgfarm_common::dockerfile::frontend::{
+    build_graph, BuildRequest, ContextSelector, ResolvedImage,
+};
 use imgfarm_common::dockerfile::parser::parse_named;
 use imgfarm_common::farm::{encode, ContextBlob, VertexJob};
-use imgfarm_common::graph::{
-    build_graph, BuildGraph, BuildRequest, ContextSelector, ResolvedImage,
-};
+use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;

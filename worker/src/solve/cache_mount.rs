@@ -15,7 +15,7 @@
 //! caller runs as root of the build namespace (crate::userns), where
 //! container ids are its own.
 
-use imgfarm_common::dockerfile::instructions::mount::CacheSharing;
+use imgfarm_common::graph::op::SharingMode;
 use imgfarm_common::oci::Digest;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
@@ -46,18 +46,13 @@ pub struct NewDir {
 }
 
 /// Take the cache directory for `id` under `root` with `sharing`.
-pub fn acquire(
-    root: &Path,
-    id: &str,
-    sharing: CacheSharing,
-    new: NewDir,
-) -> io::Result<CacheLease> {
+pub fn acquire(root: &Path, id: &str, sharing: SharingMode, new: NewDir) -> io::Result<CacheLease> {
     std::fs::create_dir_all(root)?;
     let base = Digest::sha256_of(id.as_bytes()).hex().to_string();
     match sharing {
-        CacheSharing::Shared => take(root, &base, new, FlockArg::LockShared),
-        CacheSharing::Locked => take(root, &base, new, FlockArg::LockExclusive),
-        CacheSharing::Private => {
+        SharingMode::Shared => take(root, &base, new, FlockArg::LockShared),
+        SharingMode::Locked => take(root, &base, new, FlockArg::LockExclusive),
+        SharingMode::Private => {
             for n in 0..MAX_PRIVATE_COPIES {
                 let name = if n == 0 {
                     base.clone()
@@ -134,11 +129,11 @@ mod tests {
             uid: Some(100),
             gid: Some(101),
         };
-        let a = acquire(t.path(), "apt", CacheSharing::Locked, new).unwrap();
+        let a = acquire(t.path(), "apt", SharingMode::Locked, new).unwrap();
         let m = std::fs::metadata(&a.dir).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (100, 101, 0o700));
         drop(a);
-        let b = acquire(t.path(), "apt", CacheSharing::Locked, NewDir::default()).unwrap();
+        let b = acquire(t.path(), "apt", SharingMode::Locked, NewDir::default()).unwrap();
         let m = std::fs::metadata(&b.dir).unwrap();
         assert_eq!((m.uid(), m.mode() & 0o7777), (100, 0o700));
     }
@@ -146,8 +141,8 @@ mod tests {
     #[test]
     fn shared_steps_get_the_same_directory_at_once() {
         let t = tempfile::tempdir().unwrap();
-        let a = acquire(t.path(), "go", CacheSharing::Shared, NewDir::default()).unwrap();
-        let b = acquire(t.path(), "go", CacheSharing::Shared, NewDir::default()).unwrap();
+        let a = acquire(t.path(), "go", SharingMode::Shared, NewDir::default()).unwrap();
+        let b = acquire(t.path(), "go", SharingMode::Shared, NewDir::default()).unwrap();
         assert_eq!(a.dir, b.dir);
         let mode = std::fs::metadata(&a.dir).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755);
@@ -156,13 +151,13 @@ mod tests {
     #[test]
     fn private_steps_get_their_own_directory_while_one_is_busy() {
         let t = tempfile::tempdir().unwrap();
-        let a = acquire(t.path(), "apt", CacheSharing::Private, mode(0o700)).unwrap();
-        let b = acquire(t.path(), "apt", CacheSharing::Private, NewDir::default()).unwrap();
+        let a = acquire(t.path(), "apt", SharingMode::Private, mode(0o700)).unwrap();
+        let b = acquire(t.path(), "apt", SharingMode::Private, NewDir::default()).unwrap();
         assert_ne!(a.dir, b.dir);
         let mode = std::fs::metadata(&a.dir).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o700);
         drop(a);
-        let c = acquire(t.path(), "apt", CacheSharing::Private, NewDir::default()).unwrap();
+        let c = acquire(t.path(), "apt", SharingMode::Private, NewDir::default()).unwrap();
         assert!(!c.dir.to_string_lossy().contains("private"), "{:?}", c.dir);
     }
 
@@ -170,11 +165,11 @@ mod tests {
     fn locked_steps_wait_for_each_other() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_path_buf();
-        let first = acquire(&root, "x", CacheSharing::Locked, NewDir::default()).unwrap();
+        let first = acquire(&root, "x", SharingMode::Locked, NewDir::default()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let r2 = root.clone();
         let h = std::thread::spawn(move || {
-            let lease = acquire(&r2, "x", CacheSharing::Locked, NewDir::default()).unwrap();
+            let lease = acquire(&r2, "x", SharingMode::Locked, NewDir::default()).unwrap();
             tx.send(lease.dir.clone()).unwrap();
         });
         // The second step is still waiting while the first holds the lock.

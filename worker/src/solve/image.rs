@@ -2,16 +2,12 @@
 //! resolve `FROM name` for a platform to its manifest and config, and turn
 //! a manifest into the layer chain a vertex result holds.
 
-use super::result::LayerRef;
 use super::SolveError;
+use imgfarm_common::dockerfile::frontend::ResolvedImage;
 use imgfarm_common::graph::image_config::{HistoryEntry, ImageConfig as StageConfig};
-use imgfarm_common::graph::ResolvedImage;
-use imgfarm_common::oci::image::{
-    descriptor_digest, Document, ImageConfig, PlatformRequest, MAX_DOCUMENT_SIZE,
-};
+use imgfarm_common::oci::image::{descriptor_digest, read_manifest, ImageConfig, PlatformRequest};
 use imgfarm_common::oci::layout::{from_ref_descriptor, resolve_manifest};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
-use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 
 /// Names a normalised reference may be stored under: as given, then the
@@ -57,45 +53,6 @@ pub fn resolve_local(
         digest,
         config: stage_config(&config),
     }))
-}
-
-/// A manifest's config and layers.
-pub fn read_manifest(
-    store: &ContentStore,
-    manifest: &Digest,
-) -> Result<(ImageConfig, (Digest, Vec<LayerRef>)), SolveError> {
-    let err = |e: String| SolveError::BaseImage(format!("manifest {manifest}: {e}"));
-    let bytes = store
-        .read_bytes(manifest, MAX_DOCUMENT_SIZE)
-        .map_err(|e| err(e.to_string()))?;
-    let Document::Manifest(m) = Document::parse(&bytes, None).map_err(|e| err(e.to_string()))?
-    else {
-        return Err(err("is an index, not a manifest".into()));
-    };
-    let cdigest = descriptor_digest(m.config()).map_err(|e| err(e.to_string()))?;
-    let config = ImageConfig::from_json(
-        &store
-            .read_bytes(&cdigest, MAX_DOCUMENT_SIZE)
-            .map_err(|e| err(e.to_string()))?,
-    )
-    .map_err(|e| err(e.to_string()))?;
-    if config.rootfs.diff_ids.len() != m.layers().len() {
-        return Err(err(format!(
-            "{} layers but {} diff_ids in its config",
-            m.layers().len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
-    let mut layers = Vec::new();
-    for (l, diff_id) in m.layers().iter().zip(&config.rootfs.diff_ids) {
-        layers.push(LayerRef {
-            digest: descriptor_digest(l).map_err(|e| err(e.to_string()))?,
-            diff_id: diff_id.clone(),
-            size: l.size(),
-            media_type: l.media_type().to_string(),
-        });
-    }
-    Ok((config, (cdigest, layers)))
 }
 
 /// The parts of an image config a Dockerfile stage starts from.

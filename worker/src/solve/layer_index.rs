@@ -10,9 +10,9 @@
 //! Whiteouts per the image spec ("Whiteouts"): `.wh.<name>` deletes a lower
 //! path, `.wh..wh..opq` empties a lower directory.
 
-use super::layers::open_layer;
 use super::result::LayerRef;
 use super::SolveError;
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::path::strip_empty_and_dot;

@@ -1,6 +1,6 @@
-//! Reading layer blobs from the content store (gzip, zstd or plain tar,
-//! detected by magic bytes as the image spec allows) and writing new layer
-//! tars straight into the store, hashing the `diff_id` on the way.
+//! Writing new layer tars straight into the content store, hashing the
+//! `diff_id` on the way (reading them back is
+//! [`imgfarm_common::oci::layer::open_layer`]).
 
 use super::result::LayerRef;
 use super::SolveError;
@@ -10,15 +10,6 @@ use imgfarm_common::oci::store::{BlobWriter, ContentStore};
 use imgfarm_common::oci::Digest;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
-
-/// A decompressing reader over a layer blob.
-pub fn open_layer(store: &ContentStore, l: &LayerRef) -> Result<Box<dyn Read>, SolveError> {
-    let blob = store
-        .open_blob(&l.digest)
-        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))?;
-    imgfarm_common::oci::layer::decompress::sniffed(blob)
-        .map_err(|e| SolveError::Store(format!("layer {}: {e}", l.digest)))
-}
 
 /// Hashes what passes through.
 struct Hashing<W> {

@@ -35,12 +35,18 @@ pub enum SolveError {
     /// Content store trouble.
     #[error("content store: {0}")]
     Store(String),
+    /// A layer blob could not be opened.
+    #[error("content store: {0}")]
+    OpenLayer(#[from] imgfarm_common::oci::layer::OpenLayerError),
     /// Writing or reading a layer failed.
     #[error("layer: {0}")]
     Layer(String),
     /// A base image could not be used.
     #[error("base image: {0}")]
     BaseImage(String),
+    /// A stored manifest could not be read.
+    #[error("base image: {0}")]
+    Manifest(#[from] imgfarm_common::oci::image::ReadManifestError),
     /// A context read failed.
     #[error("{0}")]
     Context(String),
@@ -196,7 +202,8 @@ impl LocalWorker {
                         img.reference, img.reference
                     )));
                 };
-                let (_, (config, layers)) = image::read_manifest(&self.store, digest)?;
+                let (_, (config, layers)) =
+                    imgfarm_common::oci::image::read_manifest(&self.store, digest)?;
                 Ok(VertexResult {
                     chain: layers.clone(),
                     delta: layers,

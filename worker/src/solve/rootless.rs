@@ -14,8 +14,7 @@ use crate::executor::{self, ExecError, ExtraMount, Network};
 use crate::idmap::IdMapping;
 use crate::snapshotter::chain::chain_ids;
 use crate::snapshotter::{copy_tree, Mode, Snapshotter};
-use imgfarm_common::dockerfile::instructions::mount::MountType;
-use imgfarm_common::dockerfile::instructions::run::Network as RunNetwork;
+use imgfarm_common::graph::op::{MountKind, NetworkMode};
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -91,11 +90,11 @@ impl RootlessExecutor {
         for m in &req.op.mounts {
             let s = &m.spec;
             match s.kind {
-                MountType::Tmpfs => out.push(ExtraMount::Tmpfs {
+                MountKind::Tmpfs => out.push(ExtraMount::Tmpfs {
                     target: s.target.clone(),
                     size: s.size,
                 }),
-                MountType::Cache => {
+                MountKind::Cache => {
                     let id = if s.id.is_empty() { &s.target } else { &s.id };
                     let lease = cache_mount::acquire(
                         &self.state.join("cache").join("mounts"),
@@ -114,7 +113,7 @@ impl RootlessExecutor {
                     });
                     cache_leases.push(lease);
                 }
-                MountType::Secret => {
+                MountKind::Secret => {
                     let id = if s.id.is_empty() {
                         s.target.rsplit('/').next().unwrap_or("").to_string()
                     } else {
@@ -141,7 +140,7 @@ impl RootlessExecutor {
                         None => {}
                     }
                 }
-                MountType::Bind => {
+                MountKind::Bind => {
                     // From the build context (a context input); stages need a merged
                     // view, which the solver does not build yet.
                     let Some(dir) = req.context_dir else {
@@ -337,7 +336,7 @@ impl Executor for RootlessExecutor {
         };
         er.user = req.op.user.clone();
         er.network = match req.op.network {
-            RunNetwork::None => Network::None,
+            NetworkMode::None => Network::None,
             _ => Network::Host,
         };
         er.platform = req.platform.clone();

@@ -14,10 +14,10 @@
 //! layer is applied with [`ApplyOptions::only`], which gives the full
 //! unpack restricted to the prefixes, their subtrees and their parents.
 
-use super::layers::open_layer;
 use super::result::LayerRef;
 use super::view::ChainView;
 use super::SolveError;
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::layer::{apply, ApplyOptions, DevicePolicy, LayerError};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::path::{strict_components, strip_empty_and_dot};
@@ -210,7 +210,7 @@ fn unpack(
                 continue;
             }
         }
-        let r = open_layer(store, l).map_err(Unpack::Failed)?;
+        let r = open_layer(store, l).map_err(|e| Unpack::Failed(e.into()))?;
         match apply(r, dest, &opts) {
             Ok(_) => {}
             Err(e @ LayerError::OutsideFilter { .. }) => return Err(Unpack::OutsideFilter(e)),

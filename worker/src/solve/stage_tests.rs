@@ -4,12 +4,13 @@
 //! the filter (whole unpack), and a source whose parent a whiteout deleted.
 
 use super::copy::{copy_layer, SourceFs};
-use super::layers::{open_layer, LayerWriter};
+use super::layers::LayerWriter;
 use super::result::LayerRef;
 use super::stage::{unpack_for_sources, unpack_prefixes};
 use super::view::ChainView;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::graph::op::{CopyAction, CopySource};
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::store::ContentStore;
 use std::collections::BTreeMap;
 use std::io::Read;

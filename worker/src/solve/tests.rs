@@ -3,12 +3,13 @@
 //! rules and WORKDIR.
 
 use super::copy::{copy_layer, mkdir_layer, SourceFs};
-use super::layers::{open_layer, LayerWriter};
+use super::layers::LayerWriter;
 use super::result::LayerRef;
 use super::view::ChainView;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
 use imgfarm_common::graph::op::{CopyAction, CopySource};
+use imgfarm_common::oci::layer::open_layer;
 use imgfarm_common::oci::store::ContentStore;
 use std::collections::BTreeMap;
 

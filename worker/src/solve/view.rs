@@ -6,7 +6,6 @@
 pub(super) use super::layer_index::layer_touches;
 pub use super::layer_index::ViewEntry;
 use super::layer_index::{layer_index, IndexOp, LayerIndex, MAX_ENTRIES};
-use super::layers::open_layer;
 use super::result::LayerRef;
 use super::SolveError;
 use imgfarm_common::oci::store::ContentStore;
@@ -174,42 +173,4 @@ impl ChainView {
         };
         Ok((uid, gid))
     }
-}
-
-/// Write the merged filesystem of `chain` as one plain tar to `out`: every
-/// path once, as the topmost layer has it (whiteouts applied, never written).
-pub fn write_flat_tar(
-    store: &ContentStore,
-    chain: &[LayerRef],
-    out: impl std::io::Write,
-) -> Result<(), SolveError> {
-    let view = ChainView::load(store, chain)?;
-    let mut w = tar::Builder::new(out);
-    let bad = |e: std::io::Error| SolveError::Layer(format!("writing tar: {e}"));
-    for (i, l) in chain.iter().enumerate() {
-        let mut ar = tar::Archive::new(open_layer(store, l)?);
-        for e in ar.entries().map_err(bad)? {
-            let mut e = e.map_err(bad)?;
-            let path = strip_empty_and_dot(&String::from_utf8_lossy(&e.path_bytes()));
-            if view.entries.get(&path).is_none_or(|v| v.layer != i) {
-                continue;
-            }
-            let mut h = e.header().clone();
-            let link = e
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let name = if h.entry_type() == tar::EntryType::Directory {
-                format!("{path}/")
-            } else {
-                path.clone()
-            };
-            match (h.entry_type(), link) {
-                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
-                    w.append_link(&mut h, &name, t).map_err(bad)?
-                }
-                _ => w.append_data(&mut h, &name, &mut e).map_err(bad)?,
-            }
-        }
-    }
-    w.finish().map_err(bad)
 }

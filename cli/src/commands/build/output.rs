@@ -13,14 +13,15 @@
 use super::BuildArgs;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
-use imgfarm_common::graph::reference::normalize_reference;
+use imgfarm_common::image_name::normalize_reference;
+use imgfarm_common::oci::image::read_manifest;
 use imgfarm_common::oci::image::{index_to_json, new_index, to_oci_platform, Descriptor};
+use imgfarm_common::oci::layer::{open_layer, write_flat_tar};
 use imgfarm_common::oci::layout::{export_dir, export_tar, from_ref_descriptor, LayoutRef};
 use imgfarm_common::oci::media_types;
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};
 use imgfarm_common::platform::Platform;
-use imgfarm_worker::solve::image::read_manifest;
-use imgfarm_worker::solve::layers::open_layer;
+use imgfarm_worker::solve::view::ChainView;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -298,8 +299,17 @@ pub fn export_with(
                 }
                 for (_, m) in manifests {
                     let (_, (_, layers)) = read_manifest(store, &m.digest)?;
-                    imgfarm_worker::solve::view::write_flat_tar(store, &layers, &mut out)
+                    // The solver's view of the chain (from its persisted layer
+                    // indexes) says which layer shows each path.
+                    let view = ChainView::load(store, &layers)
                         .with_context(|| format!("writing {}", dest.display()))?;
+                    write_flat_tar(
+                        store,
+                        &layers,
+                        |p| view.entries.get(p).map(|e| e.layer),
+                        &mut out,
+                    )
+                    .with_context(|| format!("writing {}", dest.display()))?;
                 }
                 progress.note(&format!("sending tarball {}", dest.display()));
             }

@@ -5,30 +5,7 @@ use super::flags::{FlagKind, Flags};
 use super::run::CommandLine;
 use crate::dockerfile::ast::Node;
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
-use serde::{Deserialize, Serialize};
-
-/// The image config `Healthcheck` object (durations in nanoseconds, as Docker stores them).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Healthcheck {
-    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", line]`.
-    #[serde(rename = "Test")]
-    pub test: Vec<String>,
-    /// `--interval`, ns (0 = inherit).
-    #[serde(rename = "Interval", default)]
-    pub interval: i64,
-    /// `--timeout`, ns.
-    #[serde(rename = "Timeout", default)]
-    pub timeout: i64,
-    /// `--start-period`, ns.
-    #[serde(rename = "StartPeriod", default)]
-    pub start_period: i64,
-    /// `--start-interval`, ns.
-    #[serde(rename = "StartInterval", default)]
-    pub start_interval: i64,
-    /// `--retries`.
-    #[serde(rename = "Retries", default)]
-    pub retries: i64,
-}
+use crate::graph::image_config::Healthcheck;
 
 pub(super) fn parse_healthcheck(node: &Node) -> Result<Healthcheck, DockerfileError> {
     let flags = Flags::parse(

@@ -17,7 +17,7 @@ pub mod run;
 
 use crate::dockerfile::ast::{Node, ParseResult};
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
-use config::Healthcheck;
+use crate::graph::image_config::Healthcheck;
 use copy::CopyInstr;
 use flags::{FlagKind, Flags};
 use run::{CommandLine, RunInstr};

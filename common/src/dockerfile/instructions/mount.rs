@@ -8,11 +8,8 @@
 //! `/run/secrets/<id>`). A value holding `$` is expanded with the stage's
 //! environment when the instruction is dispatched; `from=` never expands.
 
-use serde::{Deserialize, Serialize};
-
 /// The mount kinds imgfarm runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MountType {
     /// A read-only (or `rw`, discarded) view of the context or a stage.
     Bind,
@@ -25,8 +22,7 @@ pub enum MountType {
 }
 
 /// Cache sharing mode (BuildKit `sharing=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CacheSharing {
     /// Concurrent builds use the same directory.
     #[default]
@@ -38,10 +34,9 @@ pub enum CacheSharing {
 }
 
 /// One parsed `--mount`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MountSpec {
     /// The mount type.
-    #[serde(rename = "type")]
     pub kind: MountType,
     /// Mount point in the container; for secrets defaults to `/run/secrets/<id>`.
     pub target: String,

@@ -6,7 +6,6 @@ use super::flags::{FlagKind, Flags};
 use super::mount::{parse_mount, MountSpec};
 use crate::dockerfile::ast::{Heredoc, Node};
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
-use serde::{Deserialize, Serialize};
 
 /// A command line as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +41,7 @@ impl CommandLine {
 }
 
 /// `RUN --network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Network {
     /// The build's default (host networking for rootless builds, as BuildKit).
     #[default]
@@ -55,8 +53,7 @@ pub enum Network {
 }
 
 /// `RUN --security`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Security {
     /// Default capabilities and confinement.
     #[default]

@@ -8,6 +8,7 @@
 //! - [`select`]: pick the manifest for a platform from an index, per
 //!   containerd's `platforms.Only` rules.
 //! - [`json`]: canonical JSON as Go's `encoding/json` writes it.
+//! - [`read`]: a stored manifest's config and layer chain ([`read_manifest`]).
 //!
 //! Manifest, index, descriptor and platform are the `oci_spec` types,
 //! re-exported here so callers need not depend on `oci-spec` themselves.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod document;
 pub mod json;
+pub mod read;
 pub mod select;
 
 pub use config::{History, ImageConfig, RootFs, RuntimeConfig, MAX_DOCUMENT_SIZE};
@@ -23,6 +25,7 @@ pub use document::{
     new_index, new_manifest, to_oci_digest, to_oci_platform, Document,
 };
 pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+pub use read::{read_manifest, ReadManifestError};
 pub use select::{select_manifests, PlatformRequest};
 
 /// Errors reading, building or selecting image documents.

@@ -6,8 +6,10 @@
 //!   and the uncompressed `diff_id`.
 //! - [`apply`]: tar (gzip/zstd/plain, auto-detected) → a root directory,
 //!   with whiteouts, and never writing outside the root.
+//! - [`chain`]: a stored layer opened decompressed, a chain written as one tar.
 
 pub mod apply;
+pub mod chain;
 mod compress;
 pub mod create;
 pub mod decompress;
@@ -20,6 +22,7 @@ pub mod whiteout;
 mod xattrs;
 
 pub use apply::{apply, apply_all, ApplyOptions, ApplyReport, DevicePolicy};
+pub use chain::{open_layer, write_flat_tar, FlatTarError, OpenLayerError};
 pub use create::{create, create_to_writer, CreateOptions, SourceKind};
 pub use idmap::{IdMap, IdRange};
 
@@ -72,6 +75,32 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
     /// The layer's OCI media type.
     pub media_type: String,
+}
+
+/// A layer of a chain as manifests name it: the blob in the content store
+/// and its uncompressed `diff_id` (image spec "Image Manifest" `layers` and
+/// "Image Configuration" `rootfs.diff_ids`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// Blob digest (manifest layer descriptor).
+    pub digest: Digest,
+    /// Uncompressed digest (config `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Blob size.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+}
+
+impl From<LayerInfo> for LayerRef {
+    fn from(l: LayerInfo) -> Self {
+        Self {
+            digest: l.digest,
+            diff_id: l.diff_id,
+            size: l.size,
+            media_type: l.media_type,
+        }
+    }
 }
 
 /// What went wrong creating or applying a layer.

@@ -6,11 +6,11 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
+use imgfarm_common::oci::image::read_manifest;
 use imgfarm_common::oci::image::{descriptor_digest, Document, MAX_DOCUMENT_SIZE};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_worker::link::{LinkHandle, PutOutcome};
-use imgfarm_worker::solve::image::read_manifest;
 
 /// Transfers in flight at once (one QUIC stream each).
 const PARALLEL: usize = 4;
