@@ -7,7 +7,7 @@
 mod graph_support;
 use graph_support::*;
 use imgfarm_common::dockerfile::frontend::ResolvedImage;
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
@@ -89,7 +89,7 @@ fn all_keys(g: &BuildGraph) -> String {
 }
 
 fn golang(images: &mut BTreeMap<(String, Platform), ResolvedImage>, p: Platform) {
-    let mut config = ImageConfig::default();
+    let mut config = StageConfig::default();
     config.set_env("PATH", "/usr/local/go/bin:/usr/bin:/bin");
     config.working_dir = "/go".into();
     config.user = "gopher".into();

@@ -4,7 +4,7 @@
 mod graph_support;
 use graph_support::*;
 use imgfarm_common::dockerfile::frontend::ResolvedImage;
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::op::{
     CopyAction, ExecOp, FileAction, MountKind, NetworkMode, Op, SecurityMode,
 };
@@ -348,7 +348,7 @@ fn resolved_base_images_contribute_their_config() {
             Platform::linux_amd64()
         )]
     );
-    let mut config = ImageConfig::default();
+    let mut config = StageConfig::default();
     config.set_env("PATH", "/usr/local/go/bin:/usr/bin:/bin");
     config.set_env("GOPATH", "/go");
     config.working_dir = "/go".into();
@@ -394,9 +394,9 @@ fn step_numbers_and_names_follow_buildkit() {
 
 #[test]
 fn base_image_onbuild_triggers_run_first() {
-    let mut config = ImageConfig {
+    let mut config = StageConfig {
         onbuild: vec!["RUN echo from-image".into(), "COPY app.txt /app/".into()],
-        ..ImageConfig::default()
+        ..StageConfig::default()
     };
     let ctx = FakeContext::with(&[("app.txt", "x")]);
     let g = build("FROM example/onbuild:1\nRUN echo mine\n", &ctx, |r| {

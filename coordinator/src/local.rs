@@ -269,7 +269,9 @@ fn spawn_vertex<R: VertexRunner>(runner: Arc<R>, order: RunOrder, tx: Sender<Rep
                     bytes: b.to_vec(),
                 });
             };
-            let result = runner.run(&order.key, order.emulated, &mut log);
+            let result = runner
+                .run(&order.key, order.emulated, &mut log)
+                .map_err(|e| e.to_string());
             let _ = thread_tx.send(Report::Done {
                 key: order.key,
                 result,

@@ -96,7 +96,7 @@ pub enum VertexState {
 
 /// The outcome of one [`Scheduler::place`] round.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Placement {
+pub struct PlacementRound {
     /// Vertices now running, in graph order.
     pub decisions: Vec<Decision>,
     /// Ready vertices that no live worker can run; they stay waiting, so a
@@ -455,8 +455,8 @@ impl Scheduler {
 
     /// The next decisions, like [`Scheduler::decide`], except that a ready
     /// vertex without any candidate stays waiting and is reported in
-    /// [`Placement::unplaceable`] while the others are still placed.
-    pub fn place(&mut self) -> Placement {
+    /// [`PlacementRound::unplaceable`] while the others are still placed.
+    pub fn place(&mut self) -> PlacementRound {
         let plan = placement::plan(self);
         for d in &plan.decisions {
             self.start(d);

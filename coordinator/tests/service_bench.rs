@@ -9,7 +9,7 @@
 mod service_common;
 
 use imgfarm_common::farm::{FarmDefinition, FarmTarget, OutputSpec, VertexResult};
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::op::{ExecOp, ExportOp, ImageOp, Op};
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::oci::Digest;
@@ -71,7 +71,7 @@ fn chain(n: usize, tag: &str) -> TestBuild {
         Some(p.clone()),
         Op::Export(Box::new(ExportOp {
             stage: "final".into(),
-            config: ImageConfig::default(),
+            config: StageConfig::default(),
             base_image: Some(0),
         })),
         vec![img.key.clone(), last],

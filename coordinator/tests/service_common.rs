@@ -7,7 +7,7 @@
 use imgfarm_common::farm::{
     self, ContextBlob, FarmDefinition, FarmTarget, LayerRef, OutputSpec, VertexJob, VertexResult,
 };
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::op::{ContextOp, ExecOp, ExportOp, ImageOp, Op};
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::identity::{
@@ -354,7 +354,7 @@ pub fn test_build_with(platforms: &[&str], cmd: &str, extra: Option<Vertex>) -> 
             Some(plat.clone()),
             Op::Export(Box::new(ExportOp {
                 stage: "final".into(),
-                config: ImageConfig::default(),
+                config: StageConfig::default(),
                 base_image: Some(0),
             })),
             vec![img.key.clone(), run.key.clone()],

@@ -5,7 +5,7 @@
 use imgfarm_common::platform::Platform;
 use imgfarm_testkit::{or_skip, BaseImages, FarmUser, UserTempDir};
 use imgfarm_worker::emulation;
-use imgfarm_worker::executor::{ExecRequest, ExtraMount, Network};
+use imgfarm_worker::executor::{ExecRequest, ExtraMount, StepNetwork};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -336,7 +336,7 @@ fn network_none_has_only_loopback_and_host_network_is_shared() {
     };
     let script = "ls /sys/class/net | tr '\\n' ' '; echo; cat /sys/class/net/lo/operstate; grep -c : /proc/net/dev";
     let mut r = fx.request(script);
-    r.network = Network::None;
+    r.network = StepNetwork::None;
     let out = fx.run(&r);
     assert!(out.ok(), "{}", out.result);
     let lines: Vec<&str> = out.stdout.lines().collect();

@@ -343,7 +343,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     let graph = Arc::new(graph);
     let cache = ResultCache::open(&state)?;
     let secrets = parse_secrets(&a.secrets)?;
-    let executor: Option<Arc<dyn imgfarm_worker::solve::exec::Executor>> = Some(Arc::new(
+    let executor: Option<Arc<dyn imgfarm_worker::solve::exec::StepExecutor>> = Some(Arc::new(
         imgfarm_worker::solve::rootless::RootlessExecutor::new(&state, secrets.files.clone()),
     ));
     let cancel = CancelToken::new();

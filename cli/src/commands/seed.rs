@@ -6,7 +6,7 @@
 
 use super::GlobalArgs;
 use anyhow::{anyhow, bail, Context as _};
-use imgfarm_common::graph::image_config::ImageConfig as StageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::oci::image::{index_to_json, new_index, to_oci_platform};
 use imgfarm_common::oci::layout::from_ref_descriptor;
 use imgfarm_common::oci::media_types;

@@ -1,7 +1,7 @@
 //! The build graph: keyed vertices, inputs before users, deduplicated by
 //! key, and the export vertex of each requested platform.
 
-use super::image_config::ImageConfig;
+use super::image_config::StageConfig;
 use super::op::Op;
 use super::vertex::Vertex;
 use crate::oci::Digest;
@@ -19,7 +19,7 @@ pub struct PlatformTarget {
     /// Key of its export vertex.
     pub export: Digest,
     /// The final image config.
-    pub config: ImageConfig,
+    pub config: StageConfig,
     /// The target stage's name.
     pub stage: String,
 }

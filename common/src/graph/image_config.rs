@@ -15,7 +15,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// tagged enums) so the type also travels in non-self-describing formats
 /// such as bincode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
+pub struct StageConfig {
     /// `author` (MAINTAINER).
     #[serde(rename = "Author", default)]
     pub author: String,
@@ -48,7 +48,7 @@ pub struct ImageConfig {
     pub stop_signal: String,
     /// `Healthcheck`.
     #[serde(rename = "Healthcheck", default)]
-    pub healthcheck: Option<Healthcheck>,
+    pub healthcheck: Option<StageHealthcheck>,
     /// `OnBuild` trigger expressions.
     #[serde(rename = "OnBuild", default)]
     pub onbuild: Vec<String>,
@@ -74,7 +74,7 @@ pub struct HistoryEntry {
     pub empty_layer: bool,
 }
 
-impl ImageConfig {
+impl StageConfig {
     /// Set or replace `key` in `Env`, keeping its position (BuildKit `addEnv`).
     pub fn set_env(&mut self, key: &str, value: &str) {
         let entry = format!("{key}={value}");
@@ -108,7 +108,7 @@ impl ImageConfig {
 
 /// The image config `Healthcheck` object (durations in nanoseconds, as Docker stores them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Healthcheck {
+pub struct StageHealthcheck {
     /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", line]`.
     #[serde(rename = "Test")]
     pub test: Vec<String>,

@@ -2,7 +2,7 @@
 //! [`Op`] plus the results of its inputs (referred to by position in the
 //! vertex's `inputs`).
 
-use super::image_config::ImageConfig;
+use super::image_config::StageConfig;
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -210,7 +210,7 @@ pub struct ExportOp {
     /// Stage exported.
     pub stage: String,
     /// The config (build `--label`s applied).
-    pub config: ImageConfig,
+    pub config: StageConfig,
     /// Index in `inputs` of the base image vertex, if the chain starts with one.
     pub base_image: Option<usize>,
 }

@@ -1,6 +1,6 @@
 use super::*;
 use imgfarm_common::farm::FarmTarget;
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::op::{ContextOp, ExecOp, ExportOp, ImageOp, UrlOp};
 use imgfarm_common::platform::Platform;
 
@@ -41,7 +41,7 @@ fn export(p: &Platform, inputs: Vec<Digest>) -> Vertex {
         Some(p.clone()),
         Op::Export(Box::new(ExportOp {
             stage: "final".into(),
-            config: ImageConfig::default(),
+            config: StageConfig::default(),
             base_image: Some(0),
         })),
         inputs,

@@ -14,7 +14,7 @@ use super::{
     Action, AllBlobs, Engine, EngineOptions, Event, ExportOutcome, MemJournal, PeerId, RunOrder,
 };
 use imgfarm_common::farm::{FarmDefinition, FarmTarget, OutputSpec, VertexResult};
-use imgfarm_common::graph::image_config::ImageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::graph::op::{ExecOp, ExportOp, ImageOp, Op};
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::identity::Role;
@@ -670,7 +670,7 @@ pub mod graphs {
             Some(p.clone()),
             Op::Export(Box::new(ExportOp {
                 stage: "final".into(),
-                config: ImageConfig::default(),
+                config: StageConfig::default(),
                 base_image: Some(0),
             })),
             vec![img.clone(), top.clone()],

@@ -2,7 +2,7 @@
 //! ready vertex goes to which worker (issue 6 "Scheduler": native before
 //! emulated, then cache affinity, then load, then id).
 
-use super::{Decision, Placement, SchedError, Scheduler, Task, WorkerEntry, WorkerId};
+use super::{Decision, PlacementRound, SchedError, Scheduler, Task, WorkerEntry, WorkerId};
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;
 
@@ -71,8 +71,8 @@ fn describe_workers(workers: &[WorkerEntry]) -> String {
 }
 
 /// The decisions of one round over the ready list, in graph order.
-pub(super) fn plan(s: &Scheduler) -> Placement {
-    let mut out = Placement::default();
+pub(super) fn plan(s: &Scheduler) -> PlacementRound {
+    let mut out = PlacementRound::default();
     let mut load: Vec<usize> = s.workers.iter().map(|w| w.load).collect();
     let mut running = s.running;
     let mut by_platform: BTreeMap<Option<&Platform>, (Vec<WorkerId>, bool, bool)> = BTreeMap::new();

@@ -185,7 +185,7 @@ fn none() -> BTreeSet<Digest> {
     BTreeSet::new()
 }
 
-fn on_worker(p: &Placement, k: u8) -> Option<WorkerId> {
+fn on_worker(p: &PlacementRound, k: u8) -> Option<WorkerId> {
     p.decisions
         .iter()
         .find(|d| d.key == key(k))

@@ -12,7 +12,7 @@
 //!    maps of every id it has itself; otherwise with newuidmap/newgidmap (see
 //!    [`crate::idmap`]). The helper then unshares a pid namespace and forks the container's
 //!    pid 1.
-//! 3. pid 1 unshares mount, uts, ipc (and net for [`Network::None`]), mounts the snapshot and
+//! 3. pid 1 unshares mount, uts, ipc (and net for [`StepNetwork::None`]), mounts the snapshot and
 //!    /proc, /dev, /sys and the step's mounts, registers a private binfmt_misc handler when
 //!    emulating, `pivot_root`s, detaches the old root, switches user, drops capabilities to
 //!    Docker's default set, sets no_new_privs, resets every signal to its default disposition
@@ -41,9 +41,9 @@ use std::path::PathBuf;
 
 use crate::emulation::Emulator;
 
-/// Network mode of a step (`RUN --network`).
+/// StepNetwork mode of a step (`RUN --network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Network {
+pub enum StepNetwork {
     /// The host's network, as rootless BuildKit's default.
     #[default]
     Host,
@@ -118,8 +118,8 @@ pub struct ExecRequest {
     pub user: String,
     /// Hostname in the step's uts namespace.
     pub hostname: String,
-    /// Network mode.
-    pub network: Network,
+    /// StepNetwork mode.
+    pub network: StepNetwork,
     /// Extra mounts.
     pub mounts: Vec<ExtraMount>,
     /// Target platform (for messages; emulation is chosen by [`crate::emulation::resolve`]).
@@ -146,7 +146,7 @@ impl ExecRequest {
             cwd: "/".into(),
             user: String::new(),
             hostname: "buildkitsandbox".into(),
-            network: Network::Host,
+            network: StepNetwork::Host,
             mounts: Vec::new(),
             platform: Platform::host(),
             emulation: None,

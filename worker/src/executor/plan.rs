@@ -10,7 +10,7 @@
 //! host's, since sysfs can only be mounted by the owner of the netns); then the step's
 //! mounts, parents before children.
 
-use super::{ExecRequest, ExtraMount, Network, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
+use super::{ExecRequest, ExtraMount, StepNetwork, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
 use crate::snapshot::{Snapshot, SnapshotMount};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -245,7 +245,7 @@ pub struct Plan {
     /// Namespaces the helper creates before forking pid 1 (user first, mapped by
     /// newuidmap/newgidmap, then pid): [`HELPER_NAMESPACES`].
     pub helper_namespaces: CloneFlags,
-    /// Namespaces pid 1 unshares: mount, uts, ipc, plus net for [`Network::None`].
+    /// Namespaces pid 1 unshares: mount, uts, ipc, plus net for [`StepNetwork::None`].
     pub init_namespaces: CloneFlags,
     /// Unshare a network namespace (own netns: sysfs may be mounted, lo is brought up).
     pub new_netns: bool,
@@ -456,7 +456,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             link: c(link),
         });
     }
-    if req.network == Network::None {
+    if req.network == StepNetwork::None {
         steps.push(mount(
             "sysfs",
             c("/sys"),
@@ -498,7 +498,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         Some("mode=755,size=16m"),
         Point::Existing,
     ));
-    let new_netns = req.network == Network::None;
+    let new_netns = req.network == StepNetwork::None;
     // /etc/hosts and /etc/resolv.conf as BuildKit provides them (even without network),
     // bound read-only; a target the image lacks is created and removed after the step.
     for (name, source) in [

@@ -21,7 +21,7 @@ use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{Message, VertexLog};
-use imgfarm_transport::runner::VertexRunner;
+use imgfarm_transport::runner::{VertexError, VertexRunner};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -290,9 +290,18 @@ fn solve(
     for i in job.inputs.iter().filter(|i| i.op.is_source()) {
         worker
             .run(&i.key, false, &mut |_| {})
-            .map_err(|e| format!("input {} ({}): {e}", i.key, i.description))?;
+            .map_err(|e| VertexError::Input {
+                key: i.key.clone(),
+                description: i.description.clone(),
+                source: Box::new(e),
+            })
+            .map_err(|e| e.to_string())?;
     }
     worker
         .run(&v.key, emulated, &mut log)
-        .map_err(|e| format!("{}: {e}", v.description))
+        .map_err(|e| VertexError::Step {
+            description: v.description.clone(),
+            source: Box::new(e),
+        })
+        .map_err(|e| e.to_string())
 }

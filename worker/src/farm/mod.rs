@@ -26,7 +26,7 @@ pub mod platforms;
 mod session;
 
 use crate::link::{connect_with_backoff, Backoff, LinkError, LinkOptions};
-use crate::solve::exec::Executor;
+use crate::solve::exec::StepExecutor;
 use crate::solve::result::{CacheError, ResultCache};
 use crate::solve::rootless::RootlessExecutor;
 use imgfarm_common::identity::{Credentials, Role};
@@ -223,7 +223,7 @@ pub(crate) struct Ctx {
     pub(crate) state: PathBuf,
     pub(crate) store: ContentStore,
     pub(crate) cache: ResultCache,
-    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) executor: Arc<dyn StepExecutor>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) slot_count: usize,
     pub(crate) native: Vec<Platform>,

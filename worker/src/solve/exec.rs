@@ -55,7 +55,7 @@ pub enum ExecFailure {
 
 /// Runs RUN steps rootlessly. `log` gets the process output as it comes;
 /// `req.cancel` stops a running step.
-pub trait Executor: Send + Sync {
+pub trait StepExecutor: Send + Sync {
     /// Run `req`; return the layer of its filesystem changes.
     fn run(
         &self,

@@ -5,7 +5,7 @@
 
 use super::result::LayerRef;
 use super::SolveError;
-use imgfarm_common::graph::image_config::ImageConfig as StageConfig;
+use imgfarm_common::graph::image_config::StageConfig;
 use imgfarm_common::oci::image::config::{rfc3339_utc, Empty};
 use imgfarm_common::oci::image::{
     descriptor_for, manifest_to_json, new_manifest, History, ImageConfig, RootFs, RuntimeConfig,

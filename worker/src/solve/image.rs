@@ -4,7 +4,7 @@
 
 use super::SolveError;
 use imgfarm_common::dockerfile::frontend::ResolvedImage;
-use imgfarm_common::graph::image_config::{HistoryEntry, ImageConfig as StageConfig};
+use imgfarm_common::graph::image_config::{HistoryEntry, StageConfig};
 use imgfarm_common::oci::image::{descriptor_digest, read_manifest, ImageConfig, PlatformRequest};
 use imgfarm_common::oci::layout::{from_ref_descriptor, resolve_manifest};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor};

@@ -16,13 +16,13 @@ pub mod stage;
 pub mod url;
 pub mod view;
 
-use exec::{CancelToken, ExecRequest, Executor};
+use exec::{CancelToken, ExecRequest, StepExecutor};
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::graph::op::{FileAction, Op};
 use imgfarm_common::graph::{reuse, BuildGraph, Vertex};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
-use imgfarm_transport::runner::VertexRunner;
+use imgfarm_transport::runner::{VertexError, VertexRunner};
 use result::{ResultCache, VertexResult};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -74,7 +74,7 @@ pub struct LocalWorker {
     graph: Arc<BuildGraph>,
     context: Arc<BuildContext>,
     context_dir: PathBuf,
-    executor: Option<Arc<dyn Executor>>,
+    executor: Option<Arc<dyn StepExecutor>>,
     cancel: CancelToken,
     results: Mutex<HashMap<Digest, VertexResult>>,
     snapshot_lease: std::sync::OnceLock<Option<nix::fcntl::Flock<std::fs::File>>>,
@@ -87,7 +87,7 @@ impl LocalWorker {
         cache: ResultCache,
         graph: Arc<BuildGraph>,
         context: Arc<BuildContext>,
-        executor: Option<Arc<dyn Executor>>,
+        executor: Option<Arc<dyn StepExecutor>>,
     ) -> Self {
         let context_dir = context.root().to_path_buf();
         Self {
@@ -419,16 +419,16 @@ impl VertexRunner for LocalWorker {
         key: &Digest,
         emulated: bool,
         log: &mut dyn FnMut(&[u8]),
-    ) -> Result<VertexResult, String> {
+    ) -> Result<VertexResult, VertexError> {
         let v = self
             .graph
             .vertex(key)
-            .ok_or_else(|| format!("vertex {key} is not in the build graph"))?;
+            .ok_or_else(|| VertexError::Unknown(key.clone()))?;
         let r = self
             .solve_vertex(v, emulated, log)
-            .map_err(|e| e.to_string())?;
+            .map_err(VertexError::solve)?;
         if reuse::reusable_op(&v.op) {
-            self.cache.put(key, &r).map_err(|e| e.to_string())?;
+            self.cache.put(key, &r).map_err(VertexError::solve)?;
         }
         self.lock().insert(key.clone(), r.clone());
         Ok(r)

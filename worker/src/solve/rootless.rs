@@ -1,4 +1,4 @@
-//! [`Executor`] over the rootless executor (crate::executor): the step runs
+//! [`StepExecutor`] over the rootless executor (crate::executor): the step runs
 //! over an overlay of the committed snapshots of its parent chain
 //! (crate::snapshotter, unpacked once per layer inside a user namespace, so
 //! owners are mapped ids), in an active snapshot whose upper dir becomes the
@@ -7,10 +7,10 @@
 //! container ids with the executor's id map as it writes the layer.
 
 use super::cache_mount;
-use super::exec::{ExecFailure, ExecRequest, Executor};
+use super::exec::{ExecFailure, ExecRequest, StepExecutor};
 use super::result::LayerRef;
 use crate::emulation;
-use crate::executor::{self, ExecError, ExtraMount, Network};
+use crate::executor::{self, ExecError, ExtraMount, StepNetwork};
 use crate::idmap::IdMapping;
 use crate::snapshotter::chain::chain_ids;
 use crate::snapshotter::{copy_tree, Mode, Snapshotter};
@@ -297,7 +297,7 @@ impl Write for LogWriter<'_, '_> {
     }
 }
 
-impl Executor for RootlessExecutor {
+impl StepExecutor for RootlessExecutor {
     fn run(
         &self,
         req: &ExecRequest<'_>,
@@ -336,8 +336,8 @@ impl Executor for RootlessExecutor {
         };
         er.user = req.op.user.clone();
         er.network = match req.op.network {
-            NetworkMode::None => Network::None,
-            _ => Network::Host,
+            NetworkMode::None => StepNetwork::None,
+            _ => StepNetwork::Host,
         };
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 /// Where the coordinator placed a vertex.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub struct RanOn {
     /// Worker name.
     pub worker: String,
     /// Ran by emulation (binfmt/qemu).
@@ -76,7 +76,7 @@ impl Namer {
     }
 
     /// The farm's progress line for `key`.
-    pub fn name(&self, key: &Digest, placement: Option<&Placement>) -> String {
+    pub fn name(&self, key: &Digest, placement: Option<&RanOn>) -> String {
         let base = match self.by_key.get(key) {
             Some(k) => k.description.clone(),
             None => format!("[vertex {}]", key.short()),
@@ -86,7 +86,7 @@ impl Namer {
 }
 
 /// Appends the worker and the emulation mark to a step line. Pure.
-pub fn with_placement(line: &str, placement: Option<&Placement>) -> String {
+pub fn with_placement(line: &str, placement: Option<&RanOn>) -> String {
     match placement {
         Some(p) if p.emulated => format!("{line} (worker {}, emulated)", p.worker),
         Some(p) => format!("{line} (worker {})", p.worker),
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn lines_name_the_worker_and_emulation() {
-        let p = Placement {
+        let p = RanOn {
             worker: "arm1".into(),
             emulated: true,
         };
@@ -108,7 +108,7 @@ mod tests {
             with_placement("[linux/arm64 stage-1 2/3] RUN make", Some(&p)),
             "[linux/arm64 stage-1 2/3] RUN make (worker arm1, emulated)"
         );
-        let native = Placement {
+        let native = RanOn {
             worker: "amd1".into(),
             emulated: false,
         };

@@ -35,7 +35,7 @@ use crate::dockerfile::error::DockerfileError;
 use crate::dockerfile::expand::Expander;
 use crate::dockerfile::instructions::parse_dockerfile;
 use crate::dockerfile::stages::{is_predefined_arg, names_index, platform_args, resolve_stages};
-use crate::graph::image_config::ImageConfig;
+use crate::graph::image_config::StageConfig;
 use crate::graph::BuildGraph;
 use crate::oci::Digest;
 use crate::platform::Platform;
@@ -59,7 +59,7 @@ pub struct ResolvedImage {
     /// Manifest digest for the platform.
     pub digest: Digest,
     /// Its config (ENV, WORKDIR, USER, ONBUILD ... as in the image).
-    pub config: ImageConfig,
+    pub config: StageConfig,
 }
 
 /// Everything graph construction needs.

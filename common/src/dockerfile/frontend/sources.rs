@@ -7,7 +7,7 @@ use super::stage::{err, PlatformBuild, StageState};
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
 use crate::dockerfile::instructions::Instruction;
 use crate::dockerfile::stages::{resolve_from, FromRef};
-use crate::graph::image_config::ImageConfig;
+use crate::graph::image_config::StageConfig;
 use crate::graph::op::{ContextOp, ImageOp, Op};
 use crate::graph::Vertex;
 use crate::oci::Digest;
@@ -22,7 +22,7 @@ impl PlatformBuild<'_, '_> {
         platform: &Platform,
         desc: String,
         line: usize,
-    ) -> (Digest, Option<ImageConfig>) {
+    ) -> (Digest, Option<StageConfig>) {
         let resolved = self
             .req
             .resolved_images

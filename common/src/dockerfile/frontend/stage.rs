@@ -10,7 +10,7 @@ use crate::dockerfile::error::{DockerfileError, ErrorKind};
 use crate::dockerfile::expand::{Expander, Vars};
 use crate::dockerfile::instructions::{Instruction, InstructionKind};
 use crate::dockerfile::stages::{get_var, set_var, StageBase, StagePlan};
-use crate::graph::image_config::{ImageConfig, DEFAULT_PATH};
+use crate::graph::image_config::{StageConfig, DEFAULT_PATH};
 use crate::graph::op::{ExportOp, Op};
 use crate::graph::{BuildGraph, PlatformTarget, Vertex};
 use crate::oci::Digest;
@@ -27,7 +27,7 @@ pub(super) struct StageState {
     /// Layer chain for export (base image vertex first when there is one).
     pub layers: Vec<Digest>,
     pub base_image: bool,
-    pub config: ImageConfig,
+    pub config: StageConfig,
     /// Scope of expansion and RUN env: image ENV plus ARG values.
     pub env: Vars,
     /// ARGs declared in scope (name, value), for RUN history.
@@ -195,7 +195,7 @@ impl PlatformBuild<'_, '_> {
                 root: None,
                 layers: Vec::new(),
                 base_image: false,
-                config: ImageConfig::default(),
+                config: StageConfig::default(),
                 env: Vars::new(),
                 args: Vec::new(),
                 cmd_set: false,
@@ -213,7 +213,7 @@ impl PlatformBuild<'_, '_> {
                     root: None,
                     layers: Vec::new(),
                     base_image: true,
-                    config: ImageConfig::default(),
+                    config: StageConfig::default(),
                     env: Vars::new(),
                     args: Vec::new(),
                     cmd_set: false,

@@ -5,9 +5,9 @@ use super::flags::{FlagKind, Flags};
 use super::run::CommandLine;
 use crate::dockerfile::ast::Node;
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
-use crate::graph::image_config::Healthcheck;
+use crate::graph::image_config::StageHealthcheck;
 
-pub(super) fn parse_healthcheck(node: &Node) -> Result<Healthcheck, DockerfileError> {
+pub(super) fn parse_healthcheck(node: &Node) -> Result<StageHealthcheck, DockerfileError> {
     let flags = Flags::parse(
         node,
         &[
@@ -35,7 +35,7 @@ pub(super) fn parse_healthcheck(node: &Node) -> Result<Healthcheck, DockerfileEr
                 "HEALTHCHECK NONE takes no other arguments".into(),
             ));
         }
-        return Ok(Healthcheck {
+        return Ok(StageHealthcheck {
             test: vec!["NONE".into()],
             interval: 0,
             timeout: 0,
@@ -101,7 +101,7 @@ pub(super) fn parse_healthcheck(node: &Node) -> Result<Healthcheck, DockerfileEr
             r
         }
     };
-    Ok(Healthcheck {
+    Ok(StageHealthcheck {
         test,
         interval: dur("interval")?,
         timeout: dur("timeout")?,

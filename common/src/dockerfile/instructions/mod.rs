@@ -17,7 +17,7 @@ pub mod run;
 
 use crate::dockerfile::ast::{Node, ParseResult};
 use crate::dockerfile::error::{DockerfileError, ErrorKind};
-use crate::graph::image_config::Healthcheck;
+use crate::graph::image_config::StageHealthcheck;
 use copy::CopyInstr;
 use flags::{FlagKind, Flags};
 use run::{CommandLine, RunInstr};
@@ -70,7 +70,7 @@ pub enum InstructionKind {
     /// `ENTRYPOINT`.
     Entrypoint(CommandLine),
     /// `HEALTHCHECK`.
-    Healthcheck(Healthcheck),
+    Healthcheck(StageHealthcheck),
     /// `RUN`.
     Run(RunInstr),
     /// `COPY` or `ADD`.

@@ -142,7 +142,7 @@ fn hosts_and_resolv_conf_bound_over_the_image_files() {
 #[test]
 fn hosts_and_resolv_conf_targets_missing_in_the_image_are_stubs() {
     let mut r = req();
-    r.network = Network::None;
+    r.network = StepNetwork::None;
     let plan = build(&r).expect("plan");
     let m = "/s/3/work/merged";
     let mut sys = RecordingSyscalls::default();
@@ -230,7 +230,7 @@ fn masked_and_readonly_paths_when_present() {
 #[test]
 fn network_none_owns_netns_and_sysfs() {
     let mut r = req();
-    r.network = Network::None;
+    r.network = StepNetwork::None;
     let plan = build(&r).expect("plan");
     assert!(plan.new_netns);
     assert!(plan.init_namespaces.contains(CloneFlags::CLONE_NEWNET));

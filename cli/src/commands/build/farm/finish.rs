@@ -87,7 +87,7 @@ fn report_failure(f: &Followed, msg: &str, names: &Namer, progress: &mut Progres
 fn failure_line(
     names: &Namer,
     key: &Digest,
-    placement: Option<&naming::Placement>,
+    placement: Option<&naming::RanOn>,
     error: &str,
 ) -> String {
     let plain = names.name(key, None);
@@ -290,7 +290,7 @@ fn write_push_only_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::build::naming::Placement;
+    use crate::commands::build::naming::RanOn;
     use imgfarm_common::graph::op::{ImageOp, Op};
     use imgfarm_common::graph::BuildGraph;
     use imgfarm_common::graph::Vertex;
@@ -309,7 +309,7 @@ mod tests {
         );
         let key = v.key.clone();
         let names = Namer::new(&BuildGraph::from_vertices([v]));
-        let p = Placement {
+        let p = RanOn {
             worker: "arm1".into(),
             emulated: true,
         };

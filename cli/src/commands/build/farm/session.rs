@@ -7,7 +7,7 @@
 
 use super::control::Control;
 use super::submit::reattach_submission;
-use crate::commands::build::naming::{Namer, Placement};
+use crate::commands::build::naming::{Namer, RanOn};
 use crate::commands::farm::connect::connect;
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context as _};
@@ -43,7 +43,7 @@ pub struct Dial<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VertexSeen {
     /// Where it ran (the last placement, after any failover).
-    pub placement: Option<Placement>,
+    pub placement: Option<RanOn>,
     /// Served from the coordinator's cache.
     pub cached: bool,
     /// Its error, if it failed.
@@ -285,7 +285,7 @@ pub async fn follow(
                             .as_ref()
                             .is_some_and(|p| p.worker == s.worker);
                     if !shown {
-                        let p = Placement {
+                        let p = RanOn {
                             worker: s.worker,
                             emulated: s.emulated,
                         };
