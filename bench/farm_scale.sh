@@ -9,16 +9,16 @@
 # simulator's own bookkeeping, so the figures are an upper bound.
 # Prints, per size: engine time per vertex run (target <= 1 ms), memory
 # (target <= 1 GB), and the journal's writes (the persisted queue's rate).
-# Usage: bench/farm_scale.sh [SIZES...]   (default: 10 100 1000; each size N
-# means N workers and N concurrent builds, 100 vertices each)
+# Usage: bench/farm_scale.sh [WORKERS...]   (default: 10 100 1000 workers,
+# each against 1,000 concurrent builds of 100 vertices: 100,000 vertices)
+# IMGFARM_SCALE_BUILDS changes the number of builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p imgfarm-coordinator --example farm_scale
 bin=target/release/examples/farm_scale
 echo "$(nproc) cores; engine single-threaded (one task owns it)"
-for n in "${@:-10 100 1000}"; do
-    for size in $n; do
-        echo "== $size workers, $size builds"
-        "$bin" "$size" "$size" 100
-    done
+builds=${IMGFARM_SCALE_BUILDS:-1000}
+for workers in ${@:-10 100 1000}; do
+    echo "== $workers workers, $builds builds"
+    "$bin" "$workers" "$builds" 100
 done

@@ -102,6 +102,10 @@ pub struct PlacementRound {
     /// Ready vertices that no live worker can run; they stay waiting, so a
     /// worker that joins later can still take them.
     pub unplaceable: Vec<(Digest, SchedError)>,
+    /// Every ready vertex was looked at. A round stops early once no slot
+    /// is free anywhere (a busy farm with thousands of ready vertices);
+    /// then `unplaceable` is partial and says nothing of the rest.
+    pub complete: bool,
 }
 
 /// Why scheduling cannot go on.

@@ -1,54 +1,9 @@
 use super::*;
 use imgfarm_common::farm::FarmTarget;
-use imgfarm_common::graph::image_config::StageConfig;
-use imgfarm_common::graph::op::{ContextOp, ExecOp, ExportOp, ImageOp, UrlOp};
+use imgfarm_common::graph::op::{ContextOp, UrlOp};
 use imgfarm_common::platform::Platform;
 
-fn image(p: &Platform) -> Vertex {
-    Vertex::new(
-        Some(p.clone()),
-        Op::Image(ImageOp {
-            reference: "docker.io/library/busybox:1".into(),
-            digest: Some(Digest::sha256_of(p.to_string().as_bytes())),
-        }),
-        vec![],
-        "FROM busybox".into(),
-        1,
-    )
-}
-
-fn run(p: &Platform, inputs: Vec<Digest>, cmd: &str) -> Vertex {
-    Vertex::new(
-        Some(p.clone()),
-        Op::Exec(ExecOp {
-            root: Some(0),
-            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-            env: vec![],
-            cwd: "/".into(),
-            user: String::new(),
-            mounts: vec![],
-            network: Default::default(),
-            security: Default::default(),
-        }),
-        inputs,
-        format!("RUN {cmd}"),
-        2,
-    )
-}
-
-fn export(p: &Platform, inputs: Vec<Digest>) -> Vertex {
-    Vertex::new(
-        Some(p.clone()),
-        Op::Export(Box::new(ExportOp {
-            stage: "final".into(),
-            config: StageConfig::default(),
-            base_image: Some(0),
-        })),
-        inputs,
-        "exporting".into(),
-        0,
-    )
-}
+use crate::engine::sim::graphs::{export, image, run};
 
 fn context() -> Vertex {
     Vertex::new(
@@ -91,7 +46,7 @@ fn def(extra: Option<Vertex>) -> (FarmDefinition, Vec<Digest>) {
     }
     let r = run(&p, run_inputs, "make");
     let unused = run(&p, vec![img.key.clone()], "unused");
-    let e = export(&p, vec![img.key.clone(), r.key.clone()]);
+    let e = export(&p, &img.key, &r.key);
     let keys = vec![
         img.key.clone(),
         r.key.clone(),

@@ -297,7 +297,11 @@ impl Engine {
                 stuck.entry(id).or_insert_with(|| err.to_string());
             }
         }
-        self.no_candidate.retain(|id, _| stuck.contains_key(id));
+        // A partial round (every slot busy) only adds: what it did not look
+        // at may still be stuck.
+        if placement.complete {
+            self.no_candidate.retain(|id, _| stuck.contains_key(id));
+        }
         let now = self.now;
         for (id, why) in stuck {
             self.no_candidate.entry(id).or_insert((now, why));

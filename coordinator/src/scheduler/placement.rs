@@ -77,7 +77,22 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
     let mut running = s.running;
     let mut by_platform: BTreeMap<Option<&Platform>, (Vec<WorkerId>, bool, bool)> = BTreeMap::new();
     let mut described: Option<String> = None;
+    // Free slots over all live workers: none left, nothing more can start,
+    // and the rest of the ready list is not looked at (with no live worker
+    // at all, every ready vertex is looked at: each is unplaceable).
+    let any_live = s.workers.iter().any(|w| !w.lost);
+    let mut free: usize = s
+        .workers
+        .iter()
+        .filter(|w| !w.lost)
+        .map(|w| w.spec.slots.max(1).saturating_sub(w.load))
+        .sum();
+    out.complete = true;
     for (_, key) in &s.ready {
+        if any_live && (free == 0 || running >= s.max_in_flight) {
+            out.complete = false;
+            break;
+        }
         let Some(t) = s.tasks.get(key) else { continue };
         let (cands, emulating, full) =
             by_platform.entry(t.platform.as_ref()).or_insert_with(|| {
@@ -102,20 +117,20 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
         if *full {
             continue;
         }
-        let free = |w: WorkerId, load: &[usize]| load[w] < s.workers[w].spec.slots.max(1);
+        let has_slot = |w: WorkerId, load: &[usize]| load[w] < s.workers[w].spec.slots.max(1);
         // Most affinity first, then least loaded, then lowest id. Workers
         // holding part of the vertex beat every other; only when none of
         // them has a slot are all candidates compared by load.
         let scored = affinity(s, t)
             .into_iter()
-            .filter(|(w, _)| cands.binary_search(w).is_ok() && free(*w, &load))
+            .filter(|(w, _)| cands.binary_search(w).is_ok() && has_slot(*w, &load))
             .min_by_key(|&(w, score)| (std::cmp::Reverse(score), load[w], w))
             .map(|(w, _)| w);
         let best = scored.or_else(|| {
             cands
                 .iter()
                 .copied()
-                .filter(|&w| free(w, &load))
+                .filter(|&w| has_slot(w, &load))
                 .min_by_key(|&w| (load[w], w))
         });
         let Some(w) = best else {
@@ -125,6 +140,7 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
         };
         load[w] += 1;
         running += 1;
+        free -= 1;
         out.decisions.push(Decision {
             key: key.clone(),
             worker: w,
