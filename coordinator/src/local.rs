@@ -158,7 +158,7 @@ pub fn run<R: VertexRunner>(
                 } => {
                     client.cancel(&vertex_key);
                 }
-                Action::Send { .. } | Action::Close { .. } => {}
+                Action::Send { .. } | Action::Close { .. } | Action::Release { .. } => {}
                 Action::Run { order, .. } => {
                     running += 1;
                     spawn_vertex(Arc::clone(&runner), order, tx.clone());

@@ -217,6 +217,13 @@ pub enum Action {
         /// Delay before closing.
         after: Duration,
     },
+    /// The engine forgot `peer` (it left, was lost or dropped): drop its
+    /// outgoing queue; the session's stream ends once what is queued was
+    /// written. A [`Action::Close`] for it, if any, comes first.
+    Release {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Make build `build`'s outputs from its per-platform manifests (the
     /// farm merges an index and pushes; the local build writes its
     /// outputs); answer with [`Event::Exported`].
@@ -366,6 +373,11 @@ impl Engine {
         self.actions.pop_front()
     }
 
+    /// The options it runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
     /// The numbers [`EngineStats`] reports.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
@@ -404,12 +416,5 @@ impl Engine {
     /// Wall-clock seconds now.
     fn unix_now(&self) -> u64 {
         self.started_unix + self.now.saturating_duration_since(self.started).as_secs()
-    }
-}
-
-impl Engine {
-    /// The options it runs with.
-    pub fn options(&self) -> &EngineOptions {
-        &self.opts
     }
 }

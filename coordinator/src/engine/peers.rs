@@ -88,6 +88,7 @@ impl Engine {
             self.builds.detach(peer);
             tracing::debug!(client = %p.name, "client left ({reason})");
         }
+        self.actions.push_back(Action::Release { peer });
     }
 
     /// Drops a session whose outgoing queue overflowed (its peer does not

@@ -434,6 +434,7 @@ impl FarmSim {
             match a {
                 Action::Send { peer, msg } => pending.extend(self.deliver(peer, msg)),
                 Action::Run { peer, order } => self.run(peer, order),
+                Action::Release { .. } => {}
                 Action::Close { peer, .. } => {
                     if let Some(w) = self.workers.get_mut(&peer) {
                         w.alive = false;

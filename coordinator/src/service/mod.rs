@@ -301,6 +301,10 @@ impl Shell {
                 }
                 None
             }
+            Action::Release { peer } => {
+                self.peers.remove(&peer);
+                None
+            }
             Action::Export {
                 build,
                 manifests,
