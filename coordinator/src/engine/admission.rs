@@ -70,7 +70,7 @@ impl Engine {
     }
 
     /// Sends `msg` to every client attached to build `id`.
-    pub(super) fn to_build(&mut self, id: &str, msg: &Message) {
+    pub(super) fn tell_build(&mut self, id: &str, msg: &Message) {
         let sessions: Vec<PeerId> = match self.builds.get(id) {
             Some(b) => b.attached.iter().copied().collect(),
             None => return,
@@ -82,7 +82,7 @@ impl Engine {
 
     /// Sends `msg` to the clients of every active build needing
     /// scheduler key `s`.
-    pub(super) fn to_users(&mut self, s: &Digest, msg: &Message) {
+    pub(super) fn tell_users(&mut self, s: &Digest, msg: &Message) {
         let sessions: BTreeSet<PeerId> = self
             .builds
             .needing(s)
@@ -379,7 +379,7 @@ impl Engine {
         b.finished = Some(fin.clone());
         let keys = b.sched_keys();
         self.persist_state(id);
-        self.to_build(id, &Message::BuildFinished(fin));
+        self.tell_build(id, &Message::BuildFinished(fin));
         // Release what nobody else needs: running vertices are stopped on
         // their worker (retired once their outcome arrives), the rest
         // (waiting, done, failed) leaves the scheduler now.

@@ -181,7 +181,7 @@ impl Engine {
             return;
         };
         if let Some(s) = self.running_on(w, &log.vertex_key) {
-            self.to_users(&s, &Message::VertexLog(log));
+            self.tell_users(&s, &Message::VertexLog(log));
         }
     }
 }

@@ -50,7 +50,7 @@ impl Engine {
             cached: false,
             duration_ms,
         });
-        self.to_users(s, &msg);
+        self.tell_users(s, &msg);
         for (id, real) in self.builds.needing(s) {
             if let Some(b) = self.builds.get_mut(&id) {
                 b.mark_done(&real);
@@ -77,7 +77,7 @@ impl Engine {
             cached: false,
             duration_ms: 0,
         });
-        self.to_users(s, &msg);
+        self.tell_users(s, &msg);
         for (id, key) in users {
             let what = self
                 .builds
@@ -270,7 +270,7 @@ impl Engine {
             worker,
             emulated: d.emulated,
         });
-        self.to_users(&d.key, &msg);
+        self.tell_users(&d.key, &msg);
         for (id, _) in users {
             let queued = self
                 .builds
