@@ -162,7 +162,9 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         eprintln!("WARNING: {w}");
     }
     let push = push::push_refs(&a, &outputs)?;
-    let spec = push::output_spec(&push, a.no_cache)?;
+    let mut spec = push::output_spec(&push, a.no_cache)?;
+    spec.timeout_secs = a.timeout;
+    spec.step_timeout_secs = a.step_timeout;
     let dial_output = encode(&spec);
 
     let mut progress = Progress::new(mode);
