@@ -139,6 +139,8 @@ struct WorkerEntry {
     /// Vertices running on it.
     load: usize,
     lost: bool,
+    /// Takes no new work (its disk is full); what runs there goes on.
+    draining: bool,
     /// Keys whose results it holds (cache summary plus what it finished),
     /// newest kept.
     holds: Holdings,
@@ -213,6 +215,7 @@ impl Scheduler {
             spec,
             load: 0,
             lost: false,
+            draining: false,
             holds: Holdings::new(self.holdings_cap),
         });
         self.workers.len() - 1
@@ -511,6 +514,22 @@ impl Scheduler {
         self.hold(w, key.clone());
         self.wake_users(key);
         Ok(())
+    }
+
+    /// `key` could not run on its worker for the worker's own fault (its
+    /// disk is full): it goes back to waiting, to run elsewhere.
+    pub fn requeue(&mut self, key: &Digest) -> Result<(), SchedError> {
+        self.finish(key, VertexState::Waiting)?;
+        self.arm(key);
+        Ok(())
+    }
+
+    /// `worker` takes no new work while `draining` (what runs there goes
+    /// on); placed again once it is cleared.
+    pub fn set_draining(&mut self, worker: WorkerId, draining: bool) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.draining = draining;
+        }
     }
 
     /// `key` failed: it and what waits for it stay undone until a later

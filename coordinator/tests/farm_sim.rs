@@ -279,3 +279,50 @@ fn a_held_export_keeps_the_build_running_until_it_ends() {
     sim.release_exports();
     assert!(done(&sim, &id));
 }
+
+/// Issue 15, finding 4: a worker whose disk is full fails its step for its
+/// own reason; the step runs elsewhere, the worker takes no new work for a
+/// while, then takes work again.
+#[test]
+fn a_worker_out_of_disk_is_drained_and_its_step_runs_elsewhere() {
+    let mut sim = FarmSim::new(opts());
+    let full = sim.add_worker("full", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 2, "disk")).unwrap();
+    let ok = sim.add_worker("ok", &["linux/amd64"], &[], 1);
+    let key = sim.worker(full).running[0].key.clone();
+    sim.fail(
+        full,
+        &key,
+        "writing layer: No space left on device (os error 28)",
+    );
+    assert_eq!(sim.worker(ok).running[0].key, key, "the step moved");
+    sim.run_until_idle();
+    assert!(done(&sim, &id), "{:?}", sim.outcome(&id));
+    // Drained: the next build goes to the other worker though both are idle.
+    let next = sim.submit(c, chain(&[amd64()], 1, "next")).unwrap();
+    assert!(sim.worker(full).running.is_empty());
+    sim.run_until_idle();
+    assert!(done(&sim, &next));
+    // After the drain it takes work again: with the other worker's one slot
+    // busy, the second of two builds runs there.
+    sim.advance(Duration::from_secs(61));
+    let later = sim.submit(c, chain(&[amd64()], 1, "later")).unwrap();
+    let later2 = sim.submit(c, chain(&[amd64()], 1, "later2")).unwrap();
+    assert_eq!(sim.worker(full).running.len(), 1);
+    sim.run_until_idle();
+    assert!(done(&sim, &later) && done(&sim, &later2));
+}
+
+#[test]
+fn with_every_worker_out_of_disk_the_build_fails_naming_why() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let id = sim.submit(c, chain(&[amd64()], 1, "nospace")).unwrap();
+    let key = sim.worker(a).running[0].key.clone();
+    sim.fail(a, &key, "No space left on device (os error 28)");
+    sim.advance(Duration::from_secs(11));
+    let e = error_of(&sim, &id);
+    assert!(e.contains("draining: its disk is full"), "{e}");
+}

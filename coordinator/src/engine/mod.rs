@@ -29,6 +29,7 @@ pub mod ports;
 pub mod sim;
 
 mod admission;
+mod faults;
 mod limits;
 mod peers;
 mod vertices;
@@ -302,6 +303,8 @@ pub struct Engine {
     /// Scheduler keys no active build needs that the scheduler had to keep
     /// (running, or an input of a running one): retired once they can be.
     orphans: BTreeSet<Digest>,
+    /// Workers out of disk space, taking no new work until then.
+    drained: BTreeMap<PeerId, (WorkerId, Instant)>,
     actions: VecDeque<Action>,
 }
 
@@ -333,6 +336,7 @@ impl Engine {
             id_seed,
             id_seq: 0,
             orphans: BTreeSet::new(),
+            drained: BTreeMap::new(),
             actions: VecDeque::new(),
         };
         match e.journal.load_active() {
@@ -372,6 +376,7 @@ impl Engine {
                 self.check_heartbeats();
                 self.check_grace();
                 self.check_limits();
+                self.end_drains();
             }
         }
         self.pump();

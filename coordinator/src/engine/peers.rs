@@ -65,6 +65,7 @@ impl Engine {
             return;
         };
         if let Some(w) = self.pool.remove(peer) {
+            self.drained.remove(&peer);
             let back = self.sched.worker_lost(w.sched_id);
             for k in &back {
                 self.running.remove(k);

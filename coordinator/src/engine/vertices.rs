@@ -2,6 +2,7 @@
 //! and the end of a build (index, push) once its exports are done.
 
 use super::builds::BuildState;
+use super::faults;
 use super::{Action, Dispatched, Engine, ExportOutcome, PeerId, RunOrder};
 use crate::scheduler::{Decision, VertexState, WorkerId};
 use imgfarm_common::farm::{self, VertexJob, VertexResult};
@@ -129,6 +130,9 @@ impl Engine {
         let r = match result {
             Err(Failure::Undecodable(e)) => {
                 return self.vertex_failed(&s, &format!("worker {wname} sent a {e}"));
+            }
+            Err(Failure::Worker(msg)) if faults::out_of_space(&msg) => {
+                return self.drain_for_space(peer, wid, &s, &msg);
             }
             Err(Failure::Worker(msg)) => {
                 tracing::info!(worker = %wname, "vertex {key} failed: {msg}");

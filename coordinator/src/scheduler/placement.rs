@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 /// Live workers that may run `platform` and whether they emulate it:
 /// the native ones when there are any, else the emulating ones.
 fn candidates(workers: &[WorkerEntry], platform: Option<&Platform>) -> (Vec<WorkerId>, bool) {
-    let alive = || (0..workers.len()).filter(|&w| !workers[w].lost);
+    let alive = || (0..workers.len()).filter(|&w| !workers[w].lost && !workers[w].draining);
     let Some(p) = platform else {
         return (alive().collect(), false);
     };
@@ -63,7 +63,13 @@ fn describe_workers(workers: &[WorkerEntry]) -> String {
                 w.spec.name,
                 list(&w.spec.native),
                 list(&w.spec.emulated),
-                if w.lost { "; lost" } else { "" }
+                if w.lost {
+                    "; lost"
+                } else if w.draining {
+                    "; draining: its disk is full"
+                } else {
+                    ""
+                }
             )
         })
         .collect::<Vec<_>>()
@@ -80,11 +86,11 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
     // Free slots over all live workers: none left, nothing more can start,
     // and the rest of the ready list is not looked at (with no live worker
     // at all, every ready vertex is looked at: each is unplaceable).
-    let any_live = s.workers.iter().any(|w| !w.lost);
+    let any_live = s.workers.iter().any(|w| !w.lost && !w.draining);
     let mut free: usize = s
         .workers
         .iter()
-        .filter(|w| !w.lost)
+        .filter(|w| !w.lost && !w.draining)
         .map(|w| w.spec.slots.max(1).saturating_sub(w.load))
         .sum();
     out.complete = true;
