@@ -89,11 +89,7 @@ impl fmt::Display for Described<'_> {
             ),
             // Two farms made by `imgfarm farm init` have CAs of the same
             // name, so another farm's certificate fails here, not as unknown.
-            CertProblem::BadSignature => write!(
-                f,
-                "is not signed by {} (its signature does not verify against it)",
-                self.ca
-            ),
+            CertProblem::BadSignature => write!(f, "is not signed by {}", self.ca),
             CertProblem::BadCertificate => {
                 f.write_str("is malformed or not issued for the name or address dialled")
             }
@@ -131,6 +127,11 @@ mod tests {
         let d = |p: CertProblem| format!("it {}", p.describe("the farm's CA"));
         assert_eq!(
             d(CertProblem::UnknownCa),
+            "it is not signed by the farm's CA"
+        );
+        // Another farm's CA of the same name: the signature fails, same words.
+        assert_eq!(
+            d(CertProblem::BadSignature),
             "it is not signed by the farm's CA"
         );
         assert!(d(CertProblem::Expired).starts_with("it has expired"));
