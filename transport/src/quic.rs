@@ -270,13 +270,19 @@ fn split_batch<'a>(transmit: &Transmit<'a>) -> impl Iterator<Item = Transmit<'a>
 mod tests {
     use super::*;
 
+    /// A local TLS failure with `alert`, as quinn reports it.
+    fn tls_error(alert: u8, reason: &str) -> quinn::ConnectionError {
+        let mut e =
+            quinn::ConnectionError::TransportError(quinn::TransportErrorCode::crypto(alert).into());
+        if let quinn::ConnectionError::TransportError(t) = &mut e {
+            t.reason = reason.into();
+        }
+        e
+    }
+
     #[test]
     fn certificate_refusals_are_told_from_other_failures() {
-        let ours = quinn::ConnectionError::TransportError(quinn::TransportError {
-            code: quinn::TransportErrorCode::crypto(48),
-            frame: None,
-            reason: "invalid peer certificate: UnknownIssuer".into(),
-        });
+        let ours = tls_error(48, "invalid peer certificate: UnknownIssuer");
         assert_eq!(
             cert_refusal(&ours),
             Some(CertRefusal {
@@ -299,11 +305,7 @@ mod tests {
         });
         assert_eq!(cert_refusal(&no_role).unwrap().problem, CertProblem::NoRole);
         // Not about certificates: no_application_protocol, a refused hello, timeouts.
-        let alpn = quinn::ConnectionError::TransportError(quinn::TransportError {
-            code: quinn::TransportErrorCode::crypto(120),
-            frame: None,
-            reason: "no ALPN".into(),
-        });
+        let alpn = tls_error(120, "no ALPN");
         let refused = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
             error_code: close_code::REFUSED.into(),
             reason: b"".as_slice().into(),
