@@ -94,7 +94,9 @@ pub struct CertRefusal {
 
 /// The TLS alert a QUIC crypto error code carries (`0x100 + alert`).
 fn tls_alert(code: u64) -> Option<u8> {
-    (0x100..0x200).contains(&code).then(|| (code & 0xff) as u8)
+    (0x100..0x200)
+        .contains(&code)
+        .then_some((code & 0xff) as u8)
 }
 
 /// Whether `e` is a certificate refusal, and whose: our TLS stack's own
