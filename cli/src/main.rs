@@ -2,6 +2,7 @@
 //! coordinator, the worker and operator tools).
 
 mod commands;
+mod duration;
 mod progress;
 
 use clap::Parser;

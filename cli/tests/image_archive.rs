@@ -256,3 +256,25 @@ fn rm_keeps_blobs_until_prune() {
     assert!(!state.join("cache").exists());
     assert_eq!(du(&state, &cfg), (0, 0));
 }
+
+/// A farm coordinator's state is not a local state: its results name blobs
+/// no image ref reaches, and `prune` once deleted them, leaving the
+/// coordinator reporting cached steps whose blobs were gone (issue 15).
+#[test]
+fn prune_refuses_a_coordinators_state_and_deletes_nothing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let state = d.path().join("coord");
+    let store = imgfarm_common::oci::store::ContentStore::open(&state).expect("store");
+    let blob = store
+        .put_bytes(b"a layer only a cached result names")
+        .expect("put");
+    std::fs::write(state.join("coordinator.db"), b"").expect("db");
+    let mut c = imgfarm(&state, d.path());
+    c.args(["prune"]);
+    let err = fails_with(c, "is a farm coordinator's state");
+    assert!(err.contains("coordinator.db"), "{err}");
+    assert!(
+        store.contains(&blob),
+        "prune deleted a blob it refused to touch"
+    );
+}

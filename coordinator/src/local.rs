@@ -97,6 +97,8 @@ pub fn run<R: VertexRunner>(
         startup_grace: Duration::ZERO,
         max_in_flight: offer.jobs.max(1),
         name_workers: false,
+        // The client is this process: it never goes away.
+        client_grace: Duration::ZERO,
         ..EngineOptions::default()
     };
     let now = Instant::now();
@@ -196,7 +198,9 @@ pub fn run<R: VertexRunner>(
                 None => Err(LocalError::NoOutcome),
             };
         }
-        let ev = match rx.recv() {
+        // Ticks only for time limits (`--timeout`, `--step-timeout`).
+        let ev = match rx.recv_timeout(engine.tick_period()) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Event::Tick,
             Ok(Report::Log { key, bytes }) => Event::Message {
                 peer: WORKER,
                 msg: Message::VertexLog(VertexLog {
@@ -214,7 +218,9 @@ pub fn run<R: VertexRunner>(
                     duration_ms: ms,
                 }
             }
-            Err(_) => return Err(LocalError::NoOutcome),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(LocalError::NoOutcome)
+            }
         };
         engine.handle(Instant::now(), ev);
     }

@@ -13,6 +13,7 @@ fn opts() -> EngineOptions {
         heartbeat_timeout: Duration::from_secs(6),
         no_candidate_grace: Duration::from_secs(10),
         startup_grace: Duration::ZERO,
+        client_grace: Duration::ZERO,
         ..EngineOptions::default()
     }
 }

@@ -80,6 +80,8 @@ fn opts() -> EngineOptions {
         // one per platform always stays.
         no_candidate_grace: Duration::from_secs(3600),
         startup_grace: Duration::ZERO,
+        // Clients are gone after a restart here; no build is cancelled for it.
+        client_grace: Duration::ZERO,
         ..EngineOptions::default()
     }
 }

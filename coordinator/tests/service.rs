@@ -669,3 +669,54 @@ async fn result_cache_is_skipped_for_no_cache_and_unpinned_downloads() {
         .await
         .is_empty());
 }
+
+/// Issue 15, finding 8, through the real service: a build whose client
+/// died is cancelled once the client grace passes (its running step is
+/// cancelled on the worker), and a step past `--step-timeout` is cancelled
+/// and fails its build, naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_builds_and_overlong_steps_are_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &["w1"], &["alice"]);
+    let mut opts = options(&tls, &dir.path().join("state"));
+    opts.client_grace = std::time::Duration::from_secs(1);
+    let svc = start(opts).await;
+    let addr = svc.local_addr();
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 1)).await;
+    let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    submit(
+        &mut alice,
+        &test_build(&["linux/amd64"], "orphan"),
+        &OutputSpec::default(),
+    )
+    .await;
+    let run = next_run(&mut w1).await;
+    drop(alice);
+    let cancel = tokio::time::timeout(std::time::Duration::from_secs(10), w1.next())
+        .await
+        .expect("the orphaned build's step is cancelled after the grace");
+    assert_eq!(
+        cancel,
+        Some(Message::CancelVertex {
+            vertex_key: run.vertex_key.clone()
+        })
+    );
+    answer(&mut w1, &run, Err("cancelled")).await;
+
+    let mut bob = Peer::connect(addr, &tls, client_hello("alice")).await;
+    let limited = OutputSpec {
+        step_timeout_secs: Some(1),
+        ..OutputSpec::default()
+    };
+    submit(&mut bob, &test_build(&["linux/amd64"], "hangs"), &limited).await;
+    let run = next_run(&mut w1).await;
+    let msgs = bob.until(is_finished).await;
+    let e = finished(&msgs).result.unwrap_err();
+    assert!(e.contains("time limit of 1 s (--step-timeout)"), "{e}");
+    assert_eq!(
+        w1.next().await,
+        Some(Message::CancelVertex {
+            vertex_key: run.vertex_key.clone()
+        })
+    );
+}

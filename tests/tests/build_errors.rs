@@ -123,3 +123,45 @@ fn bad_inputs_fail_clearly_and_leave_the_store_unchanged() {
         "missing secret file: {err}"
     );
 }
+
+/// `--step-timeout` and `--timeout` (issue 15, finding 8): a step that never
+/// ends is cancelled (its processes killed) and the build fails soon after
+/// the limit, naming it.
+#[test]
+fn time_limits_stop_a_step_that_never_ends() {
+    let Some(env) = Env::new("time_limits_stop_a_step_that_never_ends") else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let err = fails(
+        &env,
+        "step-timeout",
+        "FROM busybox\nRUN sleep 600\n",
+        &[],
+        &["--step-timeout", "2s"],
+    );
+    assert!(
+        err.contains("time limit of 2 s (--step-timeout)"),
+        "names the limit: {err}"
+    );
+    assert!(err.contains("RUN sleep 600"), "names the step: {err}");
+    let t1 = std::time::Instant::now();
+    let err = fails(
+        &env,
+        "build-timeout",
+        "FROM busybox\nRUN sleep 600\n",
+        &[],
+        &["--timeout", "2s"],
+    );
+    assert!(err.contains("time limit of 2 s (--timeout)"), "{err}");
+    assert!(
+        t0.elapsed().as_secs() < 60,
+        "the limits ended both builds promptly"
+    );
+    assert!(t1.elapsed().as_secs() < 30);
+    // A bad duration is a usage error (clap's exit code 2), named.
+    let out = env.run(&["build", "--timeout", "5d", "."]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid duration \"5d\""), "{err}");
+}

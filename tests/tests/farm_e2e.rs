@@ -230,3 +230,114 @@ fn a_queued_build_survives_a_coordinator_restart() {
     let got = std::fs::read_to_string(dest.join("r")).expect("output file");
     assert_eq!(got.trim(), "after-restart");
 }
+
+/// Issue 15, finding 5: after a coordinator crash and restart, a client
+/// re-attaches within a keep-alive or two (the restarted coordinator answers
+/// its predecessor's packets with a stateless reset the client accepts),
+/// not after the 30 s idle timeout. Measured: 33.5 s before, 1.5 s after.
+#[test]
+fn a_client_re_attaches_promptly_after_a_coordinator_crash() {
+    let name = "a_client_re_attaches_promptly_after_a_coordinator_crash";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let mut coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", None, 1);
+    let ctx = farm.env.context(
+        "reattach",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN sleep 4 && echo after-restart > /r\n",
+        )],
+    );
+    let dest = farm.env.work.path().join("out");
+    let mut client = farm.start_build(&[
+        "--platform",
+        "linux/amd64",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    client.wait_for("build id", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    coordinator.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let _coordinator = farm.start_coordinator(6);
+    let restarted = std::time::Instant::now();
+    client.wait_for("re-attaching", Duration::from_secs(60));
+    let noticed = restarted.elapsed();
+    assert!(
+        noticed < Duration::from_secs(15),
+        "the client took {noticed:?} to notice the restart (the idle timeout is 30 s)"
+    );
+    let status = client.wait(Duration::from_secs(240));
+    let out = client.output();
+    assert!(status.success(), "{out}");
+    let got = std::fs::read_to_string(dest.join("r")).expect("output file");
+    assert_eq!(got.trim(), "after-restart");
+}
+
+/// Issue 15, finding 3: a coordinator restarted during the context upload
+/// does not lose the build: the client reconnects and resumes (blobs the
+/// coordinator already stored are answered "present"), and the dead
+/// coordinator's partial upload is not left in its store.
+#[test]
+fn an_upload_resumes_after_a_coordinator_restart() {
+    let name = "an_upload_resumes_after_a_coordinator_restart";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let mut coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", None, 1);
+    let ctx = farm.env.context(
+        "upload",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCOPY big /big\nRUN wc -c < /big > /n\n",
+        )],
+    );
+    // Incompressible, so the upload takes a while even on loopback.
+    let mut big = vec![0u8; 96 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(ctx.join("big"), &big).expect("big file");
+    farm.env.chown(&ctx);
+    let dest = farm.env.work.path().join("out");
+    let mut client = farm.start_build(&[
+        "--platform",
+        "linux/amd64",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    client.wait_for("uploading to the farm", Duration::from_secs(120));
+    coordinator.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let _coordinator = farm.start_coordinator(6);
+    let status = client.wait(Duration::from_secs(300));
+    let out = client.output();
+    assert!(status.success(), "{out}");
+    // Mid-upload, as a rule (96 MiB); a machine fast enough to finish
+    // first re-attaches instead: the build survives either way.
+    assert!(
+        out.contains("reconnecting to resume it") || out.contains("re-attaching"),
+        "{out}"
+    );
+    let ingest = farm
+        .env
+        .work
+        .path()
+        .join("coordinator-state")
+        .join("ingest");
+    let partial: Vec<_> = std::fs::read_dir(&ingest)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(partial.is_empty(), "partial uploads left: {partial:?}");
+    let n = std::fs::read_to_string(dest.join("n")).expect("output file");
+    assert_eq!(n.trim(), (96u64 << 20).to_string());
+}

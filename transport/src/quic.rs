@@ -27,14 +27,29 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
 /// (RFC 9000 §10.3: the token must come from the same static key), so
 /// workers and clients notice at once and reconnect, instead of waiting
 /// out the idle timeout.
+///
+/// The connection-id generator's key comes from the same secret: quinn's
+/// hashed ids carry a check value under a per-endpoint key, and a packet
+/// whose id fails the check is dropped before any reset is considered. With
+/// a random key, the restarted coordinator dropped every old packet
+/// silently and peers waited 30 s for their idle timeout (issue 15).
 pub fn coordinator_endpoint_config(private_key: &[u8]) -> quinn::EndpointConfig {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"imgfarm stateless reset key v1\0");
-    h.update(private_key);
-    let seed = h.finalize();
+    let derive = |label: &[u8]| {
+        let mut h = Sha256::new();
+        h.update(label);
+        h.update(private_key);
+        h.finalize()
+    };
+    let seed = derive(b"imgfarm stateless reset key v1\0");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed);
     let mut e = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+    let cid = derive(b"imgfarm connection id key v1\0");
+    let cid_key = u64::from_le_bytes(cid[..8].try_into().unwrap_or([0; 8]));
+    e.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            as Box<dyn quinn::ConnectionIdGenerator>
+    });
     let _ = e.max_udp_payload_size(windows::MAX_UDP_PAYLOAD);
     e
 }

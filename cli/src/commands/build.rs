@@ -51,6 +51,12 @@ pub struct BuildArgs {
     /// Do not use cache when building
     #[arg(long)]
     pub no_cache: bool,
+    /// Fail the build when it runs longer than this (e.g. 30m, 2h); its running steps are cancelled
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_secs)]
+    pub timeout: Option<u64>,
+    /// Cancel a step that runs longer than this (e.g. 10m) and fail the build
+    #[arg(long = "step-timeout", value_name = "DURATION", value_parser = crate::duration::parse_secs)]
+    pub step_timeout: Option<u64>,
     /// Always attempt to pull newer base images
     #[arg(long)]
     pub pull: bool,

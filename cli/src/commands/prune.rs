@@ -65,6 +65,17 @@ fn remove_tree(dir: &Path) -> anyhow::Result<()> {
 /// Run `imgfarm prune`.
 pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     let state = g.state_dir();
+    // A coordinator's results (in its database) name blobs that no image ref
+    // reaches: collecting by refs would delete them and leave the coordinator
+    // serving cached steps whose blobs are gone.
+    let db = state.join("coordinator.db");
+    if db.exists() {
+        anyhow::bail!(
+            "{} is a farm coordinator's state ({} holds its builds and cached results):              `imgfarm prune` collects a local state by its image refs and would delete blobs              those results name; it leaves this directory untouched",
+            state.display(),
+            db.display()
+        );
+    }
     let Some(store) = existing_store(g)? else {
         println!("Total reclaimed space: 0B");
         return Ok(ExitCode::SUCCESS);

@@ -17,6 +17,9 @@ pub struct CoordinatorArgs {
     /// Declare a worker lost after this many seconds without a heartbeat
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
     pub heartbeat_timeout: f64,
+    /// Cancel a build that has had no client attached for this long (e.g. 5m; 0 never cancels)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::duration::parse_secs)]
+    pub client_grace: u64,
 }
 
 /// `imgfarm worker`

@@ -300,6 +300,14 @@ pub struct OutputSpec {
     pub insecure: Vec<String>,
     /// Skip the coordinator's cached results (`--no-cache`).
     pub no_cache: bool,
+    /// The build's time limit in seconds (`--timeout`): past it the build
+    /// fails and its running steps are cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Each step's time limit in seconds (`--step-timeout`): a step running
+    /// longer is cancelled and fails the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout_secs: Option<u64>,
 }
 
 /// A blob header for a layer reference.

@@ -28,6 +28,7 @@ pub mod leases;
 mod lock;
 mod reader;
 pub mod refs;
+mod stale;
 pub mod usage;
 mod writer;
 
@@ -73,6 +74,10 @@ impl ContentStore {
         for sub in SUBDIRS {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        }
+        let stale = stale::remove_dead_writers(&root.join("ingest"));
+        if stale > 0 {
+            tracing::debug!(stale, "removed temp files of writers that died mid-write");
         }
         Ok(Self {
             inner: Arc::new(Inner { root }),

@@ -102,6 +102,13 @@ impl Engine {
         for s in stored {
             let mut b = Build::new(s.id, s.client, s.definition, s.output, s.created);
             b.had_credentials = s.had_credentials;
+            // No client is attached after a restart; the time limit counts
+            // from the submission.
+            b.unattached_since = Some(self.now);
+            b.deadline = b.output.timeout_secs.map(|t| {
+                let left = (s.created + t).saturating_sub(self.unix_now());
+                self.now + std::time::Duration::from_secs(left)
+            });
             if let Some(st) = BuildState::parse(&s.state) {
                 b.state = st;
             }
@@ -184,6 +191,10 @@ impl Engine {
         }
         let mut b = Build::new(id.clone(), client.clone(), def, output, created);
         b.attached.insert(peer);
+        b.deadline = b
+            .output
+            .timeout_secs
+            .map(|t| self.now + std::time::Duration::from_secs(t));
         tracing::info!(build = %id, client, "accepted build {:?}", b.definition.title);
         match self.admit(b) {
             Ok(id) => {
@@ -248,6 +259,7 @@ impl Engine {
         };
         if let Some(b) = self.builds.get_mut(id) {
             b.attached.insert(peer);
+            b.unattached_since = None;
             if let Some(o) = lent {
                 if !o.credentials.is_empty() {
                     b.output.credentials = o.credentials;

@@ -25,6 +25,7 @@ use imgfarm_common::graph::Vertex;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BuildFinished, BuildStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 /// Where a build is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,11 @@ pub struct Build {
     pub attached: BTreeSet<u64>,
     /// The merged index is being made or pushed.
     pub exporting: bool,
+    /// When the build fails for exceeding `--timeout`.
+    pub deadline: Option<Instant>,
+    /// Since when no client is attached (after a restart, or once the last
+    /// one left); cleared when one attaches.
+    pub unattached_since: Option<Instant>,
     index: HashMap<Digest, usize>,
     needed: BTreeSet<Digest>,
     done: BTreeSet<Digest>,
@@ -152,6 +158,8 @@ impl Build {
             finished: None,
             attached: BTreeSet::new(),
             exporting: false,
+            deadline: None,
+            unattached_since: None,
             index,
             needed,
             done: BTreeSet::new(),
@@ -443,10 +451,13 @@ impl Builds {
         }
     }
 
-    /// Detaches a closed client session from every build.
-    pub fn detach(&mut self, session: u64) {
+    /// Detaches a closed client session from every build; a build left
+    /// without clients is unattached from `now`.
+    pub fn detach(&mut self, session: u64, now: Instant) {
         for b in self.by_id.values_mut() {
-            b.attached.remove(&session);
+            if b.attached.remove(&session) && b.attached.is_empty() {
+                b.unattached_since = Some(now);
+            }
         }
     }
 }

@@ -161,7 +161,7 @@ fn identical_vertices_of_two_builds_share_a_key_and_end_separately() {
     );
     assert_eq!(all.needing(&k[1]).len(), 1, "ended builds need nothing");
     all.get_mut("b1").unwrap().attached.insert(7);
-    all.detach(7);
+    all.detach(7, std::time::Instant::now());
     assert!(all.get("b1").unwrap().attached.is_empty());
     all.prune_ended(0);
     assert!(all.get("b2").is_none());

@@ -29,6 +29,7 @@ pub mod ports;
 pub mod sim;
 
 mod admission;
+mod limits;
 mod peers;
 mod vertices;
 
@@ -68,6 +69,10 @@ pub struct EngineOptions {
     /// Name the worker in a vertex's error (a farm has several; the local
     /// build's one worker goes unnamed).
     pub name_workers: bool,
+    /// How long a build may have no client attached (its client died or
+    /// left, or the coordinator restarted) before it is cancelled; a client
+    /// re-attaching in time keeps it. Zero never cancels.
+    pub client_grace: Duration,
 }
 
 impl Default for EngineOptions {
@@ -82,6 +87,7 @@ impl Default for EngineOptions {
             session_queue: 4096,
             keep_ended: 64,
             name_workers: true,
+            client_grace: Duration::from_secs(300),
         }
     }
 }
@@ -258,6 +264,8 @@ struct Dispatched {
     /// The vertex key (the scheduler key may be salted).
     key: Digest,
     emulated: bool,
+    /// When it was sent (for `--step-timeout`).
+    started: Instant,
 }
 
 /// One admitted control session.
@@ -363,6 +371,7 @@ impl Engine {
             Event::Tick => {
                 self.check_heartbeats();
                 self.check_grace();
+                self.check_limits();
             }
         }
         self.pump();

@@ -85,7 +85,7 @@ impl Engine {
                 after: Duration::ZERO,
             });
         } else {
-            self.builds.detach(peer);
+            self.builds.detach(peer, self.now);
             tracing::debug!(client = %p.name, "client left ({reason})");
         }
         self.actions.push_back(Action::Release { peer });

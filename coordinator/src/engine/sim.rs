@@ -67,6 +67,8 @@ pub struct FarmSim {
     pub journal: MemJournal,
     /// Simulated time.
     pub now: Instant,
+    /// Simulated time zero (wall clock 0).
+    start: Instant,
     opts: EngineOptions,
     workers: BTreeMap<PeerId, SimWorker>,
     clients: BTreeMap<PeerId, SimClient>,
@@ -101,6 +103,7 @@ impl FarmSim {
             engine,
             journal,
             now,
+            start: now,
             opts,
             workers: BTreeMap::new(),
             clients: BTreeMap::new(),
@@ -358,7 +361,7 @@ impl FarmSim {
             Box::new(self.journal.clone()),
             Box::new(AllBlobs),
             self.now,
-            0,
+            self.now.saturating_duration_since(self.start).as_secs(),
             format!("sim/{}", self.restarts),
         );
         for w in self.workers.values_mut() {

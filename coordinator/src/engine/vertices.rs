@@ -60,7 +60,7 @@ impl Engine {
     }
 
     /// Scheduler key `s` failed: every build needing it fails.
-    fn vertex_failed(&mut self, s: &Digest, error: &str) {
+    pub(super) fn vertex_failed(&mut self, s: &Digest, error: &str) {
         self.running.remove(s);
         if let Err(e) = self.sched.fail(s) {
             tracing::debug!("{e}");
@@ -263,6 +263,7 @@ impl Engine {
                 worker: d.worker,
                 key: key.clone(),
                 emulated: d.emulated,
+                started: self.now,
             },
         );
         let msg = Message::VertexStarted(VertexStarted {

@@ -57,6 +57,9 @@ pub struct ServiceOptions {
     /// client, jobs for a worker); a peer letting more pile up is not
     /// reading and is dropped (0 counts as 1).
     pub session_queue: usize,
+    /// How long a build may go without an attached client before it is
+    /// cancelled (zero: never).
+    pub client_grace: Duration,
 }
 
 impl ServiceOptions {
@@ -75,6 +78,7 @@ impl ServiceOptions {
             max_in_flight: 4096,
             max_blob_size: 64 << 30,
             session_queue: 4096,
+            client_grace: Duration::from_secs(300),
         }
     }
 }
@@ -88,6 +92,7 @@ impl ServiceOptions {
             startup_grace: self.startup_grace,
             max_in_flight: self.max_in_flight,
             session_queue: self.session_queue,
+            client_grace: self.client_grace,
             ..EngineOptions::default()
         }
     }

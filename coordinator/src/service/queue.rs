@@ -346,6 +346,8 @@ mod tests {
             }],
             insecure: vec![],
             no_cache: false,
+            timeout_secs: Some(600),
+            step_timeout_secs: None,
         };
         {
             let q = Queue::open(dir.path()).unwrap();

@@ -78,6 +78,54 @@ fn stored_size(store: &imgfarm_common::oci::store::ContentStore, blobs: &[Digest
         .sum()
 }
 
+/// How long an interrupted upload keeps reconnecting (a coordinator
+/// restarting mid-upload is back within seconds).
+const UPLOAD_RESUME_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Connects and uploads; when the connection is lost mid-upload (the
+/// coordinator restarted), reconnects and uploads again. The coordinator
+/// answers "present" for every blob it already stored, so only what the
+/// loss interrupted is sent again.
+async fn upload_resuming(
+    dial: &Dial<'_>,
+    store: &imgfarm_common::oci::store::ContentStore,
+    uploads: &submit::Uploads,
+    progress: &mut Progress,
+) -> anyhow::Result<imgfarm_worker::link::Link> {
+    let mut link = connect(dial.addr, dial.creds, dial.hello, CONNECT_TIMEOUT).await?;
+    if uploads.is_empty() {
+        return Ok(link);
+    }
+    let deadline = tokio::time::Instant::now() + UPLOAD_RESUME_FOR;
+    loop {
+        let e = match upload(link.handle(), store, uploads, progress).await {
+            Ok(()) => return Ok(link),
+            Err(e) => e,
+        };
+        let lost = link.connection().close_reason().is_some();
+        if !lost || tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        eprintln!(
+            "connection to the farm coordinator lost during the upload ({e:#}); reconnecting to resume it..."
+        );
+        link = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "lost the farm coordinator at {} during the upload and could not reconnect within {} s ({e:#})",
+                    dial.addr,
+                    UPLOAD_RESUME_FOR.as_secs()
+                );
+            }
+            match connect(dial.addr, dial.creds, dial.hello, left).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        };
+    }
+}
+
 /// Uploads what the build needs, context chunks first, and shows how
 /// little of it moved: the coordinator answers "present" for every blob it
 /// holds, so an unchanged chunk costs a round trip and no bytes.
@@ -162,7 +210,9 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         eprintln!("WARNING: {w}");
     }
     let push = push::push_refs(&a, &outputs)?;
-    let spec = push::output_spec(&push, a.no_cache)?;
+    let mut spec = push::output_spec(&push, a.no_cache)?;
+    spec.timeout_secs = a.timeout;
+    spec.step_timeout_secs = a.step_timeout;
     let dial_output = encode(&spec);
 
     let mut progress = Progress::new(mode);
@@ -194,10 +244,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = build_runtime()?;
     let followed = rt.block_on(async {
-        let link = connect(&settings.farm, &creds, &hello, CONNECT_TIMEOUT).await?;
-        if !uploads.is_empty() {
-            upload(link.handle(), &store, &uploads, &mut progress).await?;
-        }
+        let link = upload_resuming(&dial, &store, &uploads, &mut progress).await?;
         session::follow(link, &dial, submit, &names, &mut progress).await
     });
     let followed = match followed {

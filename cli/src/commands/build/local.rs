@@ -146,6 +146,8 @@ pub fn build(
     let definition = FarmDefinition::from_graph(graph, None, String::new());
     let output = imgfarm_common::farm::OutputSpec {
         no_cache: b.a.no_cache,
+        timeout_secs: b.a.timeout,
+        step_timeout_secs: b.a.step_timeout,
         ..Default::default()
     };
     let mut term = Terminal {

@@ -61,6 +61,7 @@ pub fn output_spec(push: &[String], no_cache: bool) -> anyhow::Result<OutputSpec
         credentials,
         insecure,
         no_cache,
+        ..OutputSpec::default()
     })
 }
 
