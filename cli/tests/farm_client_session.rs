@@ -565,3 +565,64 @@ fn refusals_are_reported_with_the_coordinators_reason() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("unknown build nope"), "{err}");
 }
+
+#[test]
+fn a_refused_certificate_is_named_at_once_on_both_sides() {
+    let farm = Farm::start(Script::Succeed);
+    let other = farm.path("other");
+    imgfarm(farm.tmp.path())
+        .args(["farm", "init", "--dir"])
+        .arg(&other)
+        .assert()
+        .success();
+    imgfarm(farm.tmp.path())
+        .args(["farm", "issue", "--client", "alice", "--dir"])
+        .arg(&other)
+        .assert()
+        .success();
+    let build = |tls_dir: &Path| {
+        let started = std::time::Instant::now();
+        let out = imgfarm(farm.tmp.path())
+            .arg("build")
+            .arg("--farm")
+            .arg(&farm.addr)
+            .arg("--tls-dir")
+            .arg(tls_dir)
+            .args(["--platform", "linux/amd64", "--progress", "plain"])
+            .arg(farm.path("ctx"))
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
+        assert!(!err.contains("cannot reach"), "{err}");
+        err
+    };
+    // The whole TLS directory of another farm: the client refuses the coordinator.
+    let err = build(&other);
+    for want in [
+        format!(
+            "this client refused the certificate of the farm coordinator at {}",
+            farm.addr
+        ),
+        "it is not signed by the farm's CA".into(),
+        "--tls-dir / IMGFARM_TLS_DIR".into(),
+    ] {
+        assert!(err.contains(&want), "{want:?} missing in {err}");
+    }
+    // This farm's ca.crt with another farm's client certificate: the
+    // coordinator refuses the client.
+    std::fs::copy(farm.path("farm/ca.crt"), other.join("ca.crt")).unwrap();
+    let err = build(&other);
+    for want in [
+        format!(
+            "the farm coordinator at {} refused this client's certificate (it is not signed by the farm's CA",
+            farm.addr
+        ),
+        "check --tls-dir / IMGFARM_TLS_DIR".into(),
+    ] {
+        assert!(err.contains(&want), "{want:?} missing in {err}");
+    }
+    eprintln!("{err}");
+}

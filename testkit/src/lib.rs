@@ -28,7 +28,7 @@ pub use cmd::{run_checked, CommandExt};
 pub use debian::{DebianBase, DEBIAN_VARIANTS};
 pub use dockerd::Dockerd;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
-pub use logging::init_tracing;
+pub use logging::{capture_logs, init_tracing, CapturedLogs};
 pub use registry::{Registry, RegistryOptions};
 pub use skip::{
     in_ci, is_root, or_skip, require_root_or_skip, require_tools_or_skip, skip, Unavailable,

@@ -3,7 +3,7 @@
 
 mod wire_common;
 
-use imgfarm_common::identity::Role;
+use imgfarm_common::identity::{Credentials, Role};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::io::{read_preamble, write_preamble, WireError};
@@ -11,8 +11,10 @@ use imgfarm_common::proto::{
     close_code, BlobHeader, CodecError, HandshakeError, Message, PROTOCOL_VERSION,
 };
 use imgfarm_coordinator::server::ServerError;
-use imgfarm_worker::link::{Link, LinkError, LinkOptions, PutOutcome};
-use std::time::Duration;
+use imgfarm_worker::link::{
+    connect_with_backoff, Backoff, Link, LinkError, LinkOptions, PutOutcome,
+};
+use std::time::{Duration, Instant};
 use wire_common::*;
 
 fn url(c: &Coord) -> String {
@@ -65,8 +67,34 @@ async fn worker_and_client_handshake_ok() {
     link.close().await;
 }
 
+/// Dials as a worker would (retrying what may pass, giving up on the rest)
+/// and returns the error, panicking if it is still retrying after 10 s.
+async fn dial_until_refused(c: &Coord, creds: &Credentials, role: Role, name: &str) -> LinkError {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let mut retried = Vec::new();
+    let (addr, hello, opts) = (url(c), hello(role, name), LinkOptions::default());
+    let attempt = connect_with_backoff(&addr, creds, &hello, &opts, &mut backoff, |e, _| {
+        retried.push(e.to_string())
+    });
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Ok(_)) => panic!("{role} {name} was admitted"),
+        Ok(Err(e)) => {
+            assert!(retried.is_empty(), "retried after {retried:?}");
+            e
+        }
+        Err(_) => panic!("still retrying after 10 s: {retried:?}"),
+    }
+}
+
+fn assert_names(text: &str, wants: &[&str]) {
+    for w in wants {
+        assert!(text.contains(w), "{w:?} missing in {text:?}");
+    }
+}
+
 #[tokio::test]
-async fn worker_or_client_from_another_ca_is_refused() {
+async fn worker_or_client_from_another_ca_is_refused_and_told_why() {
+    let (_guard, logs) = imgfarm_testkit::capture_logs();
     let tmp = tempfile::tempdir().unwrap();
     let farm = make_farm(&tmp.path().join("tls"));
     let other = make_farm(&tmp.path().join("other"));
@@ -75,52 +103,97 @@ async fn worker_or_client_from_another_ca_is_refused() {
         &tmp.path().join("store"),
         PROTOCOL_VERSION,
     );
+    let farm_ca = farm.load(Role::Client, None).unwrap().ca;
     for (role, name) in [(Role::Worker, "w1"), (Role::Client, "alice")] {
-        let creds = other.load(role, Some(name)).unwrap();
-        let err = Link::connect(&url(&c), &creds, hello(role, name), LinkOptions::default())
-            .await
-            .unwrap_err();
-        // The client side sees the TLS alert (or a closed connection).
-        assert!(
-            matches!(err, LinkError::Connection { .. } | LinkError::Wire(_)),
-            "{err:?}"
+        // This farm's ca.crt (so the coordinator passes), a leaf from another.
+        let mut creds = other.load(role, Some(name)).unwrap();
+        creds.ca = farm_ca.clone();
+        let started = Instant::now();
+        let err = dial_until_refused(&c, &creds, role, name).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        // The dialler is told its own certificate was refused, and why.
+        assert_names(
+            &err.to_string(),
+            &[
+                &format!(
+                    "the farm coordinator at {} refused this {role}'s certificate",
+                    url(&c)
+                ),
+                "it is not signed by the farm's CA",
+                "check --tls-dir / IMGFARM_TLS_DIR",
+            ],
         );
+        // The coordinator names the peer and the reason.
         match next_event(&mut c).await {
-            Ev::Dropped(ServerError::Connection { source, .. }) => {
-                let text = source.to_string();
-                assert!(
-                    text.contains("certificate") || text.contains("Certificate"),
-                    "{text}"
-                );
-            }
+            Ev::Dropped(e) => assert_names(
+                &e.to_string(),
+                &[
+                    "refused a connection from 127.0.0.1:",
+                    "its certificate is not signed by this farm's CA (",
+                ],
+            ),
             other => panic!("expected a refused connection, got {other:?}"),
         }
     }
+    let logged = logs.text();
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("refused a connection from 127.0.0.1:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{logged}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains("its certificate is not signed by this farm's CA (")),
+        "{logged}"
+    );
 }
 
 #[tokio::test]
-async fn coordinator_from_another_ca_is_refused_by_the_worker() {
+async fn coordinator_from_another_ca_is_refused_by_the_worker_and_told_why() {
+    let (_guard, logs) = imgfarm_testkit::capture_logs();
     let tmp = tempfile::tempdir().unwrap();
     let farm = make_farm(&tmp.path().join("tls"));
     let other = make_farm(&tmp.path().join("other"));
-    let c = start(
+    let mut c = start(
         other.load(Role::Coordinator, None).unwrap(),
         &tmp.path().join("store"),
         PROTOCOL_VERSION,
     );
     let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
-    let err = Link::connect(
-        &url(&c),
-        &w1,
-        hello(Role::Worker, "w1"),
-        LinkOptions::default(),
-    )
-    .await
-    .unwrap_err();
-    let text = err.to_string();
+    let started = Instant::now();
+    let err = dial_until_refused(&c, &w1, Role::Worker, "w1").await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_names(
+        &err.to_string(),
+        &[
+            &format!(
+                "this worker refused the certificate of the farm coordinator at {}",
+                url(&c)
+            ),
+            "it is not signed by the farm's CA",
+            "--tls-dir / IMGFARM_TLS_DIR",
+        ],
+    );
+    // The coordinator hears that its own certificate was refused.
+    match next_event(&mut c).await {
+        Ev::Dropped(e) => assert_names(
+            &e.to_string(),
+            &[
+                "127.0.0.1:",
+                "refused this coordinator's certificate",
+                "not signed by the CA it trusts",
+            ],
+        ),
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
     assert!(
-        text.contains("UnknownIssuer") || text.contains("certificate"),
-        "{text}"
+        logs.text()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("refused this coordinator's certificate")),
+        "{}",
+        logs.text()
     );
 }
 
@@ -175,20 +248,29 @@ async fn client_cert_cannot_register_as_worker_and_reverse() {
         })
     ));
 
-    // The coordinator's own certificate has no clientAuth usage: refused in TLS.
+    // The coordinator's own certificate has no clientAuth usage: refused in
+    // TLS, and both sides say it is the key usage.
     let coord = farm.load(Role::Coordinator, None).unwrap();
-    assert!(Link::connect(
-        &url(&c),
-        &coord,
-        hello(Role::Worker, "coordinator"),
-        LinkOptions::default()
-    )
-    .await
-    .is_err());
-    assert!(matches!(
-        next_event(&mut c).await,
-        Ev::Dropped(ServerError::Connection { .. })
-    ));
+    let started = Instant::now();
+    let err = dial_until_refused(&c, &coord, Role::Worker, "coordinator").await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_names(
+        &err.to_string(),
+        &[
+            "refused this coordinator's certificate",
+            "it has the wrong extended key usage for this use",
+        ],
+    );
+    match next_event(&mut c).await {
+        Ev::Dropped(e) => assert_names(
+            &e.to_string(),
+            &[
+                "refused a connection from 127.0.0.1:",
+                "its certificate has the wrong extended key usage for this use",
+            ],
+        ),
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
 }
 
 #[tokio::test]

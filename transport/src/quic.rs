@@ -1,6 +1,7 @@
 //! QUIC transport tuning and socket setup.
 
-use imgfarm_common::proto::windows;
+use imgfarm_common::identity::CertProblem;
+use imgfarm_common::proto::{close_code, windows};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, UdpPoller};
 use std::future::Future;
@@ -83,6 +84,77 @@ fn tuned_transport(accepted_bidi_streams: u32) -> quinn::TransportConfig {
         t.max_idle_timeout(Some(idle));
     }
     t
+}
+
+/// Which end of a connection refused a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// This endpoint refused the peer's certificate.
+    Us,
+    /// The peer refused this endpoint's certificate.
+    Peer,
+}
+
+/// A certificate refusal read from a failed connection: who refused, what
+/// was wrong, and the refusing TLS stack's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRefusal {
+    /// Who refused.
+    pub by: RefusedBy,
+    /// What was wrong.
+    pub problem: CertProblem,
+    /// The refusing side's error text (e.g. `invalid peer certificate: UnknownIssuer`).
+    pub detail: String,
+}
+
+/// The TLS alert a QUIC crypto error code carries (`0x100 + alert`).
+fn tls_alert(code: u64) -> Option<u8> {
+    (0x100..0x200)
+        .contains(&code)
+        .then_some((code & 0xff) as u8)
+}
+
+/// Whether `e` is a certificate refusal, and whose: our TLS stack's own
+/// verification error (a transport error with a certificate alert), the
+/// peer's alert in its CONNECTION_CLOSE, or the coordinator's
+/// [`close_code::NO_ROLE`] close for a certificate without an imgfarm role.
+/// Any other failure (timeouts, resets, version or ALPN mismatches) is `None`.
+pub fn cert_refusal(e: &quinn::ConnectionError) -> Option<CertRefusal> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (by, alert_or_role, detail) = match e {
+        quinn::ConnectionError::TransportError(t) => (
+            RefusedBy::Us,
+            tls_alert(u64::from(t.code)),
+            t.reason.clone(),
+        ),
+        quinn::ConnectionError::ConnectionClosed(c) => (
+            RefusedBy::Peer,
+            tls_alert(u64::from(c.error_code)),
+            text(&c.reason),
+        ),
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == close_code::NO_ROLE.into() =>
+        {
+            return Some(CertRefusal {
+                by: RefusedBy::Peer,
+                problem: CertProblem::NoRole,
+                detail: text(&c.reason),
+            });
+        }
+        _ => return None,
+    };
+    let alert = alert_or_role?;
+    let problem = CertProblem::from_alert(alert)?;
+    let detail = if detail.is_empty() {
+        format!("TLS alert {alert}")
+    } else {
+        detail
+    };
+    Some(CertRefusal {
+        by,
+        problem,
+        detail,
+    })
 }
 
 /// Binds a UDP socket with larger kernel buffers (best effort).
@@ -214,6 +286,51 @@ fn split_batch<'a>(transmit: &Transmit<'a>) -> impl Iterator<Item = Transmit<'a>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local TLS failure with `alert`, as quinn reports it.
+    fn tls_error(alert: u8, reason: &str) -> quinn::ConnectionError {
+        let mut e =
+            quinn::ConnectionError::TransportError(quinn::TransportErrorCode::crypto(alert).into());
+        if let quinn::ConnectionError::TransportError(t) = &mut e {
+            t.reason = reason.into();
+        }
+        e
+    }
+
+    #[test]
+    fn certificate_refusals_are_told_from_other_failures() {
+        let ours = tls_error(48, "invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            cert_refusal(&ours),
+            Some(CertRefusal {
+                by: RefusedBy::Us,
+                problem: CertProblem::UnknownCa,
+                detail: "invalid peer certificate: UnknownIssuer".into(),
+            })
+        );
+        let theirs = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(45),
+            frame_type: None,
+            reason: b"".as_slice().into(),
+        });
+        let r = cert_refusal(&theirs).unwrap();
+        assert_eq!((r.by, r.problem), (RefusedBy::Peer, CertProblem::Expired));
+        assert_eq!(r.detail, "TLS alert 45");
+        let no_role = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: close_code::NO_ROLE.into(),
+            reason: b"no imgfarm://role/ URI".as_slice().into(),
+        });
+        assert_eq!(cert_refusal(&no_role).unwrap().problem, CertProblem::NoRole);
+        // Not about certificates: no_application_protocol, a refused hello, timeouts.
+        let alpn = tls_error(120, "no ALPN");
+        let refused = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: close_code::REFUSED.into(),
+            reason: b"".as_slice().into(),
+        });
+        for e in [alpn, refused, quinn::ConnectionError::TimedOut] {
+            assert_eq!(cert_refusal(&e), None, "{e}");
+        }
+    }
 
     fn batch(contents: &[u8], segment_size: Option<usize>) -> Transmit<'_> {
         Transmit {

@@ -26,6 +26,7 @@
 mod files;
 mod issue;
 mod peer;
+mod refusal;
 mod role;
 mod tls;
 mod tls_dir;
@@ -33,6 +34,7 @@ mod tls_dir;
 pub use files::{write_new_files, FileSpec};
 pub use issue::{init_farm, issue_leaf, CaMaterial, InitOptions, IssuedFiles};
 pub use peer::{peer_identity_from_der, PeerIdentity};
+pub use refusal::{CertProblem, Described};
 pub use role::{parse_role_uri, role_uri, validate_name, Role, ROLE_URI_PREFIX};
 pub use tls::{client_config, server_config};
 pub use tls_dir::{default_worker_name, Credentials, TlsDir};

@@ -16,8 +16,8 @@ pub use imgfarm_transport::quic::{
 pub use imgfarm_transport::streams::{QuicRecv, QuicSend};
 pub use session::Session;
 
-use imgfarm_common::identity::Role;
 use imgfarm_common::identity::{peer_identity_from_der, server_config, Credentials, PeerIdentity};
+use imgfarm_common::identity::{CertProblem, Role};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::io::{expect_msg, read_preamble, write_msg, write_preamble, WireError};
@@ -26,6 +26,7 @@ use imgfarm_common::proto::{
     MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
 use imgfarm_transport::quic as transport;
+use imgfarm_transport::quic::{CertRefusal, RefusedBy};
 use quinn::crypto::rustls::QuicServerConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,8 +86,30 @@ pub enum ServerError {
         /// Cause.
         source: quinn::ConnectionError,
     },
+    /// The TLS handshake refused the peer's certificate (another farm's CA,
+    /// expired, wrong key usage, ...).
+    #[error("refused a connection from {remote}: its certificate {} ({detail})", .problem.describe("this farm's CA"))]
+    CertificateRefused {
+        /// Peer address.
+        remote: SocketAddr,
+        /// What was wrong.
+        problem: CertProblem,
+        /// rustls's words.
+        detail: String,
+    },
+    /// The peer refused the coordinator's certificate (it trusts another CA,
+    /// or the name it dialled is not in the certificate).
+    #[error("{remote} refused this coordinator's certificate: it {} ({detail}); check that the peer was given this farm's ca.crt", .problem.describe("the CA it trusts"))]
+    CertificateRefusedByPeer {
+        /// Peer address.
+        remote: SocketAddr,
+        /// What the peer found wrong.
+        problem: CertProblem,
+        /// The peer's words.
+        detail: String,
+    },
     /// The peer's certificate has no usable role.
-    #[error("peer {remote}: {reason}")]
+    #[error("refused a connection from {remote}: its certificate carries no valid imgfarm role ({reason})")]
     NoRole {
         /// Peer address.
         remote: SocketAddr,
@@ -109,6 +132,44 @@ pub enum ServerError {
         /// Cause.
         source: imgfarm_common::proto::blob::BlobError,
     },
+}
+
+impl ServerError {
+    /// Whether this is a refused certificate, on either side. The endpoint
+    /// has already logged it as a warning.
+    pub fn is_certificate_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::CertificateRefused { .. }
+                | Self::CertificateRefusedByPeer { .. }
+                | Self::NoRole { .. }
+        )
+    }
+}
+
+/// The error for a failed handshake: a certificate refusal when it is one.
+fn handshake_error(remote: SocketAddr, source: quinn::ConnectionError) -> ServerError {
+    match transport::cert_refusal(&source) {
+        Some(CertRefusal {
+            by: RefusedBy::Us,
+            problem,
+            detail,
+        }) => ServerError::CertificateRefused {
+            remote,
+            problem,
+            detail,
+        },
+        Some(CertRefusal {
+            by: RefusedBy::Peer,
+            problem,
+            detail,
+        }) => ServerError::CertificateRefusedByPeer {
+            remote,
+            problem,
+            detail,
+        },
+        None => ServerError::Connection { remote, source },
+    }
 }
 
 /// What happened at the endpoint.
@@ -190,12 +251,11 @@ async fn accept_loop(endpoint: quinn::Endpoint, opts: Arc<ServerOptions>, tx: Ev
             match incoming.await {
                 Ok(conn) => serve_connection(conn, opts, tx, ids).await,
                 Err(source) => {
-                    let _ = tx
-                        .send(ServerEvent::Dropped(ServerError::Connection {
-                            remote,
-                            source,
-                        }))
-                        .await;
+                    let e = handshake_error(remote, source);
+                    if e.is_certificate_refusal() {
+                        tracing::warn!("{e}");
+                    }
+                    let _ = tx.send(ServerEvent::Dropped(e)).await;
                 }
             }
         });
@@ -227,9 +287,9 @@ async fn serve_connection(
         Ok(p) => p,
         Err(reason) => {
             conn.close(close_code::NO_ROLE.into(), reason.as_bytes());
-            let _ = tx
-                .send(ServerEvent::Dropped(ServerError::NoRole { remote, reason }))
-                .await;
+            let e = ServerError::NoRole { remote, reason };
+            tracing::warn!("{e}");
+            let _ = tx.send(ServerEvent::Dropped(e)).await;
             return;
         }
     };

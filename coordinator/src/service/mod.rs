@@ -412,6 +412,8 @@ async fn event_loop(mut shell: Shell, lp: Loop) {
             ev = server.next_event() => match ev {
                 None => break,
                 Some(ServerEvent::Session(s)) => admit_session(&mut shell, *s, &tx),
+                // The endpoint has already warned about refused certificates.
+                Some(ServerEvent::Dropped(e)) if e.is_certificate_refusal() => {}
                 Some(ServerEvent::Dropped(e)) => tracing::info!("peer dropped: {e}"),
                 Some(ServerEvent::BlobStored { peer, digest }) => {
                     tracing::debug!(peer = %peer.name, "stored {digest}");

@@ -21,7 +21,7 @@ pub use blobs::PutOutcome;
 pub use dial::{endpoint_config, parse_farm_addr, transport_config, FarmAddr};
 
 use imgfarm_common::identity::{
-    client_config, peer_identity_from_der, Credentials, IdentityError, Role,
+    client_config, peer_identity_from_der, CertProblem, Credentials, IdentityError, Role,
 };
 use imgfarm_common::proto::io::{
     expect_msg, read_msg, read_preamble, write_msg, write_preamble, WireError,
@@ -29,6 +29,7 @@ use imgfarm_common::proto::io::{
 use imgfarm_common::proto::{
     close_code, Hello, Message, StreamOpen, Welcome, MAX_CONTROL_FRAME, PROTOCOL_VERSION,
 };
+use imgfarm_transport::quic::{cert_refusal, CertRefusal, RefusedBy};
 use quinn::crypto::rustls::QuicClientConfig;
 use std::sync::Arc;
 
@@ -57,6 +58,32 @@ pub enum LinkError {
         /// Cause (a closed connection carries the coordinator's reason).
         source: quinn::ConnectionError,
     },
+    /// The coordinator refused this endpoint's certificate in the TLS
+    /// handshake (another farm's CA, expired, wrong role): retrying cannot help.
+    #[error("the farm coordinator at {addr} refused this {role}'s certificate (it {}): {detail}; check --tls-dir / IMGFARM_TLS_DIR", .problem.describe("the farm's CA"))]
+    CertificateRefused {
+        /// Coordinator address.
+        addr: String,
+        /// Our certificate's role.
+        role: Role,
+        /// What the coordinator found wrong.
+        problem: CertProblem,
+        /// The coordinator's words.
+        detail: String,
+    },
+    /// This endpoint refused the coordinator's certificate in the TLS
+    /// handshake (signed by another CA, not issued for the address dialled).
+    #[error("this {role} refused the certificate of the farm coordinator at {addr} (it {}): {detail}; check that the address names this farm's coordinator and that --tls-dir / IMGFARM_TLS_DIR holds this farm's ca.crt", .problem.describe("the farm's CA"))]
+    CoordinatorCertificateRefused {
+        /// Coordinator address.
+        addr: String,
+        /// Our role.
+        role: Role,
+        /// What was wrong with the coordinator's certificate.
+        problem: CertProblem,
+        /// rustls's words.
+        detail: String,
+    },
     /// Connecting failed before the handshake.
     #[error("connect to {addr}: {source}")]
     Connect {
@@ -79,6 +106,45 @@ pub enum LinkError {
     /// A blob transfer failed.
     #[error(transparent)]
     Blob(#[from] imgfarm_common::proto::blob::BlobError),
+}
+
+impl LinkError {
+    /// A failed connection to `addr` as `role`: a certificate refusal when
+    /// it is one (see [`imgfarm_transport::quic::cert_refusal`]).
+    pub fn connection(addr: &str, role: Role, source: quinn::ConnectionError) -> Self {
+        let addr = addr.to_string();
+        match cert_refusal(&source) {
+            Some(CertRefusal {
+                by: RefusedBy::Peer,
+                problem,
+                detail,
+            }) => Self::CertificateRefused {
+                addr,
+                role,
+                problem,
+                detail,
+            },
+            Some(CertRefusal {
+                by: RefusedBy::Us,
+                problem,
+                detail,
+            }) => Self::CoordinatorCertificateRefused {
+                addr,
+                role,
+                problem,
+                detail,
+            },
+            None => Self::Connection { addr, source },
+        }
+    }
+
+    /// Whether a certificate was refused, by either side.
+    pub fn is_certificate_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::CertificateRefused { .. } | Self::CoordinatorCertificateRefused { .. }
+        )
+    }
 }
 
 /// Longest wait for the coordinator to acknowledge a [`Message::Bye`].
@@ -142,10 +208,8 @@ impl Link {
         opts: LinkOptions,
     ) -> Result<Self, LinkError> {
         let target = parse_farm_addr(addr).await?;
-        let conn_err = |source| LinkError::Connection {
-            addr: addr.to_string(),
-            source,
-        };
+        let our_role = creds.identity.role;
+        let conn_err = |source| LinkError::connection(addr, our_role, source);
         let tls = client_config(creds)?;
         let quic = QuicClientConfig::try_from(tls)
             .map_err(|e| IdentityError::Tls(format!("QUIC needs TLS 1.3: {e}")))?;
@@ -161,39 +225,12 @@ impl Link {
             .await
             .map_err(conn_err)?;
         check_server_is_coordinator(&conn, addr)?;
-
-        let (mut send, mut recv) = conn.open_bi().await.map_err(conn_err)?;
-        let our_role = creds.identity.role;
-        write_preamble(&mut send, opts.protocol_version).await?;
-        write_msg(&mut send, &StreamOpen::Control(hello)).await?;
-        if let Err(e) = read_preamble(
-            &mut recv,
-            opts.protocol_version,
-            Role::Coordinator,
-            our_role,
-        )
-        .await
-        {
-            conn.close(
-                close_code::VERSION_MISMATCH.into(),
-                e.to_string().as_bytes(),
-            );
-            return Err(e.into());
-        }
-        let reply: Message =
-            match expect_msg(&mut recv, MAX_CONTROL_FRAME, "answering our hello").await {
-                Ok(m) => m,
-                Err(e) => return Err(explain_close(&conn, e)),
-            };
-        let welcome = match reply {
-            Message::Welcome(w) => w,
-            Message::Refused(why) => return Err(WireError::Refused(why).into()),
-            other => {
-                return Err(
-                    WireError::Unexpected(format!("expected welcome, got {other:?}")).into(),
-                )
-            }
-        };
+        // In TLS 1.3 the client finishes its handshake before the server
+        // has checked the client's certificate: a refusal arrives as the
+        // connection's close reason while we already use it.
+        let (send, recv, welcome) = open_session(&conn, our_role, hello, &opts)
+            .await
+            .map_err(|e| explain_close(&conn, addr, our_role, e))?;
         Ok(Self {
             handle: LinkHandle {
                 endpoint,
@@ -294,15 +331,69 @@ impl LinkReceiver {
     }
 }
 
+/// Opens the control stream on a fresh connection: preambles, then hello
+/// and welcome.
+async fn open_session(
+    conn: &quinn::Connection,
+    our_role: Role,
+    hello: Hello,
+    opts: &LinkOptions,
+) -> Result<(quinn::SendStream, quinn::RecvStream, Welcome), SessionError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(SessionError::Conn)?;
+    write_preamble(&mut send, opts.protocol_version).await?;
+    write_msg(&mut send, &StreamOpen::Control(hello)).await?;
+    if let Err(e) = read_preamble(
+        &mut recv,
+        opts.protocol_version,
+        Role::Coordinator,
+        our_role,
+    )
+    .await
+    {
+        if conn.close_reason().is_none() {
+            conn.close(
+                close_code::VERSION_MISMATCH.into(),
+                e.to_string().as_bytes(),
+            );
+            return Err(SessionError::Final(e.into()));
+        }
+        return Err(e.into());
+    }
+    let reply: Message = expect_msg(&mut recv, MAX_CONTROL_FRAME, "answering our hello").await?;
+    match reply {
+        Message::Welcome(w) => Ok((send, recv, w)),
+        Message::Refused(why) => Err(SessionError::Final(WireError::Refused(why).into())),
+        other => Err(WireError::Unexpected(format!("expected welcome, got {other:?}")).into()),
+    }
+}
+
+/// Why [`open_session`] failed.
+enum SessionError {
+    /// The connection failed.
+    Conn(quinn::ConnectionError),
+    /// A stream failed: the connection's close reason, if any, says more.
+    Wire(WireError),
+    /// The answer itself (a mismatch we detected, the coordinator's refusal).
+    Final(LinkError),
+}
+
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
+        Self::Wire(e)
+    }
+}
+
 /// If the connection was closed by the coordinator, its reason is the best
-/// error to show (e.g. the version mismatch text or the refusal).
-fn explain_close(conn: &quinn::Connection, e: WireError) -> LinkError {
-    match conn.close_reason() {
-        Some(reason) => LinkError::Connection {
-            addr: conn.remote_address().to_string(),
-            source: reason,
+/// error to show (a refused certificate, the version mismatch text, the
+/// refusal) rather than the stream error it caused.
+fn explain_close(conn: &quinn::Connection, addr: &str, role: Role, e: SessionError) -> LinkError {
+    match e {
+        SessionError::Final(e) => e,
+        SessionError::Conn(source) => LinkError::connection(addr, role, source),
+        SessionError::Wire(e) => match conn.close_reason() {
+            Some(quinn::ConnectionError::LocallyClosed) | None => e.into(),
+            Some(reason) => LinkError::connection(addr, role, reason),
         },
-        None => e.into(),
     }
 }
 

@@ -55,6 +55,8 @@ pub async fn connect(
     });
     match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(link)) => Ok(link),
+        // Already names the coordinator, the refused certificate and what to check.
+        Ok(Err(e)) if e.is_certificate_refusal() => Err(anyhow!("{e}")),
         Ok(Err(e)) => Err(anyhow!(
             "cannot connect to the farm coordinator at {addr}: {e}"
         )),
