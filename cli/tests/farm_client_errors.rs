@@ -250,3 +250,46 @@ fn secrets_are_refused_on_the_farm() {
     assert!(!out.status.success());
     assert_names(&stderr(&out), &["--secret is not supported with --farm"]);
 }
+
+/// A Dockerfile whose graph cannot travel in one control frame is refused
+/// on the client, before it dials the farm, saying why and what to do.
+#[test]
+fn a_graph_too_big_for_the_wire_is_refused_before_connecting() {
+    let env = Env::new();
+    let dir = env.farm_dir(Some("alice"));
+    // 20,000 RUNs each carrying a 1 KB ENV value: a 200 KB Dockerfile whose
+    // definition is over 20 MB encoded.
+    let mut df = format!("FROM scratch\nENV BIG={}\n", "x".repeat(1000));
+    df.push_str(&"RUN true\n".repeat(20_000));
+    std::fs::write(env.path("ctx/Dockerfile"), df).unwrap();
+    let addr = format!("quic://127.0.0.1:{}", dead_port());
+    let started = Instant::now();
+    let out = env
+        .cmd()
+        .arg("build")
+        .arg("--farm")
+        .arg(&addr)
+        .arg("--tls-dir")
+        .arg(&dir)
+        .arg("--progress=plain")
+        .arg(env.path("ctx"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_names(
+        &err,
+        &[
+            "the build graph is",
+            "MB encoded",
+            "16 MiB message limit",
+            "build locally",
+        ],
+    );
+    // Refused before dialling: no connection attempt, so no connect error
+    // and no connect timeout (10 s) spent.
+    assert!(!err.contains("cannot reach"), "{err}");
+    assert!(!err.contains("peer"), "{err}");
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+}

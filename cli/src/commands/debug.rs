@@ -5,7 +5,7 @@ use super::GlobalArgs;
 use anyhow::Context as _;
 use clap::Subcommand;
 use imgfarm_common::dockerfile::{dump::dump, parser};
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -137,7 +137,11 @@ fn graph(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     for w in &g.warnings {
         eprintln!("warning: {w}");
     }
-    println!("{}", serde_json::to_string_pretty(&g.to_json())?);
+    // Streamed: a `serde_json::Value` of a big graph costs several times the graph.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, &g.json_view())?;
+    writeln!(out)?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

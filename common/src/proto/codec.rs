@@ -45,6 +45,15 @@ pub enum CodecError {
     /// The body decoded but left bytes unread.
     #[error("malformed frame: {0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// A message of ours encodes to more than the frame limit: it is not
+    /// sent (the peer would have to refuse it), and nobody else is to blame.
+    #[error("this message is too large to send ({len} bytes > the limit of {max} bytes)")]
+    OutgoingTooLarge {
+        /// Encoded body length.
+        len: u64,
+        /// The limit in force.
+        max: u32,
+    },
     /// The message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
@@ -72,12 +81,32 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let len = u32::try_from(body_len)
         .ok()
         .filter(|l| *l <= MAX_CONTROL_FRAME)
-        .ok_or(CodecError::FrameTooLarge {
+        .ok_or(CodecError::OutgoingTooLarge {
             len: body_len as u64,
             max: MAX_CONTROL_FRAME,
         })?;
     out[..FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(out)
+}
+
+/// The body length [`encode_frame`] would produce for `msg`, counted
+/// without building the body (so a caller can refuse an oversized message
+/// before spending memory on it).
+pub fn encoded_len<T: Serialize>(msg: &T) -> Result<u64, CodecError> {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    bincode::serde::encode_into_std_write(msg, &mut c, config::<{ MAX_CONTROL_FRAME as usize }>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(c.0)
 }
 
 /// Checks a frame header and returns the body length it declares.
@@ -261,9 +290,32 @@ mod tests {
             stream: 1,
             data: vec![0; MAX_CONTROL_FRAME as usize + 1],
         });
-        assert!(matches!(
-            encode_frame(&log),
-            Err(CodecError::FrameTooLarge { .. }) | Err(CodecError::Encode(_))
-        ));
+        let err = encode_frame(&log).unwrap_err();
+        assert!(matches!(err, CodecError::OutgoingTooLarge { .. }), "{err}");
+        // Our own frame: the message says so and blames no peer.
+        let msg = err.to_string();
+        assert!(msg.contains("too large to send"), "{msg}");
+        assert!(!msg.contains("peer"), "{msg}");
+        assert!(encoded_len(&log).unwrap() > u64::from(MAX_CONTROL_FRAME));
+    }
+
+    #[test]
+    fn encoded_len_matches_the_frame() {
+        for m in [
+            Message::Bye,
+            Message::Submit(crate::proto::Submit {
+                platforms: vec!["linux/amd64".into()],
+                definition: vec![7; 1000],
+                context: Vec::new(),
+                output: vec![1, 2, 3],
+                reattach: None,
+            }),
+        ] {
+            let frame = encode_frame(&m).unwrap();
+            assert_eq!(
+                encoded_len(&m).unwrap(),
+                (frame.len() - FRAME_HEADER_LEN) as u64
+            );
+        }
     }
 }

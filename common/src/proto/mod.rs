@@ -24,7 +24,9 @@ pub mod handshake;
 pub mod io;
 pub mod messages;
 
-pub use codec::{decode_message, encode_frame, CodecError, FrameDecoder, MAX_CONTROL_FRAME};
+pub use codec::{
+    decode_message, encode_frame, encoded_len, CodecError, FrameDecoder, MAX_CONTROL_FRAME,
+};
 pub use handshake::{
     check_hello, check_preamble, preamble, HandshakeError, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION,
 };

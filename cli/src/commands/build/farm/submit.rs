@@ -14,7 +14,7 @@ use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use imgfarm_common::proto::{BlobHeader, Submit};
+use imgfarm_common::proto::{encoded_len, BlobHeader, Submit, MAX_CONTROL_FRAME};
 use std::path::Path;
 
 fn title(a: &BuildArgs, dockerfile: &Path) -> String {
@@ -123,5 +123,69 @@ pub fn new_submission(
         output,
         reattach: None,
     };
+    check_submit_size(&submit)?;
     Ok((submit, uploads))
+}
+
+/// Bytes a `Message::Submit` frame adds around the `Submit` itself (the
+/// enum tag, a varint of at most 5 bytes), rounded up.
+const MESSAGE_TAG_HEADROOM: u64 = 16;
+
+/// Refuses, before any connection or upload, a submission whose frame the
+/// wire could not carry: the whole definition travels in one control frame
+/// of at most [`MAX_CONTROL_FRAME`] bytes, and sending it anyway would only
+/// fail later with a less helpful message.
+pub fn check_submit_size(submit: &Submit) -> anyhow::Result<()> {
+    let len = encoded_len(submit)
+        .map_err(|e| anyhow!("internal error: {e}"))?
+        .saturating_add(MESSAGE_TAG_HEADROOM);
+    if len > u64::from(MAX_CONTROL_FRAME) {
+        return Err(anyhow!(
+            "the build graph is {} encoded, more than the farm's {} MiB message limit; \
+             split the Dockerfile (fewer instructions or smaller heredocs) or build locally \
+             (without --farm)",
+            megabytes(len),
+            MAX_CONTROL_FRAME >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// `84.9 MB` (decimal megabytes, one decimal).
+fn megabytes(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(definition: usize) -> Submit {
+        Submit {
+            platforms: vec!["linux/amd64".into()],
+            definition: vec![b'x'; definition],
+            context: Vec::new(),
+            output: Vec::new(),
+            reattach: None,
+        }
+    }
+
+    #[test]
+    fn a_definition_over_the_frame_limit_is_refused_with_its_size() {
+        let big = submit(MAX_CONTROL_FRAME as usize + 1);
+        let msg = check_submit_size(&big).unwrap_err().to_string();
+        assert!(msg.contains("the build graph is 16.8 MB encoded"), "{msg}");
+        assert!(msg.contains("16 MiB message limit"), "{msg}");
+        assert!(msg.contains("build locally"), "{msg}");
+        assert!(!msg.contains("peer"), "{msg}");
+    }
+
+    #[test]
+    fn a_definition_that_fits_passes_and_the_check_matches_the_codec() {
+        check_submit_size(&submit(1024)).unwrap();
+        // What the check lets through near the limit still encodes as a frame.
+        let near = submit(MAX_CONTROL_FRAME as usize - 64);
+        check_submit_size(&near).unwrap();
+        imgfarm_common::proto::encode_frame(&imgfarm_common::proto::Message::Submit(near)).unwrap();
+    }
 }
