@@ -720,3 +720,49 @@ async fn orphaned_builds_and_overlong_steps_are_cancelled() {
         })
     );
 }
+
+/// Issue 15, hostile input: garbage datagrams at the coordinator's port
+/// (random bytes, truncated and oversized packets, packets shaped like QUIC
+/// long and short headers) neither stop it nor disturb a build running
+/// meanwhile, and open no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_do_not_disturb_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = make_farm(&dir.path().join("tls"), &["w1"], &["alice"]);
+    let svc = start(options(&tls, &dir.path().join("state"))).await;
+    let addr = svc.local_addr();
+    let noise = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let spray = |n: usize, next: &mut dyn FnMut() -> u64| {
+        for i in 0..n {
+            let len = [0usize, 1, 20, 1200, 1500, 65_000][i % 6] + (next() % 40) as usize;
+            let mut pkt: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if let Some(first) = pkt.first_mut() {
+                // Alternate long-header (0xc0) and short-header (0x40) shapes.
+                *first = if i % 2 == 0 {
+                    0xc0 | (*first & 0x0f)
+                } else {
+                    0x40 | (*first & 0x3f)
+                };
+            }
+            let _ = noise.send_to(&pkt, addr);
+        }
+    };
+    spray(3000, &mut next);
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 1)).await;
+    let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    let b = test_build(&["linux/amd64"], "noisy");
+    submit(&mut alice, &b, &OutputSpec::default()).await;
+    spray(3000, &mut next);
+    let ran = serve(&mut w1, 3).await;
+    assert_eq!(ran.len(), 3);
+    let msgs = alice.until(is_finished).await;
+    assert!(finished(&msgs).result.is_ok(), "{msgs:?}");
+    assert_eq!(svc.stats().sessions, 2, "the noise opened no session");
+}
