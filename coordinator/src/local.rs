@@ -15,9 +15,7 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::RefDescriptor;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use imgfarm_common::proto::{
-    BuildFinished, BuiltManifest, CacheSummary, Hello, Message, VertexLog, PROTOCOL_VERSION,
-};
+use imgfarm_common::proto::{BuildFinished, BuiltManifest, Hello, Message, VertexLog};
 use imgfarm_transport::runner::VertexRunner;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -114,7 +112,13 @@ pub fn run<R: VertexRunner>(
             peer: WORKER,
             role: Role::Worker,
             name: name.clone(),
-            hello: hello(offer),
+            hello: Hello::offer(
+                Role::Worker,
+                "local",
+                &offer.native,
+                &offer.emulated,
+                offer.jobs as u32,
+            ),
         },
     );
     engine.handle(
@@ -123,11 +127,7 @@ pub fn run<R: VertexRunner>(
             peer: CLIENT,
             role: Role::Client,
             name,
-            hello: hello(&LocalWorkerOffer {
-                native: vec![],
-                emulated: vec![],
-                jobs: 0,
-            }),
+            hello: Hello::offer(Role::Client, "local", &[], &[], 0),
         },
     );
     engine.handle(
@@ -169,11 +169,7 @@ pub fn run<R: VertexRunner>(
                     build, manifests, ..
                 } => {
                     let outcome = match client.export(&manifests) {
-                        Ok(()) => ExportOutcome::Done {
-                            manifests: built(&manifests),
-                            index: None,
-                            pushed: Vec::new(),
-                        },
+                        Ok(()) => ExportOutcome::written(&manifests),
                         Err(error) => ExportOutcome::Failed { index: None, error },
                     };
                     next.push(Event::Exported { build, outcome });
@@ -224,40 +220,6 @@ pub fn run<R: VertexRunner>(
         };
         engine.handle(Instant::now(), ev);
     }
-}
-
-/// The embedded worker's hello.
-fn hello(offer: &LocalWorkerOffer) -> Hello {
-    let names = |ps: &[Platform]| ps.iter().map(|p| p.to_string()).collect();
-    Hello {
-        version: PROTOCOL_VERSION,
-        role: if offer.jobs == 0 {
-            Role::Client
-        } else {
-            Role::Worker
-        },
-        name: "local".into(),
-        software: env!("CARGO_PKG_VERSION").into(),
-        native_platforms: names(&offer.native),
-        emulated_platforms: names(&offer.emulated),
-        slots: offer.jobs as u32,
-        cache_summary: CacheSummary::default(),
-    }
-}
-
-/// The engine's record of the manifests the client wrote.
-fn built(manifests: &[(String, RefDescriptor)]) -> Vec<BuiltManifest> {
-    manifests
-        .iter()
-        .map(|(platform, m)| BuiltManifest {
-            platform: platform.clone(),
-            manifest: imgfarm_common::proto::BlobHeader {
-                digest: m.digest.clone(),
-                size: m.size,
-            },
-            media_type: m.media_type.clone(),
-        })
-        .collect()
 }
 
 /// Runs one vertex on its own thread, reporting its output and its end.

@@ -32,3 +32,37 @@ fn coordinator_and_worker_never_depend_on_each_other() {
         .lines()
         .all(|l| !l.starts_with("imgfarm-coordinator") && !l.starts_with("imgfarm-worker")));
 }
+
+/// Issue 14, "done when": the worker's whole normal dependency closure (not
+/// only its manifest) holds neither SQLite nor the coordinator, as
+/// `cargo tree -p imgfarm-worker -e normal` shows it.
+#[test]
+fn the_worker_links_neither_sqlite_nor_the_coordinator() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "imgfarm-worker",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("running cargo tree");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && tree.contains("imgfarm-worker"),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for banned in ["rusqlite", "imgfarm-coordinator"] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(banned)),
+            "the worker links {banned}:\n{tree}"
+        );
+    }
+}

@@ -322,3 +322,42 @@ pub struct BuildStatus {
     /// The definition's title.
     pub title: String,
 }
+
+impl Hello {
+    /// A hello offering `native` and `emulated` platforms on `slots` (none
+    /// for a client), with an empty cache summary: what an in-process or
+    /// simulated peer says when it joins.
+    pub fn offer(
+        role: Role,
+        name: &str,
+        native: &[crate::platform::Platform],
+        emulated: &[crate::platform::Platform],
+        slots: u32,
+    ) -> Self {
+        let names = |ps: &[crate::platform::Platform]| ps.iter().map(|p| p.to_string()).collect();
+        Hello {
+            version: super::PROTOCOL_VERSION,
+            role,
+            name: name.to_string(),
+            software: env!("CARGO_PKG_VERSION").into(),
+            native_platforms: names(native),
+            emulated_platforms: names(emulated),
+            slots,
+            cache_summary: CacheSummary::default(),
+        }
+    }
+}
+
+impl BuiltManifest {
+    /// The record of `platform`'s image manifest `m`.
+    pub fn new(platform: &str, m: &crate::oci::store::RefDescriptor) -> Self {
+        BuiltManifest {
+            platform: platform.to_string(),
+            manifest: BlobHeader {
+                digest: m.digest.clone(),
+                size: m.size,
+            },
+            media_type: m.media_type.clone(),
+        }
+    }
+}

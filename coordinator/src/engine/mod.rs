@@ -180,6 +180,21 @@ pub enum ExportOutcome {
     },
 }
 
+impl ExportOutcome {
+    /// Written from `manifests` (request order), with no index made and
+    /// nothing pushed: the local build's outputs, the simulator's export.
+    pub fn written(manifests: &[(String, RefDescriptor)]) -> Self {
+        ExportOutcome::Done {
+            manifests: manifests
+                .iter()
+                .map(|(p, m)| BuiltManifest::new(p, m))
+                .collect(),
+            index: None,
+            pushed: Vec::new(),
+        }
+    }
+}
+
 /// A vertex to run on a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOrder {

@@ -21,9 +21,7 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::RefDescriptor;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
-use imgfarm_common::proto::{
-    BuildFinished, CacheSummary, Heartbeat, Hello, Message, Submit, PROTOCOL_VERSION,
-};
+use imgfarm_common::proto::{BuildFinished, Heartbeat, Hello, Message, Submit};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -166,7 +164,7 @@ impl FarmSim {
             heartbeating: true,
         };
         let peer = self.peer();
-        let hello = hello(&w, Role::Worker);
+        let hello = Hello::offer(Role::Worker, name, &w.native, &w.emulated, slots);
         self.workers.insert(peer, w);
         self.handle(Event::PeerJoined {
             peer,
@@ -181,22 +179,11 @@ impl FarmSim {
     pub fn add_client(&mut self, name: &str) -> PeerId {
         let peer = self.peer();
         self.clients.insert(peer, SimClient::default());
-        let w = SimWorker {
-            name: name.into(),
-            native: vec![],
-            emulated: vec![],
-            slots: 0,
-            running: vec![],
-            ran: vec![],
-            cancelled: vec![],
-            alive: true,
-            heartbeating: false,
-        };
         self.handle(Event::PeerJoined {
             peer,
             role: Role::Client,
             name: name.into(),
-            hello: hello(&w, Role::Client),
+            hello: Hello::offer(Role::Client, name, &[], &[], 0),
         });
         peer
     }
@@ -396,31 +383,12 @@ impl FarmSim {
     }
 
     fn export_done(&mut self, build: String, manifests: &[(String, RefDescriptor)]) {
-        self.handle(export_event(build, manifests));
+        self.handle(Event::Exported {
+            build,
+            outcome: ExportOutcome::written(manifests),
+        });
     }
-}
 
-/// A successful export of `manifests`.
-fn export_event(build: String, manifests: &[(String, RefDescriptor)]) -> Event {
-    let outcome = ExportOutcome::Done {
-        manifests: manifests
-            .iter()
-            .map(|(p, m)| imgfarm_common::proto::BuiltManifest {
-                platform: p.clone(),
-                manifest: imgfarm_common::proto::BlobHeader {
-                    digest: m.digest.clone(),
-                    size: m.size,
-                },
-                media_type: m.media_type.clone(),
-            })
-            .collect(),
-        index: None,
-        pushed: vec![],
-    };
-    Event::Exported { build, outcome }
-}
-
-impl FarmSim {
     /// Hands `ev` to the engine and carries out its actions as the
     /// simulated peers would.
     pub fn handle(&mut self, ev: Event) {
@@ -453,7 +421,10 @@ impl FarmSim {
             if self.hold_exports {
                 self.held.push((build, manifests));
             } else {
-                pending.push(export_event(build, &manifests));
+                pending.push(Event::Exported {
+                    outcome: ExportOutcome::written(&manifests),
+                    build,
+                });
             }
         }
     }
@@ -599,19 +570,6 @@ impl FarmSim {
     /// Total runs.
     pub fn total_runs(&self) -> usize {
         self.runs.values().sum()
-    }
-}
-
-fn hello(w: &SimWorker, role: Role) -> Hello {
-    Hello {
-        version: PROTOCOL_VERSION,
-        role,
-        name: w.name.clone(),
-        software: "sim".into(),
-        native_platforms: w.native.iter().map(|p| p.to_string()).collect(),
-        emulated_platforms: w.emulated.iter().map(|p| p.to_string()).collect(),
-        slots: w.slots,
-        cache_summary: CacheSummary::default(),
     }
 }
 

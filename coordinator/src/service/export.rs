@@ -79,14 +79,7 @@ pub fn make_index(
             to_oci_digest(&m.digest),
         );
         entries.push((p, d));
-        manifests.push(BuiltManifest {
-            platform: plat.clone(),
-            manifest: BlobHeader {
-                digest: m.digest.clone(),
-                size: m.size,
-            },
-            media_type: m.media_type.clone(),
-        });
+        manifests.push(BuiltManifest::new(plat, m));
     }
     let index = merge(&entries, &BTreeMap::new()).map_err(|e| ExportError::Merge(e.to_string()))?;
     let bytes = index_to_json(&index).map_err(|e| ExportError::Merge(e.to_string()))?;
