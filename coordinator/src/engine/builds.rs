@@ -106,6 +106,9 @@ pub struct Build {
     /// Since when no client is attached (after a restart, or once the last
     /// one left); cleared when one attaches.
     pub unattached_since: Option<Instant>,
+    /// When the engine took the build in (admitted, or resumed after a
+    /// restart): its queue wait runs from here to its first placed step.
+    pub queued_at: Option<Instant>,
     index: HashMap<Digest, usize>,
     needed: BTreeSet<Digest>,
     done: BTreeSet<Digest>,
@@ -160,6 +163,7 @@ impl Build {
             exporting: false,
             deadline: None,
             unattached_since: None,
+            queued_at: None,
             index,
             needed,
             done: BTreeSet::new(),
