@@ -18,8 +18,8 @@ mod base_images;
 mod cmd;
 mod debian;
 pub mod dockerd;
-mod fault_proxy;
 mod farm_user;
+mod fault_proxy;
 mod logging;
 mod netns;
 mod oci_layout;
@@ -32,12 +32,12 @@ pub use base_images::{BaseImages, ARCHES};
 pub use cmd::{run_checked, CommandExt};
 pub use debian::{DebianBase, DEBIAN_VARIANTS};
 pub use dockerd::Dockerd;
-pub use fault_proxy::FaultyRegistry;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
-pub use netns::NetNs;
+pub use fault_proxy::FaultyRegistry;
 pub use logging::{capture_logs, init_tracing, CapturedLogs};
+pub use netns::NetNs;
 pub use registry::{Registry, RegistryOptions};
-pub use store_check::{check_store, sha256_file, StoreCheck};
 pub use skip::{
     in_ci, is_root, or_skip, require_root_or_skip, require_tools_or_skip, skip, Unavailable,
 };
+pub use store_check::{check_store, sha256_file, StoreCheck};

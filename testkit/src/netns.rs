@@ -72,7 +72,15 @@ impl NetNs {
         let ip = |args: &[&str]| run_checked(Command::new("ip").args(args)).map(drop);
         ip(&["netns", "add", &self.name])?;
         ip(&[
-            "link", "add", &self.host_if, "type", "veth", "peer", "name", "eth0", "netns",
+            "link",
+            "add",
+            &self.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
             &self.name,
         ])?;
         ip(&[

@@ -22,6 +22,9 @@ pub struct StoreCheck {
     pub stray: Vec<PathBuf>,
     /// Temp files in `ingest/` whose writer (the pid in the name) is dead.
     pub dead_ingest: Vec<PathBuf>,
+    /// Temp files in `ingest/` of live writers: uploads in progress, or leaked by a live
+    /// process (a store of an idle farm has none; see [`StoreCheck::assert_idle`]).
+    pub live_ingest: Vec<PathBuf>,
 }
 
 impl StoreCheck {
@@ -41,6 +44,18 @@ impl StoreCheck {
             self.corrupt,
             self.stray,
             self.dead_ingest
+        );
+    }
+
+    /// [`StoreCheck::assert_clean`], and no upload in progress either: for a store whose
+    /// processes are idle, where a live writer's temp file is a leak.
+    pub fn assert_idle(&self, what: &str) {
+        self.assert_clean(what);
+        assert!(
+            self.live_ingest.is_empty(),
+            "{what}: store {} is idle but holds partial uploads of live writers: {:?}",
+            self.root.display(),
+            self.live_ingest
         );
     }
 }
@@ -78,7 +93,9 @@ pub fn check_store(root: &Path) -> anyhow::Result<StoreCheck> {
                 .and_then(|s| s.split_once('-'))
                 .and_then(|(p, _)| p.parse::<u32>().ok());
             if let Some(pid) = pid {
-                if !Path::new("/proc").join(pid.to_string()).exists() {
+                if Path::new("/proc").join(pid.to_string()).exists() {
+                    out.live_ingest.push(e.path());
+                } else {
                     out.dead_ingest.push(e.path());
                 }
             }
@@ -88,7 +105,9 @@ pub fn check_store(root: &Path) -> anyhow::Result<StoreCheck> {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The lowercase hex sha256 of a file's bytes.
@@ -135,7 +154,12 @@ mod tests {
         assert_eq!(c.verified, 1);
         assert_eq!(c.corrupt.len(), 1, "{c:?}");
         assert_eq!(c.stray.len(), 1, "{c:?}");
-        assert_eq!(c.dead_ingest.len(), 1, "a live writer's temp file is fine: {c:?}");
+        assert_eq!(
+            c.dead_ingest.len(),
+            1,
+            "a live writer's temp file is fine: {c:?}"
+        );
+        assert_eq!(c.live_ingest.len(), 1, "{c:?}");
         assert!(!c.is_clean());
     }
 }

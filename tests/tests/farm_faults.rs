@@ -106,7 +106,11 @@ impl<'a> Case<'a> {
         self.farm
             .local_build_within(&args, Duration::from_secs(180));
         let (got, want) = (tree(&self.dest(r)), tree(&reference));
-        assert!(want.len() > 10, "the local build wrote {} files", want.len());
+        assert!(
+            want.len() > 10,
+            "the local build wrote {} files",
+            want.len()
+        );
         if got != want {
             let diff: Vec<&String> = want
                 .keys()
@@ -127,6 +131,12 @@ impl<'a> Case<'a> {
         self.assert_same_as_local(&retry, &out);
         let n = self.farm.assert_stores_clean(r, extra_stores);
         assert!(n > 0, "no blob verified at all");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "fault {r}: output as the fault-free build's, retry ok, {n} blobs verified in {} stores",
+            self.farm.stores(extra_stores).len()
+        );
     }
 }
 
@@ -191,7 +201,7 @@ fn a_worker_killed_mid_step_loses_nothing() {
     let last = lines_with(&out, "RUN echo a-")
         .into_iter()
         .filter_map(worker_of)
-        .last();
+        .next_back();
     assert_ne!(last.as_deref(), Some(victim.as_str()), "{out}");
     case.assert_same_as_local("kill", &out);
     // The victim comes back (its store is opened again, which clears what it left).
@@ -340,7 +350,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str, farm: &Farm) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("mkdir");
         let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("mount");
@@ -397,7 +413,9 @@ fn a_worker_out_of_disk_space_hands_its_step_to_another() {
     let _big = farm.start_worker("big", Some("linux/amd64"), 1);
     let out = finish(&mut client, "full");
     assert!(
-        !lines_with(&out, "RUN echo").iter().any(|l| l.contains("ERROR")),
+        !lines_with(&out, "RUN echo")
+            .iter()
+            .any(|l| l.contains("ERROR")),
         "{out}"
     );
     case.assert_same_as_local("full", &out);
@@ -414,7 +432,11 @@ fn assert_registry_blobs_verify(reg: &Registry) -> usize {
     let root = reg.storage_dir().join("docker/registry/v2/blobs/sha256");
     let mut n = 0;
     for prefix in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for blob in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(prefix.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let data = blob.path().join("data");
             let want = blob.file_name().to_string_lossy().into_owned();
             let got = imgfarm_testkit::sha256_file(&data).expect("hash");

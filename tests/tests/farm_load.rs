@@ -162,7 +162,10 @@ fn many_builds_from_many_clients_share_stages_and_stay_apart() {
         *placed.entry(field(l, "key").expect("key=")).or_default() += 1;
     }
     let twice: Vec<_> = placed.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "vertices placed more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "vertices placed more than once: {twice:?}"
+    );
     // At most: the base image, the shared RUN, one RUN per group, and per build its RUN and
     // its export.
     let most = 2 + GROUPS + 2 * builds;
@@ -214,7 +217,10 @@ fn percentile_is_nearest_rank() {
     assert_eq!(percentile(&[7], 99), 7);
     assert_eq!(percentile(&[], 50), 0);
     assert_eq!(
-        field("x INFO build started build=ab queue_wait_ms=12", "queue_wait_ms"),
+        field(
+            "x INFO build started build=ab queue_wait_ms=12",
+            "queue_wait_ms"
+        ),
         Some("12".to_string())
     );
     assert_eq!(
@@ -223,7 +229,10 @@ fn percentile_is_nearest_rank() {
         "a field needs a space before it"
     );
     assert_eq!(
-        field("a \u{1b}[3mkey\u{1b}[0m\u{1b}[2m=\u{1b}[0msha256:ab x", "key"),
+        field(
+            "a \u{1b}[3mkey\u{1b}[0m\u{1b}[2m=\u{1b}[0msha256:ab x",
+            "key"
+        ),
         Some("sha256:ab".to_string())
     );
 }
