@@ -1,6 +1,8 @@
 //! A registry that fails on purpose: an HTTP/1.1 proxy on 127.0.0.1 in front of a real
 //! [`crate::Registry`] that answers `500 Internal Server Error` to the next N blob upload
-//! requests (`PUT` or `PATCH` under `/blobs/uploads/`) and forwards everything else.
+//! requests (`PUT` or `PATCH` under `/blobs/uploads/`) and forwards everything else. It can
+//! also hold an upload request until released, so a test can stop the registry at a known
+//! point of a push, and be pointed at another registry ([`FaultyRegistry::set_upstream`]).
 //!
 //! One request per connection: each request is read whole (head, then a `Content-Length`
 //! or chunked body), sent upstream on a fresh connection with `Connection: close`, and the
@@ -11,7 +13,7 @@ use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A failing front for a registry; dropping it stops accepting connections.
@@ -23,8 +25,17 @@ pub struct FaultyRegistry {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Where requests go (`127.0.0.1:PORT`).
+    upstream: Mutex<String>,
     /// Blob uploads still to be answered with 500.
     fail_uploads: AtomicUsize,
+    /// Blob uploads forwarded so far.
+    uploads: AtomicUsize,
+    /// Hold upload requests once this many were forwarded (0: never).
+    hold_after: AtomicUsize,
+    /// Upload requests held now; set to `usize::MAX` by `release`.
+    held: Mutex<usize>,
+    released: Condvar,
     /// Blob uploads answered with 500 so far.
     failed: AtomicUsize,
     /// Requests forwarded so far.
@@ -37,17 +48,20 @@ impl FaultyRegistry {
     pub fn start(upstream: &str) -> anyhow::Result<FaultyRegistry> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the fault proxy")?;
         let addr = listener.local_addr()?.to_string();
-        let state = Arc::new(State::default());
-        let (st, up) = (Arc::clone(&state), upstream.to_string());
+        let state = Arc::new(State {
+            upstream: Mutex::new(upstream.to_string()),
+            ..State::default()
+        });
+        let st = Arc::clone(&state);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (st, up) = (Arc::clone(&st), up.clone());
+                let st = Arc::clone(&st);
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(conn, &up, &st) {
+                    if let Err(e) = serve(conn, &st) {
                         tracing::debug!("fault proxy: {e:#}");
                     }
                 });
@@ -64,6 +78,34 @@ impl FaultyRegistry {
     /// Answer the next `n` blob upload requests with 500.
     pub fn fail_next_uploads(&self, n: usize) {
         self.state.fail_uploads.store(n, Ordering::SeqCst);
+    }
+
+    /// Once `n` blob upload requests were forwarded, hold the next ones until
+    /// [`FaultyRegistry::release`].
+    pub fn hold_uploads_after(&self, n: usize) {
+        self.state.hold_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Upload requests held now.
+    pub fn held(&self) -> usize {
+        *self.state.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the held requests go on (to the upstream of that moment) and holds no more.
+    pub fn release(&self) {
+        self.state.hold_after.store(0, Ordering::SeqCst);
+        let mut held = self.state.held.lock().unwrap_or_else(|p| p.into_inner());
+        *held = 0;
+        self.state.released.notify_all();
+    }
+
+    /// Sends what comes next to the registry at `addr` (`127.0.0.1:PORT`).
+    pub fn set_upstream(&self, addr: &str) {
+        *self
+            .state
+            .upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = addr.to_string();
     }
 
     /// Blob upload requests answered with 500 so far.
@@ -85,7 +127,20 @@ impl Drop for FaultyRegistry {
     }
 }
 
-fn serve(client: TcpStream, upstream: &str, st: &State) -> anyhow::Result<()> {
+/// Blocks an upload request while the hold is on (see [`FaultyRegistry::hold_uploads_after`]).
+fn maybe_hold(st: &State) {
+    let after = st.hold_after.load(Ordering::SeqCst);
+    if after == 0 || st.uploads.load(Ordering::SeqCst) < after {
+        return;
+    }
+    let mut held = st.held.lock().unwrap_or_else(|p| p.into_inner());
+    *held += 1;
+    while st.hold_after.load(Ordering::SeqCst) != 0 {
+        held = st.released.wait(held).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn serve(client: TcpStream, st: &State) -> anyhow::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
@@ -157,8 +212,17 @@ fn serve(client: TcpStream, upstream: &str, st: &State) -> anyhow::Result<()> {
         let _ = client.shutdown(Shutdown::Write);
         return Ok(());
     }
+    if upload {
+        maybe_hold(st);
+        st.uploads.fetch_add(1, Ordering::SeqCst);
+    }
     st.forwarded.fetch_add(1, Ordering::SeqCst);
-    let mut up = TcpStream::connect(upstream).context("connecting to the registry")?;
+    let upstream = st
+        .upstream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut up = TcpStream::connect(&upstream).context("connecting to the registry")?;
     up.write_all(&head)?;
     up.write_all(&body)?;
     std::io::copy(&mut up, &mut client)?;

@@ -11,7 +11,8 @@
 //! packet loss both ways (the worker in a network namespace of its own, see
 //! [`imgfarm_testkit::NetNs`]; needs root); the coordinator SIGKILLed and restarted three
 //! times during one build; a worker whose state is a tiny tmpfs (out of disk space); a
-//! registry answering 500 to blob uploads during `--push`.
+//! registry answering 500 to blob uploads during `--push`, and one killed mid-push
+//! (between two blob uploads, held at [`imgfarm_testkit::FaultyRegistry`]).
 
 mod farm_support;
 
@@ -506,4 +507,61 @@ fn a_registry_failing_uploads_during_a_push() {
     if let Ok(st) = st {
         assert!(st.status.success(), "{}", farm_support::text(&st.stderr));
     }
+}
+
+#[test]
+fn a_registry_killed_mid_push() {
+    let name = "a_registry_killed_mid_push";
+    let Some(farm) = Farm::new(name, &["w1"]) else {
+        return;
+    };
+    let Some(mut reg) = or_skip(name, Registry::start()) else {
+        return;
+    };
+    let proxy = imgfarm_testkit::FaultyRegistry::start(reg.addr()).expect("proxy");
+    let _coordinator = farm.start_coordinator(6);
+    let _ws = workers(&farm, &["w1"]);
+    let case = Case::new(&farm, TWO_STAGES);
+    let push = |r: &str| {
+        let image = format!("{}/faults/app:{r}", proxy.addr());
+        let mut args = vec!["--push".to_string(), "-t".into(), image];
+        args.extend(case.args(r, 0, &case.dest(r)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        farm.start_build(&args)
+    };
+
+    // One blob upload goes through, the next waits at the proxy while the registry dies.
+    proxy.hold_uploads_after(1);
+    let mut client = push("dead");
+    let start = Instant::now();
+    while proxy.held() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120) && !client.exited(),
+            "the push never reached its second blob upload:\n{}",
+            client.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reg.stop();
+    proxy.release();
+    let status = client.wait(BUILD_DEADLINE);
+    let out = client.output();
+    assert!(!status.success(), "the push cannot have succeeded:\n{out}");
+    assert!(
+        out.contains("ERROR: failed to solve: pushing to") && out.contains("cannot reach"),
+        "the failure does not say the registry could not be reached:\n{out}"
+    );
+    // What the dead registry had committed is whole.
+    assert_registry_blobs_verify(&reg);
+
+    // A registry is back (a new one, behind the same address): the same build pushes.
+    let Some(reg2) = or_skip(name, Registry::start()) else {
+        return;
+    };
+    proxy.set_upstream(reg2.addr());
+    let mut client = push("dead");
+    let out = finish(&mut client, "dead (retry)");
+    case.assert_same_as_local("dead", &out);
+    assert!(assert_registry_blobs_verify(&reg2) >= 3);
+    farm.assert_stores_clean("registry killed", &[]);
 }
