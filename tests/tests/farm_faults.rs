@@ -7,7 +7,7 @@
 //! hashes to its name with no partial upload of a dead writer left in `ingest/`, and a retry
 //! on the same farm succeeds.
 //!
-//! Faults: worker SIGKILL and SIGSTOP mid-step; a worker's link cut for seconds and 20 %
+//! Faults: worker SIGKILL and SIGSTOP mid-step and while uploading its result; a worker's link cut for seconds and 20 %
 //! packet loss both ways (the worker in a network namespace of its own, see
 //! [`imgfarm_testkit::NetNs`]; needs root); the coordinator SIGKILLed and restarted three
 //! times during one build; a worker whose state is a tiny tmpfs (out of disk space); a
@@ -564,4 +564,93 @@ fn a_registry_killed_mid_push() {
     case.assert_same_as_local("dead", &out);
     assert!(assert_registry_blobs_verify(&reg2) >= 3);
     farm.assert_stores_clean("registry killed", &[]);
+}
+
+/// Temp files in `store`'s `ingest/` (uploads in progress).
+fn ingesting(store: &Path) -> usize {
+    std::fs::read_dir(store.join("ingest"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_worker_killed_while_uploading_its_result_leaves_no_partial_blob() {
+    let name = "a_worker_killed_while_uploading_its_result_leaves_no_partial_blob";
+    let Some(farm) = Farm::new(name, &["w1", "w2"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(3);
+    let mut ws = workers(&farm, &["w1", "w2"]);
+    let case = Case::new(
+        &farm,
+        "FROM busybox\nARG R\nCOPY noise /noise\n\
+         RUN cat /noise /noise /noise > /big && echo $R > /r\n",
+    );
+    std::fs::write(case.ctx.join("noise"), noise(8 << 20)).expect("noise");
+    farm.env.chown(&case.ctx);
+    let mut client = case.start("upload");
+    let victim = wait_placed(&mut client, "RUN cat /noise", None);
+    // The RUN's layer (24 MiB, incompressible) streams into the coordinator's ingest/.
+    let start = Instant::now();
+    while ingesting(&farm.coordinator_state) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120) && !client.exited(),
+            "no result upload seen:\n{}",
+            client.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let i = index_of(&ws, &victim);
+    ws[i].1.kill();
+    let out = finish(&mut client, "upload");
+    case.assert_same_as_local("upload", &out);
+    ws[i].1 = farm.start_worker(&victim, Some("linux/amd64"), 1);
+    case.retry_and_check_stores("upload", &[]);
+}
+
+#[test]
+fn a_worker_stopped_while_uploading_its_result_leaves_no_partial_blob() {
+    let name = "a_worker_stopped_while_uploading_its_result_leaves_no_partial_blob";
+    let Some(farm) = Farm::new(name, &["w1", "w2"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(3);
+    let ws = workers(&farm, &["w1", "w2"]);
+    let case = Case::new(
+        &farm,
+        "FROM busybox\nARG R\nCOPY noise /noise\n\
+         RUN cat /noise /noise /noise > /big && echo $R > /r\n",
+    );
+    std::fs::write(case.ctx.join("noise"), noise(8 << 20)).expect("noise");
+    farm.env.chown(&case.ctx);
+    let mut client = case.start("stalled");
+    let victim = wait_placed(&mut client, "RUN cat /noise", None);
+    let start = Instant::now();
+    while ingesting(&farm.coordinator_state) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120) && !client.exited(),
+            "no result upload seen:\n{}",
+            client.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopped = &ws[index_of(&ws, &victim)].1;
+    stopped.signal("STOP");
+    let status = client.wait(BUILD_DEADLINE);
+    // The stopped worker's upload stalls; once the coordinator gave the worker up, the
+    // partial blob must not stay in its ingest/ while the worker sleeps.
+    let left = ingesting(&farm.coordinator_state);
+    stopped.signal("CONT");
+    let out = client.output();
+    assert!(status.success(), "{out}");
+    assert_eq!(
+        left, 0,
+        "a stalled upload of a worker given up stays in the coordinator's ingest/"
+    );
+    case.assert_same_as_local("stalled", &out);
+    case.retry_and_check_stores("stalled", &[]);
 }
