@@ -5,9 +5,10 @@
 # (tests/tests/farm_load.rs) checks that each output is its own and that no vertex was placed
 # twice; this script prints its figures for the CI form (20 builds, 4 clients) and the full
 # form side by side:
-#   throughput (builds/min), queue wait p50/p99 (admission to the first placed step, from the
-#   coordinator's `build started ... queue_wait_ms` line), client wall time p50/p99, and the
-#   coordinator's peak RSS (VmHWM).
+#   throughput (builds/min); queue wait p50/p99 of builds (admission to the first placed
+#   step, the coordinator's `build started ... queue_wait_ms` line) and of vertices (ready,
+#   i.e. its last input finished, to placed: `vertex placed ... queue_wait_ms`); client wall
+#   time p50/p99; the coordinator's peak RSS (VmHWM).
 #
 #   bench/farm_load.sh                       (as root: workers run as imgfarm-test)
 #   BUILDS=100 CLIENTS=10 bench/farm_load.sh (the defaults)
@@ -49,8 +50,10 @@ row() {  # row LABEL KEY
 }
 row "elapsed (s)" elapsed_s
 row "throughput (builds/min)" builds_per_min
-row "queue wait p50 (ms)" queue_wait_ms_p50
-row "queue wait p99 (ms)" queue_wait_ms_p99
+row "build queue wait p50 (ms)" queue_wait_ms_p50
+row "build queue wait p99 (ms)" queue_wait_ms_p99
+row "vertex queue wait p50 (ms)" vertex_wait_ms_p50
+row "vertex queue wait p99 (ms)" vertex_wait_ms_p99
 row "client wall p50 (ms)" wall_ms_p50
 row "client wall p99 (ms)" wall_ms_p99
 row "vertices placed" placements

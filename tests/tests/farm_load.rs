@@ -9,8 +9,10 @@
 //!
 //! The bounded form runs in `cargo test` (20 builds, 4 clients). `bench/farm_load.sh` runs
 //! the full form (`IMGFARM_LOAD_BUILDS=100 IMGFARM_LOAD_CLIENTS=10`) and prints the figures:
-//! throughput, p50/p99 queue wait (the coordinator's `build started ... queue_wait_ms` line:
-//! admission to first placed step), p50/p99 client wall time, peak RSS.
+//! throughput; p50/p99 queue wait of builds (the coordinator's `build started ...
+//! queue_wait_ms` line: admission to first placed step) and of vertices (`vertex placed ...
+//! queue_wait_ms`: from when its last input finished to its placement); p50/p99 client wall
+//! time; peak RSS.
 
 mod farm_support;
 
@@ -158,9 +160,13 @@ fn many_builds_from_many_clients_share_stages_and_stay_apart() {
     // Shared vertices ran once: no key was placed twice.
     let log = coordinator.output();
     let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut vertex_waits: Vec<u64> = Vec::new();
     for l in log.lines().filter(|l| l.contains("vertex placed")) {
         *placed.entry(field(l, "key").expect("key=")).or_default() += 1;
+        vertex_waits.extend(field(l, "queue_wait_ms").and_then(|w| w.parse::<u64>().ok()));
     }
+    vertex_waits.sort_unstable();
+    assert_eq!(vertex_waits.len(), placed.values().sum::<usize>());
     let twice: Vec<_> = placed.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         twice.is_empty(),
@@ -189,10 +195,13 @@ fn many_builds_from_many_clients_share_stages_and_stay_apart() {
     let report = format!(
         "farm_load: builds={builds} clients={clients} workers=3 slots=2 elapsed_s={:.1} \
          builds_per_min={per_min:.1} queue_wait_ms_p50={} queue_wait_ms_p99={} \
+         vertex_wait_ms_p50={} vertex_wait_ms_p99={} \
          wall_ms_p50={} wall_ms_p99={} placements={} coordinator_peak_rss_kib={rss}",
         elapsed.as_secs_f64(),
         percentile(&waits, 50),
         percentile(&waits, 99),
+        percentile(&vertex_waits, 50),
+        percentile(&vertex_waits, 99),
         percentile(&walls, 50),
         percentile(&walls, 99),
         placed.len(),

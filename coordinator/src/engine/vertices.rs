@@ -55,6 +55,7 @@ impl Engine {
         for (id, real) in self.builds.needing(s) {
             if let Some(b) = self.builds.get_mut(&id) {
                 b.mark_done(&real);
+                b.finished_at(&real, self.now);
             }
             self.builds.touch(&id);
         }
@@ -252,8 +253,15 @@ impl Engine {
         };
         let worker = self.worker_name(d.worker);
         // One line per placement: which vertex ran where (the load suite
-        // counts these to prove shared vertices run once).
-        tracing::info!(build = %build, worker = %worker, key = %key, "vertex placed");
+        // counts these to prove shared vertices run once) and how long it
+        // waited for a slot since it could run.
+        let queue_wait_ms = self
+            .builds
+            .get(&build)
+            .and_then(|b| b.ready_since(&key))
+            .map(|t| self.now.saturating_duration_since(t).as_millis() as u64)
+            .unwrap_or(0);
+        tracing::info!(build = %build, worker = %worker, key = %key, queue_wait_ms, "vertex placed");
         self.actions.push_back(Action::Run {
             peer,
             order: RunOrder {
