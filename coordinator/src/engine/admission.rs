@@ -105,6 +105,7 @@ impl Engine {
             // No client is attached after a restart; the time limit counts
             // from the submission.
             b.unattached_since = Some(self.now);
+            b.queued_at = Some(self.now);
             b.deadline = b.output.timeout_secs.map(|t| {
                 let left = (s.created + t).saturating_sub(self.unix_now());
                 self.now + std::time::Duration::from_secs(left)
@@ -191,6 +192,7 @@ impl Engine {
         }
         let mut b = Build::new(id.clone(), client.clone(), def, output, created);
         b.attached.insert(peer);
+        b.queued_at = Some(self.now);
         b.deadline = b
             .output
             .timeout_secs
