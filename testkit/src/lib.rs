@@ -1,6 +1,6 @@
 //! Test fixtures that use real parts: a `docker-registry` on loopback, deterministic busybox
 //! base images for linux/amd64 and linux/arm64, Debian bookworm base images made with
-//! mmdebstrap ([`DebianBase`]), a loopback apt repository ([`AptRepo`]), and the unprivileged
+//! mmdebstrap ([`DebianBase`]), an apt repository on the host's address ([`AptRepo`]), and the unprivileged
 //! farm user with subordinate id ranges.
 //!
 //! Every crate's tests use this crate as a dev-dependency. The fixtures are deliberately built
@@ -18,6 +18,7 @@ mod debian;
 pub mod dockerd;
 mod farm_user;
 mod logging;
+mod net;
 mod oci_layout;
 mod registry;
 mod skip;
@@ -29,6 +30,7 @@ pub use debian::{DebianBase, DEBIAN_VARIANTS};
 pub use dockerd::Dockerd;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
 pub use logging::{capture_logs, init_tracing, CapturedLogs};
+pub use net::host_ipv4;
 pub use registry::{Registry, RegistryOptions};
 pub use skip::{
     in_ci, is_root, or_skip, require_root_or_skip, require_tools_or_skip, skip, Unavailable,

@@ -225,6 +225,17 @@ impl Farm {
     /// Starts worker `name` (state under the work dir), optionally claiming `platforms`,
     /// and waits until it is connected.
     pub fn start_worker(&self, name: &str, platforms: Option<&str>, slots: usize) -> Proc {
+        self.start_worker_with(name, platforms, slots, &[])
+    }
+
+    /// [`Farm::start_worker`] with `extra` worker flags (e.g. `--allow-entitlement X`).
+    pub fn start_worker_with(
+        &self,
+        name: &str,
+        platforms: Option<&str>,
+        slots: usize,
+        extra: &[&str],
+    ) -> Proc {
         let state = self.env.work.path().join(format!("worker-{name}-state"));
         if !state.exists() {
             std::fs::create_dir_all(&state).expect("mkdir");
@@ -238,6 +249,7 @@ impl Farm {
         if let Some(p) = platforms {
             c.args(["--platforms", p]);
         }
+        c.args(extra);
         let mut p = Proc::spawn(name, c);
         p.wait_for(&format!("worker {name} connected"), Duration::from_secs(60));
         p
