@@ -68,9 +68,7 @@ impl FromStr for Entitlement {
 }
 
 /// A set of entitlements (what a build or a worker allows, what a step needs).
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Entitlements(BTreeSet<Entitlement>);
 
 impl Entitlements {
@@ -162,8 +160,8 @@ mod tests {
 
     #[test]
     fn names_parse_repeated_and_comma_separated() {
-        let set = Entitlements::parse(["network.host", "security.insecure,network.host"])
-            .expect("parse");
+        let set =
+            Entitlements::parse(["network.host", "security.insecure,network.host"]).expect("parse");
         assert_eq!(set.to_string(), "network.host,security.insecure");
         assert!(Entitlements::parse([""]).expect("empty").is_empty());
         let e = Entitlements::parse(["network.hots"]).expect_err("unknown");

@@ -78,7 +78,10 @@ fn no_worker_allowing_the_entitlement_fails_the_build_with_the_flag_to_add() {
     let host_step = host_step(&def);
     let id = sim.submit(c, def).expect("accepted");
     sim.run_until_idle();
-    assert!(sim.outcome(&id).is_none(), "waits for a worker that allows it");
+    assert!(
+        sim.outcome(&id).is_none(),
+        "waits for a worker that allows it"
+    );
     sim.advance(Duration::from_secs(11));
     sim.run_until_idle();
     let e = match sim.outcome(&id).map(|f| &f.result) {

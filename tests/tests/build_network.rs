@@ -103,7 +103,11 @@ fn read(dir: &Path, f: &str) -> String {
 fn assert_isolated(out: &Path, log: &str) {
     let ns = read(out, "netns");
     assert!(ns.starts_with("net:["), "{ns}");
-    assert_ne!(ns.trim(), host_netns(), "the step shares the host's netns\n{log}");
+    assert_ne!(
+        ns.trim(),
+        host_netns(),
+        "the step shares the host's netns\n{log}"
+    );
     let lo = read(out, "loopback");
     assert!(
         !lo.contains(SECRET),
@@ -248,10 +252,7 @@ fn a_farm_worker_isolates_steps_and_runs_network_host_only_with_the_operators_co
     let ctx = farm.env.context("probe", &[("Dockerfile", PROBE)]);
     let out = farm.env.work.path().join("farm-out");
     let lo = s.lo.port.to_string();
-    let mut args: Vec<String> = vec![
-        "-o".into(),
-        format!("type=local,dest={}", out.display()),
-    ];
+    let mut args: Vec<String> = vec!["-o".into(), format!("type=local,dest={}", out.display())];
     args.extend(probe_args(&s, &lo));
     args.push(ctx.to_str().expect("utf-8").into());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -41,8 +41,7 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.slots {
         opts.slots = n;
     }
-    opts.entitlements =
-        Entitlements::parse(&a.allow_entitlement).context("--allow-entitlement")?;
+    opts.entitlements = Entitlements::parse(&a.allow_entitlement).context("--allow-entitlement")?;
     opts.events = Some(Arc::new(print_event));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

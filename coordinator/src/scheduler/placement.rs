@@ -96,8 +96,7 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
     let mut load: Vec<usize> = s.workers.iter().map(|w| w.load).collect();
     let mut running = s.running;
     type Candidates = (Vec<WorkerId>, bool, bool);
-    let mut by_platform: BTreeMap<(Option<&Platform>, &Entitlements), Candidates> =
-        BTreeMap::new();
+    let mut by_platform: BTreeMap<(Option<&Platform>, &Entitlements), Candidates> = BTreeMap::new();
     let mut described: Option<String> = None;
     // Free slots over all live workers: none left, nothing more can start,
     // and the rest of the ready list is not looked at (with no live worker

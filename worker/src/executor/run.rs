@@ -346,7 +346,8 @@ impl Executor {
         // Bytes the helper waits for on stdin before any input: the id maps are written,
         // the step's network is connected.
         let needs_go = !matches!(self.mapping, IdMapping::Single { .. });
-        let needs_net = matches!(&req.job, Job::Run(r) if r.network == super::StepNetwork::Isolated);
+        let needs_net =
+            matches!(&req.job, Job::Run(r) if r.network == super::StepNetwork::Isolated);
         let answers = usize::from(needs_go) + usize::from(needs_net);
         let result = std::thread::scope(|s| {
             let (go_tx, go_rx) = mpsc::channel::<u8>();

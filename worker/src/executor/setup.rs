@@ -317,14 +317,16 @@ pub fn prepare_rootfs(
             Step::LoopbackUp => sys
                 .loopback_up()
                 .map_err(|e| err("bringing up lo in the step's network namespace", e))?,
-            Step::UnreachableRoute { dst, prefix } => sys
-                .add_unreachable_route(*dst, *prefix)
-                .map_err(|e| {
+            Step::UnreachableRoute { dst, prefix } => {
+                sys.add_unreachable_route(*dst, *prefix).map_err(|e| {
                     err(
-                        format!("making {dst}/{prefix} unreachable in the step's network namespace"),
+                        format!(
+                            "making {dst}/{prefix} unreachable in the step's network namespace"
+                        ),
                         e,
                     )
-                })?,
+                })?
+            }
         }
     }
     Ok((stubs, warnings))

@@ -7,8 +7,8 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What is at a path (never following a final symlink).

@@ -192,7 +192,10 @@ fn resolv_conf_filtering() {
         "{own}"
     );
     assert_eq!(
-        resolv_conf_for("nameserver 1.1.1.1\nnameserver 127.0.0.1\n", StepNetwork::None),
+        resolv_conf_for(
+            "nameserver 1.1.1.1\nnameserver 127.0.0.1\n",
+            StepNetwork::None
+        ),
         "nameserver 1.1.1.1\n"
     );
     // No nameserver at all (or no host file): the public defaults, as BuildKit.
