@@ -2,6 +2,7 @@
 # imgfarm set-up for a fresh Debian 12 / Ubuntu machine. Idempotent: a second run changes nothing.
 #
 #   sudo scripts/setup.sh            run-time needs: uidmap, qemu-user-static, binfmt-support,
+#                                    passt (pasta: the RUN steps' network), /dev/net/tun mode 0666,
 #                                    busybox-static .debs for the example base images,
 #                                    qemu binfmt_misc entries (flags PF), then cargo build --release
 #   sudo scripts/setup.sh --dev      also what the tests need: docker-registry, skopeo, umoci,
@@ -9,7 +10,7 @@
 #                                    started), ansible, ... and the test user imgfarm-test with
 #                                    65536-id /etc/subuid and /etc/subgid ranges, Debian bookworm
 #                                    base images made with mmdebstrap (once, a few minutes) and
-#                                    jq .debs for the loopback apt repository
+#                                    jq .debs for the tests' apt repository
 #   --no-build                       skip cargo build --release
 #
 # Without root it changes nothing system-wide: it reports what is missing and what needs root,
@@ -23,7 +24,7 @@ for arg in "$@"; do
     --dev) DEV=1 ;;
     --no-build) BUILD=0 ;;
     -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -41,7 +42,7 @@ TEST_USER=imgfarm-test
 SUBID_COUNT=65536
 export DEBIAN_FRONTEND=noninteractive
 
-RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support)
+RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support passt)
 DEV_PKGS=(docker-registry skopeo umoci jq openssl apache2-utils curl busybox-static
   ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap arch-test dpkg-dev)
 
@@ -262,6 +263,27 @@ else
   for t in "${QEMU_TARGETS[@]}"; do
     binfmt_ok "$t" 2>/dev/null || needs_root "register qemu-$t in binfmt_misc with flags PF"
   done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# /dev/net/tun usable by every user (Debian's default, 0666): pasta, run by the worker's user,
+# opens it inside each RUN step's network namespace. Some machines ship it 0600.
+TUN=${IMGFARM_TUN_DEV:-/dev/net/tun}  # override only for testing this script
+if [ -c "$TUN" ]; then
+  TUN_MODE=$(stat -c %a "$TUN")
+  if [ "$TUN_MODE" != 666 ]; then
+    if [ "$IS_ROOT" = 1 ]; then
+      if chmod 0666 "$TUN"; then
+        changed "chmod 0666 $TUN (was $TUN_MODE; pasta needs it for RUN steps' network)"
+      else
+        fail "chmod 0666 $TUN"
+      fi
+    else
+      needs_root "chmod 0666 $TUN (is $TUN_MODE; pasta needs it for RUN steps' network)"
+    fi
+  fi
+else
+  fail "$TUN is missing (load the tun module: modprobe tun); RUN steps' network needs it"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod entitlement;
 pub mod farm;
 pub mod graph;
 pub mod identity;

@@ -55,6 +55,7 @@ fn hello() -> impl Strategy<Value = Hello> {
                     entries: keys.len() as u64,
                     keys: keys.iter().map(|k| key(k)).collect(),
                 },
+                entitlements: Default::default(),
             },
         )
 }

@@ -10,6 +10,7 @@
 use crate::engine::{
     Action, Blobs, Engine, EngineOptions, Event, ExportOutcome, Journal, PeerId, RunOrder,
 };
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::farm::{FarmDefinition, OutputSpec, VertexResult};
 use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::RefDescriptor;
@@ -47,6 +48,9 @@ pub struct LocalWorkerOffer {
     pub emulated: Vec<Platform>,
     /// Vertices at once (`--jobs`).
     pub jobs: usize,
+    /// Entitlements the build allows (`imgfarm build --allow`): locally the user is also
+    /// the worker's operator.
+    pub entitlements: Entitlements,
 }
 
 /// Why a local build did not produce a result.
@@ -118,7 +122,8 @@ pub fn run<R: VertexRunner>(
                 &offer.native,
                 &offer.emulated,
                 offer.jobs as u32,
-            ),
+            )
+            .with_entitlements(offer.entitlements.clone()),
         },
     );
     engine.handle(

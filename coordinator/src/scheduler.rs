@@ -10,6 +10,8 @@
 //!   only when none exists, to one that emulates it (the decision says so);
 //!   never to a worker that can do neither;
 //! - platform-neutral vertices (context, URL, inline files) go anywhere;
+//! - a vertex that needs entitlements (`RUN --network=host`, `--security=insecure`) goes
+//!   only to a worker whose operator allows them all;
 //! - among the candidates with a free slot: the one holding most of the
 //!   vertex's inputs wins (cache affinity; holding the vertex's own key counts
 //!   more than all inputs together), then the least loaded, then the lowest
@@ -24,6 +26,7 @@
 //!   each worker's holdings keep only the newest keys, so a long-running
 //!   coordinator's scheduler stays bounded by its active builds.
 
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::platform::Platform;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -53,6 +56,8 @@ pub struct WorkerSpec {
     pub emulated: Vec<Platform>,
     /// Vertices it may run at once (0 counts as 1).
     pub slots: usize,
+    /// Entitlements its operator allows (`imgfarm worker --allow-entitlement`).
+    pub entitlements: Entitlements,
 }
 
 /// A vertex as the scheduler sees it.
@@ -68,6 +73,9 @@ pub struct Task {
     /// native execution or emulation; file ops and exports of a platform run
     /// on any worker that serves it, and are never "emulated".
     pub runs_code: bool,
+    /// Entitlements it needs ([`Entitlements::required_by`]); only workers allowing all
+    /// of them are candidates.
+    pub needs: Entitlements,
 }
 
 /// Run `key` on `worker`.
@@ -114,6 +122,20 @@ pub enum SchedError {
     /// No worker runs or emulates a platform.
     #[error("no worker can run {platform} (natively or emulated); workers seen: {workers}")]
     NoCandidate {
+        /// The platform.
+        platform: String,
+        /// The workers and what they offer.
+        workers: String,
+    },
+    /// Workers run the platform, but none allows an entitlement the vertex needs.
+    #[error(
+        "no worker allows the {missing} entitlement that {platform} step needs; workers \
+         seen: {workers}; a worker's operator allows it with `imgfarm worker \
+         --allow-entitlement {missing}`"
+    )]
+    NotEntitled {
+        /// The entitlements the vertex needs (comma-separated).
+        missing: String,
         /// The platform.
         platform: String,
         /// The workers and what they offer.

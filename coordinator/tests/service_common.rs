@@ -105,6 +105,7 @@ pub fn worker_hello(name: &str, native: &[&str], emulated: &[&str], slots: u32) 
         emulated_platforms: emulated.iter().map(|s| s.to_string()).collect(),
         slots,
         cache_summary: CacheSummary::default(),
+        entitlements: Default::default(),
     }
 }
 
@@ -118,6 +119,7 @@ pub fn client_hello(name: &str) -> Hello {
         emulated_platforms: vec![],
         slots: 0,
         cache_summary: CacheSummary::default(),
+        entitlements: Default::default(),
     }
 }
 

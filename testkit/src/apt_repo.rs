@@ -1,4 +1,4 @@
-//! A loopback apt repository, so `apt-get install` in tests never touches Debian's mirrors.
+//! A local apt repository, so `apt-get install` in tests never touches Debian's mirrors.
 //!
 //! [`AptRepo::start`] puts into a temp dir:
 //! - the real `jq`, `libjq1`, `libonig5` and `libcap2-bin` .debs for amd64 and arm64 that
@@ -12,9 +12,11 @@
 //! - a flat repository index: `Packages` (`dpkg-scanpackages`), `Packages.gz` (`gzip -n`) and
 //!   an unsigned `Release` with their SHA256 sums.
 //!
-//! A small HTTP server thread (GET and HEAD of files, keep-alive) serves it on 127.0.0.1 and a
-//! free port; builds reach it because their RUN steps use the host network. Clients use
-//! [`AptRepo::sources_line`] (`[trusted=yes]`, as nothing is signed).
+//! A small HTTP server thread (GET and HEAD of files, keep-alive) serves it on the host's
+//! non-loopback address ([`crate::host_ipv4`]) and a free port, as a mirror on the network:
+//! RUN steps have their own network namespace and cannot reach the host's loopback, but they
+//! reach that address through their user-mode network (and BuildKit's steps too). Clients
+//! use [`AptRepo::sources_line`] (`[trusted=yes]`, as nothing is signed).
 
 use crate::cmd::{have_tool, run_checked};
 use crate::skip::Unavailable;
@@ -87,6 +89,7 @@ exit 0
 #[derive(Debug)]
 pub struct AptRepo {
     dir: TempDir,
+    ip: std::net::Ipv4Addr,
     port: u16,
     hello: PathBuf,
     stop: Arc<AtomicBool>,
@@ -94,7 +97,8 @@ pub struct AptRepo {
 }
 
 impl AptRepo {
-    /// Build the repository in a temp dir and serve it on 127.0.0.1 and a free port.
+    /// Build the repository in a temp dir and serve it on the host's address
+    /// ([`crate::host_ipv4`]) and a free port.
     ///
     /// Fails with [`Unavailable`] when the cached .debs are missing (run
     /// `sudo scripts/setup.sh --dev`, or set `IMGFARM_APT_DIR`) or when `dpkg-deb`,
@@ -127,7 +131,8 @@ impl AptRepo {
         let hello = build_hello(dir.path())?;
         index(dir.path())?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let ip = crate::host_ipv4()?;
+        let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let root = dir.path().to_path_buf();
@@ -139,6 +144,7 @@ impl AptRepo {
         tracing::info!(port, dir = %dir.path().display(), "apt repo started");
         Ok(AptRepo {
             dir,
+            ip,
             port,
             hello,
             stop,
@@ -146,17 +152,22 @@ impl AptRepo {
         })
     }
 
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://HOST-ADDRESS:PORT/`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://{}:{}/", self.ip, self.port)
     }
 
-    /// `deb [trusted=yes] http://127.0.0.1:PORT/ ./`, a line for `/etc/apt/sources.list`.
+    /// `deb [trusted=yes] http://HOST-ADDRESS:PORT/ ./`, a line for `/etc/apt/sources.list`.
     pub fn sources_line(&self) -> String {
         format!("deb [trusted=yes] {} ./", self.url())
     }
 
-    /// The port it listens on (127.0.0.1).
+    /// The address it listens on (the host's, not loopback).
+    pub fn ip(&self) -> std::net::Ipv4Addr {
+        self.ip
+    }
+
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -177,7 +188,7 @@ impl Drop for AptRepo {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept; the thread then sees the flag and returns.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect((self.ip, self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

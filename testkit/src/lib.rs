@@ -1,9 +1,9 @@
 //! Test fixtures that use real parts: a `docker-registry` on loopback, deterministic busybox
 //! base images for linux/amd64 and linux/arm64, Debian bookworm base images made with
-//! mmdebstrap ([`DebianBase`]), a loopback apt repository ([`AptRepo`]), and the unprivileged
-//! farm user with subordinate id ranges. For fault tests: a network namespace joined by a veth
-//! ([`NetNs`]: link cuts, packet loss), a registry front that answers 500 to blob uploads
-//! ([`FaultyRegistry`]), and an independent content-store check ([`check_store`]).
+//! mmdebstrap ([`DebianBase`]), an apt repository on the host's address ([`AptRepo`]), and the
+//! unprivileged farm user with subordinate id ranges. For fault tests: a network namespace
+//! joined by a veth ([`NetNs`]: link cuts, packet loss), a registry front that answers 500 to
+//! blob uploads ([`FaultyRegistry`]), and an independent content-store check ([`check_store`]).
 //!
 //! Every crate's tests use this crate as a dev-dependency. The fixtures are deliberately built
 //! from tools that are independent of the code under test (GNU tar, gzip, dpkg-deb, openssl,
@@ -21,6 +21,7 @@ pub mod dockerd;
 mod farm_user;
 mod fault_proxy;
 mod logging;
+mod net;
 mod netns;
 mod oci_layout;
 mod registry;
@@ -35,6 +36,7 @@ pub use dockerd::Dockerd;
 pub use farm_user::{FarmUser, UserTempDir, FARM_USER_NAME};
 pub use fault_proxy::FaultyRegistry;
 pub use logging::{capture_logs, init_tracing, CapturedLogs};
+pub use net::host_ipv4;
 pub use netns::NetNs;
 pub use registry::{Registry, RegistryOptions};
 pub use skip::{

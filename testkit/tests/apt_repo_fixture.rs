@@ -1,5 +1,5 @@
-//! The loopback apt repository: it serves a real index and real .debs over HTTP on 127.0.0.1,
-//! and apt-get in the bookworm image installs from it.
+//! The local apt repository: it serves a real index and real .debs over HTTP on the host's
+//! non-loopback address, and apt-get in the bookworm image installs from it.
 
 use imgfarm_testkit::{
     init_tracing, or_skip, require_root_or_skip, require_tools_or_skip, run_checked, AptRepo,
@@ -11,11 +11,11 @@ use std::process::Command;
 use std::time::Duration;
 
 /// One HTTP/1.0 request; returns the status code, headers and body.
-fn http(port: u16, method: &str, path: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+fn http(repo: &AptRepo, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect((repo.ip(), repo.port())).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {}\r\n\r\n", repo.ip()).expect("send");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).expect("read");
     let split = buf
@@ -48,13 +48,14 @@ fn apt_repo_serves_index_and_debs() {
     let Some(repo) = or_skip(name, AptRepo::start()) else {
         return;
     };
-    assert_eq!(repo.url(), format!("http://127.0.0.1:{}/", repo.port()));
+    assert!(!repo.ip().is_loopback(), "{}", repo.ip());
+    assert_eq!(repo.url(), format!("http://{}:{}/", repo.ip(), repo.port()));
     assert_eq!(
         repo.sources_line(),
-        format!("deb [trusted=yes] http://127.0.0.1:{}/ ./", repo.port())
+        format!("deb [trusted=yes] http://{}:{}/ ./", repo.ip(), repo.port())
     );
 
-    let (code, head, body) = http(repo.port(), "GET", "/Packages");
+    let (code, head, body) = http(&repo, "GET", "/Packages");
     assert_eq!(code, 200, "{head}");
     assert_eq!(content_length(&head), body.len());
     let packages = String::from_utf8(body).expect("utf-8");
@@ -70,16 +71,16 @@ fn apt_repo_serves_index_and_debs() {
     assert!(packages.contains("Architecture: amd64\n"));
     assert!(packages.contains("Filename: ./imgfarm-hello_1.0_all.deb\n"));
 
-    let (code, _, gz) = http(repo.port(), "GET", "/Packages.gz");
+    let (code, _, gz) = http(&repo, "GET", "/Packages.gz");
     assert_eq!(code, 200);
     assert_eq!(&gz[..2], &[0x1f, 0x8b]);
-    let (code, _, release) = http(repo.port(), "GET", "/Release");
+    let (code, _, release) = http(&repo, "GET", "/Release");
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&release).contains(" Packages.gz\n"));
 
     // Every .deb named in Packages is served, byte for byte.
     let hello = std::fs::read(repo.hello_deb()).expect("hello deb");
-    let (code, head, body) = http(repo.port(), "GET", "/imgfarm-hello_1.0_all.deb");
+    let (code, head, body) = http(&repo, "GET", "/imgfarm-hello_1.0_all.deb");
     assert_eq!(code, 200, "{head}");
     assert_eq!(body, hello);
     for f in packages
@@ -88,20 +89,20 @@ fn apt_repo_serves_index_and_debs() {
     {
         // Debian names files with an epoch `N%3a…` (apt-get download); a URL escapes the
         // `%`, as apt does when it fetches them.
-        let (code, head, body) = http(repo.port(), "GET", &format!("/{}", f.replace('%', "%25")));
+        let (code, head, body) = http(&repo, "GET", &format!("/{}", f.replace('%', "%25")));
         assert_eq!(code, 200, "{f}: {head}");
         assert_eq!(body, std::fs::read(repo.dir().join(f)).expect("deb"), "{f}");
     }
 
     // HEAD: length, no body. Missing: 404. `..`: refused.
-    let (code, head, body) = http(repo.port(), "HEAD", "/imgfarm-hello_1.0_all.deb");
+    let (code, head, body) = http(&repo, "HEAD", "/imgfarm-hello_1.0_all.deb");
     assert_eq!(code, 200);
     assert_eq!(content_length(&head), hello.len());
     assert!(body.is_empty());
-    assert_eq!(http(repo.port(), "GET", "/nope.deb").0, 404);
-    assert_eq!(http(repo.port(), "GET", "/../../etc/passwd").0, 403);
-    assert_eq!(http(repo.port(), "GET", "/%2e%2e/etc/passwd").0, 403);
-    assert_eq!(http(repo.port(), "POST", "/Packages").0, 405);
+    assert_eq!(http(&repo, "GET", "/nope.deb").0, 404);
+    assert_eq!(http(&repo, "GET", "/../../etc/passwd").0, 403);
+    assert_eq!(http(&repo, "GET", "/%2e%2e/etc/passwd").0, 403);
+    assert_eq!(http(&repo, "POST", "/Packages").0, 405);
 
     // The hello package is what the docs say.
     if require_tools_or_skip(name, &["dpkg-deb"]) {
@@ -122,14 +123,14 @@ fn apt_repo_serves_index_and_debs() {
     }
 
     // Stops on drop: the port no longer answers.
-    let port = repo.port();
+    let (ip, port) = (repo.ip(), repo.port());
     drop(repo);
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(TcpStream::connect((ip, port)).is_err());
 }
 
 /// apt-get update + install of jq and imgfarm-hello inside the bookworm amd64 rootfs
 /// (unpacked as root into a temp dir, in a private mount namespace with chroot), with only
-/// the loopback repository in sources.list.
+/// the local repository in sources.list.
 #[test]
 fn apt_get_installs_jq_and_hello_in_bookworm() {
     init_tracing();
@@ -186,8 +187,8 @@ fn apt_get_installs_jq_and_hello_in_bookworm() {
         !stdout.contains("deb.debian.org") && !stdout.contains("security.debian.org"),
         "{stdout}"
     );
-    // apt names the source without the trailing slash: `Get:4 http://127.0.0.1:PORT ./ Packages`.
-    let src = format!("http://127.0.0.1:{} ./", repo.port());
+    // apt names the source without the trailing slash: `Get:4 http://ADDR:PORT ./ Packages`.
+    let src = format!("http://{}:{} ./", repo.ip(), repo.port());
     assert!(stdout.contains(&format!("{src} Packages")), "{stdout}");
     assert!(stdout.contains(&format!("{src} jq ")), "{stdout}");
     assert!(

@@ -5,9 +5,9 @@
 //! file tree (type, content, mode, owner, hardlinks) and the same config. Only [`TIMESTAMPED`]
 //! files may differ, and only in content.
 //!
-//! apt reaches the loopback [`AptRepo`] (RUN steps use the host network). One registry, apt
-//! repo and farm serve the whole binary and cases build one at a time; every build has a
-//! deadline; timings are printed.
+//! apt reaches the [`AptRepo`] on the host's non-loopback address, through the RUN steps' own
+//! (pasta) network. One registry, apt repo and farm serve the whole binary and cases build one
+//! at a time; every build has a deadline; timings are printed.
 
 mod farm_support;
 mod oracle_support;

@@ -61,6 +61,7 @@ pub fn hello(role: Role, name: &str) -> Hello {
         emulated_platforms: vec!["linux/arm64".into()],
         slots: 2,
         cache_summary: CacheSummary::default(),
+        entitlements: Default::default(),
     }
 }
 

@@ -178,6 +178,53 @@ fn live_with_argv(argv: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// Live pasta processes of the executor (`... --dns-forward 10.0.2.3 ... PID`) whose step
+/// (the helper `PID`) is gone: they should have been stopped with it.
+fn orphan_pastas() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| !r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let Ok(c) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+                return false;
+            };
+            let argv: Vec<String> = c
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            argv.first().is_some_and(|a| a.ends_with("pasta"))
+                && argv.iter().any(|a| a == "--dns-forward")
+                && alive(&p.to_string())
+                && argv.last().is_some_and(|target| !alive(target))
+        })
+        .collect()
+}
+
+/// Waits up to 3 s for [`orphan_pastas`] to be empty; the survivors.
+fn pastas_left() -> Vec<u32> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = orphan_pastas();
+        if left.is_empty() || t0.elapsed() > std::time::Duration::from_secs(3) {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_cancelled_step_dies_with_every_process_of_its_pid_namespace() {
     let Some(fx) = fixture("a_cancelled_step_dies", "amd64") else {
@@ -201,6 +248,7 @@ fn a_cancelled_step_dies_with_every_process_of_its_pid_namespace() {
             "{argv:?} survived"
         );
     }
+    assert_eq!(pastas_left(), Vec::<u32>::new(), "pasta outlived the step");
     // A token triggered before the start runs nothing.
     let r = fx.request("echo must-not-run");
     let out = fx.run_env(&r, &[("IMGFARM_PROBE_CANCEL_AFTER_MS", "0")]);
@@ -265,6 +313,11 @@ fn a_non_root_step_dies_with_a_killed_executor() {
     assert!(
         gone,
         "processes of the step outlived the executor: {survivors:?}"
+    );
+    assert_eq!(
+        pastas_left(),
+        Vec::<u32>::new(),
+        "pasta outlived the executor"
     );
     fx.remove(&r.upper);
 }
@@ -342,7 +395,9 @@ fn network_none_has_only_loopback_and_host_network_is_shared() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0].trim(), "lo", "{}", out.stdout);
     assert_eq!(lines[2], "1", "only lo in /proc/net/dev");
-    let host = fx.run(&fx.request("grep -c : /proc/net/dev"));
+    let mut h = fx.request("grep -c : /proc/net/dev");
+    h.network = StepNetwork::Host;
+    let host = fx.run(&h);
     assert!(host.ok(), "{}", host.result);
     let n: u32 = host.stdout.trim().parse().expect("count");
     let host_n = std::fs::read_to_string("/proc/net/dev")
@@ -350,6 +405,47 @@ fn network_none_has_only_loopback_and_host_network_is_shared() {
         .matches(':')
         .count() as u32;
     assert_eq!(n, host_n, "host network namespace is shared");
+}
+
+#[test]
+fn the_default_network_is_isolated_connected_and_blocks_link_local() {
+    let Some(fx) = fixture("the_default_network_is_isolated", "amd64") else {
+        return;
+    };
+    // eth0 with a default route (pasta), lo up; link-local unreachable at once; the routes
+    // cannot be changed (no CAP_NET_ADMIN); resolv.conf points at pasta's forwarder.
+    let script = "ls /sys/class/net | tr '\\n' ' '; echo; \
+        awk '$2 == \"00000000\" {print $1}' /proc/net/route; \
+        nc -w 2 169.254.169.254 80 </dev/null 2>&1; echo \"nc=$?\"; \
+        ip route del unreachable 169.254.0.0/16 2>&1; echo \"del=$?\"; \
+        grep nameserver /etc/resolv.conf";
+    let r = fx.request(script);
+    assert_eq!(r.network, StepNetwork::Isolated, "the default");
+    let t0 = std::time::Instant::now();
+    let out = fx.run(&r);
+    assert!(out.ok(), "{}\n{}", out.result, out.stdout);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0].trim(), "eth0 lo", "{}", out.stdout);
+    assert_eq!(lines[1], "eth0", "default route via eth0: {}", out.stdout);
+    assert!(
+        out.stdout.contains("No route to host") || out.stdout.contains("unreachable"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("nc=1"), "{}", out.stdout);
+    assert!(!out.stdout.contains("del=0"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("nameserver 10.0.2.3\n") || !host_has_nameserver(),
+        "{}",
+        out.stdout
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(pastas_left(), Vec::<u32>::new(), "pasta outlived the step");
+}
+
+fn host_has_nameserver() -> bool {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("nameserver")))
 }
 
 #[test]

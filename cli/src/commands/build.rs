@@ -14,6 +14,7 @@ use imgfarm_common::context::cache::DigestCache;
 use imgfarm_common::context::BuildContext;
 use imgfarm_common::dockerfile::frontend::{build_graph, BuildRequest, ContextSelector};
 use imgfarm_common::dockerfile::ignore::IgnoreMatcher;
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -96,6 +97,10 @@ pub struct BuildArgs {
     /// Follow a farm build already submitted, by its build id (implies --farm)
     #[arg(long, value_name = "ID")]
     pub reattach: Option<String>,
+    /// Allow an entitlement: network.host (RUN --network=host), security.insecure
+    /// (RUN --security=insecure); repeatable, comma-separated
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 }
 
 impl BuildArgs {
@@ -190,7 +195,11 @@ fn open_context(a: &BuildArgs, dockerfile: &Path) -> anyhow::Result<BuildContext
 /// Native and emulated platforms of the embedded worker. Emulation is
 /// offered for every requested foreign platform; the executor refuses
 /// before running when qemu is missing.
-fn local_worker_offer(targets: &[Platform], jobs: usize) -> LocalWorkerOffer {
+fn local_worker_offer(
+    targets: &[Platform],
+    jobs: usize,
+    entitlements: Entitlements,
+) -> LocalWorkerOffer {
     let host = Platform::host();
     let emulated = targets
         .iter()
@@ -201,7 +210,46 @@ fn local_worker_offer(targets: &[Platform], jobs: usize) -> LocalWorkerOffer {
         native: vec![host],
         emulated,
         jobs,
+        entitlements,
     }
+}
+
+/// Refuses a graph with a step that needs an entitlement the build does not allow
+/// (BuildKit: `network.host is not allowed`), naming the Dockerfile line and the flag.
+fn check_entitlements(
+    graph: &BuildGraph,
+    allowed: &Entitlements,
+    dockerfile: &Dockerfile,
+) -> anyhow::Result<()> {
+    let mut vertices = graph.vertices();
+    vertices.sort_by_key(|v| v.line);
+    for v in vertices {
+        let Some(e) = allowed
+            .missing(&Entitlements::required_by(&v.op))
+            .first()
+            .copied()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&dockerfile.bytes)
+            .lines()
+            .nth(v.line.saturating_sub(1))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_else(|| v.description.clone());
+        bail!(
+            "{}:{}: {text}: {e} is not allowed: {} needs the {e} entitlement; allow it with \
+             imgfarm build --allow {e}",
+            dockerfile.name,
+            v.line,
+            e.flag()
+        );
+    }
+    Ok(())
+}
+
+/// The `--allow` flags.
+fn allowed(a: &BuildArgs) -> anyhow::Result<Entitlements> {
+    Entitlements::parse(&a.allow).context("--allow")
 }
 
 /// Build the graph, resolving base images from the local store (and,
@@ -232,6 +280,7 @@ fn plan(
         resolved_images: BTreeMap::new(),
     };
     let mut graph = build_graph(&req).map_err(|e| anyhow!("{e}"))?;
+    check_entitlements(&graph, &allowed(a)?, dockerfile)?;
     let unresolved = graph.unresolved_images();
     if !unresolved.is_empty() {
         for (reference, platform) in unresolved {
@@ -374,7 +423,7 @@ pub fn run(g: &GlobalArgs, mut a: BuildArgs) -> anyhow::Result<ExitCode> {
         store: &store,
         outputs: &outputs,
         platforms: &platforms,
-        offer: local_worker_offer(&platforms, jobs),
+        offer: local_worker_offer(&platforms, jobs, allowed(&a)?),
     };
     let ok = local::build(b, &graph, worker, cancel, &mut progress);
     progress.finish();

@@ -40,6 +40,10 @@ pub struct WorkerArgs {
     /// Concurrent vertex slots [default: number of CPUs]
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Let steps use an entitlement: network.host (RUN --network=host), security.insecure
+    /// (RUN --security=insecure); repeatable, comma-separated [default: none]
+    #[arg(long = "allow-entitlement", value_name = "NAME")]
+    pub allow_entitlement: Vec<String>,
 }
 
 /// Run `imgfarm coordinator`.

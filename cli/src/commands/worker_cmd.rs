@@ -6,6 +6,7 @@
 use super::roles::WorkerArgs;
 use super::GlobalArgs;
 use anyhow::{anyhow, Context};
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::identity::{default_worker_name, Role, TlsDir};
 use imgfarm_common::platform::parse_platform_list;
 use imgfarm_worker::farm::{run as run_worker, WorkerEvent, WorkerOptions};
@@ -40,6 +41,7 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.slots {
         opts.slots = n;
     }
+    opts.entitlements = Entitlements::parse(&a.allow_entitlement).context("--allow-entitlement")?;
     opts.events = Some(Arc::new(print_event));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

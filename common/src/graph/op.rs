@@ -280,12 +280,14 @@ pub enum SharingMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// The build's default (host networking for rootless builds, as BuildKit).
+    /// The build's default, BuildKit's `sandbox` network: an own network namespace with
+    /// outbound access, where the worker's loopback and link-local addresses are
+    /// unreachable.
     #[default]
     Default,
     /// A fresh network namespace with only loopback.
     None,
-    /// The host's network namespace.
+    /// The host's network namespace (needs the `network.host` entitlement).
     Host,
 }
 

@@ -10,8 +10,9 @@ use crate::identity::Role;
 use crate::proto::messages::Hello;
 
 /// Protocol version of this build. Bump it whenever a message changes shape
-/// (3: the build context travels as chunk layers, `ContextBlob.chunks`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (3: the build context travels as chunk layers, `ContextBlob.chunks`; 4: a worker's
+/// `Hello` says which entitlements its operator allows).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The 4 magic bytes at the start of every stream.
 pub const MAGIC: [u8; 4] = *b"IMGF";
@@ -166,6 +167,7 @@ mod tests {
             emulated_platforms: vec![],
             slots: 0,
             cache_summary: CacheSummary::default(),
+            entitlements: Default::default(),
         }
     }
 

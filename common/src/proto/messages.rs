@@ -6,6 +6,7 @@
 //! (`os/arch[/variant]`, see [`crate::platform::Platform`]) because bincode
 //! cannot carry `skip_serializing_if` fields.
 
+use crate::entitlement::Entitlements;
 use crate::identity::Role;
 use crate::oci::digest::Digest;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct Hello {
     pub slots: u32,
     /// What the worker's cache holds, for cache affinity.
     pub cache_summary: CacheSummary,
+    /// Entitlements the worker's operator allows (`imgfarm worker --allow-entitlement`);
+    /// empty for clients. The coordinator places a step needing one only on a worker that
+    /// allows it.
+    pub entitlements: Entitlements,
 }
 
 /// A worker's cache, summarised for the scheduler.
@@ -344,7 +349,14 @@ impl Hello {
             emulated_platforms: names(emulated),
             slots,
             cache_summary: CacheSummary::default(),
+            entitlements: Default::default(),
         }
+    }
+
+    /// The same hello, announcing that its operator allows `entitlements`.
+    pub fn with_entitlements(mut self, entitlements: Entitlements) -> Self {
+        self.entitlements = entitlements;
+        self
     }
 }
 

@@ -18,6 +18,7 @@
 //! of concurrent builds run once.
 
 use crate::scheduler::Task;
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::farm::{FarmDefinition, OutputSpec};
 use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::reuse;
@@ -249,6 +250,7 @@ impl Build {
                 platform: v.platform.clone(),
                 inputs: v.inputs.iter().map(|i| self.sched_key(i)).collect(),
                 runs_code: matches!(v.op, Op::Exec(_)),
+                needs: Entitlements::required_by(&v.op),
             })
             .collect()
     }

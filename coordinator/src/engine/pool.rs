@@ -70,6 +70,7 @@ pub fn worker_spec(hello: &Hello) -> Result<WorkerSpec, PoolError> {
         native,
         emulated,
         slots: hello.slots as usize,
+        entitlements: hello.entitlements.clone(),
     })
 }
 
@@ -194,6 +195,7 @@ mod tests {
                 entries: 1,
                 keys: vec![Digest::sha256_of(b"a"), Digest::sha256_of(b"b")],
             },
+            entitlements: Default::default(),
         }
     }
 

@@ -13,9 +13,10 @@
 use super::{
     Action, AllBlobs, Engine, EngineOptions, Event, ExportOutcome, MemJournal, PeerId, RunOrder,
 };
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::farm::{FarmDefinition, FarmTarget, OutputSpec, VertexResult};
 use imgfarm_common::graph::image_config::StageConfig;
-use imgfarm_common::graph::op::{ExecOp, ExportOp, ImageOp, Op};
+use imgfarm_common::graph::op::{ExecOp, ExportOp, ImageOp, NetworkMode, Op};
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::RefDescriptor;
@@ -149,6 +150,18 @@ impl FarmSim {
         emulated: &[&str],
         slots: u32,
     ) -> PeerId {
+        self.add_entitled_worker(name, native, emulated, slots, Entitlements::none())
+    }
+
+    /// A worker whose operator allows `entitlements` joins.
+    pub fn add_entitled_worker(
+        &mut self,
+        name: &str,
+        native: &[&str],
+        emulated: &[&str],
+        slots: u32,
+        entitlements: Entitlements,
+    ) -> PeerId {
         let parse = |l: &[&str]| -> Vec<Platform> {
             l.iter().map(|p| p.parse().expect("platform")).collect()
         };
@@ -164,7 +177,8 @@ impl FarmSim {
             heartbeating: true,
         };
         let peer = self.peer();
-        let hello = Hello::offer(Role::Worker, name, &w.native, &w.emulated, slots);
+        let hello = Hello::offer(Role::Worker, name, &w.native, &w.emulated, slots)
+            .with_entitlements(entitlements);
         self.workers.insert(peer, w);
         self.handle(Event::PeerJoined {
             peer,
@@ -608,6 +622,11 @@ pub mod graphs {
 
     /// A RUN step over `inputs` (the first is its root).
     pub fn run(p: &Platform, inputs: Vec<Digest>, cmd: &str) -> Vertex {
+        run_on(p, inputs, cmd, NetworkMode::Default)
+    }
+
+    /// A RUN step with `RUN --network=<network>`.
+    pub fn run_on(p: &Platform, inputs: Vec<Digest>, cmd: &str, network: NetworkMode) -> Vertex {
         Vertex::new(
             Some(p.clone()),
             Op::Exec(ExecOp {
@@ -617,7 +636,7 @@ pub mod graphs {
                 cwd: "/".into(),
                 user: String::new(),
                 mounts: vec![],
-                network: Default::default(),
+                network,
                 security: Default::default(),
             }),
             inputs,
@@ -645,6 +664,16 @@ pub mod graphs {
     /// lists, for RUN step `i`, the earlier steps it reads besides its root
     /// (step `i - 1`, or the image for the first); `salt` names the build.
     pub fn build(platforms: &[Platform], steps: &[Vec<usize>], salt: &str) -> FarmDefinition {
+        build_on(platforms, steps, salt, |_| NetworkMode::Default)
+    }
+
+    /// [`build`] where RUN step `i` has `RUN --network=<network(i)>`.
+    pub fn build_on(
+        platforms: &[Platform],
+        steps: &[Vec<usize>],
+        salt: &str,
+        network: impl Fn(usize) -> NetworkMode,
+    ) -> FarmDefinition {
         let mut vertices = Vec::new();
         let mut targets = Vec::new();
         for p in platforms {
@@ -661,7 +690,7 @@ pub mod graphs {
                         }
                     }
                 }
-                let v = run(p, inputs, &format!("{salt} step {i}"));
+                let v = run_on(p, inputs, &format!("{salt} step {i}"), network(i));
                 keys.push(v.key.clone());
                 vertices.push(v);
             }

@@ -3,13 +3,22 @@
 //! emulated, then cache affinity, then load, then id).
 
 use super::{Decision, PlacementRound, SchedError, Scheduler, Task, WorkerEntry, WorkerId};
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::platform::Platform;
 use std::collections::BTreeMap;
 
-/// Live workers that may run `platform` and whether they emulate it:
+/// Live workers that may run `platform` and allow `needs`, and whether they emulate it:
 /// the native ones when there are any, else the emulating ones.
-fn candidates(workers: &[WorkerEntry], platform: Option<&Platform>) -> (Vec<WorkerId>, bool) {
-    let alive = || (0..workers.len()).filter(|&w| !workers[w].lost && !workers[w].draining);
+fn candidates(
+    workers: &[WorkerEntry],
+    platform: Option<&Platform>,
+    needs: &Entitlements,
+) -> (Vec<WorkerId>, bool) {
+    let alive = || {
+        (0..workers.len()).filter(|&w| {
+            !workers[w].lost && !workers[w].draining && workers[w].spec.entitlements.allows(needs)
+        })
+    };
     let Some(p) = platform else {
         return (alive().collect(), false);
     };
@@ -59,10 +68,15 @@ fn describe_workers(workers: &[WorkerEntry]) -> String {
         .iter()
         .map(|w| {
             format!(
-                "{} (native {}; emulated {}{})",
+                "{} (native {}; emulated {}{}{})",
                 w.spec.name,
                 list(&w.spec.native),
                 list(&w.spec.emulated),
+                if w.spec.entitlements.is_empty() {
+                    String::new()
+                } else {
+                    format!("; allows {}", w.spec.entitlements)
+                },
                 if w.lost {
                     "; lost"
                 } else if w.draining {
@@ -81,7 +95,8 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
     let mut out = PlacementRound::default();
     let mut load: Vec<usize> = s.workers.iter().map(|w| w.load).collect();
     let mut running = s.running;
-    let mut by_platform: BTreeMap<Option<&Platform>, (Vec<WorkerId>, bool, bool)> = BTreeMap::new();
+    type Candidates = (Vec<WorkerId>, bool, bool);
+    let mut by_platform: BTreeMap<(Option<&Platform>, &Entitlements), Candidates> = BTreeMap::new();
     let mut described: Option<String> = None;
     // Free slots over all live workers: none left, nothing more can start,
     // and the rest of the ready list is not looked at (with no live worker
@@ -100,9 +115,10 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
             break;
         }
         let Some(t) = s.tasks.get(key) else { continue };
-        let (cands, emulating, full) =
-            by_platform.entry(t.platform.as_ref()).or_insert_with(|| {
-                let (c, e) = candidates(&s.workers, t.platform.as_ref());
+        let (cands, emulating, full) = by_platform
+            .entry((t.platform.as_ref(), &t.needs))
+            .or_insert_with(|| {
+                let (c, e) = candidates(&s.workers, t.platform.as_ref(), &t.needs);
                 (c, e, false)
             });
         if cands.is_empty() {
@@ -113,8 +129,20 @@ pub(super) fn plan(s: &Scheduler) -> PlacementRound {
                 .platform
                 .as_ref()
                 .map_or_else(|| "any platform".to_string(), |p| p.to_string());
-            out.unplaceable
-                .push((key.clone(), SchedError::NoCandidate { platform, workers }));
+            let serves = !t.needs.is_empty()
+                && !candidates(&s.workers, t.platform.as_ref(), &Entitlements::none())
+                    .0
+                    .is_empty();
+            let e = if serves {
+                SchedError::NotEntitled {
+                    missing: t.needs.to_string(),
+                    platform,
+                    workers,
+                }
+            } else {
+                SchedError::NoCandidate { platform, workers }
+            };
+            out.unplaceable.push((key.clone(), e));
             continue;
         }
         if running >= s.max_in_flight {

@@ -10,6 +10,7 @@ fn task(n: u8, platform: Option<Platform>, inputs: &[u8]) -> Task {
         platform,
         inputs: inputs.iter().map(|i| key(*i)).collect(),
         runs_code: true,
+        needs: Default::default(),
     }
 }
 
@@ -19,6 +20,7 @@ fn amd64_worker(slots: usize) -> WorkerSpec {
         native: vec![Platform::linux_amd64()],
         emulated: vec![Platform::linux_arm64()],
         slots,
+        entitlements: Default::default(),
     }
 }
 
@@ -99,6 +101,7 @@ fn native_worker_preferred_then_emulation_marked() {
         native: vec![Platform::linux_arm64()],
         emulated: vec![],
         slots: 1,
+        entitlements: Default::default(),
     };
     let tasks = vec![task(1, arm(), &[])];
     let mut s = Scheduler::new(
@@ -174,6 +177,7 @@ fn worker(name: &str, native: &[Platform], emulated: &[Platform], slots: usize) 
         native: native.to_vec(),
         emulated: emulated.to_vec(),
         slots,
+        entitlements: Default::default(),
     }
 }
 
@@ -213,6 +217,7 @@ fn affinity_wins_over_load_among_free_workers() {
         platform: amd(),
         inputs: vec![key(1), key(3)],
         runs_code: true,
+        needs: Default::default(),
     };
     s.add_build(vec![t], &[key(4)], &[key(1), key(3)].into())
         .unwrap();
@@ -652,18 +657,21 @@ fn many_sequential_builds_leave_nothing_behind() {
                 platform: amd(),
                 inputs: vec![],
                 runs_code: false,
+                needs: Default::default(),
             },
             Task {
                 key: k(1),
                 platform: amd(),
                 inputs: vec![base.clone()],
                 runs_code: true,
+                needs: Default::default(),
             },
             Task {
                 key: k(2),
                 platform: amd(),
                 inputs: vec![k(1)],
                 runs_code: false,
+                needs: Default::default(),
             },
         ];
         let cached: BTreeSet<Digest> = if b > 0 { [base.clone()].into() } else { none() };
@@ -780,6 +788,7 @@ mod prop {
                         .into_iter()
                         .collect(),
                     runs_code: *code,
+                    needs: Default::default(),
                 })
                 .collect();
             let roots: Vec<Digest> = tasks.iter().map(|t| t.key.clone()).collect();
@@ -886,6 +895,7 @@ mod prop {
                         .into_iter()
                         .collect(),
                     runs_code: *code,
+                    needs: Default::default(),
                 })
                 .collect();
             let roots_a: Vec<Digest> = roots_a.iter().map(|r| key((r % n) as u8)).collect();
@@ -975,6 +985,7 @@ fn sched_bench_1000_vertices_8_workers() {
                 platform: if i % 2 == 0 { amd() } else { arm() },
                 inputs,
                 runs_code: true,
+                needs: Default::default(),
             }
         })
         .collect();

@@ -266,7 +266,19 @@ impl Farm {
     /// Starts worker `name` (state under the work dir), optionally claiming `platforms`,
     /// and waits until it is connected.
     pub fn start_worker(&self, name: &str, platforms: Option<&str>, slots: usize) -> Proc {
-        let c = self.worker_command(name, &self.worker_state(name), platforms, slots);
+        self.start_worker_with(name, platforms, slots, &[])
+    }
+
+    /// [`Farm::start_worker`] with `extra` worker flags (e.g. `--allow-entitlement X`).
+    pub fn start_worker_with(
+        &self,
+        name: &str,
+        platforms: Option<&str>,
+        slots: usize,
+        extra: &[&str],
+    ) -> Proc {
+        let mut c = self.worker_command(name, &self.worker_state(name), platforms, slots);
+        c.args(extra);
         spawn_worker(name, c)
     }
 

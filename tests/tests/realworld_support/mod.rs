@@ -1,7 +1,7 @@
 //! The real-world corpus (`tests/realworld/<case>/`): Dockerfiles as people write them on a real
-//! Debian 12 base, built with BuildKit (dockerd 20.10, `--network host` so RUN reaches the
-//! loopback apt repo) and with imgfarm, rootless as the farm user and, for the ownership and
-//! permission cases, also as root. The exported images are compared file by file (type, mode
+//! Debian 12 base, built with BuildKit (dockerd 20.10, `--network host`, as its dockerd has no
+//! bridge) and with imgfarm (its default isolated RUN network), rootless as the farm user and,
+//! for the ownership and permission cases, also as root. The exported images are compared file by file (type, mode
 //! with setuid/setgid/sticky, uid/gid, content, xattrs, symlink targets, hardlink groups) and by
 //! config, with one written exception: [`TIMESTAMPED`].
 //!
@@ -81,7 +81,7 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gen {
     None,
-    /// `imgfarm-hello.deb`: the loopback repo's package (`AptRepo::hello_deb`).
+    /// `imgfarm-hello.deb`: the apt repo's package (`AptRepo::hello_deb`).
     HelloDeb,
     /// `dist/rwdemo-1.0-py3-none-any.whl`, zipped by /usr/bin/python3 with fixed dates.
     Wheel,
@@ -606,7 +606,7 @@ fn run_case(sh: &Shared, c: &Case) -> Report {
     let extra = extra_args(&root_ctx);
 
     let tag = format!("realworld/{}:latest", c.name);
-    // BuildKit, with RUN on the host network (the loopback apt repo), saved and read.
+    // BuildKit, with RUN on the host network (its dockerd has no bridge), saved and read.
     let buildkit = |tag: &str, no_cache: bool| {
         let dest = sh.root_work.path().join(format!("{}-buildkit.tar", c.name));
         let build = DockerBuild {

@@ -3,7 +3,7 @@
 //! callers) and `fork` are safe here.
 
 use super::plan;
-use super::protocol::{read_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_SINGLE};
+use super::protocol::{read_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_NET, GO_SINGLE};
 use super::run::UnpackReport;
 use super::setup;
 use super::syscalls::LinuxSyscalls;
@@ -73,7 +73,7 @@ fn helper_main() -> i32 {
     };
     match req.job {
         // setgroups(2) is denied in a self-written single-id mapping.
-        Job::Run(r) => run_container(&r, !single, &mut ctl),
+        Job::Run(r) => run_container(&r, !single, &mut stdin, &mut ctl),
         Job::Unpack {
             dest,
             parents,
@@ -166,7 +166,12 @@ fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i32 {
+fn run_container(
+    req: &ExecRequest,
+    setgroups_allowed: bool,
+    stdin: &mut dyn Read,
+    ctl: &mut Ctl,
+) -> i32 {
     let plan = match plan::build(req) {
         Ok(p) => p,
         Err(e) => {
@@ -179,6 +184,23 @@ fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i
     if let Err(e) = unshare(rest) {
         ctl.send(&Msg::SetupError(format!("unshare({rest:?}): {e}")));
         return 1;
+    }
+    if plan.connect_netns {
+        // The caller starts pasta on this namespace and answers once it is configured.
+        ctl.send(&Msg::NeedNetwork {
+            pid: std::process::id() as i32,
+        });
+        let mut b = [0u8; 1];
+        match stdin.read_exact(&mut b) {
+            Ok(()) if b[0] == GO_NET => {}
+            Ok(()) => return 1, // the caller holds the error
+            Err(e) => {
+                ctl.send(&Msg::SetupError(format!(
+                    "waiting for the step's network: {e}"
+                )));
+                return 1;
+            }
+        }
     }
     let (stub_r, stub_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -241,7 +263,7 @@ fn container_init(
     // Die with the helper.
     let _ = super::syscalls::rearm_parent_death_signal();
     if let Err(e) = unshare(plan.init_namespaces) {
-        return format!("unshare(mount, uts, ipc, net): {e}");
+        return format!("unshare(mount, uts, ipc): {e}");
     }
     if let Err(e) = nix::unistd::sethostname(&plan.hostname) {
         return format!("sethostname {:?}: {e}", plan.hostname);

@@ -10,10 +10,15 @@
 //!    and lets it continue: when the caller is root of its own namespace (real root, or a
 //!    rootless process inside the build namespace of [`crate::userns`]) it writes identity
 //!    maps of every id it has itself; otherwise with newuidmap/newgidmap (see
-//!    [`crate::idmap`]). The helper then unshares a pid namespace and forks the container's
-//!    pid 1.
-//! 3. pid 1 unshares mount, uts, ipc (and net for [`StepNetwork::None`]), mounts the snapshot and
-//!    /proc, /dev, /sys and the step's mounts, registers a private binfmt_misc handler when
+//!    [`crate::idmap`]). The helper then unshares a pid namespace, and a net namespace when
+//!    the step has its own network ([`StepNetwork::Isolated`], [`StepNetwork::None`]). For
+//!    [`StepNetwork::Isolated`] it asks the caller to connect that namespace: the caller
+//!    starts `pasta` on it ([`network`]), waits for its default route and lets the helper
+//!    continue; `pasta` is stopped when the helper has ended (step done, failed or
+//!    cancelled). The helper then forks the container's pid 1.
+//! 3. pid 1 unshares mount, uts and ipc; in its own netns it brings `lo` up and makes the
+//!    blocked destinations ([`network::BLOCKED_ROUTES`]) unreachable. It mounts the snapshot
+//!    and /proc, /dev, /sys and the step's mounts, registers a private binfmt_misc handler when
 //!    emulating, `pivot_root`s, detaches the old root, switches user, drops capabilities to
 //!    Docker's default set, sets no_new_privs, resets every signal to its default disposition
 //!    with an empty mask (as runc does) and execs the command.
@@ -24,6 +29,7 @@
 
 pub mod cancel;
 mod helper;
+pub mod network;
 pub mod plan;
 mod protocol;
 mod run;
@@ -35,6 +41,7 @@ pub use cancel::CancelToken;
 pub use helper::{helper_main_if_requested, HELPER_ARG};
 pub use run::{run, ExecReport, Executor, UnpackReport};
 
+use imgfarm_common::graph::op::SecurityMode;
 use imgfarm_common::platform::Platform;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -44,11 +51,22 @@ use crate::emulation::Emulator;
 /// StepNetwork mode of a step (`RUN --network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum StepNetwork {
-    /// The host's network, as rootless BuildKit's default.
+    /// An own network namespace with outbound access through user-mode networking (`pasta`,
+    /// as rootless podman): the worker's loopback and link-local addresses are unreachable
+    /// (BuildKit's default `sandbox` network, [`network`]).
     #[default]
+    Isolated,
+    /// The host's network (`RUN --network=host`, needs the `network.host` entitlement).
     Host,
     /// An own network namespace with only `lo` (up).
     None,
+}
+
+impl StepNetwork {
+    /// The step gets its own network namespace.
+    pub fn own_netns(self) -> bool {
+        !matches!(self, StepNetwork::Host)
+    }
 }
 
 /// An extra mount of a step (`RUN --mount`). Targets are absolute container paths; missing
@@ -120,6 +138,10 @@ pub struct ExecRequest {
     pub hostname: String,
     /// StepNetwork mode.
     pub network: StepNetwork,
+    /// `RUN --security`. Carried, not yet acted on here: the caller refuses `insecure`
+    /// unless the build and the worker allow the `security.insecure` entitlement; what an
+    /// insecure step gets (no seccomp filter, all capabilities) is applied from this field.
+    pub security: SecurityMode,
     /// Extra mounts.
     pub mounts: Vec<ExtraMount>,
     /// Target platform (for messages; emulation is chosen by [`crate::emulation::resolve`]).
@@ -129,8 +151,8 @@ pub struct ExecRequest {
 }
 
 impl ExecRequest {
-    /// A request with BuildKit's defaults: root, `/`, hostname `buildkitsandbox`, host
-    /// network, no mounts, the host platform.
+    /// A request with BuildKit's defaults: root, `/`, hostname `buildkitsandbox`, an
+    /// isolated network, no mounts, the host platform.
     pub fn new(
         rootfs_layers: Vec<PathBuf>,
         upper: PathBuf,
@@ -146,7 +168,8 @@ impl ExecRequest {
             cwd: "/".into(),
             user: String::new(),
             hostname: "buildkitsandbox".into(),
-            network: StepNetwork::Host,
+            network: StepNetwork::Isolated,
+            security: SecurityMode::Sandbox,
             mounts: Vec::new(),
             platform: Platform::host(),
             emulation: None,

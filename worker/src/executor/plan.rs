@@ -8,12 +8,14 @@
 //! null, zero, full, random, urandom and tty, a new devpts instance and `/dev/shm`; `/sys`
 //! (a read-only sysfs when the step owns its network namespace, else a recursive bind of the
 //! host's, since sysfs can only be mounted by the owner of the netns); then the step's
-//! mounts, parents before children.
+//! mounts, parents before children; last, in the step's own network namespace, `lo` up and
+//! the unreachable routes of [`super::network::BLOCKED_ROUTES`].
 
 use super::{ExecRequest, ExtraMount, StepNetwork, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
 use crate::snapshot::{Snapshot, SnapshotMount};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Devices bound from the host into the container's `/dev` (mknod is impossible rootless).
@@ -114,6 +116,14 @@ pub enum Step {
     ReadonlyPath(Target),
     /// Bring `lo` up in the step's own network namespace.
     LoopbackUp,
+    /// Add an `unreachable` route for `dst/prefix` in the step's own network namespace (a
+    /// connection there fails at once with `EHOSTUNREACH`).
+    UnreachableRoute {
+        /// Destination network.
+        dst: IpAddr,
+        /// Prefix length.
+        prefix: u8,
+    },
 }
 
 /// containerd's default masked paths (BuildKit's default spec).
@@ -140,7 +150,7 @@ pub const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// The helper's namespaces, in order: `CLONE_NEWUSER`, then `CLONE_NEWPID` (whose first
-/// child becomes pid 1).
+/// child becomes pid 1), plus `CLONE_NEWNET` for a step with its own network.
 pub const HELPER_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER.union(CloneFlags::CLONE_NEWPID);
 
 /// A resource limit set before exec.
@@ -168,12 +178,12 @@ pub enum StageSource {
     /// Copied from a host file of at most [`MAX_SECRET`] bytes (a secret).
     Secret(PathBuf),
     /// The host's `/etc/resolv.conf` (empty when missing), passed through
-    /// [`resolv_conf_for`] with whether the step has its own network namespace.
+    /// [`resolv_conf_for`] with the step's network.
     ResolvConf {
         /// Host file.
         path: PathBuf,
-        /// The step has its own netns (host loopback resolvers are unreachable).
-        own_netns: bool,
+        /// The step's network.
+        network: StepNetwork,
     },
     /// Generated.
     Bytes(Vec<u8>),
@@ -189,18 +199,33 @@ pub fn hosts_file(hostname: &str) -> String {
 const DEFAULT_NAMESERVERS: &str = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n\
 nameserver 2001:4860:4860::8888\nnameserver 2001:4860:4860::8844\n";
 
-/// The `/etc/resolv.conf` a step sees, from the host's (BuildKit's `GetResolvConf`): kept
-/// as it is on the host network; with its own netns, localhost nameservers (`127.0.0.0/8`,
-/// `::1`) are dropped, since they are unreachable there, and when none remains the
-/// public defaults are added.
-pub fn resolv_conf_for(host: &str, own_netns: bool) -> String {
-    let is_nameserver = |l: &str| {
-        let mut w = l.split_whitespace();
-        (w.next() == Some("nameserver")).then(|| w.next().unwrap_or("").to_string())
-    };
+fn nameserver_of(l: &str) -> Option<String> {
+    let mut w = l.split_whitespace();
+    (w.next() == Some("nameserver")).then(|| w.next().unwrap_or("").to_string())
+}
+
+/// The `/etc/resolv.conf` a step sees, from the host's (BuildKit's `GetResolvConf`):
+/// - host network: kept as it is;
+/// - isolated network: the host's options and search list, with one nameserver,
+///   [`super::network::DNS_FORWARD`], which pasta forwards to the host's first resolver
+///   (so a loopback resolver works too); when the host has no nameserver, as `none`;
+/// - own netns without pasta (`none`): localhost nameservers (`127.0.0.0/8`, `::1`) are
+///   dropped, since they are unreachable there, and when none remains the public
+///   defaults are added.
+pub fn resolv_conf_for(host: &str, network: StepNetwork) -> String {
+    let is_nameserver = nameserver_of;
     let has_any = host.lines().any(|l| is_nameserver(l).is_some());
-    if !own_netns && has_any {
+    if network == StepNetwork::Host && has_any {
         return host.to_string();
+    }
+    if network == StepNetwork::Isolated && has_any {
+        let mut out = String::new();
+        for l in host.lines().filter(|l| is_nameserver(l).is_none()) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push_str(&format!("nameserver {}\n", super::network::DNS_FORWARD));
+        return out;
     }
     let mut out = String::new();
     let mut kept = 0;
@@ -245,10 +270,14 @@ pub struct Plan {
     /// Namespaces the helper creates before forking pid 1 (user first, mapped by
     /// newuidmap/newgidmap, then pid): [`HELPER_NAMESPACES`].
     pub helper_namespaces: CloneFlags,
-    /// Namespaces pid 1 unshares: mount, uts, ipc, plus net for [`StepNetwork::None`].
+    /// Namespaces pid 1 unshares: mount, uts, ipc.
     pub init_namespaces: CloneFlags,
-    /// Unshare a network namespace (own netns: sysfs may be mounted, lo is brought up).
+    /// The step has its own network namespace, made by the helper (sysfs may be mounted, lo
+    /// is brought up).
     pub new_netns: bool,
+    /// The helper has the caller connect the namespace through pasta before it forks pid 1
+    /// ([`StepNetwork::Isolated`]).
+    pub connect_netns: bool,
     /// Hostname.
     pub hostname: String,
     /// Setup before pivot_root.
@@ -456,7 +485,8 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             link: c(link),
         });
     }
-    if req.network == StepNetwork::None {
+    let new_netns = req.network.own_netns();
+    if new_netns {
         steps.push(mount(
             "sysfs",
             c("/sys"),
@@ -498,7 +528,6 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
         Some("mode=755,size=16m"),
         Point::Existing,
     ));
-    let new_netns = req.network == StepNetwork::None;
     // /etc/hosts and /etc/resolv.conf as BuildKit provides them (even without network),
     // bound read-only; a target the image lacks is created and removed after the step.
     for (name, source) in [
@@ -510,7 +539,7 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             "resolv.conf",
             StageSource::ResolvConf {
                 path: PathBuf::from("/etc/resolv.conf"),
-                own_netns: new_netns,
+                network: req.network,
             },
         ),
     ] {
@@ -624,20 +653,27 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
     if new_netns {
         steps.push(Step::LoopbackUp);
     }
+    if req.network == StepNetwork::Isolated {
+        for (dst, prefix) in super::network::BLOCKED_ROUTES {
+            steps.push(Step::UnreachableRoute { dst, prefix });
+        }
+    }
 
     let mut env = req.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH_ENV.into());
     }
-    let mut init_namespaces =
+    let init_namespaces =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut helper_namespaces = HELPER_NAMESPACES;
     if new_netns {
-        init_namespaces |= CloneFlags::CLONE_NEWNET;
+        helper_namespaces |= CloneFlags::CLONE_NEWNET;
     }
     Ok(Plan {
-        helper_namespaces: HELPER_NAMESPACES,
+        helper_namespaces,
         init_namespaces,
         new_netns,
+        connect_netns: req.network == StepNetwork::Isolated,
         hostname: req.hostname.clone(),
         steps,
         root: snap.merged,

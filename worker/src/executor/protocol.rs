@@ -2,8 +2,9 @@
 //!
 //! caller → helper, on the helper's stdin: a little-endian `u32` length and a JSON
 //! [`HelperRequest`]; for a full id mapping, one byte after the maps are written ([`GO`], or
-//! [`GO_SINGLE`] when newuidmap failed and the helper must map itself); for an unpack job,
-//! then the layer stream until EOF.
+//! [`GO_SINGLE`] when newuidmap failed and the helper must map itself); for a step with an
+//! isolated network, one byte after pasta connected its namespace ([`GO_NET`], anything
+//! else: it could not); for an unpack job, then the layer stream until EOF.
 //! helper → caller, on fd 3: newline-delimited JSON [`Msg`]s (each under `PIPE_BUF`, so
 //! writes from the helper and the container's pid 1 do not interleave).
 
@@ -22,6 +23,10 @@ pub const CTL_FD: i32 = 3;
 pub const GO: u8 = b'G';
 /// Continue with a self-written single-id mapping.
 pub const GO_SINGLE: u8 = b'S';
+/// Continue: the step's network namespace is connected.
+pub const GO_NET: u8 = b'N';
+/// Stop: the step's network namespace could not be connected (the caller has the error).
+pub const NO_NET: u8 = b'X';
 /// Longest text in a message.
 const MAX_TEXT: usize = 3000;
 
@@ -61,6 +66,12 @@ pub struct HelperRequest {
 pub enum Msg {
     /// The user namespace exists: write the maps of this pid, then send [`GO`].
     NeedMap {
+        /// Helper pid.
+        pid: i32,
+    },
+    /// The step's network namespace exists (the helper's): connect it (pasta), then send
+    /// [`GO_NET`].
+    NeedNetwork {
         /// Helper pid.
         pid: i32,
     },

@@ -3,7 +3,10 @@
 //! with newuidmap/newgidmap, and pumps the step's output.
 
 use super::cancel::{stop_step, CancelToken};
-use super::protocol::{write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_SINGLE};
+use super::network::Pasta;
+use super::protocol::{
+    write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_NET, GO_SINGLE, NO_NET,
+};
 use super::{plan, ExecError, ExecRequest};
 use crate::idmap::{self, IdMapping};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -340,11 +343,16 @@ impl Executor {
         if let Some(w) = &self.mapping_warning {
             conv.warnings.push(w.clone());
         }
+        // Bytes the helper waits for on stdin before any input: the id maps are written,
+        // the step's network is connected.
         let needs_go = !matches!(self.mapping, IdMapping::Single { .. });
+        let needs_net =
+            matches!(&req.job, Job::Run(r) if r.network == super::StepNetwork::Isolated);
+        let answers = usize::from(needs_go) + usize::from(needs_net);
         let result = std::thread::scope(|s| {
             let (go_tx, go_rx) = mpsc::channel::<u8>();
             let feeder = s.spawn(move || -> std::io::Result<()> {
-                if needs_go {
+                for _ in 0..answers {
                     match go_rx.recv() {
                         Ok(b) => stdin.write_all(&[b])?,
                         Err(_) => return Ok(()),
@@ -370,7 +378,10 @@ impl Executor {
                 .unwrap_or_else(|_| Err(std::io::Error::other("feeder thread panicked")));
             (pumped, fed)
         });
-        let status = child.wait().map_err(|e| self.io("waiting", e))?;
+        let status = child.wait().map_err(|e| self.io("waiting", e));
+        // The helper (and so every process of the step) is gone: stop its pasta.
+        drop(conv.pasta.take());
+        let status = status?;
         let (pumped, fed) = result;
         if conv.cancelled {
             // Killed on purpose: broken pipes and a missing result are expected.
@@ -522,6 +533,26 @@ impl Executor {
                 };
                 let _ = go.send(byte);
             }
+            Msg::NeedNetwork { pid } => {
+                // Only the helper itself may ask, once.
+                let byte = if pid as u32 == helper_pid && conv.pasta.is_none() {
+                    match Pasta::start(pid) {
+                        Ok(p) => {
+                            conv.pasta = Some(p);
+                            GO_NET
+                        }
+                        Err(e) => {
+                            if conv.setup_error.is_none() {
+                                conv.setup_error = Some(e);
+                            }
+                            NO_NET
+                        }
+                    }
+                } else {
+                    NO_NET
+                };
+                let _ = go.send(byte);
+            }
             Msg::Warning(w) => {
                 tracing::warn!("{w}");
                 conv.warnings.push(w);
@@ -557,6 +588,8 @@ struct Conversation {
     removed: bool,
     /// The step was killed because its cancel token was triggered.
     cancelled: bool,
+    /// The pasta connecting the step's network namespace, stopped when the helper ends.
+    pasta: Option<Pasta>,
 }
 
 impl Conversation {

@@ -235,9 +235,9 @@ pub fn prepare_rootfs(
             } => {
                 let data = match source {
                     StageSource::Bytes(b) => b.clone(),
-                    StageSource::ResolvConf { path, own_netns } => {
+                    StageSource::ResolvConf { path, network } => {
                         let host = sys.read_file(path, MAX_SECRET).unwrap_or_default();
-                        resolv_conf_for(&String::from_utf8_lossy(&host), *own_netns).into_bytes()
+                        resolv_conf_for(&String::from_utf8_lossy(&host), *network).into_bytes()
                     }
                     StageSource::Secret(p) => {
                         let d = sys
@@ -317,6 +317,16 @@ pub fn prepare_rootfs(
             Step::LoopbackUp => sys
                 .loopback_up()
                 .map_err(|e| err("bringing up lo in the step's network namespace", e))?,
+            Step::UnreachableRoute { dst, prefix } => {
+                sys.add_unreachable_route(*dst, *prefix).map_err(|e| {
+                    err(
+                        format!(
+                            "making {dst}/{prefix} unreachable in the step's network namespace"
+                        ),
+                        e,
+                    )
+                })?
+            }
         }
     }
     Ok((stubs, warnings))

@@ -7,6 +7,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,9 @@ pub trait Syscalls {
     fn sethostname(&mut self, name: &str) -> Result<(), Errno>;
     /// Bring the loopback interface up (SIOCSIFFLAGS IFF_UP on `lo`).
     fn loopback_up(&mut self) -> Result<(), Errno>;
+    /// Add an `unreachable` route for `dst/prefix` to the main table of the current network
+    /// namespace (rtnetlink `RTM_NEWROUTE`, as `ip route add unreachable DST/PREFIX`).
+    fn add_unreachable_route(&mut self, dst: IpAddr, prefix: u8) -> Result<(), Errno>;
     /// Drop every capability not in `keep` from the bounding set (PR_CAPBSET_DROP).
     fn drop_bounding_except(&mut self, keep: u64) -> Result<(), Errno>;
     /// setgroups(2).
@@ -256,6 +260,86 @@ impl Syscalls for LinuxSyscalls {
             libc::close(fd);
             if r != 0 {
                 return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_unreachable_route(&mut self, dst: IpAddr, prefix: u8) -> Result<(), Errno> {
+        let (family, addr) = match dst {
+            IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+            IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+        };
+        // nlmsghdr (16 bytes), rtmsg (12), one rtattr RTA_DST (4 + address, padded to 4).
+        let rta_len = 4 + addr.len();
+        let total = 16 + 12 + rta_len.div_ceil(4) * 4;
+        let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes());
+        msg.extend_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
+        msg.extend_from_slice(&(flags as u16).to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns
+        msg.extend_from_slice(&[
+            family,
+            prefix,
+            0, // src_len
+            0, // tos
+            libc::RT_TABLE_MAIN,
+            libc::RTPROT_STATIC,
+            libc::RT_SCOPE_UNIVERSE,
+            libc::RTN_UNREACHABLE,
+        ]);
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
+        msg.extend_from_slice(&(rta_len as u16).to_ne_bytes());
+        msg.extend_from_slice(&libc::RTA_DST.to_ne_bytes());
+        msg.extend_from_slice(&addr);
+        msg.resize(total, 0);
+        // SAFETY: a netlink socket we own and close; buffers outlive the calls; the reply
+        // is parsed only within the bytes received.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            );
+            if fd < 0 {
+                return Err(Errno::last());
+            }
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            let sent = libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            );
+            if sent < 0 {
+                let e = Errno::last();
+                libc::close(fd);
+                return Err(e);
+            }
+            let mut reply = [0u8; 1024];
+            let n = libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0);
+            let e = Errno::last();
+            libc::close(fd);
+            if n < 0 {
+                return Err(e);
+            }
+            let n = n as usize;
+            // The ack: nlmsghdr of type NLMSG_ERROR, then the error code (0: success).
+            if n < 20 {
+                return Err(Errno::EPROTO);
+            }
+            let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+            if kind != libc::NLMSG_ERROR as u16 {
+                return Err(Errno::EPROTO);
+            }
+            let code = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+            if code != 0 {
+                return Err(Errno::from_raw(-code));
             }
         }
         Ok(())
@@ -468,6 +552,8 @@ pub enum Call {
     Hostname(String),
     /// lo up.
     LoopbackUp,
+    /// An unreachable route.
+    UnreachableRoute(IpAddr, u8),
     /// Bounding set reduced to this.
     Bounding(u64),
     /// setgroups(2).
@@ -619,6 +705,12 @@ impl Syscalls for RecordingSyscalls {
     fn loopback_up(&mut self) -> Result<(), Errno> {
         self.check("loopback_up")?;
         self.calls.push(Call::LoopbackUp);
+        Ok(())
+    }
+
+    fn add_unreachable_route(&mut self, dst: IpAddr, prefix: u8) -> Result<(), Errno> {
+        self.check("add_unreachable_route")?;
+        self.calls.push(Call::UnreachableRoute(dst, prefix));
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use crate::link::LinkHandle;
 use crate::solve::exec::CancelToken;
 use crate::solve::result::VertexResult;
 use crate::solve::LocalWorker;
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::farm::VertexJob;
 use imgfarm_common::graph::key::vertex_key;
 use imgfarm_common::graph::op::MountKind;
@@ -130,6 +131,26 @@ pub fn check(
     Ok(job)
 }
 
+/// Refuses a job whose vertex needs an entitlement this worker's operator does not allow
+/// (the coordinator should not have sent it: defence in depth).
+pub fn check_entitlements(
+    job: &VertexJob,
+    worker: &str,
+    allowed: &Entitlements,
+) -> Result<(), String> {
+    let needs = Entitlements::required_by(&job.vertex.op);
+    let missing = allowed.missing(&needs);
+    match missing.first() {
+        None => Ok(()),
+        Some(e) => Err(format!(
+            "{} ({}) needs the {e} entitlement, which worker {worker} does not allow; its \
+             operator allows it with `imgfarm worker --allow-entitlement {e}`",
+            e.flag(),
+            job.vertex.description
+        )),
+    }
+}
+
 /// What a finished job reports.
 pub(crate) struct Outcome {
     pub(crate) result: Result<VertexResult, String>,
@@ -174,7 +195,9 @@ pub(crate) async fn execute(
         Ok(p) => (p, released),
         Err(_) => return failed("the worker is shutting down".into()),
     };
-    let job = match check(&vertex_key, &op, &ctx.native, &ctx.emulated) {
+    let job = match check(&vertex_key, &op, &ctx.native, &ctx.emulated)
+        .and_then(|j| check_entitlements(&j, &ctx.name, &ctx.entitlements).map(|()| j))
+    {
         Ok(j) => j,
         Err(e) => return failed(format!("cannot run vertex {vertex_key}: {e}")),
     };

@@ -29,6 +29,7 @@ use crate::link::{connect_with_backoff, Backoff, LinkError, LinkOptions};
 use crate::solve::exec::StepExecutor;
 use crate::solve::result::{CacheError, ResultCache};
 use crate::solve::rootless::RootlessExecutor;
+use imgfarm_common::entitlement::Entitlements;
 use imgfarm_common::identity::{Credentials, Role};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::platform::Platform;
@@ -72,6 +73,9 @@ pub struct WorkerOptions {
     pub backoff_max: Duration,
     /// Where events go (none: only tracing).
     pub events: Option<EventSink>,
+    /// `--allow-entitlement`: what the operator lets steps ask for (`RUN --network=host`,
+    /// `--security=insecure`). Announced in the `Hello`; a job needing more is refused.
+    pub entitlements: Entitlements,
 }
 
 impl WorkerOptions {
@@ -90,6 +94,7 @@ impl WorkerOptions {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             events: None,
+            entitlements: Entitlements::none(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl fmt::Debug for WorkerOptions {
             .field("state_dir", &self.state_dir)
             .field("platforms_override", &self.platforms_override)
             .field("slots", &self.slots)
+            .field("entitlements", &self.entitlements)
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +234,8 @@ pub(crate) struct Ctx {
     pub(crate) slot_count: usize,
     pub(crate) native: Vec<Platform>,
     pub(crate) emulated: Vec<Platform>,
+    /// Entitlements the operator allows.
+    pub(crate) entitlements: Entitlements,
     /// Set when a result was cached; the next heartbeat carries a new summary.
     pub(crate) cache_changed: AtomicBool,
     pub(crate) events: Option<EventSink>,
@@ -272,6 +280,7 @@ impl Ctx {
             slot_count: opts.slots,
             native,
             emulated,
+            entitlements: opts.entitlements.clone(),
             cache_changed: AtomicBool::new(false),
             events: opts.events.clone(),
         })
@@ -308,6 +317,7 @@ impl Ctx {
             emulated_platforms: self.emulated.iter().map(ToString::to_string).collect(),
             slots: u32::try_from(self.slot_count).unwrap_or(u32::MAX),
             cache_summary: summary,
+            entitlements: self.entitlements.clone(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::cache::{fingerprint, lookup, summary, Fingerprints};
 use super::fetch::{manifests_to_read, needed_blobs};
-use super::job::{cacheable, check};
+use super::job::{cacheable, check, check_entitlements};
 use super::platforms::{emulated, native, offers};
 use super::WorkerEvent;
 use crate::emulation::{EmulationError, EmulationMode};
@@ -207,6 +207,22 @@ fn malformed_and_mismatched_jobs_are_refused() {
         e,
         "this worker does not run linux/amd64 (native: linux/arm64; emulated: none)"
     );
+}
+
+#[test]
+fn a_job_needing_an_entitlement_the_operator_does_not_allow_is_refused() {
+    use imgfarm_common::entitlement::{Entitlement, Entitlements};
+    let g = graph("FROM busybox\nRUN --network=host echo hi > /f\n");
+    let job = job_of(&g, "exec");
+    let e = check_entitlements(&job, "w1", &Entitlements::none()).unwrap_err();
+    assert!(e.contains("RUN --network=host"), "{e}");
+    assert!(e.contains("worker w1 does not allow"), "{e}");
+    assert!(e.contains("--allow-entitlement network.host"), "{e}");
+    let allowed: Entitlements = [Entitlement::NetworkHost].into_iter().collect();
+    check_entitlements(&job, "w1", &allowed).expect("allowed");
+    // A step on the default network needs nothing.
+    let plain = job_of(&graph(DOCKERFILE), "exec");
+    check_entitlements(&plain, "w1", &Entitlements::none()).expect("no entitlement needed");
 }
 
 #[test]

@@ -336,9 +336,11 @@ impl StepExecutor for RootlessExecutor {
         };
         er.user = req.op.user.clone();
         er.network = match req.op.network {
+            NetworkMode::Default => StepNetwork::Isolated,
             NetworkMode::None => StepNetwork::None,
-            _ => StepNetwork::Host,
+            NetworkMode::Host => StepNetwork::Host,
         };
+        er.security = req.op.security;
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();
         let result = (|| {

@@ -35,6 +35,7 @@ pub fn client_hello(creds: &Credentials) -> Hello {
         emulated_platforms: Vec::new(),
         slots: 0,
         cache_summary: CacheSummary::default(),
+        entitlements: Default::default(),
     }
 }
 

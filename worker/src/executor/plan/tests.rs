@@ -27,9 +27,15 @@ fn mount_targets(sys: &RecordingSyscalls) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+fn host_req() -> ExecRequest {
+    let mut r = req();
+    r.network = StepNetwork::Host;
+    r
+}
+
 #[test]
 fn mount_order_host_network() {
-    let plan = build(&req()).expect("plan");
+    let plan = build(&host_req()).expect("plan");
     assert!(!plan.new_netns);
     assert_eq!(
         plan.init_namespaces,
@@ -103,7 +109,7 @@ fn mount_order_host_network() {
 
 #[test]
 fn hosts_and_resolv_conf_bound_over_the_image_files() {
-    let plan = build(&req()).expect("plan");
+    let plan = build(&host_req()).expect("plan");
     let m = "/s/3/work/merged";
     let mut sys = RecordingSyscalls::default();
     sys.files.insert(format!("{m}/etc").into(), FileKind::Dir);
@@ -175,8 +181,8 @@ fn hosts_and_resolv_conf_targets_missing_in_the_image_are_stubs() {
 #[test]
 fn resolv_conf_filtering() {
     let host = "search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n";
-    assert_eq!(resolv_conf_for(host, false), host);
-    let own = resolv_conf_for(host, true);
+    assert_eq!(resolv_conf_for(host, StepNetwork::Host), host);
+    let own = resolv_conf_for(host, StepNetwork::None);
     assert!(
         own.starts_with("search lan\noptions edns0\nnameserver 8.8.8.8\n"),
         "{own}"
@@ -186,11 +192,19 @@ fn resolv_conf_filtering() {
         "{own}"
     );
     assert_eq!(
-        resolv_conf_for("nameserver 1.1.1.1\nnameserver 127.0.0.1\n", true),
+        resolv_conf_for(
+            "nameserver 1.1.1.1\nnameserver 127.0.0.1\n",
+            StepNetwork::None
+        ),
         "nameserver 1.1.1.1\n"
     );
     // No nameserver at all (or no host file): the public defaults, as BuildKit.
-    assert!(resolv_conf_for("", false).contains("nameserver 8.8.4.4"));
+    assert!(resolv_conf_for("", StepNetwork::Host).contains("nameserver 8.8.4.4"));
+    assert!(resolv_conf_for("", StepNetwork::Isolated).contains("nameserver 8.8.4.4"));
+    assert_eq!(
+        resolv_conf_for(host, StepNetwork::Isolated),
+        "search lan\noptions edns0\nnameserver 10.0.2.3\n"
+    );
 }
 
 #[test]
@@ -233,11 +247,46 @@ fn network_none_owns_netns_and_sysfs() {
     r.network = StepNetwork::None;
     let plan = build(&r).expect("plan");
     assert!(plan.new_netns);
-    assert!(plan.init_namespaces.contains(CloneFlags::CLONE_NEWNET));
+    assert!(!plan.connect_netns, "no pasta for --network=none");
+    assert!(plan.helper_namespaces.contains(CloneFlags::CLONE_NEWNET));
+    assert!(!plan.init_namespaces.contains(CloneFlags::CLONE_NEWNET));
     let mut sys = RecordingSyscalls::default();
     prepare_rootfs(&mut sys, &plan).expect("setup");
     assert!(mount_targets(&sys).contains(&("/s/3/work/merged/sys".into(), Some("sysfs".into()))));
     assert_eq!(sys.calls.last(), Some(&Call::LoopbackUp));
+}
+
+#[test]
+fn default_network_is_isolated_connected_and_blocks_link_local() {
+    let plan = build(&req()).expect("plan");
+    assert!(plan.new_netns);
+    assert!(plan.connect_netns, "pasta connects the default network");
+    assert_eq!(
+        plan.helper_namespaces,
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET
+    );
+    let mut sys = RecordingSyscalls::default();
+    sys.contents.insert(
+        "/etc/resolv.conf".into(),
+        b"search lan\nnameserver 127.0.0.53\n".to_vec(),
+    );
+    prepare_rootfs(&mut sys, &plan).expect("setup");
+    assert!(mount_targets(&sys).contains(&("/s/3/work/merged/sys".into(), Some("sysfs".into()))));
+    let n = sys.calls.len();
+    assert_eq!(
+        &sys.calls[n - 2..],
+        &[
+            Call::LoopbackUp,
+            Call::UnreachableRoute("169.254.0.0".parse().expect("ip"), 16)
+        ]
+    );
+    // DNS through pasta's forwarder, whatever the host's resolver is.
+    assert!(sys.calls.contains(&Call::WriteFile(
+        "/s/3/work/stage/resolv.conf".into(),
+        b"search lan\nnameserver 10.0.2.3\n".to_vec(),
+        0o644,
+        Some((0, 0))
+    )));
 }
 
 #[test]
