@@ -27,3 +27,4 @@ pub mod platform;
 pub mod proto;
 pub mod registry;
 pub mod sealed;
+pub mod size;

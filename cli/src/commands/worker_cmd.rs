@@ -40,6 +40,7 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.slots {
         opts.slots = n;
     }
+    opts.cache_max = a.cache_max;
     opts.events = Some(Arc::new(print_event));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

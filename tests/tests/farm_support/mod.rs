@@ -213,10 +213,16 @@ impl Farm {
 
     /// Starts the coordinator (heartbeat timeout `hb_timeout` seconds) and waits until it listens.
     pub fn start_coordinator(&self, hb_timeout: u64) -> Proc {
+        self.start_coordinator_with(hb_timeout, &[])
+    }
+
+    /// [`Farm::start_coordinator`] with `extra` flags (e.g. `--store-max`).
+    pub fn start_coordinator_with(&self, hb_timeout: u64, extra: &[&str]) -> Proc {
         let mut c = self.command(&self.coordinator_state);
         c.args(["coordinator", "--listen", &self.addr, "--tls-dir"])
             .arg(&self.tls)
-            .args(["--heartbeat-timeout", &hb_timeout.to_string()]);
+            .args(["--heartbeat-timeout", &hb_timeout.to_string()])
+            .args(extra);
         let mut p = Proc::spawn("coordinator", c);
         p.wait_for("coordinator listening on", Duration::from_secs(30));
         p
@@ -225,7 +231,23 @@ impl Farm {
     /// Starts worker `name` (state under the work dir), optionally claiming `platforms`,
     /// and waits until it is connected.
     pub fn start_worker(&self, name: &str, platforms: Option<&str>, slots: usize) -> Proc {
-        let state = self.env.work.path().join(format!("worker-{name}-state"));
+        self.start_worker_with(name, platforms, slots, &[])
+    }
+
+    /// The state directory of worker `name`.
+    pub fn worker_state(&self, name: &str) -> PathBuf {
+        self.env.work.path().join(format!("worker-{name}-state"))
+    }
+
+    /// [`Farm::start_worker`] with `extra` flags (e.g. `--cache-max`).
+    pub fn start_worker_with(
+        &self,
+        name: &str,
+        platforms: Option<&str>,
+        slots: usize,
+        extra: &[&str],
+    ) -> Proc {
+        let state = self.worker_state(name);
         if !state.exists() {
             std::fs::create_dir_all(&state).expect("mkdir");
             // Only this dir: the others hold the state of running workers.
@@ -238,6 +260,7 @@ impl Farm {
         if let Some(p) = platforms {
             c.args(["--platforms", p]);
         }
+        c.args(extra);
         let mut p = Proc::spawn(name, c);
         p.wait_for(&format!("worker {name} connected"), Duration::from_secs(60));
         p

@@ -72,6 +72,9 @@ pub struct WorkerOptions {
     pub backoff_max: Duration,
     /// Where events go (none: only tracing).
     pub events: Option<EventSink>,
+    /// `--cache-max`: bytes of blobs and snapshots kept between steps;
+    /// `None`: [`imgfarm_common::size::default_cap`] of the state directory.
+    pub cache_max: Option<u64>,
 }
 
 impl WorkerOptions {
@@ -90,6 +93,7 @@ impl WorkerOptions {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             events: None,
+            cache_max: None,
         }
     }
 }
@@ -231,6 +235,12 @@ pub(crate) struct Ctx {
     /// Set when a result was cached; the next heartbeat carries a new summary.
     pub(crate) cache_changed: AtomicBool,
     pub(crate) events: Option<EventSink>,
+    /// `--cache-max` ([`crate::gc`]).
+    pub(crate) cache_max: u64,
+    /// Every job holds it shared from its start to its end (its blocking
+    /// run included); the collection takes it exclusively, so it never
+    /// removes what a step uses.
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Ctx {
@@ -274,7 +284,45 @@ impl Ctx {
             emulated,
             cache_changed: AtomicBool::new(false),
             events: opts.events.clone(),
+            cache_max: opts
+                .cache_max
+                .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir)),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
+    }
+
+    /// Collects the state down to `--cache-max` when it is over and no job
+    /// runs (after each job and each connect; a busy worker collects at its
+    /// next idle moment). Runs on a blocking thread; jobs arriving meanwhile
+    /// wait for it.
+    pub(crate) fn collect_soon(self: &Arc<Self>) {
+        if crate::gc::usage(&self.state, &self.store) <= self.cache_max {
+            return;
+        }
+        let Ok(guard) = Arc::clone(&self.gate).try_write_owned() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = guard;
+            me.executor.release_snapshots();
+            let exec = crate::executor::Executor::new();
+            match crate::gc::collect_to(&me.state, &me.store, &me.cache, &exec, me.cache_max) {
+                Ok(o) => tracing::info!(
+                    "cache collection: {} -> {} bytes (cap {}): forgot {} results, removed {} blobs and {} snapshots{} in {} ms",
+                    o.before,
+                    o.after,
+                    me.cache_max,
+                    o.forgotten,
+                    o.blobs_removed,
+                    o.snapshots_removed,
+                    if o.snapshots_busy { " (snapshots busy: skipped)" } else { "" },
+                    o.took.as_millis()
+                ),
+                Err(e) => tracing::warn!("cache collection failed: {e}"),
+            }
+            me.cache_changed.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     pub(crate) fn emit(&self, e: WorkerEvent) {
@@ -343,6 +391,7 @@ pub async fn run(
             r = dial => r?,
         };
         backoff.reset();
+        ctx.collect_soon();
         ctx.emit(WorkerEvent::Connected {
             name: ctx.name.clone(),
             coordinator: opts.coordinator.clone(),

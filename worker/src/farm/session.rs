@@ -263,6 +263,7 @@ fn start_job(
                 duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
             let _ = out.send(Message::VertexDone(done)).await;
+            ctx.collect_soon();
         }
     };
     // The entry goes in before the task can look for it (the lock is held).
