@@ -349,12 +349,13 @@ fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_ag
     let c2 = sim.add_client("ci2");
     let running = sim.submit(c2, chain(&[amd64()], 3, "other")).unwrap();
     assert!(sim.finish_next(w));
-    let pinned = sim.engine.gc_pins().keys;
     // Once the first client left, its results may go; the running build's stay.
     sim.handle(Event::PeerClosed {
         peer: c,
         reason: "done".into(),
     });
+    let pinned = sim.engine.gc_pins().keys;
+    assert!(!pinned.is_empty());
     let all: Vec<_> = sim.engine.gc_records().unwrap().into_iter().map(|u| u.key).collect();
     let forgot = sim.engine.gc_forget(&all, u64::MAX).unwrap();
     assert!(!forgot.forgotten.is_empty());
@@ -364,7 +365,15 @@ fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_ag
     let since = sim.journal.clock() + 1;
     sim.run_until_idle();
     assert!(done(&sim, &running));
-    let recent: Vec<_> = sim.engine.gc_records().unwrap().into_iter().map(|u| u.key).collect();
+    let recent: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.last_used_ms >= since)
+        .map(|u| u.key)
+        .collect();
+    assert!(!recent.is_empty());
     sim.handle(Event::PeerClosed {
         peer: c2,
         reason: "done".into(),

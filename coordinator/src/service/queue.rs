@@ -476,10 +476,10 @@ mod tests {
         q.put_result(&a, &VertexResult::default()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         q.put_result(&b, &VertexResult::default()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let t0 = now_ms();
         let keys = |v: Vec<UsedResult>| v.into_iter().map(|u| u.key).collect::<Vec<_>>();
         assert_eq!(keys(q.used_results(0).unwrap()), vec![a.clone(), b.clone()]);
-        std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(q.has_result(&a).unwrap(), "a lookup is a use");
         assert_eq!(keys(q.used_results(0).unwrap()), vec![b.clone(), a.clone()]);
         assert_eq!(keys(q.used_results(t0).unwrap()), vec![a.clone()]);
