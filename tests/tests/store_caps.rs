@@ -214,3 +214,99 @@ fn prune_keep_storage_keeps_the_newest_results_which_build_from_cache() {
     // The busybox image was kept.
     assert!(env.refs().iter().any(|(name, _)| name.contains("busybox")), "{:?}", env.refs());
 }
+
+/// A tmpfs of `size` mounted on `dir` (as root), unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str, uid: u32, gid: u32) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let opts = format!("size={size},mode=0755,uid={uid},gid={gid}");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Files under `dir` (recursively), for "nothing partial is left".
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_worker_out_of_disk_fails_the_step_clearly_keeps_nothing_partial_and_stays_up() {
+    let test = "a_worker_out_of_disk_fails_the_step_clearly";
+    let Some(farm) = Farm::new(test, &["small", "big"]) else {
+        return;
+    };
+    let state = farm.worker_state("small");
+    let Some(_fs) = SmallFs::mount(&state, "16m", farm.env.user.uid(), farm.env.user.gid())
+    else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(6);
+    let mut small = farm.start_worker("small", None, 1);
+    let ctx = farm
+        .env
+        .context("enospc", &[("Dockerfile", &dockerfile(24 * MB, 0))]);
+    let dest = farm.env.work.path().join("out-enospc");
+    let mut client = farm.start_build(&[
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    // The step fails on `small` for lack of space; the coordinator requeues it
+    // and drains `small`, so it runs on `big` once that joins.
+    small.wait_for("No space left on device", Duration::from_secs(120));
+    let _big = farm.start_worker("big", None, 1);
+    let status = client.wait(Duration::from_secs(300));
+    assert!(status.success(), "{}", client.output());
+    let f = std::fs::read(dest.join("f")).expect("output");
+    assert_eq!(f.len() as u64, 24 * MB);
+    // `small` is still up, says what happened, and kept nothing partial.
+    let log = small.output();
+    assert!(!log.contains("session with the coordinator ended"), "{log}");
+    assert!(log.contains("out of disk space"), "{log}");
+    let ingest = files_under(&state.join("ingest"));
+    assert!(ingest.is_empty(), "partial blobs left: {ingest:?}");
+    let active = files_under(&state.join("snapshots").join("active"));
+    assert!(active.is_empty(), "partial snapshots left: {active:?}");
+    for blob in files_under(&state.join("blobs").join("sha256")) {
+        let out = std::process::Command::new("sha256sum")
+            .arg(&blob)
+            .output()
+            .expect("sha256sum");
+        let sum = String::from_utf8_lossy(&out.stdout);
+        let name = blob.file_name().expect("name").to_string_lossy().into_owned();
+        assert!(sum.starts_with(&name), "blob {} is not whole", blob.display());
+    }
+    drop(small);
+}
