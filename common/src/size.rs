@@ -98,6 +98,9 @@ mod tests {
         let st = nix::sys::statvfs::statvfs(d.path()).unwrap();
         let total = st.blocks() as u64 * st.fragment_size() as u64;
         let cap = default_cap(&d.path().join("not/yet"));
-        assert_eq!(cap, (total / 100 * DEFAULT_SHARE_PERCENT).max(MIN_DEFAULT_CAP));
+        assert_eq!(
+            cap,
+            (total / 100 * DEFAULT_SHARE_PERCENT).max(MIN_DEFAULT_CAP)
+        );
     }
 }

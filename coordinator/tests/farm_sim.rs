@@ -339,10 +339,19 @@ fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_ag
     assert!(done(&sim, &id));
     let stored = sim.journal.results();
     assert!(stored >= 3, "{stored}");
-    let all: Vec<_> = sim.engine.gc_records().unwrap().into_iter().map(|u| u.key).collect();
+    let all: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
     // The client is still attached (downloading): nothing of its build goes.
     let pins = sim.engine.gc_pins();
-    assert!(run_keys(&def).iter().all(|k| pins.keys.contains(k)), "{pins:?}");
+    assert!(
+        run_keys(&def).iter().all(|k| pins.keys.contains(k)),
+        "{pins:?}"
+    );
     let forgot = sim.engine.gc_forget(&all, u64::MAX).unwrap();
     assert!(forgot.forgotten.iter().all(|k| !run_keys(&def).contains(k)));
     // A running build pins its done vertices too.
@@ -356,10 +365,19 @@ fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_ag
     });
     let pinned = sim.engine.gc_pins().keys;
     assert!(!pinned.is_empty());
-    let all: Vec<_> = sim.engine.gc_records().unwrap().into_iter().map(|u| u.key).collect();
+    let all: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
     let forgot = sim.engine.gc_forget(&all, u64::MAX).unwrap();
     assert!(!forgot.forgotten.is_empty());
-    assert!(forgot.forgotten.iter().all(|k| !pinned.contains(k)), "{forgot:?}");
+    assert!(
+        forgot.forgotten.iter().all(|k| !pinned.contains(k)),
+        "{forgot:?}"
+    );
     assert!(run_keys(&def).iter().all(|k| forgot.forgotten.contains(k)));
     // Results used since the plan's snapshot are spared.
     let since = sim.journal.clock() + 1;

@@ -73,8 +73,13 @@ fn stores_stay_within_caps(test: &str, builds: u32, layer: u64, cap_mb: u64) {
         return;
     };
     let cap = format!("{cap_mb}MB");
-    let _coordinator = farm.start_coordinator_with(6, &["--store-max", &cap]);
-    let _amd1 = farm.start_worker_with("amd1", None, 2, &["--cache-max", &cap]);
+    let coordinator = farm.start_coordinator_with(6, &["--store-max", &cap, "--log-level", "info"]);
+    let amd1 = farm.start_worker_with(
+        "amd1",
+        None,
+        2,
+        &["--cache-max", &cap, "--log-level", "info"],
+    );
     let ctx = farm
         .env
         .context("caps", &[("Dockerfile", &dockerfile(layer, 0))]);
@@ -85,7 +90,13 @@ fn stores_stay_within_caps(test: &str, builds: u32, layer: u64, cap_mb: u64) {
     let dest = |n: &str| farm.env.work.path().join(format!("out-{n}"));
     let out_arg = |n: &str| format!("type=local,dest={}", dest(n).display());
     let build = |n: &str| {
-        farm.build(&["--build-arg", &format!("N={n}"), "--output", &out_arg(n), &ctx])
+        farm.build(&[
+            "--build-arg",
+            &format!("N={n}"),
+            "--output",
+            &out_arg(n),
+            &ctx,
+        ])
     };
     build("0");
     // Busybox, contexts, indexes: small blobs kept besides the cap.
@@ -115,7 +126,11 @@ fn stores_stay_within_caps(test: &str, builds: u32, layer: u64, cap_mb: u64) {
         );
     }
     let status = slow.wait(Duration::from_secs(300));
-    assert!(status.success(), "the build running during collections failed:\n{}", slow.output());
+    assert!(
+        status.success(),
+        "the build running during collections failed:\n{}",
+        slow.output()
+    );
     let f = std::fs::read(dest("slow").join("f")).expect("slow build output");
     assert_eq!(f.len() as u64, layer);
     let elapsed = t0.elapsed();
@@ -132,8 +147,22 @@ fn stores_stay_within_caps(test: &str, builds: u32, layer: u64, cap_mb: u64) {
          after {coord}; worker after {worker}; {:.1}s",
         elapsed.as_secs_f64()
     );
-    assert!(coord <= cap_bytes + slack, "coordinator store {coord} bytes, cap {cap_bytes}");
-    assert!(worker <= cap_bytes + 2 * slack, "worker blobs and snapshots {worker} bytes, cap {cap_bytes}");
+    for (who, p) in [("coordinator", &coordinator), ("worker", &amd1)] {
+        let out = p.output();
+        let runs: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(" collection: "))
+            .collect();
+        eprintln!("{who}: {} collections, last: {:?}", runs.len(), runs.last());
+    }
+    assert!(
+        coord <= cap_bytes + slack,
+        "coordinator store {coord} bytes, cap {cap_bytes}"
+    );
+    assert!(
+        worker <= cap_bytes + 2 * slack,
+        "worker blobs and snapshots {worker} bytes, cap {cap_bytes}"
+    );
     // The first build's results were collected everywhere: it runs again
     // and succeeds (no "the coordinator does not hold blob").
     let again = build("0");
@@ -205,14 +234,21 @@ fn prune_keep_storage_keeps_the_newest_results_which_build_from_cache() {
     let after = du(&state.join("blobs")) + du(&state.join("snapshots"));
     eprintln!("prune --keep-storage 20MB: {before} -> {after} bytes\n{out}");
     assert!(after < before, "{out}");
-    assert!(after <= 20 * MB + 2 * MB, "{after} bytes after prune --keep-storage 20MB:\n{out}");
+    assert!(
+        after <= 20 * MB + 2 * MB,
+        "{after} bytes after prune --keep-storage 20MB:\n{out}"
+    );
     // The newest result is kept and builds from cache; the oldest ran again.
     let newest = build("3");
     assert_eq!(step_cached(&newest, "RUN sleep"), Some(true), "{newest}");
     let oldest = build("1");
     assert_eq!(step_cached(&oldest, "RUN sleep"), Some(false), "{oldest}");
     // The busybox image was kept.
-    assert!(env.refs().iter().any(|(name, _)| name.contains("busybox")), "{:?}", env.refs());
+    assert!(
+        env.refs().iter().any(|(name, _)| name.contains("busybox")),
+        "{:?}",
+        env.refs()
+    );
 }
 
 /// A tmpfs of `size` mounted on `dir` (as root), unmounted on drop.
@@ -268,8 +304,7 @@ fn a_worker_out_of_disk_fails_the_step_clearly_keeps_nothing_partial_and_stays_u
         return;
     };
     let state = farm.worker_state("small");
-    let Some(_fs) = SmallFs::mount(&state, "16m", farm.env.user.uid(), farm.env.user.gid())
-    else {
+    let Some(_fs) = SmallFs::mount(&state, "16m", farm.env.user.uid(), farm.env.user.gid()) else {
         return;
     };
     let _coordinator = farm.start_coordinator(6);
@@ -305,8 +340,16 @@ fn a_worker_out_of_disk_fails_the_step_clearly_keeps_nothing_partial_and_stays_u
             .output()
             .expect("sha256sum");
         let sum = String::from_utf8_lossy(&out.stdout);
-        let name = blob.file_name().expect("name").to_string_lossy().into_owned();
-        assert!(sum.starts_with(&name), "blob {} is not whole", blob.display());
+        let name = blob
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            sum.starts_with(&name),
+            "blob {} is not whole",
+            blob.display()
+        );
     }
     drop(small);
 }

@@ -28,8 +28,8 @@
 mod error;
 pub mod gc;
 pub mod leases;
-mod lru;
 mod lock;
+mod lru;
 mod reader;
 pub mod refs;
 mod stale;

@@ -308,10 +308,7 @@ impl Queue {
 
     /// Deletes the results of `keys` (one transaction).
     pub fn forget_results(&self, keys: &[Digest]) -> Result<(), QueueError> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| self.sql(e))?;
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
         for k in keys {
             tx.execute("DELETE FROM results WHERE key = ?1", [k.as_str()])
                 .map_err(|e| self.sql(e))?;

@@ -321,7 +321,8 @@ impl Ctx {
                 ),
                 Err(e) => tracing::warn!("cache collection failed: {e}"),
             }
-            me.cache_changed.store(true, std::sync::atomic::Ordering::SeqCst);
+            me.cache_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         });
     }
 

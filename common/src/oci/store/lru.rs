@@ -84,7 +84,11 @@ impl ContentStore {
     ) -> Result<LruPlan, StoreError> {
         let on_disk = self.scan_blobs_with_mtime()?;
         let size = |d: &Digest| on_disk.get(d).map_or(0, |(s, _)| *s);
-        let mut roots: Vec<Digest> = self.list_refs()?.into_iter().map(|(_, d)| d.digest).collect();
+        let mut roots: Vec<Digest> = self
+            .list_refs()?
+            .into_iter()
+            .map(|(_, d)| d.digest)
+            .collect();
         roots.extend(leases::live_digests(self.root())?);
         roots.extend(pinned_blobs.iter().cloned());
         for r in records.iter().filter(|r| pinned_keys.contains(&r.key)) {
@@ -119,8 +123,8 @@ impl ContentStore {
             if keep.contains(d) {
                 continue;
             }
-            let young_orphan = !claimed.contains(d)
-                && now.duration_since(*mtime).map_or(true, |age| age < young);
+            let young_orphan =
+                !claimed.contains(d) && now.duration_since(*mtime).map_or(true, |age| age < young);
             if !young_orphan {
                 plan.delete.push(d.clone());
                 plan.freed_bytes += s;
@@ -164,7 +168,11 @@ impl ContentStore {
     /// when an upload is skipped because the blob is already there.
     pub fn touch(&self, digest: &Digest) {
         let path = self.blob_path(digest);
-        if let Ok(f) = fs::File::options().append(true).open(&path).or_else(|_| fs::File::open(&path)) {
+        if let Ok(f) = fs::File::options()
+            .append(true)
+            .open(&path)
+            .or_else(|_| fs::File::open(&path))
+        {
             let _ = f.set_modified(SystemTime::now());
         }
     }
@@ -216,7 +224,15 @@ mod tests {
         let pins: BTreeSet<Digest> = [p.key.clone()].into();
         let all = vec![a.clone(), b.clone(), c.clone(), p.clone()];
         // p is pinned (1000) + newest c (1000) fits in 2500; b would not.
-        let plan = s.plan_lru(&BTreeSet::new(), &pins, all.clone(), 2500, Duration::from_secs(600)).unwrap();
+        let plan = s
+            .plan_lru(
+                &BTreeSet::new(),
+                &pins,
+                all.clone(),
+                2500,
+                Duration::from_secs(600),
+            )
+            .unwrap();
         assert_eq!(plan.evict, vec![a.key.clone(), b.key.clone()]);
         let mut want = vec![a.blobs[0].clone(), b.blobs[0].clone()];
         want.sort();
@@ -224,11 +240,15 @@ mod tests {
         assert_eq!(plan.pinned_bytes, 1000);
         assert_eq!(plan.freed_bytes, 2000);
         // With no grace, the orphan goes too; a target of 0 keeps only pins.
-        let plan = s.plan_lru(&BTreeSet::new(), &pins, all, 0, Duration::ZERO).unwrap();
+        let plan = s
+            .plan_lru(&BTreeSet::new(), &pins, all, 0, Duration::ZERO)
+            .unwrap();
         assert_eq!(plan.evict.len(), 3);
         assert!(plan.delete.contains(&orphan));
         assert!(!plan.delete.contains(&p.blobs[0]));
-        let report = s.remove_blobs(&plan.delete, &[c.blobs[0].clone()].into()).unwrap();
+        let report = s
+            .remove_blobs(&plan.delete, &[c.blobs[0].clone()].into())
+            .unwrap();
         assert!(s.contains(&c.blobs[0]), "spared");
         assert!(!s.contains(&a.blobs[0]) && !s.contains(&orphan));
         assert_eq!(report.removed.len(), plan.delete.len() - 1);
@@ -241,7 +261,15 @@ mod tests {
         let s = ContentStore::open(dir.path()).unwrap();
         let mut a = rec(&s, "a", 10, 5);
         a.blobs.push(Digest::sha256_of(b"gone"));
-        let plan = s.plan_lru(&BTreeSet::new(), &BTreeSet::new(), vec![a.clone()], 1 << 30, Duration::ZERO).unwrap();
+        let plan = s
+            .plan_lru(
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                vec![a.clone()],
+                1 << 30,
+                Duration::ZERO,
+            )
+            .unwrap();
         assert_eq!(plan.evict, vec![a.key]);
     }
 }
