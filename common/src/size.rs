@@ -65,7 +65,7 @@ pub fn default_cap(dir: &Path) -> u64 {
     let mut p = Some(dir);
     while let Some(d) = p {
         if let Ok(st) = nix::sys::statvfs::statvfs(d) {
-            let total = (st.blocks() as u64).saturating_mul(st.fragment_size() as u64);
+            let total = st.blocks().saturating_mul(st.fragment_size());
             return (total / 100 * DEFAULT_SHARE_PERCENT).max(MIN_DEFAULT_CAP);
         }
         p = d.parent();
@@ -96,7 +96,7 @@ mod tests {
     fn default_cap_is_a_share_of_the_filesystem() {
         let d = tempfile::tempdir().unwrap();
         let st = nix::sys::statvfs::statvfs(d.path()).unwrap();
-        let total = st.blocks() as u64 * st.fragment_size() as u64;
+        let total = st.blocks() * st.fragment_size();
         let cap = default_cap(&d.path().join("not/yet"));
         assert_eq!(
             cap,
