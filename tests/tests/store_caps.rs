@@ -353,3 +353,14 @@ fn a_worker_out_of_disk_fails_the_step_clearly_keeps_nothing_partial_and_stays_u
     }
     drop(small);
 }
+
+#[test]
+#[ignore = "comparison for the figures in the report: the same 20 builds with caps far above their size"]
+fn twenty_builds_of_twenty_megabytes_without_a_binding_cap() {
+    stores_stay_within_caps(
+        "twenty_builds_of_twenty_megabytes_without_a_binding_cap",
+        20,
+        20 * MB,
+        1_000_000,
+    );
+}
