@@ -28,3 +28,4 @@ pub mod platform;
 pub mod proto;
 pub mod registry;
 pub mod sealed;
+pub mod size;

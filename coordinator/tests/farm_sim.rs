@@ -372,3 +372,83 @@ fn only_the_submitting_client_may_re_attach_to_or_cancel_a_build() {
         .iter()
         .any(|m| matches!(m, Message::BuildFinished(_))));
 }
+
+#[test]
+fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_again() {
+    use imgfarm_coordinator::engine::Event;
+    let mut sim = FarmSim::new(opts());
+    let w = sim.add_worker("a", &["linux/amd64"], &[], 4);
+    let c = sim.add_client("ci");
+    let def = chain(&[amd64()], 3, "gc");
+    let id = sim.submit(c, def.clone()).unwrap();
+    sim.run_until_idle();
+    assert!(done(&sim, &id));
+    let stored = sim.journal.results();
+    assert!(stored >= 3, "{stored}");
+    let all: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    // The client is still attached (downloading): nothing of its build goes.
+    let pins = sim.engine.gc_pins();
+    assert!(
+        run_keys(&def).iter().all(|k| pins.keys.contains(k)),
+        "{pins:?}"
+    );
+    let forgot = sim.engine.gc_forget(&all, u64::MAX).unwrap();
+    assert!(forgot.forgotten.iter().all(|k| !run_keys(&def).contains(k)));
+    // A running build pins its done vertices too.
+    let c2 = sim.add_client("ci2");
+    let running = sim.submit(c2, chain(&[amd64()], 3, "other")).unwrap();
+    assert!(sim.finish_next(w));
+    // Once the first client left, its results may go; the running build's stay.
+    sim.handle(Event::PeerClosed {
+        peer: c,
+        reason: "done".into(),
+    });
+    let pinned = sim.engine.gc_pins().keys;
+    assert!(!pinned.is_empty());
+    let all: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    let forgot = sim.engine.gc_forget(&all, u64::MAX).unwrap();
+    assert!(!forgot.forgotten.is_empty());
+    assert!(
+        forgot.forgotten.iter().all(|k| !pinned.contains(k)),
+        "{forgot:?}"
+    );
+    assert!(run_keys(&def).iter().all(|k| forgot.forgotten.contains(k)));
+    // Results used since the plan's snapshot are spared.
+    let since = sim.journal.clock() + 1;
+    sim.run_until_idle();
+    assert!(done(&sim, &running));
+    let recent: Vec<_> = sim
+        .engine
+        .gc_records()
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.last_used_ms >= since)
+        .map(|u| u.key)
+        .collect();
+    assert!(!recent.is_empty());
+    sim.handle(Event::PeerClosed {
+        peer: c2,
+        reason: "done".into(),
+    });
+    let forgot = sim.engine.gc_forget(&recent, since).unwrap();
+    assert!(forgot.forgotten.is_empty(), "{forgot:?}");
+    // The collected build runs again and succeeds.
+    let runs_before = sim.total_runs();
+    let c3 = sim.add_client("ci3");
+    let again = sim.submit(c3, def).unwrap();
+    sim.run_until_idle();
+    assert!(done(&sim, &again));
+    assert!(sim.total_runs() >= runs_before + 3);
+}

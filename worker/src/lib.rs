@@ -15,6 +15,7 @@
 pub mod emulation;
 pub mod executor;
 pub mod farm;
+pub mod gc;
 pub mod idmap;
 pub mod link;
 pub mod snapshot;

@@ -53,6 +53,7 @@ pub fn run(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     // Three heartbeats per timeout, as the default 2 s / 6 s.
     opts.heartbeat_interval = (timeout / 3).max(Duration::from_millis(50));
     opts.client_grace = Duration::from_secs(a.client_grace);
+    opts.store_max = a.store_max;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

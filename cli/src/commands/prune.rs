@@ -1,4 +1,4 @@
-//! `imgfarm prune [--all]`: garbage-collect blobs no image ref reaches, then
+//! `imgfarm prune [--all | --keep-storage SIZE]`: garbage-collect blobs no image ref reaches, then
 //! the snapshots no image or cache record references
 //! (imgfarm_worker::snapshotter::collect) and the layer indexes of removed
 //! blobs. Blobs the build cache (`<state>/cache/vertices`) still names are
@@ -21,6 +21,9 @@ pub struct PruneArgs {
     /// Also remove the build cache
     #[arg(short, long)]
     pub all: bool,
+    /// Keep the newest build cache up to this size (e.g. 5GB, 512MiB): least recently used results, their blobs and snapshots go first; images are kept
+    #[arg(long, value_name = "SIZE", value_parser = super::roles::size_arg, conflicts_with = "all")]
+    pub keep_storage: Option<u64>,
 }
 
 /// Every digest-looking string in a cache entry (layer chains, configs, manifests).
@@ -80,6 +83,9 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
         println!("Total reclaimed space: 0B");
         return Ok(ExitCode::SUCCESS);
     };
+    if let Some(cap) = a.keep_storage {
+        return keep_storage(&state, &store, cap);
+    }
     if a.all {
         remove_tree(&state.join("cache"))?;
     }
@@ -116,6 +122,41 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
         snaps.removed,
         snaps.kept,
         human(report.freed_bytes + snaps.freed_bytes + indexes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prune --keep-storage SIZE`: the worker's size-capped collection
+/// (`imgfarm_worker::gc`) on the local state.
+fn keep_storage(
+    state: &Path,
+    store: &imgfarm_common::oci::store::ContentStore,
+    cap: u64,
+) -> anyhow::Result<ExitCode> {
+    let cache = imgfarm_worker::solve::result::ResultCache::open(state)?;
+    let o = imgfarm_worker::gc::collect_to(
+        state,
+        store,
+        &cache,
+        &imgfarm_worker::executor::Executor::new(),
+        cap,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("collecting the build cache")?;
+    if o.snapshots_busy {
+        eprintln!("warning: snapshots not collected: a build or worker is using this state");
+    }
+    println!(
+        "Forgot {} cached results; deleted {} blobs and {} snapshots, kept {} snapshots. \
+         Store and snapshots: {} -> {} (keep {}). Total reclaimed space: {}",
+        o.forgotten,
+        o.blobs_removed,
+        o.snapshots_removed,
+        o.snapshots_kept,
+        human(o.before),
+        human(o.after),
+        human(cap),
+        human(o.before.saturating_sub(o.after))
     );
     Ok(ExitCode::SUCCESS)
 }

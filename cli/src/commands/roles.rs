@@ -20,6 +20,9 @@ pub struct CoordinatorArgs {
     /// Cancel a build that has had no client attached for this long (e.g. 5m; 0 never cancels)
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::duration::parse_secs)]
     pub client_grace: u64,
+    /// Cap on the content store beyond what queued and running builds need (e.g. 100MB, 20GiB); least recently used results go first [default: 10% of the state's filesystem]
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub store_max: Option<u64>,
 }
 
 /// `imgfarm worker`
@@ -44,6 +47,9 @@ pub struct WorkerArgs {
     /// (RUN --security=insecure); repeatable, comma-separated [default: none]
     #[arg(long = "allow-entitlement", value_name = "NAME")]
     pub allow_entitlement: Vec<String>,
+    /// Cap on the worker's cache (blobs and snapshots) beyond what its running steps need (e.g. 50GB); least recently used results go first [default: 10% of the state's filesystem]
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub cache_max: Option<u64>,
 }
 
 /// Run `imgfarm coordinator`.
@@ -54,4 +60,9 @@ pub fn coordinator(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCod
 /// Run `imgfarm worker`.
 pub fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     super::worker_cmd::run(g, a)
+}
+
+/// A size flag (`100MB`, `2GiB`): [`imgfarm_common::size::parse_size`].
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    imgfarm_common::size::parse_size(s).map_err(|e| e.to_string())
 }

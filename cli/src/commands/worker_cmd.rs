@@ -42,6 +42,7 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
         opts.slots = n;
     }
     opts.entitlements = Entitlements::parse(&a.allow_entitlement).context("--allow-entitlement")?;
+    opts.cache_max = a.cache_max;
     opts.events = Some(Arc::new(print_event));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

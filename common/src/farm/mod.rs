@@ -28,6 +28,22 @@ use serde::{Deserialize, Serialize};
 
 pub use result::{LayerRef, VertexResult};
 
+/// Whether a worker's error message says its own storage failed: ENOSPC
+/// or EDQUOT as the OS words them (`std::io::Error`'s Display: "No space
+/// left on device (os error 28)", "Disk quota exceeded (os error 122)").
+/// The worker words such a failure clearly; the coordinator requeues the
+/// step elsewhere (`coordinator/src/engine/faults.rs`).
+pub fn out_of_space(msg: &str) -> bool {
+    [
+        "No space left on device",
+        "(os error 28)",
+        "Disk quota exceeded",
+        "(os error 122)",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+}
+
 /// Why a farm payload could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FarmError {

@@ -20,12 +20,16 @@
 //!   renames its own verified temp file over the same name atomically.
 //! - [`ContentStore::open_blob`] verifies lazily, at end of file.
 //! - GC ([`ContentStore::gc`]) keeps what refs, unexpired leases and child
-//!   links reach, and removes the rest.
+//!   links reach, and removes the rest. A size-capped collection that
+//!   evicts the least recently used records first is
+//!   [`ContentStore::plan_lru`] then [`ContentStore::remove_blobs`]
+//!   (`lru.rs`).
 
 mod error;
 pub mod gc;
 pub mod leases;
 mod lock;
+mod lru;
 mod reader;
 pub mod refs;
 mod stale;
@@ -35,6 +39,7 @@ mod writer;
 pub use error::StoreError;
 pub use gc::GcReport;
 pub use leases::Lease;
+pub use lru::{LruPlan, LruRecord};
 pub use reader::BlobReader;
 pub use refs::RefDescriptor;
 pub use usage::DiskUsage;

@@ -426,6 +426,7 @@ impl Engine {
         b.state = state;
         b.exporting = false;
         b.finished = Some(fin.clone());
+        self.ended += 1;
         let keys = b.sched_keys();
         self.persist_state(id);
         self.tell_build(id, &Message::BuildFinished(fin));

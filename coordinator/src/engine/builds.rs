@@ -428,6 +428,11 @@ impl Builds {
             .collect()
     }
 
+    /// Builds in memory (active, and the newest ended ones), oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &Build> {
+        self.order.iter().filter_map(|id| self.by_id.get(id))
+    }
+
     /// Active builds, oldest first.
     pub fn active(&self) -> impl Iterator<Item = &Build> {
         self.order

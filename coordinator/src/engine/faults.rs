@@ -11,19 +11,7 @@ use std::time::Duration;
 /// How long a worker out of disk space takes no new work.
 pub const DRAIN_FOR: Duration = Duration::from_secs(60);
 
-/// Whether a worker's error message says its own storage failed: ENOSPC
-/// or EDQUOT as the OS words them (`std::io::Error`'s Display: "No space
-/// left on device (os error 28)", "Disk quota exceeded (os error 122)").
-pub fn out_of_space(msg: &str) -> bool {
-    [
-        "No space left on device",
-        "(os error 28)",
-        "Disk quota exceeded",
-        "(os error 122)",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
-}
+pub use imgfarm_common::farm::out_of_space;
 
 impl Engine {
     /// Worker `peer` (`w`) failed scheduler key `s` for lack of space: the

@@ -30,6 +30,7 @@ pub mod sim;
 
 mod admission;
 mod faults;
+pub mod gc;
 mod limits;
 mod peers;
 mod vertices;
@@ -320,6 +321,8 @@ pub struct Engine {
     orphans: BTreeSet<Digest>,
     /// Workers out of disk space, taking no new work until then.
     drained: BTreeMap<PeerId, (WorkerId, Instant)>,
+    /// Builds ended since the start ([`Engine::builds_ended`]).
+    ended: u64,
     actions: VecDeque<Action>,
 }
 
@@ -352,6 +355,7 @@ impl Engine {
             id_seq: 0,
             orphans: BTreeSet::new(),
             drained: BTreeMap::new(),
+            ended: 0,
             actions: VecDeque::new(),
         };
         match e.journal.load_active() {

@@ -76,6 +76,23 @@ pub trait Journal: Send {
     /// Whether a usable result is stored under `key`.
     fn has_result(&self, key: &Digest) -> Result<bool, JournalError>;
 
+    /// Every stored result with when it was last used (ms since the
+    /// epoch: written, looked up or read), for the size-capped collection.
+    /// A journal without a size cap lists none.
+    fn result_usage(&self) -> Result<Vec<UsedResult>, JournalError> {
+        Ok(Vec::new())
+    }
+    /// Results written or used at or after `since_ms` (what became live
+    /// while a collection was being planned).
+    fn results_used_since(&self, _since_ms: u64) -> Result<Vec<UsedResult>, JournalError> {
+        Ok(Vec::new())
+    }
+    /// Forgets the results of `keys` (before the collection removes their
+    /// blobs, so no record ever names a missing blob).
+    fn forget_results(&self, _keys: &[Digest]) -> Result<(), JournalError> {
+        Ok(())
+    }
+
     /// Records build `id` as failed with `error`, without an index (a
     /// build that never reached the scheduler).
     fn mark_failed(&self, id: &str, error: String) -> Result<(), JournalError> {
@@ -100,6 +117,25 @@ pub fn output_without_credentials(o: &OutputSpec) -> OutputSpec {
         credentials: Vec::new(),
         ..o.clone()
     }
+}
+
+/// A stored result and when it was last used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedResult {
+    /// The vertex key.
+    pub key: Digest,
+    /// The result.
+    pub result: VertexResult,
+    /// Last use, ms since the epoch.
+    pub last_used_ms: u64,
+}
+
+/// Now, in ms since the epoch (how journals stamp a result's last use).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Which blobs the coordinator holds.
@@ -169,6 +205,33 @@ struct MemState {
     builds: BTreeMap<String, (u64, StoredBuild)>,
     seq: u64,
     results: BTreeMap<Digest, VertexResult>,
+    /// Last use of each result, on a logical clock (`clock`).
+    used: BTreeMap<Digest, u64>,
+    clock: u64,
+}
+
+impl MemState {
+    fn use_result(&mut self, key: &Digest) {
+        if self.results.contains_key(key) {
+            self.clock += 1;
+            self.used.insert(key.clone(), self.clock);
+        }
+    }
+
+    fn used_results(&self, since: u64) -> Vec<UsedResult> {
+        let mut out: Vec<UsedResult> = self
+            .results
+            .iter()
+            .map(|(k, r)| UsedResult {
+                key: k.clone(),
+                result: r.clone(),
+                last_used_ms: self.used.get(k).copied().unwrap_or(0),
+            })
+            .filter(|u| u.last_used_ms >= since)
+            .collect();
+        out.sort_by_key(|u| u.last_used_ms);
+        out
+    }
 }
 
 /// A journal in memory, shared by its clones: the simulator restarts an
@@ -199,6 +262,11 @@ impl MemJournal {
     /// Results stored.
     pub fn results(&self) -> usize {
         self.lock().results.len()
+    }
+
+    /// The logical clock of result uses (see [`Journal::result_usage`]).
+    pub fn clock(&self) -> u64 {
+        self.lock().clock
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
@@ -273,15 +341,39 @@ impl Journal for MemJournal {
 
     fn put_result(&self, key: &Digest, result: &VertexResult) -> Result<(), JournalError> {
         self.wrote();
-        self.lock().results.insert(key.clone(), result.clone());
+        let mut s = self.lock();
+        s.results.insert(key.clone(), result.clone());
+        s.use_result(key);
         Ok(())
     }
 
     fn get_result(&self, key: &Digest) -> Result<Option<VertexResult>, JournalError> {
-        Ok(self.lock().results.get(key).cloned())
+        let mut s = self.lock();
+        s.use_result(key);
+        Ok(s.results.get(key).cloned())
     }
 
     fn has_result(&self, key: &Digest) -> Result<bool, JournalError> {
-        Ok(self.lock().results.contains_key(key))
+        let mut s = self.lock();
+        s.use_result(key);
+        Ok(s.results.contains_key(key))
+    }
+
+    /// Last use on a logical clock (one tick per use), not in ms.
+    fn result_usage(&self) -> Result<Vec<UsedResult>, JournalError> {
+        Ok(self.lock().used_results(0))
+    }
+
+    fn results_used_since(&self, since: u64) -> Result<Vec<UsedResult>, JournalError> {
+        Ok(self.lock().used_results(since))
+    }
+
+    fn forget_results(&self, keys: &[Digest]) -> Result<(), JournalError> {
+        let mut s = self.lock();
+        for k in keys {
+            s.results.remove(k);
+            s.used.remove(k);
+        }
+        Ok(())
     }
 }

@@ -42,6 +42,9 @@ pub(super) async fn serve_put(
         return Err(ServeError::Wire(WireError::Refused(why)));
     }
     if opts.store.contains(&header.digest) {
+        // Confirmed present: a collection now treats it as a fresh upload
+        // until a submit or result names it (`service/gc.rs`).
+        opts.store.touch(&header.digest);
         write_msg(send, &BlobPutReply::Present).await?;
         let _ = send.finish();
         return Ok(());

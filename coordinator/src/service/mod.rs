@@ -11,6 +11,7 @@
 //! making the coordinator buffer without limit.
 
 pub mod export;
+pub mod gc;
 pub mod queue;
 
 use crate::engine::{Action, Engine, EngineOptions, EngineStats, Event, ExportOutcome, PeerId};
@@ -60,6 +61,10 @@ pub struct ServiceOptions {
     /// How long a build may go without an attached client before it is
     /// cancelled (zero: never).
     pub client_grace: Duration,
+    /// `--store-max`: bytes the content store may hold beyond what queued
+    /// and running builds need; `None`: [`imgfarm_common::size::default_cap`]
+    /// of the state directory (10% of its filesystem).
+    pub store_max: Option<u64>,
 }
 
 impl ServiceOptions {
@@ -79,6 +84,7 @@ impl ServiceOptions {
             max_blob_size: 64 << 30,
             session_queue: 4096,
             client_grace: Duration::from_secs(300),
+            store_max: None,
         }
     }
 }
@@ -127,6 +133,8 @@ pub enum ServiceError {
 enum Input {
     /// An event for the engine from a session's reader or an export task.
     Engine(Event),
+    /// A store collection was planned ([`gc`]).
+    GcPlanned(gc::Planned),
 }
 
 /// What the coordinator holds in memory (the engine's numbers), a
@@ -173,8 +181,13 @@ impl Service {
             unix.as_secs(),
             seed,
         );
+        let store_max = opts
+            .store_max
+            .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));
+        tracing::info!("content store capped at {store_max} bytes beyond what running builds need");
         let shell = Shell {
             engine,
+            gc: gc::Collector::new(gc::GcOptions::new(store_max)),
             store,
             peers: BTreeMap::new(),
             inputs: tx.clone(),
@@ -262,6 +275,7 @@ struct PeerIo {
 /// The engine and the I/O it asks for.
 struct Shell {
     engine: Engine,
+    gc: gc::Collector,
     store: ContentStore,
     peers: BTreeMap<PeerId, PeerIo>,
     /// Feeds export outcomes back into the loop.
@@ -419,9 +433,16 @@ async fn event_loop(mut shell: Shell, lp: Loop) {
                     tracing::debug!(peer = %peer.name, "stored {digest}");
                 }
             },
-            Some(Input::Engine(ev)) = rx.recv() => shell.handle(ev),
+            Some(input) = rx.recv() => match input {
+                Input::Engine(ev) => shell.handle(ev),
+                Input::GcPlanned(p) => shell.gc.apply(&mut shell.engine, &shell.store, p),
+            },
             _ = tick.tick() => shell.handle(Event::Tick),
         }
+        let gc_tx = tx.clone();
+        shell.gc.maybe_start(&shell.engine, &shell.store, move |p| {
+            let _ = gc_tx.send(Input::GcPlanned(p));
+        });
         let now = shell.engine.stats();
         match stats.lock() {
             Ok(mut s) => *s = now,

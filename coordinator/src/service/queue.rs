@@ -8,7 +8,8 @@
 //! credential list emptied, and only whether there were any.
 
 use crate::engine::ports::{
-    failed_record, output_without_credentials, Journal, JournalError, StoredBuild,
+    failed_record, now_ms, output_without_credentials, Journal, JournalError, StoredBuild,
+    UsedResult,
 };
 use imgfarm_common::farm::{self, FarmDefinition, OutputSpec, VertexResult};
 use imgfarm_common::oci::Digest;
@@ -57,9 +58,14 @@ CREATE TABLE IF NOT EXISTS builds (
 );
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,
-    result TEXT NOT NULL
+    result TEXT NOT NULL,
+    last_used INTEGER NOT NULL DEFAULT 0
 );
 ";
+
+/// Databases written before results had a last-use time get the column
+/// (rows count as used long ago, so they are the first to go).
+const ADD_LAST_USED: &str = "ALTER TABLE results ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0";
 
 impl Queue {
     /// Opens (creating if needed) `<state>/coordinator.db`.
@@ -73,6 +79,19 @@ impl Queue {
         conn.busy_timeout(std::time::Duration::from_secs(2))
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        let has_last_used: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('results') WHERE name = 'last_used'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql)?
+            > 0;
+        if !has_last_used {
+            conn.execute_batch(ADD_LAST_USED).map_err(sql)?;
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used)")
+            .map_err(sql)?;
         Ok(Self { conn, path })
     }
 
@@ -213,15 +232,16 @@ impl Queue {
         let json = String::from_utf8_lossy(&farm::encode(result)).into_owned();
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO results (key, result) VALUES (?1, ?2)",
-                params![key.as_str(), json],
+                "INSERT OR REPLACE INTO results (key, result, last_used) VALUES (?1, ?2, ?3)",
+                params![key.as_str(), json, now_ms() as i64],
             )
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
-    /// One stored result.
+    /// One stored result (a use: its last-use time becomes now).
     pub fn get_result(&self, key: &Digest) -> Result<Option<VertexResult>, QueueError> {
+        self.touch(key)?;
         let s: Option<String> = self
             .conn
             .query_row(
@@ -235,17 +255,65 @@ impl Queue {
     }
 
     /// Whether a result is stored under `key` (the primary key: one index
-    /// lookup, so nothing needs to hold every key in memory).
+    /// lookup, so nothing needs to hold every key in memory). A hit is a
+    /// use: its last-use time becomes now.
     pub fn has_result(&self, key: &Digest) -> Result<bool, QueueError> {
+        self.touch(key)
+    }
+
+    /// Sets `key`'s last use to now; whether it is stored.
+    fn touch(&self, key: &Digest) -> Result<bool, QueueError> {
         self.conn
-            .query_row(
-                "SELECT 1 FROM results WHERE key = ?1",
-                [key.as_str()],
-                |_| Ok(()),
+            .execute(
+                "UPDATE results SET last_used = ?2 WHERE key = ?1",
+                params![key.as_str(), now_ms() as i64],
             )
-            .optional()
-            .map(|row| row.is_some())
+            .map(|n| n > 0)
             .map_err(|e| self.sql(e))
+    }
+
+    /// Results last used at or after `since_ms` (all: 0), oldest use first.
+    /// A row that no longer decodes is listed with an empty result naming
+    /// no blob (so a collection forgets it, and reuses nothing from it).
+    pub fn used_results(&self, since_ms: u64) -> Result<Vec<UsedResult>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT key, result, last_used FROM results WHERE last_used >= ?1 ORDER BY last_used",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([since_ms as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, json, t)| {
+                Some(UsedResult {
+                    key: k.parse().ok()?,
+                    result: farm::decode(json.as_bytes(), "stored vertex result")
+                        .unwrap_or_default(),
+                    last_used_ms: t.max(0) as u64,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the results of `keys` (one transaction).
+    pub fn forget_results(&self, keys: &[Digest]) -> Result<(), QueueError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        for k in keys {
+            tx.execute("DELETE FROM results WHERE key = ?1", [k.as_str()])
+                .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
     }
 
     /// Every stored result key.
@@ -297,6 +365,15 @@ impl Journal for Queue {
     }
     fn has_result(&self, key: &Digest) -> Result<bool, JournalError> {
         Queue::has_result(self, key).map_err(journal)
+    }
+    fn result_usage(&self) -> Result<Vec<UsedResult>, JournalError> {
+        Queue::used_results(self, 0).map_err(journal)
+    }
+    fn results_used_since(&self, since_ms: u64) -> Result<Vec<UsedResult>, JournalError> {
+        Queue::used_results(self, since_ms).map_err(journal)
+    }
+    fn forget_results(&self, keys: &[Digest]) -> Result<(), JournalError> {
+        Queue::forget_results(self, keys).map_err(journal)
     }
 }
 
@@ -386,6 +463,43 @@ mod tests {
                 "a secret reached the database"
             );
         }
+    }
+
+    #[test]
+    fn results_carry_their_last_use_and_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        q.put_result(&a, &VertexResult::default()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        q.put_result(&b, &VertexResult::default()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let t0 = now_ms();
+        let keys = |v: Vec<UsedResult>| v.into_iter().map(|u| u.key).collect::<Vec<_>>();
+        assert_eq!(keys(q.used_results(0).unwrap()), vec![a.clone(), b.clone()]);
+        assert!(q.has_result(&a).unwrap(), "a lookup is a use");
+        assert_eq!(keys(q.used_results(0).unwrap()), vec![b.clone(), a.clone()]);
+        assert_eq!(keys(q.used_results(t0).unwrap()), vec![a.clone()]);
+        q.forget_results(std::slice::from_ref(&a)).unwrap();
+        assert!(!q.has_result(&a).unwrap());
+        assert!(q.has_result(&b).unwrap());
+    }
+
+    #[test]
+    fn a_database_without_last_use_times_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("coordinator.db")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE results (key TEXT PRIMARY KEY, result TEXT NOT NULL);
+                 INSERT INTO results VALUES ('sha256:0000000000000000000000000000000000000000000000000000000000000000', '{}');",
+            )
+            .unwrap();
+        }
+        let q = Queue::open(dir.path()).unwrap();
+        let all = q.used_results(0).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].last_used_ms, 0);
     }
 
     #[test]

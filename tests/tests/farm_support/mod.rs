@@ -249,15 +249,15 @@ impl Farm {
         self.start_coordinator_with(hb_timeout, &[])
     }
 
-    /// [`Farm::start_coordinator`] with more arguments (e.g. `--log-level info`, which
-    /// prints a `vertex placed` line per placement and a `build started` line with the
-    /// build's queue wait).
+    /// [`Farm::start_coordinator`] with `extra` flags after the subcommand (e.g.
+    /// `--store-max`, or `--log-level info`, which prints a `vertex placed` line per
+    /// placement and a `build started` line with the build's queue wait).
     pub fn start_coordinator_with(&self, hb_timeout: u64, extra: &[&str]) -> Proc {
         let mut c = self.command(&self.coordinator_state);
-        c.args(extra)
-            .args(["coordinator", "--listen", &self.addr, "--tls-dir"])
+        c.args(["coordinator", "--listen", &self.addr, "--tls-dir"])
             .arg(&self.tls)
-            .args(["--heartbeat-timeout", &hb_timeout.to_string()]);
+            .args(["--heartbeat-timeout", &hb_timeout.to_string()])
+            .args(extra);
         let mut p = Proc::spawn("coordinator", c);
         p.wait_for("coordinator listening on", Duration::from_secs(30));
         p

@@ -81,6 +81,11 @@ impl Fingerprints {
         text.trim().parse().ok()
     }
 
+    /// Forgets `key`'s fingerprint (its result was collected).
+    pub fn remove(&self, key: &Digest) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+
     /// Records `fp` for `key` (temp file + rename).
     pub fn put(&self, key: &Digest, fp: &Digest) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
@@ -105,5 +110,9 @@ pub fn lookup(
         return None;
     }
     let r = cache.get(key)?;
-    blobs_present(store, &r).then_some(r)
+    let hit = blobs_present(store, &r);
+    if hit {
+        cache.touch(key);
+    }
+    hit.then_some(r)
 }

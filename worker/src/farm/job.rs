@@ -195,6 +195,10 @@ pub(crate) async fn execute(
         Ok(p) => (p, released),
         Err(_) => return failed("the worker is shutting down".into()),
     };
+    // Shared with other jobs, exclusive for the cache collection; moved
+    // into the blocking run so an abandoned job still holds it until its
+    // step really ends.
+    let gate = Arc::clone(&ctx.gate).read_owned().await;
     let job = match check(&vertex_key, &op, &ctx.native, &ctx.emulated)
         .and_then(|j| check_entitlements(&j, &ctx.name, &ctx.entitlements).map(|()| j))
     {
@@ -238,13 +242,13 @@ pub(crate) async fn execute(
             }
             worker_ctx.cache_changed.store(true, Ordering::SeqCst);
         }
-        (r, permit)
+        (r, permit, gate)
     })
     .await;
     // The slot stays taken until the result is uploaded (or, for a job
     // abandoned, until its blocking run ends: at once for a cancelled RUN,
     // whose processes are killed).
-    let (result, permit) = match ran {
+    let (result, permit, gate) = match ran {
         Ok(x) => x,
         Err(e) => return failed(format!("vertex {key}: the solver thread failed: {e}")),
     };
@@ -256,6 +260,7 @@ pub(crate) async fn execute(
         return failed(e);
     }
     drop(permit);
+    drop(gate);
     Outcome {
         result: Ok(r),
         cached: false,

@@ -76,6 +76,9 @@ pub struct WorkerOptions {
     /// `--allow-entitlement`: what the operator lets steps ask for (`RUN --network=host`,
     /// `--security=insecure`). Announced in the `Hello`; a job needing more is refused.
     pub entitlements: Entitlements,
+    /// `--cache-max`: bytes of blobs and snapshots kept between steps;
+    /// `None`: [`imgfarm_common::size::default_cap`] of the state directory.
+    pub cache_max: Option<u64>,
 }
 
 impl WorkerOptions {
@@ -95,6 +98,7 @@ impl WorkerOptions {
             backoff_max: Duration::from_secs(10),
             events: None,
             entitlements: Entitlements::none(),
+            cache_max: None,
         }
     }
 }
@@ -239,6 +243,12 @@ pub(crate) struct Ctx {
     /// Set when a result was cached; the next heartbeat carries a new summary.
     pub(crate) cache_changed: AtomicBool,
     pub(crate) events: Option<EventSink>,
+    /// `--cache-max` ([`crate::gc`]).
+    pub(crate) cache_max: u64,
+    /// Every job holds it shared from its start to its end (its blocking
+    /// run included); the collection takes it exclusively, so it never
+    /// removes what a step uses.
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Ctx {
@@ -283,7 +293,46 @@ impl Ctx {
             entitlements: opts.entitlements.clone(),
             cache_changed: AtomicBool::new(false),
             events: opts.events.clone(),
+            cache_max: opts
+                .cache_max
+                .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir)),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
+    }
+
+    /// Collects the state down to `--cache-max` when it is over and no job
+    /// runs (after each job and each connect; a busy worker collects at its
+    /// next idle moment). Runs on a blocking thread; jobs arriving meanwhile
+    /// wait for it.
+    pub(crate) fn collect_soon(self: &Arc<Self>) {
+        if crate::gc::usage(&self.state, &self.store) <= self.cache_max {
+            return;
+        }
+        let Ok(guard) = Arc::clone(&self.gate).try_write_owned() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = guard;
+            me.executor.release_snapshots();
+            let exec = crate::executor::Executor::new();
+            match crate::gc::collect_to(&me.state, &me.store, &me.cache, &exec, me.cache_max) {
+                Ok(o) => tracing::info!(
+                    "cache collection: {} -> {} bytes (cap {}): forgot {} results, removed {} blobs and {} snapshots{} in {} ms",
+                    o.before,
+                    o.after,
+                    me.cache_max,
+                    o.forgotten,
+                    o.blobs_removed,
+                    o.snapshots_removed,
+                    if o.snapshots_busy { " (snapshots busy: skipped)" } else { "" },
+                    o.took.as_millis()
+                ),
+                Err(e) => tracing::warn!("cache collection failed: {e}"),
+            }
+            me.cache_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     pub(crate) fn emit(&self, e: WorkerEvent) {
@@ -353,6 +402,7 @@ pub async fn run(
             r = dial => r?,
         };
         backoff.reset();
+        ctx.collect_soon();
         ctx.emit(WorkerEvent::Connected {
             name: ctx.name.clone(),
             coordinator: opts.coordinator.clone(),

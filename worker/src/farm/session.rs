@@ -252,6 +252,20 @@ fn start_job(
             if !jobs.take(&key, id) {
                 return; // cancelled meanwhile: the cancel answered.
             }
+            // A full disk is the worker's failure, not the step's: say so (the
+            // OS text stays, so the coordinator requeues the step elsewhere).
+            let result = result.map_err(|e| {
+                if imgfarm_common::farm::out_of_space(&e) {
+                    format!(
+                        "worker {} is out of disk space in its state directory {} \
+                         (nothing partial was kept; free space or lower --cache-max): {e}",
+                        ctx.name,
+                        ctx.state.display()
+                    )
+                } else {
+                    e
+                }
+            });
             ctx.emit(WorkerEvent::VertexDone {
                 key: key.clone(),
                 error: result.as_ref().err().cloned(),
@@ -263,6 +277,7 @@ fn start_job(
                 duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
             let _ = out.send(Message::VertexDone(done)).await;
+            ctx.collect_soon();
         }
     };
     // The entry goes in before the task can look for it (the lock is held).

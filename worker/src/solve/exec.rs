@@ -62,4 +62,9 @@ pub trait StepExecutor: Send + Sync {
         req: &ExecRequest<'_>,
         log: &mut dyn FnMut(&[u8]),
     ) -> Result<LayerRef, ExecFailure>;
+
+    /// Drops what the executor holds open between steps (the snapshotter
+    /// and its shared lease), so a collection can take the snapshots'
+    /// exclusive lock; the next step opens them again.
+    fn release_snapshots(&self) {}
 }

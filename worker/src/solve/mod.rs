@@ -122,6 +122,7 @@ impl LocalWorker {
         }
         match self.cache.get(key) {
             Some(r) if r.is_complete(|d| self.store.contains(d)) => {
+                self.cache.touch(key);
                 self.lock().insert(key.clone(), r);
                 true
             }

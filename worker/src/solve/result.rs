@@ -90,6 +90,44 @@ impl ResultCache {
         found.into_iter().map(|(_, k)| k).collect()
     }
 
+    /// Every entry with its result and last use (the file's mtime: written,
+    /// or touched by [`ResultCache::touch`] when reused). Unreadable entries
+    /// come with an empty result, so a collection forgets them.
+    pub fn entries(&self) -> Vec<(Digest, VertexResult, std::time::SystemTime)> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let hex = name.to_str()?.strip_suffix(".json")?;
+                let key: Digest = format!("sha256:{hex}").parse().ok()?;
+                let mtime = e.metadata().ok()?.modified().ok()?;
+                let r = self.get(&key).unwrap_or_default();
+                Some((key, r, mtime))
+            })
+            .collect()
+    }
+
+    /// Marks `key`'s entry as used now (its mtime: the LRU clock of the
+    /// size-capped collection, `crate::gc`).
+    pub fn touch(&self, key: &Digest) {
+        if let Ok(f) = fs::File::options().write(true).open(self.path(key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Forgets `key` (before the collection removes its blobs).
+    pub fn remove(&self, key: &Digest) -> Result<(), CacheError> {
+        let p = self.path(key);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CacheError::Io { path: p, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Record `key`'s result (temp file + rename, so readers never see half).
     pub fn put(&self, key: &Digest, r: &VertexResult) -> Result<(), CacheError> {
         let p = self.path(key);

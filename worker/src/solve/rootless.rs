@@ -298,6 +298,13 @@ impl Write for LogWriter<'_, '_> {
 }
 
 impl StepExecutor for RootlessExecutor {
+    fn release_snapshots(&self) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
     fn run(
         &self,
         req: &ExecRequest<'_>,
