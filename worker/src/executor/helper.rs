@@ -73,7 +73,7 @@ fn helper_main() -> i32 {
     };
     match req.job {
         // setgroups(2) is denied in a self-written single-id mapping.
-        Job::Run(r) => run_container(&r, !single, &mut ctl),
+        Job::Run { request, seccomp } => run_container(&request, &seccomp, !single, &mut ctl),
         Job::Unpack {
             dest,
             parents,
@@ -166,7 +166,12 @@ fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i32 {
+fn run_container(
+    req: &ExecRequest,
+    seccomp: &[Vec<u64>],
+    setgroups_allowed: bool,
+    ctl: &mut Ctl,
+) -> i32 {
     let plan = match plan::build(req) {
         Ok(p) => p,
         Err(e) => {
@@ -195,7 +200,7 @@ fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i
         }
         Ok(ForkResult::Child) => {
             drop(stub_r);
-            let e = container_init(&plan, setgroups_allowed, ctl, stub_w);
+            let e = container_init(&plan, seccomp, setgroups_allowed, ctl, stub_w);
             ctl.send(&Msg::SetupError(e));
             // SAFETY: leave the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(125) }
@@ -234,6 +239,7 @@ fn run_container(req: &ExecRequest, setgroups_allowed: bool, ctl: &mut Ctl) -> i
 /// Pid 1 of the step: namespaces, mounts, pivot_root, exec. Returns only on failure.
 fn container_init(
     plan: &plan::Plan,
+    seccomp: &[Vec<u64>],
     setgroups_allowed: bool,
     ctl: &mut Ctl,
     stub_w: OwnedFd,
@@ -269,7 +275,8 @@ fn container_init(
         Err(e) => return format!("opening /dev/null: {e}"),
     }
     ctl.send(&Msg::Exec { mono_ns: mono_ns() });
-    setup::exec_process(&mut sys, plan, setgroups_allowed).to_string()
+    let programs: Vec<_> = seccomp.iter().map(|p| super::seccomp::decode(p)).collect();
+    setup::exec_process(&mut sys, plan, &programs, setgroups_allowed).to_string()
 }
 
 /// Remove the mount points created in the image, deepest first, when still empty and

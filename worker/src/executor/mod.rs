@@ -27,6 +27,7 @@ mod helper;
 pub mod plan;
 mod protocol;
 mod run;
+pub mod seccomp;
 mod setup;
 pub mod syscalls;
 pub mod user;
@@ -49,6 +50,51 @@ pub enum StepNetwork {
     Host,
     /// An own network namespace with only `lo` (up).
     None,
+}
+
+/// How confined a step is: the knob for `RUN --security` ([`SecurityMode`]).
+///
+/// The default is BuildKit's `sandbox`: Docker's default capability set and Docker's default
+/// seccomp profile ([`seccomp`]). [`Sandbox::INSECURE`] is BuildKit's `insecure`: every
+/// capability and no seccomp filter. Whether a build may ask for it (the
+/// `security.insecure` entitlement) is decided before a request is made, not here.
+///
+/// [`SecurityMode`]: imgfarm_common::graph::op::SecurityMode
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    /// Install the default seccomp profile in the step's pid 1 right before exec.
+    pub seccomp: bool,
+    /// Keep every capability ([`seccomp::ALL_CAPS`]) instead of [`DOCKER_DEFAULT_CAPS`].
+    pub all_caps: bool,
+}
+
+impl Sandbox {
+    /// `RUN --security=sandbox` (the default).
+    pub const DEFAULT: Sandbox = Sandbox {
+        seccomp: true,
+        all_caps: false,
+    };
+    /// `RUN --security=insecure`.
+    pub const INSECURE: Sandbox = Sandbox {
+        seccomp: false,
+        all_caps: true,
+    };
+
+    /// The sandbox of a graph's [`SecurityMode`].
+    ///
+    /// [`SecurityMode`]: imgfarm_common::graph::op::SecurityMode
+    pub fn for_mode(mode: imgfarm_common::graph::op::SecurityMode) -> Sandbox {
+        match mode {
+            imgfarm_common::graph::op::SecurityMode::Sandbox => Sandbox::DEFAULT,
+            imgfarm_common::graph::op::SecurityMode::Insecure => Sandbox::INSECURE,
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::DEFAULT
+    }
 }
 
 /// An extra mount of a step (`RUN --mount`). Targets are absolute container paths; missing
@@ -126,11 +172,14 @@ pub struct ExecRequest {
     pub platform: Platform,
     /// A qemu interpreter to register in a private binfmt_misc instance.
     pub emulation: Option<Emulator>,
+    /// Capabilities and seccomp ([`Sandbox::DEFAULT`] when absent from a JSON request).
+    #[serde(default)]
+    pub sandbox: Sandbox,
 }
 
 impl ExecRequest {
     /// A request with BuildKit's defaults: root, `/`, hostname `buildkitsandbox`, host
-    /// network, no mounts, the host platform.
+    /// network, no mounts, the host platform, [`Sandbox::DEFAULT`].
     pub fn new(
         rootfs_layers: Vec<PathBuf>,
         upper: PathBuf,
@@ -150,6 +199,7 @@ impl ExecRequest {
             mounts: Vec::new(),
             platform: Platform::host(),
             emulation: None,
+            sandbox: Sandbox::DEFAULT,
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use super::cancel::{stop_step, CancelToken};
 use super::protocol::{write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_SINGLE};
-use super::{plan, ExecError, ExecRequest};
+use super::{plan, seccomp, ExecError, ExecRequest};
+use imgfarm_common::platform::Platform;
 use crate::idmap::{self, IdMapping};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
@@ -154,8 +155,31 @@ impl Executor {
         }
         let start = Instant::now();
         let start_mono = mono_ns();
+        let seccomp = if req.sandbox.seccomp {
+            // 32-bit code run natively (linux/386 on amd64, linux/arm on arm64) makes
+            // syscalls of another audit architecture, which the host filter kills: say so
+            // instead of a SIGSYS (see the seccomp module docs).
+            if req.emulation.is_none()
+                && req.platform.architecture != Platform::host().architecture
+            {
+                return Err(ExecError::Invalid(format!(
+                    "{} runs natively here as 32-bit code, which the default seccomp profile \
+                     does not cover yet (its syscalls would be killed); build it on a \
+                     worker of its own architecture, or use RUN --security=insecure",
+                    req.platform
+                )));
+            }
+            seccomp::default_programs(plan::step_caps(&req.sandbox))
+                .map_err(|e| ExecError::Setup(e.to_string()))?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let out = self.converse(
-            Job::Run(Box::new(req.clone())),
+            Job::Run {
+                request: Box::new(req.clone()),
+                seccomp,
+            },
             None,
             Some(cancel),
             &mut stdout,

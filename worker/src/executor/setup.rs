@@ -7,6 +7,7 @@ use super::syscalls::{FileKind, Syscalls};
 use super::user;
 use imgfarm_common::path::{self, AfterMissing, Node, ResolveError};
 use nix::errno::Errno;
+use seccompiler::BpfProgram;
 use nix::mount::{MntFlags, MsFlags};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -354,9 +355,16 @@ pub fn enter_rootfs(sys: &mut dyn Syscalls, plan: &Plan) -> Result<(), SetupErro
 }
 
 /// Inside the new root: resolve the user, create the workdir, switch user, drop
-/// capabilities and exec. Returns only on failure.
-pub fn exec_process(sys: &mut dyn Syscalls, plan: &Plan, setgroups_allowed: bool) -> SetupError {
-    match exec_inner(sys, plan, setgroups_allowed) {
+/// capabilities, set no_new_privs, reset signals, install the `seccomp` programs (when the
+/// plan asks for seccomp; the last step, so setup itself is not filtered) and exec.
+/// Returns only on failure.
+pub fn exec_process(
+    sys: &mut dyn Syscalls,
+    plan: &Plan,
+    seccomp: &[BpfProgram],
+    setgroups_allowed: bool,
+) -> SetupError {
+    match exec_inner(sys, plan, seccomp, setgroups_allowed) {
         Ok(e) | Err(e) => e,
     }
 }
@@ -364,6 +372,7 @@ pub fn exec_process(sys: &mut dyn Syscalls, plan: &Plan, setgroups_allowed: bool
 fn exec_inner(
     sys: &mut dyn Syscalls,
     plan: &Plan,
+    seccomp: &[BpfProgram],
     setgroups_allowed: bool,
 ) -> Result<SetupError, SetupError> {
     let p = &plan.process;
@@ -408,6 +417,19 @@ fn exec_inner(
     }
     sys.reset_signals()
         .map_err(|e| err("resetting signal dispositions", e))?;
+    if p.seccomp {
+        // Fail closed: a sandboxed step never runs unfiltered.
+        if seccomp.is_empty() {
+            return Err(err("installing the seccomp profile", "no program was given"));
+        }
+        if !p.no_new_privs {
+            return Err(err("installing the seccomp profile", "it needs no_new_privs"));
+        }
+        for prog in seccomp {
+            sys.seccomp(prog)
+                .map_err(|e| err("installing the seccomp profile", e))?;
+        }
+    }
     let e = sys.exec(&exe, &p.args, &env);
     Ok(err(format!("exec {}", p.args[0]), e))
 }

@@ -83,6 +83,8 @@ pub trait Syscalls {
     /// a container process: the Rust runtime ignores SIGPIPE, and ignored dispositions and
     /// the mask survive execve(2) (signal(7)), so `yes | head` would never end.
     fn reset_signals(&mut self) -> Result<(), Errno>;
+    /// seccomp(SECCOMP_SET_MODE_FILTER) of one BPF program (needs no_new_privs).
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno>;
     /// execve(2): returns only on failure.
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno;
 }
@@ -352,6 +354,15 @@ impl Syscalls for LinuxSyscalls {
         Ok(())
     }
 
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        seccompiler::apply_filter(program).map_err(|e| match e {
+            seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => {
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))
+            }
+            _ => Errno::EINVAL,
+        })
+    }
+
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         // SAFETY: prctl with integer arguments only.
         let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
@@ -478,6 +489,8 @@ pub enum Call {
     Caps(u64, u64, u64),
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// seccomp(2) filter installed, with its length in instructions.
+    Seccomp(usize),
     /// Signals reset to their defaults, mask emptied.
     ResetSignals,
     /// setrlimit(2).
@@ -646,6 +659,12 @@ impl Syscalls for RecordingSyscalls {
 
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         self.calls.push(Call::NoNewPrivs);
+        Ok(())
+    }
+
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        self.check("seccomp")?;
+        self.calls.push(Call::Seccomp(program.len()));
         Ok(())
     }
 

@@ -341,6 +341,7 @@ impl StepExecutor for RootlessExecutor {
         };
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();
+        er.sandbox = executor::Sandbox::for_mode(req.op.security);
         let result = (|| {
             let mut cache_leases = Vec::new();
             er.mounts = self.mounts(req, &tmp, &mut cache_leases)?;
