@@ -159,8 +159,11 @@ impl Executor {
             // 32-bit code run natively (linux/386 on amd64, linux/arm on arm64) makes
             // syscalls of another audit architecture, which the host filter kills: say so
             // instead of a SIGSYS (see the seccomp module docs).
-            if req.emulation.is_none()
-                && req.platform.architecture != Platform::host().architecture
+            let host = Platform::host();
+            if req.platform.architecture != host.architecture
+                && crate::emulation::native_platforms(&host)
+                    .iter()
+                    .any(|n| n.matches(&req.platform))
             {
                 return Err(ExecError::Invalid(format!(
                     "{} runs natively here as 32-bit code, which the default seccomp profile \
