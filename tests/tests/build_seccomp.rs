@@ -32,12 +32,7 @@ fn seccomp_native_and_emulated(who: As, test: &str) {
     };
     let ctx = env.context("status", &[("Dockerfile", STATUS)]);
     let out = env.work.path().join("status-out");
-    build_local(
-        &env,
-        &ctx,
-        &out,
-        &["--platform", "linux/amd64,linux/arm64"],
-    );
+    build_local(&env, &ctx, &out, &["--platform", "linux/amd64,linux/arm64"]);
     for (platform, machine) in [("linux_amd64", "x86_64"), ("linux_arm64", "aarch64")] {
         let s = read(&out.join(platform).join("status"));
         // Filter mode; under qemu the kernel sees qemu (an x86_64 process) and the host
@@ -103,10 +98,7 @@ fn probe(test: &str, dir: &Path) -> Option<PathBuf> {
     match out {
         Ok(o) if o.status.success() => Some(bin),
         Ok(o) => {
-            imgfarm_testkit::skip(
-                test,
-                &format!("cc -static failed: {}", text(&o.stderr)),
-            );
+            imgfarm_testkit::skip(test, &format!("cc -static failed: {}", text(&o.stderr)));
             None
         }
         Err(e) => {
@@ -248,7 +240,10 @@ fn escape_attempts(who: As, test: &str) {
         "{report}"
     );
     // The host: the sentinel lives, the file is unchanged, no mount appeared.
-    assert!(sentinel.alive(), "kill -9 -1 in a step killed a host process");
+    assert!(
+        sentinel.alive(),
+        "kill -9 -1 in a step killed a host process"
+    );
     assert_eq!(read(&host_file), "host-secret-content\n");
     assert!(!report.contains("host-secret-content"), "{report}");
     assert_eq!(read(Path::new("/proc/self/mountinfo")), mounts_before);

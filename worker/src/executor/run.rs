@@ -5,8 +5,8 @@
 use super::cancel::{stop_step, CancelToken};
 use super::protocol::{write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_SINGLE};
 use super::{plan, seccomp, ExecError, ExecRequest};
-use imgfarm_common::platform::Platform;
 use crate::idmap::{self, IdMapping};
+use imgfarm_common::platform::Platform;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};

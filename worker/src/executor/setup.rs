@@ -7,8 +7,8 @@ use super::syscalls::{FileKind, Syscalls};
 use super::user;
 use imgfarm_common::path::{self, AfterMissing, Node, ResolveError};
 use nix::errno::Errno;
-use seccompiler::BpfProgram;
 use nix::mount::{MntFlags, MsFlags};
+use seccompiler::BpfProgram;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -420,10 +420,16 @@ fn exec_inner(
     if p.seccomp {
         // Fail closed: a sandboxed step never runs unfiltered.
         if seccomp.is_empty() {
-            return Err(err("installing the seccomp profile", "no program was given"));
+            return Err(err(
+                "installing the seccomp profile",
+                "no program was given",
+            ));
         }
         if !p.no_new_privs {
-            return Err(err("installing the seccomp profile", "it needs no_new_privs"));
+            return Err(err(
+                "installing the seccomp profile",
+                "it needs no_new_privs",
+            ));
         }
         for prog in seccomp {
             sys.seccomp(prog)

@@ -465,7 +465,10 @@ fn seccomp_is_the_last_step_before_exec_and_fails_closed() {
     let mut sys = image_sys();
     sys.fail.push("seccomp");
     let e = exec_process(&mut sys, &plan, &progs(), true);
-    assert!(e.to_string().contains("installing the seccomp profile"), "{e}");
+    assert!(
+        e.to_string().contains("installing the seccomp profile"),
+        "{e}"
+    );
     assert!(!sys.calls.iter().any(|c| matches!(c, Call::Exec(..))));
 }
 

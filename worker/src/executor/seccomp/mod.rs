@@ -295,8 +295,8 @@ pub fn parse_kernel(s: &str) -> Option<(u32, u32)> {
 }
 
 fn kernel_at_least(kernel: (u32, u32), min: &str) -> Result<bool, SeccompError> {
-    let m = parse_kernel(min)
-        .ok_or_else(|| SeccompError::Unsupported(format!("minKernel {min:?}")))?;
+    let m =
+        parse_kernel(min).ok_or_else(|| SeccompError::Unsupported(format!("minKernel {min:?}")))?;
     Ok(kernel >= m)
 }
 
@@ -335,10 +335,18 @@ fn parse_arg(a: &Arg) -> Result<ArgCmp, SeccompError> {
 /// Whether moby applies `b` for this architecture, capability set and kernel.
 fn applies(b: &Block, arch: Arch, caps: u64, kernel: (u32, u32)) -> Result<bool, SeccompError> {
     let ex = &b.excludes;
-    if ex.arches.as_ref().is_some_and(|a| a.iter().any(|a| a == arch.goarch())) {
+    if ex
+        .arches
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|a| a == arch.goarch()))
+    {
         return Ok(false);
     }
-    if ex.caps.as_ref().is_some_and(|c| c.iter().any(|c| has_cap(caps, c))) {
+    if ex
+        .caps
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| has_cap(caps, c)))
+    {
         return Ok(false);
     }
     if let Some(k) = &ex.min_kernel {
@@ -347,10 +355,18 @@ fn applies(b: &Block, arch: Arch, caps: u64, kernel: (u32, u32)) -> Result<bool,
         }
     }
     let inc = &b.includes;
-    if inc.arches.as_ref().is_some_and(|a| !a.iter().any(|a| a == arch.goarch())) {
+    if inc
+        .arches
+        .as_ref()
+        .is_some_and(|a| !a.iter().any(|a| a == arch.goarch()))
+    {
         return Ok(false);
     }
-    if inc.caps.as_ref().is_some_and(|c| !c.iter().all(|c| has_cap(caps, c))) {
+    if inc
+        .caps
+        .as_ref()
+        .is_some_and(|c| !c.iter().all(|c| has_cap(caps, c)))
+    {
         return Ok(false);
     }
     if let Some(k) = &inc.min_kernel {
@@ -404,7 +420,10 @@ pub fn resolve(
                 continue;
             };
             // Unconditional wins over any argument rule.
-            match (actions.entry(action).or_default().entry(nr), cmps.is_empty()) {
+            match (
+                actions.entry(action).or_default().entry(nr),
+                cmps.is_empty(),
+            ) {
                 (Entry::Vacant(v), true) => {
                     v.insert(None);
                 }
@@ -444,9 +463,7 @@ fn condition(c: &ArgCmp) -> Result<SeccompCondition, SeccompError> {
         .map_err(|e| SeccompError::Compile(e.to_string()))
 }
 
-fn rules(
-    syscalls: &BTreeMap<i64, Match>,
-) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
+fn rules(syscalls: &BTreeMap<i64, Match>) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     let mut out = BTreeMap::new();
     for (nr, m) in syscalls {
         let rs = match m {
@@ -509,7 +526,9 @@ pub fn compile(r: &Resolved) -> Result<Vec<BpfProgram>, SeccompError> {
 /// program in the helper's JSON request.
 pub fn encode(p: &[sock_filter]) -> Vec<u64> {
     p.iter()
-        .map(|i| (i.code as u64) | ((i.jt as u64) << 16) | ((i.jf as u64) << 24) | ((i.k as u64) << 32))
+        .map(|i| {
+            (i.code as u64) | ((i.jt as u64) << 16) | ((i.jf as u64) << 24) | ((i.k as u64) << 32)
+        })
         .collect()
 }
 

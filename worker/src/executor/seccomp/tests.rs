@@ -97,7 +97,9 @@ fn clone_without_namespace_flags_and_clone3_enosys_unless_sys_admin() {
     assert!(admin.allows_always("clone"));
     assert!(admin.allows_always("clone3"));
     assert!(admin.allows_always("mount"));
-    assert!(!admin.actions.contains_key(&Action::Errno(libc::ENOSYS as u32)));
+    assert!(!admin
+        .actions
+        .contains_key(&Action::Errno(libc::ENOSYS as u32)));
 }
 
 #[test]
@@ -128,7 +130,9 @@ fn escapes_are_not_allowed_with_docker_caps() {
             "syslog",
         ] {
             assert_eq!(
-                r.actions.values().find_map(|set| set.get(&arch.syscall_nr(s)?)),
+                r.actions
+                    .values()
+                    .find_map(|set| set.get(&arch.syscall_nr(s)?)),
                 None,
                 "{s} on {arch:?}"
             );
@@ -178,8 +182,13 @@ fn arch_specific_blocks() {
 
 #[test]
 fn min_kernel_is_honoured() {
-    let old = resolve(DEFAULT_PROFILE_JSON, Arch::X86_64, DOCKER_DEFAULT_CAPS, (4, 4))
-        .expect("resolve");
+    let old = resolve(
+        DEFAULT_PROFILE_JSON,
+        Arch::X86_64,
+        DOCKER_DEFAULT_CAPS,
+        (4, 4),
+    )
+    .expect("resolve");
     assert!(!old.allows_always("ptrace"));
     assert!(docker(Arch::X86_64).allows_always("ptrace"));
     assert_eq!(parse_kernel("6.18.44-fc-v1300"), Some((6, 18)));
