@@ -181,6 +181,7 @@ fn escape_attempts(who: As, test: &str) {
     let out = env.work.path().join("escape-out");
     build_local(&env, &ctx, &out, &["--platform", "linux/amd64"]);
     let report = read(&out.join("report"));
+    eprintln!("{test}: the step's report:\n{report}");
     let line = |name: &str| {
         report
             .lines()

@@ -372,7 +372,7 @@ fn farm_steps_run_under_seccomp_and_insecure_ones_without() {
         assert_eq!(read("default"), "Seccomp:\t2\n", "{p}");
         assert_eq!(
             read("insecure"),
-            "Seccomp:\t0\nCapEff:\t000001ffffffffff\n",
+            "CapEff:\t000001ffffffffff\nSeccomp:\t0\n",
             "{p}"
         );
     }
