@@ -136,6 +136,7 @@ impl Drop for Sentinel {
 /// The busybox half of the escape attempts; each line `name: <outcome>`.
 const ESCAPE_SH: &str = r#"#!/bin/sh
 outside=$1 hostfile=$2
+mkdir -p /mnt # busybox has none: a mount must fail for want of permission, not of a target
 try() { name=$1; shift; if "$@" >/dev/null 2>/tmp/err; then echo "$name: ESCAPED"; else echo "$name: refused: $(head -c 200 /tmp/err)"; fi; }
 grep '^Seccomp:' /proc/self/status | tr '\t' ' '
 try unshare-U unshare -U true
