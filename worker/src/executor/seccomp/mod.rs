@@ -553,10 +553,13 @@ pub fn running_kernel() -> (u32, u32) {
         .unwrap_or((0, 0))
 }
 
-/// Encoded programs (see [`encode`]) of the default profile for this worker's
-/// architecture and the step capability set `caps`, compiled once per process.
-pub fn default_programs(caps: u64) -> Result<Arc<Vec<Vec<u64>>>, SeccompError> {
-    static CACHE: Mutex<Vec<(u64, Arc<Vec<Vec<u64>>>)>> = Mutex::new(Vec::new());
+/// Programs to install in order, each encoded by [`encode`].
+pub type Programs = Arc<Vec<Vec<u64>>>;
+
+/// The default profile's [`Programs`] for this worker's architecture and the step
+/// capability set `caps`, compiled once per process.
+pub fn default_programs(caps: u64) -> Result<Programs, SeccompError> {
+    static CACHE: Mutex<Vec<(u64, Programs)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, p)) = cache.iter().find(|(c, _)| *c == caps) {
         return Ok(p.clone());
