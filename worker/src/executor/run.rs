@@ -157,18 +157,20 @@ impl Executor {
         let start_mono = mono_ns();
         let seccomp = if req.sandbox.seccomp {
             // 32-bit code run natively (linux/386 on amd64, linux/arm on arm64) makes
-            // syscalls of another audit architecture, which the host filter kills: say so
-            // instead of a SIGSYS (see the seccomp module docs).
+            // syscalls of another audit architecture, which the host filter kills: the
+            // solver runs it under qemu (`emulation::under_seccomp`); a caller that did not
+            // gets this message instead of a SIGSYS.
             let host = Platform::host();
-            if req.platform.architecture != host.architecture
+            if req.emulation.is_none()
+                && req.platform.architecture != host.architecture
                 && crate::emulation::native_platforms(&host)
                     .iter()
                     .any(|n| n.matches(&req.platform))
             {
                 return Err(ExecError::Invalid(format!(
-                    "{} runs natively here as 32-bit code, which the default seccomp profile \
-                     does not cover yet (its syscalls would be killed); build it on a \
-                     worker of its own architecture, or use RUN --security=insecure",
+                    "{} would run natively here as 32-bit code, which the default seccomp \
+                     profile does not cover (its syscalls would be killed): run it under \
+                     qemu (ExecRequest::emulation), or use RUN --security=insecure",
                     req.platform
                 )));
             }
