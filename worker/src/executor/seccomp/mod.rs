@@ -28,9 +28,11 @@
 //! Architectures: the filter is the host's (x86_64 or aarch64), also for steps run under
 //! qemu-user, whose syscalls are the host's. seccompiler's arch check kills a process that
 //! makes a syscall of any other audit architecture, so moby's `archMap` sub-architectures
-//! (x86 and x32 on x86_64, arm on aarch64) are *blocked*, where Docker allows them through
-//! the same list: a 32-bit program run natively (linux/386 on amd64, linux/arm/v7 on arm64)
-//! dies with SIGSYS at its first syscall.
+//! (x86 and x32 on x86_64, arm on aarch64) are blocked, where Docker filters them with the
+//! same list. So that the 32-bit platforms the host runs natively (linux/386 on amd64,
+//! linux/arm/v7 on arm64) still build, the solver runs their steps under qemu in a private
+//! binfmt_misc instance when seccomp is on ([`crate::emulation::under_seccomp`]); the
+//! executor refuses such a step run natively with a message rather than a SIGSYS.
 //!
 //! The program is compiled once per worker process ([`default_programs`]) and handed to the
 //! helper in its request; the container's pid 1 installs it as the last step before exec
