@@ -113,6 +113,16 @@ fn cstr(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
+/// The capabilities the running kernel knows (`/proc/sys/kernel/cap_last_cap`), all 64
+/// bits when it cannot be read.
+fn known_caps() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|last| *last < 63)
+        .map_or(u64::MAX, |last| (1u64 << (last + 1)) - 1)
+}
+
 impl Syscalls for LinuxSyscalls {
     fn mount(
         &mut self,
@@ -319,6 +329,11 @@ impl Syscalls for LinuxSyscalls {
             version: VERSION_3,
             pid: 0,
         };
+        // Capabilities this kernel does not know (asked for by `ALL_CAPS` on a kernel older
+        // than CAP_CHECKPOINT_RESTORE) would make capset fail: keep only known ones.
+        let known = known_caps();
+        let (effective, permitted, inheritable) =
+            (effective & known, permitted & known, inheritable & known);
         let lo = |v: u64| v as u32;
         let hi = |v: u64| (v >> 32) as u32;
         let d = [
