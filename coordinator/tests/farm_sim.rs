@@ -326,3 +326,49 @@ fn with_every_worker_out_of_disk_the_build_fails_naming_why() {
     let e = error_of(&sim, &id);
     assert!(e.contains("draining: its disk is full"), "{e}");
 }
+
+#[test]
+fn only_the_submitting_client_may_re_attach_to_or_cancel_a_build() {
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let owner = sim.add_client("ci");
+    let id = sim.submit(owner, chain(&[amd64()], 2, "mine")).unwrap();
+    let other = sim.add_client("tenant-b");
+    sim.cancel(other, &id);
+    sim.reattach(other, &id);
+    let refusals: Vec<&String> = sim
+        .client(other)
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            Message::Refused(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 2, "{:?}", sim.client(other).received);
+    for r in refusals {
+        assert!(r.contains("belongs to client \"ci\""), "{r}");
+    }
+    assert!(sim.worker(a).cancelled.is_empty(), "nothing was cancelled");
+    sim.run_until_idle();
+    assert!(done(&sim, &id));
+    // Not even the outcome of an ended build reaches another client, from
+    // memory or (after a restart) from the journal.
+    sim.reattach(other, &id);
+    sim.restart();
+    sim.rejoin();
+    let other = sim.add_client("tenant-b");
+    sim.reattach(other, &id);
+    assert!(sim
+        .client(other)
+        .received
+        .iter()
+        .all(|m| !matches!(m, Message::BuildFinished(_) | Message::Accepted { .. })));
+    let owner = sim.add_client("ci");
+    sim.reattach(owner, &id);
+    assert!(sim
+        .client(owner)
+        .received
+        .iter()
+        .any(|m| matches!(m, Message::BuildFinished(_))));
+}

@@ -105,6 +105,7 @@ impl Engine {
             // No client is attached after a restart; the time limit counts
             // from the submission.
             b.unattached_since = Some(self.now);
+            b.queued_at = Some(self.now);
             b.deadline = b.output.timeout_secs.map(|t| {
                 let left = (s.created + t).saturating_sub(self.unix_now());
                 self.now + std::time::Duration::from_secs(left)
@@ -191,6 +192,7 @@ impl Engine {
         }
         let mut b = Build::new(id.clone(), client.clone(), def, output, created);
         b.attached.insert(peer);
+        b.queued_at = Some(self.now);
         b.deadline = b
             .output
             .timeout_secs
@@ -251,7 +253,35 @@ impl Engine {
         }
     }
 
+    /// Whether `peer` may act on a build submitted by `owner`: only the
+    /// client named in the submitting certificate may re-attach to or cancel
+    /// it (a build's outputs and lent credentials are its own). `Err` is the
+    /// refusal to send.
+    fn owned_by_peer(&self, peer: PeerId, id: &str, owner: &str) -> Result<(), String> {
+        match self.peers.get(&peer) {
+            Some(p) if p.name == owner => Ok(()),
+            Some(p) => Err(format!(
+                "build {id} belongs to client {owner:?}, not {:?}: a client may only re-attach to or cancel its own builds",
+                p.name
+            )),
+            None => Err(format!("build {id}: unknown session")),
+        }
+    }
+
     fn reattach(&mut self, peer: PeerId, id: &str, output: &[u8]) {
+        let owner = match self.builds.get(id) {
+            Some(b) => Some(b.client.clone()),
+            None => match self.journal.get_build(id) {
+                Ok(Some(s)) => Some(s.client),
+                _ => None,
+            },
+        };
+        if let Some(owner) = owner {
+            if let Err(refusal) = self.owned_by_peer(peer, id, &owner) {
+                tracing::warn!(build = %id, "{refusal}");
+                return self.send(peer, Message::Refused(refusal));
+            }
+        }
         let lent: Option<OutputSpec> = if output.is_empty() {
             None
         } else {
@@ -302,8 +332,15 @@ impl Engine {
     }
 
     pub(super) fn on_cancel(&mut self, peer: PeerId, id: &str) {
-        let Some(b) = self.builds.get_mut(id) else {
+        let Some(owner) = self.builds.get(id).map(|b| b.client.clone()) else {
             return self.send(peer, Message::Refused(format!("unknown build {id}")));
+        };
+        if let Err(refusal) = self.owned_by_peer(peer, id, &owner) {
+            tracing::warn!(build = %id, "{refusal}");
+            return self.send(peer, Message::Refused(refusal));
+        }
+        let Some(b) = self.builds.get_mut(id) else {
+            return;
         };
         b.attached.insert(peer);
         if !b.state.is_active() {

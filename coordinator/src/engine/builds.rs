@@ -106,6 +106,11 @@ pub struct Build {
     /// Since when no client is attached (after a restart, or once the last
     /// one left); cleared when one attaches.
     pub unattached_since: Option<Instant>,
+    /// When the engine took the build in (admitted, or resumed after a
+    /// restart): its queue wait runs from here to its first placed step.
+    pub queued_at: Option<Instant>,
+    /// When each vertex finished in this run (for [`Build::ready_since`]).
+    done_at: HashMap<Digest, Instant>,
     index: HashMap<Digest, usize>,
     needed: BTreeSet<Digest>,
     done: BTreeSet<Digest>,
@@ -160,6 +165,8 @@ impl Build {
             exporting: false,
             deadline: None,
             unattached_since: None,
+            queued_at: None,
+            done_at: HashMap::new(),
             index,
             needed,
             done: BTreeSet::new(),
@@ -266,6 +273,28 @@ impl Build {
     /// Records `key` as finished; true when it is needed and was not yet.
     pub fn mark_done(&mut self, key: &Digest) -> bool {
         self.needed.contains(key) && self.done.insert(key.clone())
+    }
+
+    /// Records that needed vertex `key` finished at `now`.
+    pub fn finished_at(&mut self, key: &Digest, now: Instant) {
+        if self.needed.contains(key) {
+            self.done_at.insert(key.clone(), now);
+        }
+    }
+
+    /// Since when vertex `key` could run: when the engine took the build in
+    /// ([`Build::queued_at`]), or when the last of its inputs finished after that.
+    /// Placed at `t`, its queue wait is `t - ready_since`.
+    pub fn ready_since(&self, key: &Digest) -> Option<Instant> {
+        let start = self.queued_at?;
+        let inputs = self.vertex(key).map(|v| v.inputs.as_slice()).unwrap_or(&[]);
+        Some(
+            inputs
+                .iter()
+                .filter_map(|i| self.done_at.get(i))
+                .copied()
+                .fold(start, Instant::max),
+        )
     }
 
     /// Is `key` finished for this build?

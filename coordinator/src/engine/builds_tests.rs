@@ -216,3 +216,30 @@ fn describe_names_platform_and_step() {
     let ghost = Digest::sha256_of(b"ghost");
     assert_eq!(b.describe(&ghost), ghost.to_string());
 }
+
+#[test]
+fn a_vertex_is_ready_since_admission_or_its_last_input() {
+    let (d, k) = def(Some(context()));
+    let mut b = build("b1", d, OutputSpec::default());
+    let t0 = std::time::Instant::now();
+    assert_eq!(b.ready_since(&k[1]), None, "not taken in yet");
+    b.queued_at = Some(t0);
+    assert_eq!(b.ready_since(&k[0]), Some(t0), "no inputs: since admission");
+    assert_eq!(b.ready_since(&k[1]), Some(t0), "inputs done at start");
+    let t1 = t0 + std::time::Duration::from_secs(2);
+    b.finished_at(&k[0], t1);
+    assert_eq!(b.ready_since(&k[1]), Some(t1), "since its input finished");
+    let t2 = t1 + std::time::Duration::from_secs(3);
+    b.finished_at(&k[1], t2);
+    assert_eq!(
+        b.ready_since(&k[2]),
+        Some(t2),
+        "since the last of its inputs"
+    );
+    b.finished_at(&k[3], t2 + std::time::Duration::from_secs(9));
+    assert_eq!(
+        b.ready_since(&k[2]),
+        Some(t2),
+        "an unneeded vertex is not recorded"
+    );
+}

@@ -55,6 +55,7 @@ impl Engine {
         for (id, real) in self.builds.needing(s) {
             if let Some(b) = self.builds.get_mut(&id) {
                 b.mark_done(&real);
+                b.finished_at(&real, self.now);
             }
             self.builds.touch(&id);
         }
@@ -251,7 +252,16 @@ impl Engine {
             return;
         };
         let worker = self.worker_name(d.worker);
-        tracing::debug!(build = %build, worker = %worker, "run {key}");
+        // One line per placement: which vertex ran where (the load suite
+        // counts these to prove shared vertices run once) and how long it
+        // waited for a slot since it could run.
+        let queue_wait_ms = self
+            .builds
+            .get(&build)
+            .and_then(|b| b.ready_since(&key))
+            .map(|t| self.now.saturating_duration_since(t).as_millis() as u64)
+            .unwrap_or(0);
+        tracing::info!(build = %build, worker = %worker, key = %key, queue_wait_ms, "vertex placed");
         self.actions.push_back(Action::Run {
             peer,
             order: RunOrder {
@@ -277,13 +287,20 @@ impl Engine {
         });
         self.tell_users(&d.key, &msg);
         for (id, _) in users {
-            let queued = self
+            let now = self.now;
+            let waited = self
                 .builds
                 .get_mut(&id)
                 .filter(|b| b.state == BuildState::Queued)
-                .map(|b| b.state = BuildState::Running)
-                .is_some();
-            if queued {
+                .map(|b| {
+                    b.state = BuildState::Running;
+                    b.queued_at.map(|t| now.saturating_duration_since(t))
+                });
+            if let Some(waited) = waited {
+                // Queue wait: from admission (or resumption) to the first
+                // placed step, as a structured line for bench/farm_load.sh.
+                let queue_wait_ms = waited.map(|w| w.as_millis() as u64).unwrap_or(0);
+                tracing::info!(build = %id, queue_wait_ms, "build started");
                 self.persist_state(&id);
             }
         }
