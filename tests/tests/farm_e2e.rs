@@ -341,3 +341,46 @@ fn an_upload_resumes_after_a_coordinator_restart() {
     let n = std::fs::read_to_string(dest.join("n")).expect("output file");
     assert_eq!(n.trim(), (96u64 << 20).to_string());
 }
+
+/// A farm worker runs RUN steps under the default seccomp profile, native and emulated, and
+/// `RUN --security=insecure` without it (issue 15, deliverable 2: the farm path carries the
+/// op's security mode to the executor like the local path).
+#[test]
+fn farm_steps_run_under_seccomp_and_insecure_ones_without() {
+    let name = "farm_steps_run_under_seccomp_and_insecure_ones_without";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker_with(
+        "amd1",
+        None,
+        2,
+        &["--allow-entitlement", "security.insecure"],
+    );
+    let df = "FROM busybox\n\
+              RUN grep '^Seccomp:' /proc/self/status > /default\n\
+              RUN --security=insecure grep -E '^(Seccomp|CapEff):' /proc/self/status > /insecure\n";
+    let ctx = farm.env.context("seccomp", &[("Dockerfile", df)]);
+    let dest = farm.env.work.path().join("out");
+    farm.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--allow",
+        "security.insecure",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().expect("utf-8"),
+    ]);
+    for p in ["linux_amd64", "linux_arm64"] {
+        let read = |f: &str| {
+            std::fs::read_to_string(dest.join(p).join(f)).unwrap_or_else(|e| panic!("{p}/{f}: {e}"))
+        };
+        assert_eq!(read("default"), "Seccomp:\t2\n", "{p}");
+        assert_eq!(
+            read("insecure"),
+            "CapEff:\t000001ffffffffff\nSeccomp:\t0\n",
+            "{p}"
+        );
+    }
+}

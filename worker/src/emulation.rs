@@ -349,6 +349,25 @@ pub fn decide(
     }
 }
 
+/// How to run `target`, resolved as `mode`, when its steps are filtered by the host's
+/// seccomp profile ([`crate::executor::seccomp`]): a 32-bit platform the host runs natively
+/// (linux/386 on amd64, linux/arm/v7 on arm64) makes syscalls of another audit
+/// architecture, which the host filter kills, so it runs under its qemu in a private
+/// binfmt_misc instance instead (qemu's syscalls are the host's). Other modes are kept.
+pub fn under_seccomp(
+    mode: EmulationMode,
+    target: &Platform,
+    host: &Platform,
+    emulator: impl FnOnce() -> Result<Emulator, EmulationError>,
+) -> Result<EmulationMode, EmulationError> {
+    match mode {
+        EmulationMode::Native if target.architecture != host.architecture => {
+            Ok(EmulationMode::Private(emulator()?))
+        }
+        other => Ok(other),
+    }
+}
+
 /// [`decide`] for this machine: the host platform, the handlers in [`BINFMT_DIR`], the
 /// qemu found in `/usr/libexec/qemu-binfmt`, `/usr/bin` or `/usr/local/bin`, and the
 /// running kernel.
@@ -376,6 +395,36 @@ pub fn private_emulator(target: &Platform) -> Result<Emulator, EmulationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_seccomp_32_bit_native_platforms_go_through_qemu() {
+        let amd64 = Platform::new("linux", "amd64", "");
+        let i386 = Platform::new("linux", "386", "");
+        let qemu = Emulator {
+            name: "imgfarm-i386".into(),
+            interpreter: "/usr/bin/qemu-i386-static".into(),
+            magic: Vec::new(),
+            mask: Vec::new(),
+            flags: "F".into(),
+        };
+        let found = || Ok(qemu.clone());
+        assert_eq!(
+            under_seccomp(EmulationMode::Native, &i386, &amd64, found),
+            Ok(EmulationMode::Private(qemu.clone()))
+        );
+        assert_eq!(
+            under_seccomp(EmulationMode::Native, &amd64, &amd64, found),
+            Ok(EmulationMode::Native)
+        );
+        let host = EmulationMode::HostBinfmt("qemu-aarch64".into());
+        assert_eq!(under_seccomp(host.clone(), &i386, &amd64, found), Ok(host));
+        let none = || {
+            Err(EmulationError::NoEmulator {
+                platform: "linux/386".into(),
+            })
+        };
+        assert!(under_seccomp(EmulationMode::Native, &i386, &amd64, none).is_err());
+    }
 
     const DEBIAN_ENTRY: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
 

@@ -73,7 +73,9 @@ fn helper_main() -> i32 {
     };
     match req.job {
         // setgroups(2) is denied in a self-written single-id mapping.
-        Job::Run(r) => run_container(&r, !single, &mut stdin, &mut ctl),
+        Job::Run { request, seccomp } => {
+            run_container(&request, &seccomp, !single, &mut stdin, &mut ctl)
+        }
         Job::Unpack {
             dest,
             parents,
@@ -168,6 +170,7 @@ fn mono_ns() -> u64 {
 
 fn run_container(
     req: &ExecRequest,
+    seccomp: &[Vec<u64>],
     setgroups_allowed: bool,
     stdin: &mut dyn Read,
     ctl: &mut Ctl,
@@ -217,7 +220,7 @@ fn run_container(
         }
         Ok(ForkResult::Child) => {
             drop(stub_r);
-            let e = container_init(&plan, setgroups_allowed, ctl, stub_w);
+            let e = container_init(&plan, seccomp, setgroups_allowed, ctl, stub_w);
             ctl.send(&Msg::SetupError(e));
             // SAFETY: leave the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(125) }
@@ -256,6 +259,7 @@ fn run_container(
 /// Pid 1 of the step: namespaces, mounts, pivot_root, exec. Returns only on failure.
 fn container_init(
     plan: &plan::Plan,
+    seccomp: &[Vec<u64>],
     setgroups_allowed: bool,
     ctl: &mut Ctl,
     stub_w: OwnedFd,
@@ -291,7 +295,8 @@ fn container_init(
         Err(e) => return format!("opening /dev/null: {e}"),
     }
     ctl.send(&Msg::Exec { mono_ns: mono_ns() });
-    setup::exec_process(&mut sys, plan, setgroups_allowed).to_string()
+    let programs: Vec<_> = seccomp.iter().map(|p| super::seccomp::decode(p)).collect();
+    setup::exec_process(&mut sys, plan, &programs, setgroups_allowed).to_string()
 }
 
 /// Remove the mount points created in the image, deepest first, when still empty and

@@ -33,6 +33,7 @@ pub mod network;
 pub mod plan;
 mod protocol;
 mod run;
+pub mod seccomp;
 mod setup;
 pub mod syscalls;
 pub mod user;
@@ -66,6 +67,51 @@ impl StepNetwork {
     /// The step gets its own network namespace.
     pub fn own_netns(self) -> bool {
         !matches!(self, StepNetwork::Host)
+    }
+}
+
+/// How confined a step is: the knob for `RUN --security` ([`SecurityMode`]).
+///
+/// The default is BuildKit's `sandbox`: Docker's default capability set and Docker's default
+/// seccomp profile ([`seccomp`]). [`Sandbox::INSECURE`] is BuildKit's `insecure`: every
+/// capability and no seccomp filter. Whether a build may ask for it (the
+/// `security.insecure` entitlement) is decided before a request is made, not here.
+///
+/// [`SecurityMode`]: imgfarm_common::graph::op::SecurityMode
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    /// Install the default seccomp profile in the step's pid 1 right before exec.
+    pub seccomp: bool,
+    /// Keep every capability ([`seccomp::ALL_CAPS`]) instead of [`DOCKER_DEFAULT_CAPS`].
+    pub all_caps: bool,
+}
+
+impl Sandbox {
+    /// `RUN --security=sandbox` (the default).
+    pub const DEFAULT: Sandbox = Sandbox {
+        seccomp: true,
+        all_caps: false,
+    };
+    /// `RUN --security=insecure`.
+    pub const INSECURE: Sandbox = Sandbox {
+        seccomp: false,
+        all_caps: true,
+    };
+
+    /// The sandbox of a graph's [`SecurityMode`].
+    ///
+    /// [`SecurityMode`]: imgfarm_common::graph::op::SecurityMode
+    pub fn for_mode(mode: SecurityMode) -> Sandbox {
+        match mode {
+            SecurityMode::Sandbox => Sandbox::DEFAULT,
+            SecurityMode::Insecure => Sandbox::INSECURE,
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::DEFAULT
     }
 }
 
@@ -138,21 +184,20 @@ pub struct ExecRequest {
     pub hostname: String,
     /// StepNetwork mode.
     pub network: StepNetwork,
-    /// `RUN --security`. Carried, not yet acted on here: the caller refuses `insecure`
-    /// unless the build and the worker allow the `security.insecure` entitlement; what an
-    /// insecure step gets (no seccomp filter, all capabilities) is applied from this field.
-    pub security: SecurityMode,
     /// Extra mounts.
     pub mounts: Vec<ExtraMount>,
     /// Target platform (for messages; emulation is chosen by [`crate::emulation::resolve`]).
     pub platform: Platform,
     /// A qemu interpreter to register in a private binfmt_misc instance.
     pub emulation: Option<Emulator>,
+    /// Capabilities and seccomp ([`Sandbox::DEFAULT`] when absent from a JSON request).
+    #[serde(default)]
+    pub sandbox: Sandbox,
 }
 
 impl ExecRequest {
     /// A request with BuildKit's defaults: root, `/`, hostname `buildkitsandbox`, an
-    /// isolated network, no mounts, the host platform.
+    /// isolated network, no mounts, the host platform, [`Sandbox::DEFAULT`].
     pub fn new(
         rootfs_layers: Vec<PathBuf>,
         upper: PathBuf,
@@ -169,10 +214,10 @@ impl ExecRequest {
             user: String::new(),
             hostname: "buildkitsandbox".into(),
             network: StepNetwork::Isolated,
-            security: SecurityMode::Sandbox,
             mounts: Vec::new(),
             platform: Platform::host(),
             emulation: None,
+            sandbox: Sandbox::DEFAULT,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! mounts, parents before children; last, in the step's own network namespace, `lo` up and
 //! the unreachable routes of [`super::network::BLOCKED_ROUTES`].
 
-use super::{ExecRequest, ExtraMount, StepNetwork, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
+use super::{ExecRequest, ExtraMount, Sandbox, StepNetwork, DEFAULT_PATH_ENV, DOCKER_DEFAULT_CAPS};
 use crate::snapshot::{Snapshot, SnapshotMount};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -260,6 +260,9 @@ pub struct ProcessPlan {
     pub caps: u64,
     /// Set PR_SET_NO_NEW_PRIVS.
     pub no_new_privs: bool,
+    /// Install the seccomp programs handed to pid 1 right before exec
+    /// ([`super::Sandbox::seccomp`]).
+    pub seccomp: bool,
     /// Resource limits.
     pub rlimits: Vec<Rlimit>,
 }
@@ -682,11 +685,22 @@ pub fn build(req: &ExecRequest) -> Result<Plan, PlanError> {
             env,
             cwd,
             user: req.user.clone(),
-            caps: DOCKER_DEFAULT_CAPS,
+            caps: step_caps(&req.sandbox),
             no_new_privs: true,
+            seccomp: req.sandbox.seccomp,
             rlimits: DEFAULT_RLIMITS.to_vec(),
         },
     })
+}
+
+/// The capability set of a step: Docker's default set, or every capability for
+/// [`Sandbox::all_caps`].
+pub fn step_caps(s: &Sandbox) -> u64 {
+    if s.all_caps {
+        super::seccomp::ALL_CAPS
+    } else {
+        DOCKER_DEFAULT_CAPS
+    }
 }
 
 fn host_source(p: &Path) -> Result<String, PlanError> {

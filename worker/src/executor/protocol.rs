@@ -34,7 +34,13 @@ const MAX_TEXT: usize = 3000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Job {
     /// Run a step.
-    Run(Box<ExecRequest>),
+    Run {
+        /// The step.
+        request: Box<ExecRequest>,
+        /// The seccomp programs pid 1 installs before exec, in order, each encoded by
+        /// [`super::seccomp::encode`]; empty when `request.sandbox.seccomp` is false.
+        seccomp: Vec<Vec<u64>>,
+    },
     /// Unpack the layer streamed on stdin into `dest`, over `parents` (lowest first)
     /// through an overlay mounted in `scratch`, so whiteouts become overlay whiteouts.
     Unpack {

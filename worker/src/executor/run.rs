@@ -7,8 +7,9 @@ use super::network::Pasta;
 use super::protocol::{
     write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_NET, GO_SINGLE, NO_NET,
 };
-use super::{plan, ExecError, ExecRequest};
+use super::{plan, seccomp, ExecError, ExecRequest};
 use crate::idmap::{self, IdMapping};
+use imgfarm_common::platform::Platform;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -157,8 +158,36 @@ impl Executor {
         }
         let start = Instant::now();
         let start_mono = mono_ns();
+        let seccomp = if req.sandbox.seccomp {
+            // 32-bit code run natively (linux/386 on amd64, linux/arm on arm64) makes
+            // syscalls of another audit architecture, which the host filter kills: the
+            // solver runs it under qemu (`emulation::under_seccomp`); a caller that did not
+            // gets this message instead of a SIGSYS.
+            let host = Platform::host();
+            if req.emulation.is_none()
+                && req.platform.architecture != host.architecture
+                && crate::emulation::native_platforms(&host)
+                    .iter()
+                    .any(|n| n.matches(&req.platform))
+            {
+                return Err(ExecError::Invalid(format!(
+                    "{} would run natively here as 32-bit code, which the default seccomp \
+                     profile does not cover (its syscalls would be killed): run it under \
+                     qemu (ExecRequest::emulation), or use RUN --security=insecure",
+                    req.platform
+                )));
+            }
+            seccomp::default_programs(plan::step_caps(&req.sandbox))
+                .map_err(|e| ExecError::Setup(e.to_string()))?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let out = self.converse(
-            Job::Run(Box::new(req.clone())),
+            Job::Run {
+                request: Box::new(req.clone()),
+                seccomp,
+            },
             None,
             Some(cancel),
             &mut stdout,
@@ -346,8 +375,7 @@ impl Executor {
         // Bytes the helper waits for on stdin before any input: the id maps are written,
         // the step's network is connected.
         let needs_go = !matches!(self.mapping, IdMapping::Single { .. });
-        let needs_net =
-            matches!(&req.job, Job::Run(r) if r.network == super::StepNetwork::Isolated);
+        let needs_net = matches!(&req.job, Job::Run { request: r, .. } if r.network == super::StepNetwork::Isolated);
         let answers = usize::from(needs_go) + usize::from(needs_net);
         let result = std::thread::scope(|s| {
             let (go_tx, go_rx) = mpsc::channel::<u8>();

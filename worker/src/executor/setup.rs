@@ -8,6 +8,7 @@ use super::user;
 use imgfarm_common::path::{self, AfterMissing, Node, ResolveError};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use seccompiler::BpfProgram;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -364,9 +365,16 @@ pub fn enter_rootfs(sys: &mut dyn Syscalls, plan: &Plan) -> Result<(), SetupErro
 }
 
 /// Inside the new root: resolve the user, create the workdir, switch user, drop
-/// capabilities and exec. Returns only on failure.
-pub fn exec_process(sys: &mut dyn Syscalls, plan: &Plan, setgroups_allowed: bool) -> SetupError {
-    match exec_inner(sys, plan, setgroups_allowed) {
+/// capabilities, set no_new_privs, reset signals, install the `seccomp` programs (when the
+/// plan asks for seccomp; the last step, so setup itself is not filtered) and exec.
+/// Returns only on failure.
+pub fn exec_process(
+    sys: &mut dyn Syscalls,
+    plan: &Plan,
+    seccomp: &[BpfProgram],
+    setgroups_allowed: bool,
+) -> SetupError {
+    match exec_inner(sys, plan, seccomp, setgroups_allowed) {
         Ok(e) | Err(e) => e,
     }
 }
@@ -374,6 +382,7 @@ pub fn exec_process(sys: &mut dyn Syscalls, plan: &Plan, setgroups_allowed: bool
 fn exec_inner(
     sys: &mut dyn Syscalls,
     plan: &Plan,
+    seccomp: &[BpfProgram],
     setgroups_allowed: bool,
 ) -> Result<SetupError, SetupError> {
     let p = &plan.process;
@@ -418,6 +427,25 @@ fn exec_inner(
     }
     sys.reset_signals()
         .map_err(|e| err("resetting signal dispositions", e))?;
+    if p.seccomp {
+        // Fail closed: a sandboxed step never runs unfiltered.
+        if seccomp.is_empty() {
+            return Err(err(
+                "installing the seccomp profile",
+                "no program was given",
+            ));
+        }
+        if !p.no_new_privs {
+            return Err(err(
+                "installing the seccomp profile",
+                "it needs no_new_privs",
+            ));
+        }
+        for prog in seccomp {
+            sys.seccomp(prog)
+                .map_err(|e| err("installing the seccomp profile", e))?;
+        }
+    }
     let e = sys.exec(&exe, &p.args, &env);
     Ok(err(format!("exec {}", p.args[0]), e))
 }

@@ -87,6 +87,8 @@ pub trait Syscalls {
     /// a container process: the Rust runtime ignores SIGPIPE, and ignored dispositions and
     /// the mask survive execve(2) (signal(7)), so `yes | head` would never end.
     fn reset_signals(&mut self) -> Result<(), Errno>;
+    /// seccomp(SECCOMP_SET_MODE_FILTER) of one BPF program (needs no_new_privs).
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno>;
     /// execve(2): returns only on failure.
     fn exec(&mut self, path: &Path, args: &[String], env: &[String]) -> Errno;
 }
@@ -113,6 +115,16 @@ pub fn rearm_parent_death_signal() -> Result<(), Errno> {
 
 fn cstr(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// The capabilities the running kernel knows (`/proc/sys/kernel/cap_last_cap`), all 64
+/// bits when it cannot be read.
+fn known_caps() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|last| *last < 63)
+        .map_or(u64::MAX, |last| (1u64 << (last + 1)) - 1)
 }
 
 impl Syscalls for LinuxSyscalls {
@@ -401,6 +413,11 @@ impl Syscalls for LinuxSyscalls {
             version: VERSION_3,
             pid: 0,
         };
+        // Capabilities this kernel does not know (asked for by `ALL_CAPS` on a kernel older
+        // than CAP_CHECKPOINT_RESTORE) would make capset fail: keep only known ones.
+        let known = known_caps();
+        let (effective, permitted, inheritable) =
+            (effective & known, permitted & known, inheritable & known);
         let lo = |v: u64| v as u32;
         let hi = |v: u64| (v >> 32) as u32;
         let d = [
@@ -434,6 +451,15 @@ impl Syscalls for LinuxSyscalls {
             return Err(Errno::last());
         }
         Ok(())
+    }
+
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        seccompiler::apply_filter(program).map_err(|e| match e {
+            seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => {
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))
+            }
+            _ => Errno::EINVAL,
+        })
     }
 
     fn no_new_privs(&mut self) -> Result<(), Errno> {
@@ -564,6 +590,8 @@ pub enum Call {
     Caps(u64, u64, u64),
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// seccomp(2) filter installed, with its length in instructions.
+    Seccomp(usize),
     /// Signals reset to their defaults, mask emptied.
     ResetSignals,
     /// setrlimit(2).
@@ -738,6 +766,12 @@ impl Syscalls for RecordingSyscalls {
 
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         self.calls.push(Call::NoNewPrivs);
+        Ok(())
+    }
+
+    fn seccomp(&mut self, program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+        self.check("seccomp")?;
+        self.calls.push(Call::Seccomp(program.len()));
         Ok(())
     }
 

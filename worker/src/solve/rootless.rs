@@ -16,6 +16,7 @@ use crate::snapshotter::chain::chain_ids;
 use crate::snapshotter::{copy_tree, Mode, Snapshotter};
 use imgfarm_common::graph::op::{MountKind, NetworkMode};
 use imgfarm_common::oci::layer::{create, CreateOptions, IdMap, IdRange, SourceKind};
+use imgfarm_common::platform::Platform;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -310,7 +311,14 @@ impl StepExecutor for RootlessExecutor {
         req: &ExecRequest<'_>,
         log: &mut dyn FnMut(&[u8]),
     ) -> Result<LayerRef, ExecFailure> {
-        let mode = emulation::resolve(req.platform).map_err(setup)?;
+        let sandbox = executor::Sandbox::for_mode(req.op.security);
+        let mut mode = emulation::resolve(req.platform).map_err(setup)?;
+        if sandbox.seccomp {
+            mode = emulation::under_seccomp(mode, req.platform, &Platform::host(), || {
+                emulation::private_emulator(req.platform)
+            })
+            .map_err(setup)?;
+        }
         let t0 = Instant::now();
         let snaps = self.snapshotter()?;
         let lowers = self.lowers(&snaps, req)?;
@@ -347,9 +355,9 @@ impl StepExecutor for RootlessExecutor {
             NetworkMode::None => StepNetwork::None,
             NetworkMode::Host => StepNetwork::Host,
         };
-        er.security = req.op.security;
         er.platform = req.platform.clone();
         er.emulation = mode.emulator();
+        er.sandbox = sandbox;
         let result = (|| {
             let mut cache_leases = Vec::new();
             er.mounts = self.mounts(req, &tmp, &mut cache_leases)?;

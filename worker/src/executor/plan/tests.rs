@@ -448,7 +448,7 @@ fn root_process_keeps_docker_caps() {
     r.cwd = "/work/dir".into();
     let plan = build(&r).expect("plan");
     let mut sys = image_sys();
-    let e = exec_process(&mut sys, &plan, true);
+    let e = exec_process(&mut sys, &plan, &progs(), true);
     assert!(e.to_string().contains("exec sh"), "{e}");
     let tail: Vec<&Call> = sys
         .calls
@@ -465,6 +465,8 @@ fn root_process_keeps_docker_caps() {
             &Call::Caps(DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_CAPS, 0),
             &Call::NoNewPrivs,
             &Call::ResetSignals,
+            &Call::Seccomp(2),
+            &Call::Seccomp(1),
             &Call::Exec(
                 "/bin/sh".into(),
                 vec!["sh".into(), "-c".into(), "true".into()],
@@ -477,18 +479,81 @@ fn root_process_keeps_docker_caps() {
     assert!(sys.calls.contains(&Call::Chdir("/work/dir".into())));
 }
 
+/// Two stand-in programs (the real ones come from `seccomp::default_programs`).
+fn progs() -> Vec<seccompiler::BpfProgram> {
+    let ins = |k| seccompiler::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    vec![vec![ins(0), ins(1)], vec![ins(2)]]
+}
+
+#[test]
+fn seccomp_is_the_last_step_before_exec_and_fails_closed() {
+    let plan = build(&req()).expect("plan");
+    assert!(plan.process.seccomp);
+    let mut sys = image_sys();
+    exec_process(&mut sys, &plan, &progs(), true);
+    let n = sys.calls.len();
+    assert_eq!(
+        sys.calls[n - 5..n - 1],
+        [
+            Call::NoNewPrivs,
+            Call::ResetSignals,
+            Call::Seccomp(2),
+            Call::Seccomp(1)
+        ]
+    );
+    // No program, or a kernel that refuses it: the command is not run.
+    let mut sys = image_sys();
+    let e = exec_process(&mut sys, &plan, &[], true);
+    assert!(e.to_string().contains("seccomp profile: no program"), "{e}");
+    assert!(!sys.calls.iter().any(|c| matches!(c, Call::Exec(..))));
+    let mut sys = image_sys();
+    sys.fail.push("seccomp");
+    let e = exec_process(&mut sys, &plan, &progs(), true);
+    assert!(
+        e.to_string().contains("installing the seccomp profile"),
+        "{e}"
+    );
+    assert!(!sys.calls.iter().any(|c| matches!(c, Call::Exec(..))));
+}
+
+#[test]
+fn insecure_keeps_every_capability_and_installs_no_filter() {
+    let mut r = req();
+    r.sandbox = super::super::Sandbox::INSECURE;
+    let plan = build(&r).expect("plan");
+    assert!(!plan.process.seccomp);
+    let mut sys = image_sys();
+    exec_process(&mut sys, &plan, &[], true);
+    let all = super::super::seccomp::ALL_CAPS;
+    assert_eq!(all, (1 << 41) - 1);
+    assert!(sys.calls.contains(&Call::Bounding(all)));
+    assert!(sys.calls.contains(&Call::Caps(all, all, 0)));
+    assert!(!sys.calls.iter().any(|c| matches!(c, Call::Seccomp(_))));
+    assert!(matches!(sys.calls.last(), Some(Call::Exec(..))));
+    // A request without the field (an older JSON client) is sandboxed.
+    let mut v = serde_json::to_value(req()).expect("json");
+    v.as_object_mut().expect("object").remove("sandbox");
+    let back: super::super::ExecRequest = serde_json::from_value(v).expect("parse");
+    assert_eq!(back.sandbox, super::super::Sandbox::DEFAULT);
+}
+
 #[test]
 fn named_user_gets_groups_and_no_caps() {
     let mut r = req();
     r.user = "app".into();
     let plan = build(&r).expect("plan");
     let mut sys = image_sys();
-    exec_process(&mut sys, &plan, true);
+    exec_process(&mut sys, &plan, &progs(), true);
     assert!(sys.calls.contains(&Call::SetGroups(vec![10])));
     assert!(sys.calls.contains(&Call::SetIds(1000, 1000)));
     assert!(sys.calls.contains(&Call::Caps(0, 0, 0)));
     let mut sys = image_sys();
-    exec_process(&mut sys, &plan, false);
+    exec_process(&mut sys, &plan, &progs(), false);
     assert!(!sys.calls.iter().any(|c| matches!(c, Call::SetGroups(_))));
 }
 
@@ -496,11 +561,11 @@ fn named_user_gets_groups_and_no_caps() {
 fn unknown_user_and_missing_command_are_errors() {
     let mut r = req();
     r.user = "ghost".into();
-    let e = exec_process(&mut image_sys(), &build(&r).expect("plan"), true);
+    let e = exec_process(&mut image_sys(), &build(&r).expect("plan"), &progs(), true);
     assert!(e.to_string().contains("unable to find user ghost"), "{e}");
     let mut r = req();
     r.args = vec!["nope".into()];
-    let e = exec_process(&mut image_sys(), &build(&r).expect("plan"), true);
+    let e = exec_process(&mut image_sys(), &build(&r).expect("plan"), &progs(), true);
     assert!(e.to_string().contains("executable file not found"), "{e}");
 }
 
