@@ -225,6 +225,8 @@ fn escape_attempts(who: As, test: &str) {
         ("personality_query", "OK"),
         ("socket_vsock", "EPERM"),
         ("socket_inet", "OK"),
+        ("socket_packet", "EPERM"),
+        ("socket_raw_ip", "OK"),
         ("ptrace_outside", "ESRCH"),
         ("kill0_outside", "ESRCH"),
         ("bpf", "EPERM"),

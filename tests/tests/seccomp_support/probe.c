@@ -50,6 +50,10 @@ int main(int argc, char **argv) {
     report("personality_query", syscall(SYS_personality, 0xffffffff));
     report("socket_vsock", syscall(SYS_socket, AF_VSOCK, SOCK_STREAM, 0));
     report("socket_inet", syscall(SYS_socket, AF_INET, SOCK_STREAM, 0));
+    /* Link-layer frames would bypass the step's unreachable routes (cloud metadata); raw IP
+     * is routed and stays allowed. */
+    report("socket_packet", syscall(SYS_socket, AF_PACKET, SOCK_RAW, 0));
+    report("socket_raw_ip", syscall(SYS_socket, AF_INET, SOCK_RAW, 1 /* ICMP */));
     report("ptrace_outside", syscall(SYS_ptrace, PTRACE_ATTACH, outside, 0, 0));
     report("kill0_outside", syscall(SYS_kill, outside, 0));
     report("bpf", syscall(SYS_bpf, 0, 0, 0));
