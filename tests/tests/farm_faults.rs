@@ -297,7 +297,7 @@ fn a_worker_behind_twenty_percent_packet_loss_builds_correctly() {
         return;
     };
     let _coordinator = farm.start_coordinator(6);
-    let _far = farm.start_worker_in(&ns, "far", Some("linux/amd64"), 2);
+    let far = farm.start_worker_in(&ns, "far", Some("linux/amd64"), 2);
     ns.loss(20).expect("loss");
     let case = Case::new(&farm, TWO_STAGES);
     let mut client = case.start("loss");
@@ -308,6 +308,13 @@ fn a_worker_behind_twenty_percent_packet_loss_builds_correctly() {
     case.assert_same_as_local("loss", &out);
     case.retry_and_check_stores("loss", &[]);
     ns.loss(0).expect("loss off");
+    // The namespace has no default route: pasta could not start there, so the worker's
+    // steps got only their loopback, and the worker said why (not the host's network).
+    assert!(
+        far.output().contains("has no default route"),
+        "{}",
+        far.output()
+    );
 }
 
 #[test]

@@ -98,6 +98,30 @@ pub fn has_default_route(route_table: &str) -> bool {
     })
 }
 
+/// Whether `/proc/net/ipv6_route` has a default route (`::/0`) through a device other
+/// than `lo` (where the kernel keeps its unreachable defaults).
+pub fn has_default_route_v6(route_table: &str) -> bool {
+    route_table.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.len() >= 10 && w[0].bytes().all(|b| b == b'0') && w[1] == "00" && w[9] != "lo"
+    })
+}
+
+/// Whether this host has a way out: an IPv4 or IPv6 default route in the worker's own
+/// network namespace. Without one pasta has no interface to copy and refuses to start ("No
+/// external routable interface"); a step then gets only its loopback, as with
+/// `RUN --network=none`, which is what the host could offer it anyway, and never the host's
+/// network.
+pub fn host_has_route_out() -> bool {
+    let v4 = std::fs::read_to_string("/proc/self/net/route").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/self/net/ipv6_route").unwrap_or_default();
+    has_default_route(&v4) || has_default_route_v6(&v6)
+}
+
+/// The warning of a step that gets only loopback because the host has no route out.
+pub const NO_ROUTE_OUT: &str = "this host has no default route, so the step's own network \
+     has only loopback (as RUN --network=none)";
+
 /// pasta's error output without the noise of a missing syslog.
 pub fn clean_stderr(raw: &str) -> String {
     raw.lines()
@@ -224,6 +248,17 @@ mod tests {
             assert!(s.contains(want), "{want} missing from {s}");
         }
         assert_eq!(a.last().map(String::as_str), Some("42"));
+    }
+
+    #[test]
+    fn ipv6_default_routes_count_unless_on_lo() {
+        let via_eth = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n";
+        let unreachable = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        let local = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n";
+        assert!(has_default_route_v6(via_eth));
+        assert!(!has_default_route_v6(unreachable));
+        assert!(!has_default_route_v6(local));
+        assert!(!has_default_route_v6(""));
     }
 
     #[test]

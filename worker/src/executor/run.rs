@@ -3,7 +3,7 @@
 //! with newuidmap/newgidmap, and pumps the step's output.
 
 use super::cancel::{stop_step, CancelToken};
-use super::network::Pasta;
+use super::network::{self, Pasta};
 use super::protocol::{
     write_frame, HelperRequest, Job, Msg, CTL_FD, GO, GO_NET, GO_SINGLE, NO_NET,
 };
@@ -563,7 +563,11 @@ impl Executor {
             }
             Msg::NeedNetwork { pid } => {
                 // Only the helper itself may ask, once.
-                let byte = if pid as u32 == helper_pid && conv.pasta.is_none() {
+                let byte = if pid as u32 == helper_pid && !network::host_has_route_out() {
+                    tracing::warn!("{}", network::NO_ROUTE_OUT);
+                    conv.warnings.push(network::NO_ROUTE_OUT.into());
+                    GO_NET
+                } else if pid as u32 == helper_pid && conv.pasta.is_none() {
                     match Pasta::start(pid) {
                         Ok(p) => {
                             conv.pasta = Some(p);
