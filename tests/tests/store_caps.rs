@@ -5,10 +5,10 @@
 //! collected run again and succeed; `imgfarm prune --keep-storage` keeps
 //! the newest results, which still build from cache.
 //!
-//! The CI form makes 6 builds of a 4 MB layer under 10 MB caps. The full
-//! form of the issue (20 builds of 20 MB under 100 MB) is
-//! `twenty_builds_of_twenty_megabytes_stay_within_the_caps` (`#[ignore]`d,
-//! about two minutes: `cargo test -p imgfarm-e2e --test store_caps -- --ignored`).
+//! Two forms run in CI: 6 builds of a 4 MB layer under 10 MB caps (with
+//! collected results built again), and the issue's own, 20 builds of 20 MB
+//! under 100 MB (`twenty_builds_of_twenty_megabytes_stay_within_the_caps`,
+//! about 30 s here). The uncapped comparison is `#[ignore]`d.
 
 mod farm_support;
 
@@ -182,7 +182,6 @@ fn stores_stay_within_their_caps_and_collected_results_build_again() {
 }
 
 #[test]
-#[ignore = "the issue's full form: 20 builds of 20 MB, about two minutes"]
 fn twenty_builds_of_twenty_megabytes_stay_within_the_caps() {
     stores_stay_within_caps(
         "twenty_builds_of_twenty_megabytes_stay_within_the_caps",
