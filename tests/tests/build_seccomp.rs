@@ -74,6 +74,18 @@ fn run_security_insecure_has_no_filter_and_every_capability() {
     };
     let ctx = env.context("insecure", &[("Dockerfile", INSECURE)]);
     let out = env.work.path().join("insecure-out");
+    // Without the entitlement the build is refused before anything runs, naming the line.
+    let dest = format!("type=local,dest={}", out.display());
+    let refused = env.run(&["build", "--no-cache", "-o", &dest, ctx.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: RUN --security=insecure")
+            && err.contains("security.insecure is not allowed")
+            && err.contains("--allow security.insecure"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
     build_local(&env, &ctx, &out, &["--allow", "security.insecure"]);
     let d = read(&out.join("default"));
     assert!(d.contains("Seccomp:\t2\n"), "{d}");
