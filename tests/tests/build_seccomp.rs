@@ -76,7 +76,13 @@ fn run_security_insecure_has_no_filter_and_every_capability() {
     let out = env.work.path().join("insecure-out");
     // Without the entitlement the build is refused before anything runs, naming the line.
     let dest = format!("type=local,dest={}", out.display());
-    let refused = env.run(&["build", "--no-cache", "-o", &dest, ctx.to_str().expect("utf-8")]);
+    let refused = env.run(&[
+        "build",
+        "--no-cache",
+        "-o",
+        &dest,
+        ctx.to_str().expect("utf-8"),
+    ]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{err}");
     assert!(
