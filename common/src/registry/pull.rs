@@ -554,7 +554,8 @@ mod tests {
     fn nested_indexes_are_not_selected() {
         let mut nested = entry(9, "linux/amd64");
         nested.media_type = manifest::OCI_INDEX.into();
-        let got = select(&[nested], &PlatformSelection::All, "r").unwrap();
-        assert!(got.is_empty());
+        let image = entry(1, "linux/amd64");
+        let got = select(&[nested, image.clone()], &PlatformSelection::All, "r").unwrap();
+        assert_eq!(got, vec![image]);
     }
 }
