@@ -766,3 +766,161 @@ async fn garbage_datagrams_do_not_disturb_the_coordinator() {
     assert!(finished(&msgs).result.is_ok(), "{msgs:?}");
     assert_eq!(svc.stats().sessions, 2, "the noise opened no session");
 }
+
+/// Every blob in the coordinator's store hashes to its name.
+fn store_verifies(state: &std::path::Path) -> usize {
+    let dir = state.join("blobs/sha256");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        let name = format!("sha256:{}", e.file_name().to_string_lossy());
+        assert_eq!(
+            Digest::sha256_of(&bytes).to_string(),
+            name,
+            "a stored blob fails its digest"
+        );
+        n += 1;
+    }
+    n
+}
+
+/// Issue 15, hostile input: peers holding valid farm certificates that lie.
+/// A worker uploads blobs whose bytes do not match the digest or size it
+/// announced, finishes vertices it was never given (unknown keys, and a
+/// vertex running on another worker), and sends client messages; a client
+/// sends worker messages. Each lie is refused or ignored, nothing bad is
+/// stored, and a build by honest peers running meanwhile succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certified_peers_that_lie_store_nothing_and_disturb_no_one() {
+    use imgfarm_common::proto::{BlobHeader, BlobPutReply, BlobPutResult, VertexDone};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let tls = make_farm(
+        &dir.path().join("tls"),
+        &["w1", "liar"],
+        &["alice", "mallory"],
+    );
+    let svc = start(options(&tls, &state)).await;
+    let addr = svc.local_addr();
+    let mut w1 = Peer::connect(addr, &tls, worker_hello("w1", &["linux/amd64"], &[], 1)).await;
+    let mut alice = Peer::connect(addr, &tls, client_hello("alice")).await;
+    let mut mallory = Peer::connect(addr, &tls, client_hello("mallory")).await;
+    // The liar offers a platform nobody builds here, so it is never given work.
+    let mut liar = Peer::connect(addr, &tls, worker_hello("liar", &["linux/s390x"], &[], 4)).await;
+
+    let b = test_build(&["linux/amd64"], "honest");
+    submit(&mut alice, &b, &OutputSpec::default()).await;
+    let first = next_run(&mut w1).await;
+
+    // Blobs whose bytes are not what the header says.
+    let real = b"the real bytes".to_vec();
+    let lies: Vec<(&str, BlobHeader, Vec<u8>)> = vec![
+        (
+            "same size, other bytes",
+            BlobHeader {
+                digest: Digest::sha256_of(&real),
+                size: real.len() as u64,
+            },
+            b"the fake bytes".to_vec(),
+        ),
+        (
+            "more bytes than announced",
+            BlobHeader {
+                digest: Digest::sha256_of(&real),
+                size: real.len() as u64,
+            },
+            [&real[..], b"and more"].concat(),
+        ),
+        (
+            "fewer bytes than announced",
+            BlobHeader {
+                digest: Digest::sha256_of(&real),
+                size: real.len() as u64 + 100,
+            },
+            real.clone(),
+        ),
+    ];
+    for (what, header, bytes) in &lies {
+        for peer in [&liar, &mallory] {
+            let (reply, verdict) = peer.put_raw_blob(header, bytes).await;
+            assert_eq!(reply, BlobPutReply::Send, "{what}");
+            match verdict {
+                Some(BlobPutResult::Rejected(why)) => assert!(!why.is_empty(), "{what}"),
+                None => {} // the stream was cut: also a refusal
+                Some(BlobPutResult::Stored) => panic!("{what}: a lying blob was stored"),
+            }
+        }
+        let store = ContentStore::open(&state).unwrap();
+        assert!(!store.contains(&header.digest), "{what}: stored");
+    }
+
+    // Finishing vertices it was never given: an unknown key, and w1's.
+    let forged = farm::encode(&VertexResult {
+        base_config: Some(Digest::sha256_of(b"planted")),
+        ..VertexResult::default()
+    });
+    for key in [
+        Digest::sha256_of(b"no such vertex"),
+        first.vertex_key.clone(),
+    ] {
+        liar.send(&Message::VertexDone(VertexDone {
+            vertex_key: key,
+            result: Ok(forged.clone()),
+            duration_ms: 1,
+        }))
+        .await;
+        liar.send(&Message::VertexDone(VertexDone {
+            vertex_key: first.vertex_key.clone(),
+            result: Err("sabotage".into()),
+            duration_ms: 1,
+        }))
+        .await;
+    }
+    // Messages of the other role: refused with the reason, session kept.
+    liar.send(&Message::Submit(Submit {
+        platforms: vec!["linux/amd64".into()],
+        definition: b"{}".to_vec(),
+        context: vec![],
+        output: farm::encode(&OutputSpec::default()),
+        reattach: None,
+    }))
+    .await;
+    mallory
+        .send(&Message::VertexDone(VertexDone {
+            vertex_key: first.vertex_key.clone(),
+            result: Err("sabotage".into()),
+            duration_ms: 1,
+        }))
+        .await;
+    match mallory.next().await {
+        Some(Message::Refused(why)) => assert!(
+            why.contains("client session cannot send VertexDone"),
+            "{why}"
+        ),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    match liar.next().await {
+        Some(Message::Refused(why)) => {
+            assert!(why.contains("worker session cannot send Submit"), "{why}")
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+
+    // The honest build is undisturbed: w1 runs its three vertices.
+    let (_, result) = produce(&w1, &first).await;
+    answer(&mut w1, &first, Ok(&result)).await;
+    let ran = serve(&mut w1, 2).await;
+    assert_eq!(ran.len(), 2);
+    let msgs = alice.until(is_finished).await;
+    assert!(errors(&msgs).is_empty(), "{msgs:?}");
+    assert!(finished(&msgs).result.is_ok(), "{msgs:?}");
+    // Both liars are still connected and answered.
+    mallory.send(&Message::StatusRequest).await;
+    assert!(matches!(mallory.next().await, Some(Message::Status(_))));
+    drop(svc);
+    let n = store_verifies(&state);
+    assert!(n >= 4, "the honest build's blobs are stored ({n})");
+    let store = ContentStore::open(&state).unwrap();
+    assert!(!store.contains(&Digest::sha256_of(b"planted")));
+}

@@ -269,6 +269,32 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Offers a blob under `header` and, when asked, sends `bytes` whatever
+    /// they are (a lying peer): the coordinator's reply and, if the bytes
+    /// were sent, its verdict (`None` when the stream ended first).
+    pub async fn put_raw_blob(
+        &self,
+        header: &BlobHeader,
+        bytes: &[u8],
+    ) -> (BlobPutReply, Option<BlobPutResult>) {
+        let (mut send, mut recv) =
+            open(&self.conn, self.role, &StreamOpen::BlobPut(header.clone())).await;
+        let reply: BlobPutReply = expect_msg(&mut recv, MAX_CONTROL_FRAME, "put reply")
+            .await
+            .unwrap();
+        if reply != BlobPutReply::Send {
+            return (reply, None);
+        }
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut send, bytes).await;
+        let _ = send.finish();
+        let verdict = expect_msg::<_, BlobPutResult>(&mut recv, MAX_CONTROL_FRAME, "put result")
+            .await
+            .ok();
+        (reply, verdict)
+    }
+}
+
 // ---- definitions --------------------------------------------------------
 
 /// A two-platform-capable build: per platform, base image → RUN (reading

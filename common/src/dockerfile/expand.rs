@@ -60,9 +60,11 @@ impl Expander {
     }
 }
 
-/// Words without `$`, quotes or escapes expand to themselves (fast path).
+/// Words without `$`, quotes or escapes expand to themselves (fast path),
+/// unless they start with a byte order mark, which the lexer drops as Go's
+/// `text/scanner` does.
 fn needs_lexer(w: &str) -> bool {
-    w.contains(['$', '\'', '"', '\\', '`'])
+    w.starts_with('\u{feff}') || w.contains(['$', '\'', '"', '\\', '`'])
 }
 
 #[cfg(test)]
@@ -82,5 +84,23 @@ mod tests {
         assert!(e.word("${B:?need B}", &vars).is_err());
         assert_eq!(e.word("a\\$A", &vars).unwrap(), "a$A");
         assert_eq!(e.word("plain/path", &vars).unwrap(), "plain/path");
+    }
+
+    /// Found by the `shell_expand` fuzz target
+    /// (`fuzz/regressions/shell_expand/crash-a5d64205…`): a word that starts
+    /// with a byte order mark and has nothing to expand kept the mark on the
+    /// fast path, while the lexer (as BuildKit's) drops it.
+    #[test]
+    fn leading_byte_order_mark_is_dropped_as_the_lexer_does() {
+        let vars: Vars = Vec::new();
+        for escape in ['\\', '`'] {
+            let e = Expander::new(escape);
+            let word = "\u{feff}\0\0@\0\0\0\u{10}";
+            let lexed = Lexer::new(escape).process_word(word, &vars).unwrap();
+            assert_eq!(lexed, "\0\0@\0\0\0\u{10}");
+            assert_eq!(e.word(word, &vars).unwrap(), lexed);
+            assert_eq!(e.word_with_matches(word, &vars).unwrap().value, lexed);
+            assert_eq!(e.word("\u{feff}plain", &vars).unwrap(), "plain");
+        }
     }
 }

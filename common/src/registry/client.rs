@@ -539,7 +539,25 @@ impl RegistryClient {
                 ),
             });
         }
-        let rb = match host.credential.as_ref().map(|c| &c.secret) {
+        // Docker sends the registry's credentials to whatever realm the
+        // registry names; imgfarm sends them only to a realm on the
+        // registry's own host or DNS domain, and asks any other realm for an
+        // anonymous token (see `realm_may_receive_credentials`).
+        let foreign =
+            host.credential.is_some() && !realm_may_receive_credentials(realm, &host.api_host);
+        if foreign {
+            tracing::warn!(
+                registry = %host.registry,
+                realm = %strip_query(realm),
+                "token realm is on another host; asking it for a token without the registry's credentials"
+            );
+        }
+        let secret = host
+            .credential
+            .as_ref()
+            .map(|c| &c.secret)
+            .filter(|_| !foreign);
+        let rb = match secret {
             Some(Secret::IdentityToken(refresh)) => {
                 let mut form: Vec<(&str, &str)> = vec![
                     ("grant_type", "refresh_token"),
@@ -586,6 +604,19 @@ impl RegistryClient {
             reason: error_chain(&e),
         })?;
         let status = resp.status();
+        if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN) && foreign {
+            return Err(RegistryError::Protocol {
+                registry: host.registry.clone(),
+                what: "the auth challenge".into(),
+                reason: format!(
+                    "token realm {realm_authority} is not on the registry's host or domain, so the \
+                     credentials for {} were not sent there, and it refused an anonymous token \
+                     (HTTP {})",
+                    host.registry,
+                    status.as_u16()
+                ),
+            });
+        }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(match host.credential {
                 Some(_) => invalid_credentials(host),
@@ -691,6 +722,62 @@ fn basic_header(cred: Option<&Credential>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// May the registry served from `api_host` (`host[:port]`) have its
+/// credentials sent to the token `realm`? Docker sends them to any realm the
+/// registry names; a hostile or spoofed registry could then collect them.
+/// The rule here: the realm's host is the registry's host (any port), or
+/// both are DNS names in the same domain, its last two labels, or three
+/// when the second-to-last is a public second level like `co.uk`
+/// (`registry-1.docker.io` → `auth.docker.io`, `registry.gitlab.com` →
+/// `gitlab.com`). IP addresses and single-label names (`localhost`) must
+/// match exactly.
+fn realm_may_receive_credentials(realm: &Url, api_host: &str) -> bool {
+    let Some(realm_host) = realm.host_str() else {
+        return false;
+    };
+    let registry_host = Url::parse(&format!("https://{api_host}/"))
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let Some(registry_host) = registry_host else {
+        return false;
+    };
+    let realm_host = realm_host.to_ascii_lowercase();
+    if realm_host == registry_host {
+        return true;
+    }
+    match (dns_domain(&realm_host), dns_domain(&registry_host)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The registrable domain of a DNS name, approximated without a public
+/// suffix list; `None` for IP addresses and names of fewer than two labels.
+fn dns_domain(host: &str) -> Option<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return None;
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let public_second_level = [
+        "co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go",
+    ];
+    let keep = if labels.len() >= 3
+        && labels[labels.len() - 1].len() == 2
+        && public_second_level.contains(&labels[labels.len() - 2])
+    {
+        3
+    } else {
+        2
+    };
+    if labels.len() < keep {
+        return None;
+    }
+    Some(labels[labels.len() - keep..].join("."))
 }
 
 /// Auth headers go only to the registry itself, never to a redirect or
@@ -866,6 +953,24 @@ mod tests {
             form_encode(&[("a", "b c"), ("s", "repository:x:pull,push")]),
             "a=b+c&s=repository%3Ax%3Apull%2Cpush"
         );
+    }
+
+    #[test]
+    fn credentials_go_only_to_a_realm_of_the_same_host_or_domain() {
+        let may = |realm: &str, api: &str| {
+            realm_may_receive_credentials(&Url::parse(realm).unwrap(), api)
+        };
+        assert!(may("https://auth.docker.io/token", "registry-1.docker.io"));
+        assert!(may("https://gitlab.com/jwt/auth", "registry.gitlab.com"));
+        assert!(may("https://ghcr.io/token", "ghcr.io"));
+        assert!(may("http://127.0.0.1:9/token", "127.0.0.1:5000"));
+        assert!(may("https://auth.corp.co.uk/t", "registry.corp.co.uk:5000"));
+        assert!(!may("http://localhost:9/token", "127.0.0.1:5000"));
+        assert!(!may("http://127.0.0.2/token", "127.0.0.1:5000"));
+        assert!(!may("https://evil.example/token", "registry-1.docker.io"));
+        assert!(!may("https://docker.io.evil.example/token", "docker.io"));
+        assert!(!may("https://evil.co.uk/token", "registry.corp.co.uk"));
+        assert!(!may("https://attacker.localhost/token", "localhost:5000"));
     }
 
     #[test]

@@ -423,7 +423,22 @@ pub fn select(
     let is_image =
         |d: &&Descriptor| manifest::is_manifest(&d.media_type) || d.media_type.is_empty();
     match selection {
-        PlatformSelection::All => Ok(manifests.iter().filter(is_image).cloned().collect()),
+        PlatformSelection::All => {
+            let images: Vec<Descriptor> = manifests.iter().filter(is_image).cloned().collect();
+            if images.is_empty() {
+                // Without this an index of only nested indexes (or of
+                // nothing) would "pull" as zero images and be stored.
+                let kinds: Vec<&str> = manifests.iter().map(|d| d.media_type.as_str()).collect();
+                return Err(RegistryError::BadManifest {
+                    reference: reference.to_string(),
+                    reason: format!(
+                        "the index lists no image manifest (entries: {}); nested indexes are not pulled",
+                        if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
+                    ),
+                });
+            }
+            Ok(images)
+        }
         PlatformSelection::Only(wanted) => {
             let mut out: Vec<Descriptor> = Vec::new();
             for w in wanted {
@@ -467,6 +482,20 @@ fn list<'a>(ps: impl Iterator<Item = &'a Platform>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_without_image_manifests_selects_nothing_and_fails() {
+        let mut nested = entry(1, "linux/amd64");
+        nested.media_type = manifest::OCI_INDEX.into();
+        let e = select(&[nested], &PlatformSelection::All, "r/x:1").unwrap_err();
+        assert!(
+            e.to_string().contains("lists no image manifest")
+                && e.to_string().contains(manifest::OCI_INDEX),
+            "{e}"
+        );
+        let e = select(&[], &PlatformSelection::All, "r/x:1").unwrap_err();
+        assert!(e.to_string().contains("entries: none"), "{e}");
+    }
 
     fn entry(n: u8, p: &str) -> Descriptor {
         Descriptor {
@@ -525,7 +554,8 @@ mod tests {
     fn nested_indexes_are_not_selected() {
         let mut nested = entry(9, "linux/amd64");
         nested.media_type = manifest::OCI_INDEX.into();
-        let got = select(&[nested], &PlatformSelection::All, "r").unwrap();
-        assert!(got.is_empty());
+        let image = entry(1, "linux/amd64");
+        let got = select(&[nested, image.clone()], &PlatformSelection::All, "r").unwrap();
+        assert_eq!(got, vec![image]);
     }
 }

@@ -67,16 +67,24 @@ impl LayerWriter {
             .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
     }
 
-    /// Append a symlink or hardlink entry.
+    /// Append a symlink or hardlink entry. The target is written verbatim,
+    /// as Docker and BuildKit keep it: `tar::Builder::append_link` rebuilds
+    /// it from path components, which turns `/` into `//` and `a//b` into
+    /// `a/b`. Targets too long for the header go in a GNU long-link entry,
+    /// which `append_link` already writes byte for byte.
     pub fn append_link(
         &mut self,
         header: &mut tar::Header,
         path: &str,
         target: &str,
     ) -> Result<(), SolveError> {
-        self.tar
-            .append_link(header, path, target)
-            .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
+        let err = |e: io::Error| SolveError::Layer(format!("writing {path}: {e}"));
+        if target.len() <= header.as_old().linkname.len() {
+            header.set_link_name_literal(target).map_err(err)?;
+            self.tar.append_data(header, path, io::empty()).map_err(err)
+        } else {
+            self.tar.append_link(header, path, target).map_err(err)
+        }
     }
 
     /// Finish the tar, commit the blob.
@@ -95,5 +103,40 @@ impl LayerWriter {
             size,
             media_type: MEDIA_TYPE_TAR_GZIP.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A context symlink to `/` stayed `/` in Docker but became `//` here
+    /// (issue 15, hostile context): link targets are kept verbatim.
+    #[test]
+    fn link_targets_are_written_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let long = format!("/{}", "x/".repeat(80));
+        let targets = ["/", "a//b", "./x/", "..", long.as_str()];
+        let mut w = LayerWriter::new(&store).unwrap();
+        for (i, t) in targets.iter().enumerate() {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            w.append_link(&mut h, &format!("l{i}"), t).unwrap();
+        }
+        let layer = w.finish().unwrap();
+        let blob = store.read_bytes(&layer.digest, 1 << 20).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        let got: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                String::from_utf8(e.link_name_bytes().unwrap().into_owned()).unwrap()
+            })
+            .collect();
+        assert_eq!(got, targets);
     }
 }

@@ -87,6 +87,15 @@ pub fn write_flat_tar(
                 path.clone()
             };
             match (h.entry_type(), link) {
+                // Verbatim, as the layer has it: `append_link` rebuilds the
+                // target from path components (`/` → `//`, `a//b` → `a/b`);
+                // only a target too long for the header needs it.
+                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t))
+                    if t.len() <= h.as_old().linkname.len() =>
+                {
+                    h.set_link_name_literal(&t)?;
+                    w.append_data(&mut h, &name, io::empty())?
+                }
                 (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
                     w.append_link(&mut h, &name, t)?
                 }
@@ -96,4 +105,43 @@ pub fn write_flat_tar(
     }
     w.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Link targets pass through `write_flat_tar` byte for byte (a link to
+    /// `/` used to come out as `//`).
+    #[test]
+    fn link_targets_are_copied_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let targets = ["/", "a//b", "./x/", ".."];
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, t) in targets.iter().enumerate() {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_link_name_literal(t).unwrap();
+            b.append_data(&mut h, format!("l{i}"), io::empty()).unwrap();
+        }
+        let layer = b.into_inner().unwrap();
+        let digest = store.put_bytes(&layer).unwrap();
+        let l = LayerRef {
+            digest: digest.clone(),
+            diff_id: digest,
+            size: layer.len() as u64,
+            media_type: super::super::MEDIA_TYPE_TAR.into(),
+        };
+        let mut out = Vec::new();
+        write_flat_tar(&store, &[l], |_| Some(0), &mut out).unwrap();
+        let got: Vec<String> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().link_name_bytes().unwrap().into_owned()).unwrap())
+            .collect();
+        assert_eq!(got, targets);
+    }
 }

@@ -1,0 +1,2 @@
+//! Shared bodies of the fuzz targets (see `checks.rs`).
+pub mod checks;
