@@ -120,9 +120,17 @@ fn assert_isolated(out: &Path, log: &str) {
     );
     let outbound = read(out, "outbound");
     assert!(
-        outbound.ends_with(OUTBOUND),
+        outbound.starts_with("HTTP/1.0 200 OK") && outbound.contains(OUTBOUND),
         "outbound failed: {outbound}\n{log}"
     );
+    // Once, under a loaded CI run, the answer arrived repeated a dozen times through the
+    // Debian 12 pasta (0.0~git20230309); reported rather than hidden, the step still worked.
+    if outbound.len() > 80 {
+        eprintln!(
+            "WARNING: the step received {} bytes for one short answer:\n{outbound:?}",
+            outbound.len()
+        );
+    }
     assert!(
         read(out, "resolv").contains("nameserver"),
         "{}",
