@@ -141,6 +141,20 @@ impl<'a> Case<'a> {
     }
 }
 
+/// Waits (up to 90 s) until worker `name` has connected a second time.
+fn wait_rejoined(worker: &Proc, name: &str) {
+    let joined = format!("worker {name} connected");
+    let start = Instant::now();
+    while worker.count(&joined) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{name} did not reconnect:\n{}",
+            worker.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits for a build to end successfully; its output.
 fn finish(client: &mut Proc, what: &str) -> String {
     let status = client.wait(BUILD_DEADLINE);
@@ -234,16 +248,7 @@ fn a_stopped_worker_is_given_up_and_its_step_runs_elsewhere() {
     };
     case.assert_same_as_local("stop", &out);
     // Woken, the stopped worker finds its session gone and joins again.
-    let joined = format!("worker {victim} connected");
-    let start = Instant::now();
-    while stopped.count(&joined) < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{victim} did not reconnect:\n{}",
-            stopped.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_rejoined(&stopped, &victim);
     case.retry_and_check_stores("stop", &[]);
 }
 
@@ -272,15 +277,7 @@ fn a_worker_whose_link_is_cut_for_seconds_loses_nothing() {
     let out = finish(&mut client, "cut");
     case.assert_same_as_local("cut", &out);
     // The far worker comes back by itself once the link is up.
-    let start = Instant::now();
-    while far.count("worker far connected") < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "far did not reconnect:\n{}",
-            far.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_rejoined(&far, "far");
     case.retry_and_check_stores("cut", &[]);
 }
 
