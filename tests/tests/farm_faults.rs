@@ -248,7 +248,7 @@ fn a_stopped_worker_is_given_up_and_its_step_runs_elsewhere() {
     };
     case.assert_same_as_local("stop", &out);
     // Woken, the stopped worker finds its session gone and joins again.
-    wait_rejoined(&stopped, &victim);
+    wait_rejoined(stopped, &victim);
     case.retry_and_check_stores("stop", &[]);
 }
 
