@@ -67,24 +67,16 @@ impl LayerWriter {
             .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
     }
 
-    /// Append a symlink or hardlink entry. The target is written verbatim,
-    /// as Docker and BuildKit keep it: `tar::Builder::append_link` rebuilds
-    /// it from path components, which turns `/` into `//` and `a//b` into
-    /// `a/b`. Targets too long for the header go in a GNU long-link entry,
-    /// which `append_link` already writes byte for byte.
+    /// Append a symlink or hardlink entry, its target verbatim
+    /// ([`imgfarm_common::oci::layer::append_link_verbatim`]).
     pub fn append_link(
         &mut self,
         header: &mut tar::Header,
         path: &str,
         target: &str,
     ) -> Result<(), SolveError> {
-        let err = |e: io::Error| SolveError::Layer(format!("writing {path}: {e}"));
-        if target.len() <= header.as_old().linkname.len() {
-            header.set_link_name_literal(target).map_err(err)?;
-            self.tar.append_data(header, path, io::empty()).map_err(err)
-        } else {
-            self.tar.append_link(header, path, target).map_err(err)
-        }
+        imgfarm_common::oci::layer::append_link_verbatim(&mut self.tar, header, path, target)
+            .map_err(|e| SolveError::Layer(format!("writing {path}: {e}")))
     }
 
     /// Finish the tar, commit the blob.

@@ -87,17 +87,8 @@ pub fn write_flat_tar(
                 path.clone()
             };
             match (h.entry_type(), link) {
-                // Verbatim, as the layer has it: `append_link` rebuilds the
-                // target from path components (`/` → `//`, `a//b` → `a/b`);
-                // only a target too long for the header needs it.
-                (tar::EntryType::Symlink | tar::EntryType::Link, Some(t))
-                    if t.len() <= h.as_old().linkname.len() =>
-                {
-                    h.set_link_name_literal(&t)?;
-                    w.append_data(&mut h, &name, io::empty())?
-                }
                 (tar::EntryType::Symlink | tar::EntryType::Link, Some(t)) => {
-                    w.append_link(&mut h, &name, t)?
+                    append_link_verbatim(&mut w, &mut h, &name, &t)?
                 }
                 _ => w.append_data(&mut h, &name, &mut e)?,
             }
@@ -105,6 +96,25 @@ pub fn write_flat_tar(
     }
     w.finish()?;
     Ok(())
+}
+
+/// Appends a symlink or hard link entry whose target is written verbatim,
+/// as Docker and BuildKit keep it: `tar::Builder::append_link` rebuilds the
+/// target from path components (`/` becomes `//`, `a//b` becomes `a/b`).
+/// Only a target too long for the header goes through it, as a GNU long-link
+/// entry, which it writes byte for byte.
+pub fn append_link_verbatim<W: io::Write>(
+    w: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    path: &str,
+    target: &str,
+) -> io::Result<()> {
+    if target.len() <= header.as_old().linkname.len() {
+        header.set_link_name_literal(target)?;
+        w.append_data(header, path, io::empty())
+    } else {
+        w.append_link(header, path, target)
+    }
 }
 
 #[cfg(test)]

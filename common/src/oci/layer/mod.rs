@@ -22,7 +22,7 @@ pub mod whiteout;
 mod xattrs;
 
 pub use apply::{apply, apply_all, ApplyOptions, ApplyReport, DevicePolicy};
-pub use chain::{open_layer, write_flat_tar, FlatTarError, OpenLayerError};
+pub use chain::{append_link_verbatim, open_layer, write_flat_tar, FlatTarError, OpenLayerError};
 pub use create::{create, create_to_writer, CreateOptions, SourceKind};
 pub use idmap::{IdMap, IdRange};
 
