@@ -44,7 +44,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 RUNTIME_PKGS=(uidmap qemu-user-static binfmt-support passt)
 DEV_PKGS=(docker-registry skopeo umoci jq openssl apache2-utils curl busybox-static
-  ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap arch-test dpkg-dev)
+  ansible-core ansible-lint docker.io buildah runc iproute2 mmdebstrap arch-test dpkg-dev
+  zsh fish groff-base)
 
 CHANGES=()
 NEEDS_ROOT=()

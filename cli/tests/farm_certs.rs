@@ -114,3 +114,81 @@ fn issue_needs_a_farm_and_a_valid_name() {
     assert!(err.contains("invalid --san"), "{err}");
     assert!(!fresh.join("ca.key").exists());
 }
+
+/// `--days` sets `notAfter` (read back by openssl, an independent reader); 0 and more than a
+/// hundred years are refused before anything is written.
+#[test]
+fn days_set_the_validity_and_bad_days_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("farm");
+    let d = dir.to_str().unwrap();
+    let out = imgfarm()
+        .args(["farm", "init", "--dir", d, "--days", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid --days 0: give 1 to 36500 days"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "a refused init made {d}");
+
+    let out = imgfarm()
+        .args(["farm", "init", "--dir", d, "--days", "90"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("valid 90 days"),
+        "{out:?}"
+    );
+    let out = imgfarm()
+        .args([
+            "farm", "issue", "--dir", d, "--worker", "w1", "--days", "36501",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!dir.join("worker-w1.crt").exists());
+    let out = imgfarm()
+        .args([
+            "farm", "issue", "--dir", d, "--worker", "w1", "--days", "30",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(valid 30 days)"),
+        "{out:?}"
+    );
+    if !imgfarm_testkit::require_tools_or_skip(
+        "days_set_the_validity_and_bad_days_are_refused",
+        &["openssl"],
+    ) {
+        return;
+    }
+    // openssl x509 -checkend N: success when the certificate is still valid N seconds from now.
+    let valid_in = |file: &str, days: u64| {
+        std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-checkend",
+                &(days * 86_400).to_string(),
+                "-in",
+            ])
+            .arg(dir.join(file))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(valid_in("worker-w1.crt", 29));
+    assert!(!valid_in("worker-w1.crt", 31));
+    assert!(valid_in("coordinator.crt", 89));
+    assert!(!valid_in("coordinator.crt", 91));
+    // The CA outlives them: ten years.
+    assert!(valid_in("ca.crt", 3649));
+    assert!(!valid_in("ca.crt", 3651));
+}

@@ -2,7 +2,7 @@
 
 use imgfarm_common::identity::{
     init_farm, issue_leaf, peer_identity_from_der, write_new_files, FileSpec, IdentityError,
-    InitOptions, Role, TlsDir,
+    InitOptions, Role, TlsDir, Validity,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,10 +12,10 @@ fn write_farm(dir: &Path, workers: &[&str], clients: &[&str]) {
     let (ca, coord) = init_farm(&InitOptions::default()).unwrap();
     let mut leaves = vec![coord];
     for w in workers {
-        leaves.push(issue_leaf(&ca, Role::Worker, w, &[]).unwrap());
+        leaves.push(issue_leaf(&ca, Role::Worker, w, &[], Validity::default_leaf()).unwrap());
     }
     for c in clients {
-        leaves.push(issue_leaf(&ca, Role::Client, c, &[]).unwrap());
+        leaves.push(issue_leaf(&ca, Role::Client, c, &[], Validity::default_leaf()).unwrap());
     }
     let mut files = vec![
         FileSpec {
@@ -140,6 +140,7 @@ fn a_renamed_certificate_is_refused() {
 fn role_is_read_from_the_certificate() {
     let (ca, coord) = init_farm(&InitOptions {
         sans: vec!["farm.example".into(), "10.0.0.1".into()],
+        ..InitOptions::default()
     })
     .unwrap();
     let der = |pem: &str| {
@@ -148,7 +149,7 @@ fn role_is_read_from_the_certificate() {
     };
     let id = peer_identity_from_der(&der(&coord.cert_pem)).unwrap();
     assert_eq!(id.role, Role::Coordinator);
-    let w = issue_leaf(&ca, Role::Worker, "arm64-1", &[]).unwrap();
+    let w = issue_leaf(&ca, Role::Worker, "arm64-1", &[], Validity::default_leaf()).unwrap();
     let id = peer_identity_from_der(&der(&w.cert_pem)).unwrap();
     assert_eq!((id.role, id.name.as_str()), (Role::Worker, "arm64-1"));
     // The CA itself carries no role.
@@ -158,7 +159,7 @@ fn role_is_read_from_the_certificate() {
     ));
     assert!(peer_identity_from_der(b"garbage").is_err());
     // Invalid names are refused at issue time.
-    assert!(issue_leaf(&ca, Role::Worker, "../x", &[]).is_err());
+    assert!(issue_leaf(&ca, Role::Worker, "../x", &[], Validity::default_leaf()).is_err());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use imgfarm_common::graph::op::{ContextOp, ExecOp, ExportOp, ImageOp, Op};
 use imgfarm_common::graph::Vertex;
 use imgfarm_common::identity::{
     client_config, init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions,
-    Role, TlsDir,
+    Role, TlsDir, Validity,
 };
 use imgfarm_common::oci::image::document::{descriptor_for, manifest_to_json, new_manifest};
 use imgfarm_common::oci::media_types::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
@@ -37,10 +37,10 @@ pub fn make_farm(dir: &Path, workers: &[&str], clients: &[&str]) -> TlsDir {
     let (ca, coord) = init_farm(&InitOptions::default()).unwrap();
     let mut leaves = vec![coord];
     for w in workers {
-        leaves.push(issue_leaf(&ca, Role::Worker, w, &[]).unwrap());
+        leaves.push(issue_leaf(&ca, Role::Worker, w, &[], Validity::default_leaf()).unwrap());
     }
     for c in clients {
-        leaves.push(issue_leaf(&ca, Role::Client, c, &[]).unwrap());
+        leaves.push(issue_leaf(&ca, Role::Client, c, &[], Validity::default_leaf()).unwrap());
     }
     let mut files = vec![FileSpec {
         path: dir.join("ca.crt"),

@@ -17,6 +17,7 @@ use imgfarm_common::graph::op::Op;
 use imgfarm_common::graph::BuildGraph;
 use imgfarm_common::identity::{
     init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions, Role, TlsDir,
+    Validity,
 };
 use imgfarm_common::oci::image::ImageConfig;
 use imgfarm_common::oci::layer::open_layer;
@@ -65,7 +66,7 @@ const JOB_WAIT: Duration = Duration::from_secs(180);
 fn make_farm(dir: &Path) -> TlsDir {
     std::fs::create_dir_all(dir).expect("tls dir");
     let (ca, coord) = init_farm(&InitOptions::default()).expect("init farm");
-    let w1 = issue_leaf(&ca, Role::Worker, "w1", &[]).expect("issue w1");
+    let w1 = issue_leaf(&ca, Role::Worker, "w1", &[], Validity::default_leaf()).expect("issue w1");
     let mut files = vec![FileSpec {
         path: dir.join("ca.crt"),
         contents: ca.cert_pem.clone(),

@@ -5,7 +5,7 @@
 use imgfarm_common::identity::PeerIdentity;
 use imgfarm_common::identity::{
     client_config, init_farm, issue_leaf, write_new_files, Credentials, FileSpec, InitOptions,
-    Role, TlsDir,
+    Role, TlsDir, Validity,
 };
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::oci::Digest;
@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 pub fn make_farm(dir: &Path) -> TlsDir {
     std::fs::create_dir_all(dir).unwrap();
     let (ca, coord) = init_farm(&InitOptions::default()).unwrap();
-    let w1 = issue_leaf(&ca, Role::Worker, "w1", &[]).unwrap();
-    let alice = issue_leaf(&ca, Role::Client, "alice", &[]).unwrap();
+    let w1 = issue_leaf(&ca, Role::Worker, "w1", &[], Validity::default_leaf()).unwrap();
+    let alice = issue_leaf(&ca, Role::Client, "alice", &[], Validity::default_leaf()).unwrap();
     let mut files = vec![
         FileSpec {
             path: dir.join("ca.crt"),

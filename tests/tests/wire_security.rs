@@ -14,6 +14,7 @@ use imgfarm_coordinator::server::ServerError;
 use imgfarm_worker::link::{
     connect_with_backoff, Backoff, Link, LinkError, LinkOptions, PutOutcome,
 };
+use std::path::Path;
 use std::time::{Duration, Instant};
 use wire_common::*;
 
@@ -540,4 +541,106 @@ async fn a_second_control_stream_is_refused() {
             ..
         })
     ));
+}
+
+/// Re-issues `role`/`name` in the farm at `dir` with a validity period that ended yesterday,
+/// as a certificate from `farm issue --days N` is N days later.
+fn expire(dir: &Path, role: Role, name: &str) {
+    use imgfarm_common::identity::{issue_leaf, CaMaterial, Validity};
+    let ca = CaMaterial {
+        cert_pem: std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+        key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
+    };
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let past = Validity {
+        not_before: now - 3 * day,
+        not_after: now - day,
+    };
+    let sans = ["127.0.0.1".to_string()];
+    let sans: &[String] = if role == Role::Coordinator {
+        &sans
+    } else {
+        &[]
+    };
+    let leaf = issue_leaf(&ca, role, name, sans, past).unwrap();
+    std::fs::write(dir.join(format!("{}.crt", leaf.stem)), leaf.cert_pem).unwrap();
+    std::fs::write(dir.join(format!("{}.key", leaf.stem)), leaf.key_pem).unwrap();
+}
+
+/// What happens at expiry (docs/operations.md): a worker whose certificate has expired is
+/// refused at the handshake and told so, without retrying; a coordinator whose certificate
+/// has expired is refused by every worker, which says so.
+#[tokio::test]
+async fn an_expired_certificate_is_refused_on_either_side_and_told_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tls");
+    let farm = make_farm(&dir);
+    // The worker's certificate expired.
+    expire(&dir, Role::Worker, "w1");
+    let mut c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store"),
+        PROTOCOL_VERSION,
+    );
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let err = dial_until_refused(&c, &w1, Role::Worker, "w1").await;
+    assert_names(
+        &err.to_string(),
+        &[
+            "refused this worker's certificate",
+            "it has expired or is not valid yet (check both clocks, or issue a new one)",
+        ],
+    );
+    match next_event(&mut c).await {
+        Ev::Dropped(e) => assert_names(
+            &e.to_string(),
+            &["refused a connection from 127.0.0.1:", "has expired"],
+        ),
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+    // A renewed worker certificate is admitted by the same running coordinator.
+    std::fs::remove_file(dir.join("worker-w1.crt")).unwrap();
+    std::fs::remove_file(dir.join("worker-w1.key")).unwrap();
+    let ca = imgfarm_common::identity::CaMaterial {
+        cert_pem: std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+        key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
+    };
+    let renewed = imgfarm_common::identity::issue_leaf(
+        &ca,
+        Role::Worker,
+        "w1",
+        &[],
+        imgfarm_common::identity::Validity::days_from_now(30).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("worker-w1.crt"), renewed.cert_pem).unwrap();
+    std::fs::write(dir.join("worker-w1.key"), renewed.key_pem).unwrap();
+    let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
+    let link = Link::connect(
+        &url(&c),
+        &w1,
+        hello(Role::Worker, "w1"),
+        LinkOptions::default(),
+    )
+    .await
+    .expect("the renewed certificate is admitted");
+    link.close().await;
+    drop(c);
+
+    // The coordinator's certificate expired: the worker refuses it.
+    expire(&dir, Role::Coordinator, "coordinator");
+    let c = start(
+        farm.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("store2"),
+        PROTOCOL_VERSION,
+    );
+    let err = dial_until_refused(&c, &w1, Role::Worker, "w1").await;
+    assert_names(
+        &err.to_string(),
+        &[
+            "this worker refused the certificate of the farm coordinator at",
+            "it has expired or is not valid yet",
+        ],
+    );
 }

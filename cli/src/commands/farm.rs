@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use imgfarm_common::identity::{
     init_farm, issue_leaf, write_new_files, CaMaterial, FileSpec, InitOptions, IssuedFiles, Role,
+    Validity, DEFAULT_LEAF_DAYS,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub enum FarmCommand {
         /// Subject alternative names for the coordinator (DNS names or IPs) [default: localhost, 127.0.0.1]
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
+        /// Days the coordinator's certificate is valid (the CA's: ten years)
+        #[arg(long, default_value_t = DEFAULT_LEAF_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -40,6 +44,9 @@ pub enum FarmCommand {
         /// Issue a client certificate with this name
         #[arg(long)]
         client: Option<String>,
+        /// Days the certificate is valid; after that the coordinator refuses it
+        #[arg(long, default_value_t = DEFAULT_LEAF_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -70,13 +77,19 @@ pub struct FarmQuery {
 /// Run a farm command.
 pub fn run(_g: &GlobalArgs, c: FarmCommand) -> anyhow::Result<ExitCode> {
     match c {
-        FarmCommand::Init { dir, sans, force } => farm_init(&dir, sans, force),
+        FarmCommand::Init {
+            dir,
+            sans,
+            days,
+            force,
+        } => farm_init(&dir, sans, days, force),
         FarmCommand::Issue {
             dir,
             worker,
             client,
+            days,
             force,
-        } => farm_issue(&dir, worker, client, force),
+        } => farm_issue(&dir, worker, client, days, force),
         FarmCommand::Status(q) => status::run(&q, status::View::Status),
         FarmCommand::Workers(q) => status::run(&q, status::View::Workers),
     }
@@ -98,13 +111,17 @@ fn leaf_files(dir: &Path, issued: &IssuedFiles) -> [FileSpec; 2] {
 }
 
 /// `farm init`: CA + coordinator certificate, all files or none.
-fn farm_init(dir: &Path, sans: Vec<String>, force: bool) -> anyhow::Result<ExitCode> {
+fn farm_init(dir: &Path, sans: Vec<String>, days: u32, force: bool) -> anyhow::Result<ExitCode> {
+    // Checked before anything is made, so a bad --days leaves no directory behind.
+    Validity::days_from_now(days)?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let opts = if sans.is_empty() {
-        InitOptions::default()
-    } else {
-        InitOptions { sans }
+    let mut opts = InitOptions {
+        days,
+        ..InitOptions::default()
     };
+    if !sans.is_empty() {
+        opts.sans = sans;
+    }
     let (ca, coordinator) = init_farm(&opts)?;
     let mut files = vec![
         FileSpec {
@@ -121,7 +138,7 @@ fn farm_init(dir: &Path, sans: Vec<String>, force: bool) -> anyhow::Result<ExitC
     files.extend(leaf_files(dir, &coordinator));
     write_new_files(&files, force)?;
     println!(
-        "farm CA and coordinator certificate ({}) written to {}",
+        "farm CA and coordinator certificate ({}, valid {days} days) written to {}",
         opts.sans.join(", "),
         dir.display()
     );
@@ -133,6 +150,7 @@ fn farm_issue(
     dir: &Path,
     worker: Option<String>,
     client: Option<String>,
+    days: u32,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
     let (role, name) = match (worker, client) {
@@ -140,6 +158,7 @@ fn farm_issue(
         (None, Some(c)) => (Role::Client, c),
         _ => anyhow::bail!("give exactly one of --worker NAME or --client NAME"),
     };
+    let validity = Validity::days_from_now(days)?;
     let read = |f: &str| {
         let p = dir.join(f);
         std::fs::read_to_string(&p).with_context(|| {
@@ -154,10 +173,10 @@ fn farm_issue(
         cert_pem: read("ca.crt")?,
         key_pem: read("ca.key")?,
     };
-    let issued = issue_leaf(&ca, role, &name, &[])?;
+    let issued = issue_leaf(&ca, role, &name, &[], validity)?;
     write_new_files(&leaf_files(dir, &issued), force)?;
     println!(
-        "{role} certificate {}.crt and key {}.key written to {}",
+        "{role} certificate {}.crt and key {}.key written to {} (valid {days} days)",
         issued.stem,
         issued.stem,
         dir.display()

@@ -1,6 +1,7 @@
 //! The command surface. One file per command; each `run` returns the exit code.
 
 mod build;
+mod completion;
 mod coordinator_cmd;
 mod debug;
 mod du;
@@ -99,6 +100,10 @@ pub enum Command {
     /// Manage a build farm: certificates, status, workers
     #[command(subcommand)]
     Farm(farm::FarmCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(completion::CompletionArgs),
+    /// Write the man pages (imgfarm.1 and one per command)
+    Man(completion::ManArgs),
     /// Developer dumps (parse tree, build graph)
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -140,6 +145,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Coordinator(a) => roles::coordinator(g, a),
         Command::Worker(a) => roles::worker(g, a),
         Command::Farm(c) => farm::run(g, c),
+        Command::Completion(a) => completion::completion(a),
+        Command::Man(a) => completion::man(a),
         Command::Debug(c) => debug::run(g, c),
     }
 }

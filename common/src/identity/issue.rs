@@ -4,14 +4,72 @@
 use super::role::{file_stem, role_uri, validate_name, Role};
 use super::IdentityError;
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
 
-/// How long certificates are valid, in years from the start of this year.
-const VALID_YEARS: i32 = 10;
+/// Days a worker, client or coordinator certificate is valid by default (`--days`).
+pub const DEFAULT_LEAF_DAYS: u32 = 365;
+/// Days the farm CA is valid: ten years. Every leaf it signs stops being accepted with it.
+pub const CA_DAYS: u32 = 3650;
+/// The most `--days` takes: a hundred years.
+pub const MAX_DAYS: u32 = 36_500;
+/// How far back `notBefore` is set, so a peer whose clock runs a little behind the issuer's
+/// still accepts a certificate issued a moment ago.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// The validity period of a certificate (RFC 5280 §4.1.2.5: `notBefore`..`notAfter`,
+/// inclusive; TLS peers refuse a certificate outside it with `certificate_expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// `notBefore`.
+    pub not_before: SystemTime,
+    /// `notAfter`.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// Valid from an hour ago ([`CLOCK_SKEW`]) until `days` days from now. `days` must be
+    /// 1..=[`MAX_DAYS`].
+    pub fn days_from_now(days: u32) -> Result<Validity, IdentityError> {
+        if !(1..=MAX_DAYS).contains(&days) {
+            return Err(IdentityError::InvalidDays(days));
+        }
+        Ok(Validity::from_now(days))
+    }
+
+    /// Valid for [`DEFAULT_LEAF_DAYS`] from now.
+    pub fn default_leaf() -> Validity {
+        Validity::from_now(DEFAULT_LEAF_DAYS)
+    }
+
+    fn from_now(days: u32) -> Validity {
+        let now = SystemTime::now();
+        Validity {
+            not_before: now - CLOCK_SKEW,
+            not_after: now + Duration::from_secs(u64::from(days) * 86_400),
+        }
+    }
+
+    /// `notAfter` as seconds since the Unix epoch.
+    pub fn not_after_unix(&self) -> i64 {
+        unix_secs(self.not_after)
+    }
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn to_asn1_time(t: SystemTime) -> Result<OffsetDateTime, IdentityError> {
+    OffsetDateTime::from_unix_timestamp(unix_secs(t)).map_err(gen_err)
+}
 
 /// The CA certificate and its private key, as PEM.
 #[derive(Debug, Clone)]
@@ -38,12 +96,15 @@ pub struct IssuedFiles {
 pub struct InitOptions {
     /// DNS names and IP addresses the coordinator is reached by.
     pub sans: Vec<String>,
+    /// Days the coordinator's certificate is valid (the CA's are [`CA_DAYS`]).
+    pub days: u32,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
         Self {
             sans: vec!["localhost".into(), "127.0.0.1".into()],
+            days: DEFAULT_LEAF_DAYS,
         }
     }
 }
@@ -52,32 +113,22 @@ fn gen_err(e: impl std::fmt::Display) -> IdentityError {
     IdentityError::Generate(e.to_string())
 }
 
-fn this_year() -> i32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // Days to years, civil-calendar accurate enough for Jan 1 of the current year.
-    1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
-}
-
-fn base_params(cn: &str) -> CertificateParams {
+fn base_params(cn: &str, validity: Validity) -> Result<CertificateParams, IdentityError> {
     let mut p = CertificateParams::default();
-    let year = this_year();
-    p.not_before = date_time_ymd(year, 1, 1);
-    p.not_after = date_time_ymd(year + VALID_YEARS, 1, 1);
+    p.not_before = to_asn1_time(validity.not_before)?;
+    p.not_after = to_asn1_time(validity.not_after)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     dn.push(DnType::OrganizationName, "imgfarm");
     p.distinguished_name = dn;
-    p
+    Ok(p)
 }
 
 /// Creates a farm CA (path length 0: it signs leaves only) and the
 /// coordinator's certificate for `opts.sans`.
 pub fn init_farm(opts: &InitOptions) -> Result<(CaMaterial, IssuedFiles), IdentityError> {
     let ca_key = KeyPair::generate().map_err(gen_err)?;
-    let mut ca_params = base_params("imgfarm farm CA");
+    let mut ca_params = base_params("imgfarm farm CA", Validity::days_from_now(CA_DAYS)?)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_err)?;
@@ -85,23 +136,25 @@ pub fn init_farm(opts: &InitOptions) -> Result<(CaMaterial, IssuedFiles), Identi
         cert_pem: ca_cert.pem(),
         key_pem: ca_key.serialize_pem(),
     };
-    let coordinator = issue_leaf(&ca, Role::Coordinator, "coordinator", &opts.sans)?;
+    let validity = Validity::days_from_now(opts.days)?;
+    let coordinator = issue_leaf(&ca, Role::Coordinator, "coordinator", &opts.sans, validity)?;
     Ok((ca, coordinator))
 }
 
-/// Issues a certificate for `role`/`name`, signed by the CA. `sans` (DNS names
-/// or IPs) are used for the coordinator only.
+/// Issues a certificate for `role`/`name`, signed by the CA, valid for `validity`. `sans`
+/// (DNS names or IPs) are used for the coordinator only.
 pub fn issue_leaf(
     ca: &CaMaterial,
     role: Role,
     name: &str,
     sans: &[String],
+    validity: Validity,
 ) -> Result<IssuedFiles, IdentityError> {
     validate_name(name)?;
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(gen_err)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(gen_err)?;
 
-    let mut p = base_params(&format!("imgfarm {role} {name}"));
+    let mut p = base_params(&format!("imgfarm {role} {name}"), validity)?;
     p.use_authority_key_identifier_extension = true;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let uri = role_uri(role, name).try_into().map_err(gen_err)?;
@@ -163,5 +216,34 @@ mod tests {
         for bad in ["", "a..b", "-a", "a b", "x/y"] {
             assert!(parse_san(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn days_are_bounded_and_give_the_period() {
+        for bad in [0, MAX_DAYS + 1] {
+            assert!(matches!(
+                Validity::days_from_now(bad),
+                Err(IdentityError::InvalidDays(d)) if d == bad
+            ));
+        }
+        let v = Validity::days_from_now(30).unwrap();
+        let span = v.not_after.duration_since(v.not_before).unwrap();
+        assert_eq!(span, Duration::from_secs(30 * 86_400) + CLOCK_SKEW);
+    }
+
+    #[test]
+    fn the_certificate_carries_the_period() {
+        let (ca, _) = init_farm(&InitOptions::default()).unwrap();
+        let v = Validity::days_from_now(7).unwrap();
+        let w = issue_leaf(&ca, Role::Worker, "w1", &[], v).unwrap();
+        let pem = x509_parser::pem::parse_x509_pem(w.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(cert.validity().not_after.timestamp(), v.not_after_unix());
+        assert_eq!(
+            cert.validity().not_before.timestamp(),
+            unix_secs(v.not_before)
+        );
     }
 }

@@ -32,7 +32,10 @@ mod tls;
 mod tls_dir;
 
 pub use files::{write_new_files, FileSpec};
-pub use issue::{init_farm, issue_leaf, CaMaterial, InitOptions, IssuedFiles};
+pub use issue::{
+    init_farm, issue_leaf, CaMaterial, InitOptions, IssuedFiles, Validity, CA_DAYS,
+    DEFAULT_LEAF_DAYS, MAX_DAYS,
+};
 pub use peer::{peer_identity_from_der, PeerIdentity};
 pub use refusal::{CertProblem, Described};
 pub use role::{parse_role_uri, role_uri, validate_name, Role, ROLE_URI_PREFIX};
@@ -65,6 +68,9 @@ pub enum IdentityError {
         /// Why.
         reason: &'static str,
     },
+    /// `--days` outside 1..=MAX_DAYS.
+    #[error("invalid --days {0}: give 1 to {max} days", max = issue::MAX_DAYS)]
+    InvalidDays(u32),
     /// A SAN given to `farm init` is neither an IP address nor a DNS name.
     #[error("invalid --san {0:?}: give a DNS name or an IP address")]
     InvalidSan(String),
