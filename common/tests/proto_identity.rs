@@ -178,3 +178,26 @@ fn a_certificate_with_two_roles_is_refused() {
     let e = peer_identity_from_der(cert.der()).unwrap_err().to_string();
     assert!(e.contains("2 imgfarm role URIs"), "{e}");
 }
+
+#[test]
+fn a_ca_file_without_a_certificate_is_refused_and_a_bundle_is_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_farm(tmp.path(), &["w1"], &[]);
+    let ca = std::fs::read_to_string(tmp.path().join("ca.crt")).unwrap();
+    let key = std::fs::read_to_string(tmp.path().join("ca.key")).unwrap();
+    // A key where the CA certificate should be.
+    std::fs::write(tmp.path().join("ca.crt"), &key).unwrap();
+    let err = TlsDir::new(tmp.path())
+        .load(Role::Worker, Some("w1"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ca.crt"), "{err}");
+    assert!(err.contains("no CERTIFICATE block"), "{err}");
+    // Two CAs (a rotation bundle): both are trust roots.
+    let (other, _) = init_farm(&InitOptions::default()).unwrap();
+    std::fs::write(tmp.path().join("ca.crt"), format!("{ca}{}", other.cert_pem)).unwrap();
+    let creds = TlsDir::new(tmp.path())
+        .load(Role::Worker, Some("w1"))
+        .unwrap();
+    assert_eq!(creds.ca.len(), 2);
+}

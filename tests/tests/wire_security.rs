@@ -644,3 +644,55 @@ async fn an_expired_certificate_is_refused_on_either_side_and_told_why() {
         ],
     );
 }
+
+/// CA rotation without downtime (docs/operations.md): while every `ca.crt` holds the old and
+/// the new CA, peers with certificates of either are admitted, whichever CA signed the
+/// coordinator's; a peer that trusts only the new CA refuses the old coordinator certificate.
+#[tokio::test]
+async fn a_ca_bundle_admits_certificates_of_both_cas_during_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = make_farm(&tmp.path().join("old"));
+    let new = make_farm(&tmp.path().join("new"));
+    // The bundle, as an operator writes it: `cat old/ca.crt new/ca.crt > ca.crt`.
+    let mut bundle = std::fs::read_to_string(tmp.path().join("old/ca.crt")).unwrap();
+    bundle.push_str(&std::fs::read_to_string(tmp.path().join("new/ca.crt")).unwrap());
+    for farm in ["old", "new"] {
+        std::fs::write(tmp.path().join(farm).join("ca.crt"), &bundle).unwrap();
+    }
+    for (coordinator_from, store) in [(&old, "s1"), (&new, "s2")] {
+        let c = start(
+            coordinator_from.load(Role::Coordinator, None).unwrap(),
+            &tmp.path().join(store),
+            PROTOCOL_VERSION,
+        );
+        for worker_from in [&old, &new] {
+            let w1 = worker_from.load(Role::Worker, Some("w1")).unwrap();
+            assert_eq!(w1.ca.len(), 2);
+            let link = Link::connect(
+                &url(&c),
+                &w1,
+                hello(Role::Worker, "w1"),
+                LinkOptions::default(),
+            )
+            .await
+            .expect("admitted during the rotation");
+            link.close().await;
+        }
+        drop(c);
+    }
+    // After the rotation: a worker that trusts only the new CA refuses the old coordinator.
+    let c = start(
+        old.load(Role::Coordinator, None).unwrap(),
+        &tmp.path().join("s3"),
+        PROTOCOL_VERSION,
+    );
+    let mut w1 = new.load(Role::Worker, Some("w1")).unwrap();
+    w1.ca.truncate(0);
+    w1.ca
+        .push(new.load(Role::Worker, Some("w1")).unwrap().ca[1].clone());
+    let err = dial_until_refused(&c, &w1, Role::Worker, "w1").await;
+    assert_names(
+        &err.to_string(),
+        &["refused the certificate of the farm coordinator"],
+    );
+}

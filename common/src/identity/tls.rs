@@ -16,7 +16,9 @@ fn tls_err(e: impl std::fmt::Display) -> IdentityError {
 
 fn farm_roots(creds: &Credentials) -> Result<RootCertStore, IdentityError> {
     let mut roots = RootCertStore::empty();
-    roots.add(creds.ca.clone()).map_err(tls_err)?;
+    for ca in &creds.ca {
+        roots.add(ca.clone()).map_err(tls_err)?;
+    }
     Ok(roots)
 }
 

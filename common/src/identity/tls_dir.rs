@@ -22,8 +22,9 @@ pub struct Credentials {
     pub chain: Vec<CertificateDer<'static>>,
     /// Our private key.
     pub key: PrivateKeyDer<'static>,
-    /// The farm CA certificate, the only trust root.
-    pub ca: CertificateDer<'static>,
+    /// The farm CA certificates, the only trust roots: one, or during a CA rotation the old
+    /// and the new (`ca.crt` holding both, see docs/operations.md).
+    pub ca: Vec<CertificateDer<'static>>,
 }
 
 impl Clone for Credentials {
@@ -109,7 +110,7 @@ impl TlsDir {
                 return Err(self.not_found(f, &listing, &hint));
             }
         }
-        let ca = self.read_cert(&self.dir.join("ca.crt"))?;
+        let ca = self.read_certs(&self.dir.join("ca.crt"))?;
         let leaf_path = self.dir.join(&crt);
         let leaf = self.read_cert(&leaf_path)?;
         let key_path = self.dir.join(&key);
@@ -139,6 +140,22 @@ impl TlsDir {
             key,
             ca,
         })
+    }
+
+    /// Every certificate in a PEM file, in order; at least one.
+    fn read_certs(&self, path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+        let bad = |reason: String| IdentityError::BadFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(format!("not a PEM certificate: {e}")))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("not a PEM certificate: no CERTIFICATE block".into()));
+        }
+        Ok(certs)
     }
 
     fn read_cert(&self, path: &Path) -> Result<CertificateDer<'static>, IdentityError> {
