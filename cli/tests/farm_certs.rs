@@ -192,3 +192,97 @@ fn days_set_the_validity_and_bad_days_are_refused() {
     assert!(valid_in("ca.crt", 3649));
     assert!(!valid_in("ca.crt", 3651));
 }
+
+/// `farm issue --coordinator --san …` renews the coordinator's certificate with the same CA
+/// (so workers and clients keep trusting it); its SANs are required and only it takes them.
+#[test]
+fn the_coordinator_certificate_is_renewed_by_the_same_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("farm");
+    let d = dir.to_str().unwrap();
+    imgfarm()
+        .args(["farm", "init", "--dir", d])
+        .assert()
+        .success();
+    let ca_before = std::fs::read(dir.join("ca.crt")).unwrap();
+    let crt_before = std::fs::read(dir.join("coordinator.crt")).unwrap();
+    let refused = |args: &[&str], want: &str| {
+        let out = imgfarm().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    refused(
+        &["farm", "issue", "--dir", d, "--coordinator"],
+        "--coordinator needs --san NAME",
+    );
+    refused(
+        &[
+            "farm", "issue", "--dir", d, "--worker", "w1", "--san", "x.test",
+        ],
+        "--san is for --coordinator",
+    );
+    refused(
+        &[
+            "farm",
+            "issue",
+            "--dir",
+            d,
+            "--coordinator",
+            "--san",
+            "x.test",
+        ],
+        "pass --force to replace them",
+    );
+    imgfarm()
+        .args([
+            "farm",
+            "issue",
+            "--dir",
+            d,
+            "--coordinator",
+            "--san",
+            "farm.test",
+            "--san",
+            "127.0.0.1",
+            "--days",
+            "30",
+            "--force",
+        ])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), ca_before);
+    assert_ne!(
+        std::fs::read(dir.join("coordinator.crt")).unwrap(),
+        crt_before
+    );
+    let tls = imgfarm_common::identity::TlsDir::new(&dir);
+    let c = tls
+        .load(imgfarm_common::identity::Role::Coordinator, None)
+        .unwrap();
+    assert_eq!(c.identity.name, "coordinator");
+    if !imgfarm_testkit::require_tools_or_skip(
+        "the_coordinator_certificate_is_renewed_by_the_same_ca",
+        &["openssl"],
+    ) {
+        return;
+    }
+    // openssl verifies the renewed certificate against the unchanged CA and reads its SANs.
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.join("ca.crt"))
+        .arg(dir.join("coordinator.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(dir.join("coordinator.crt"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DNS:farm.test") && text.contains("IP Address:127.0.0.1"),
+        "{text}"
+    );
+}

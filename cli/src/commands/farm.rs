@@ -32,19 +32,26 @@ pub enum FarmCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a worker or client certificate signed by the farm CA
-    #[command(group = clap::ArgGroup::new("who").required(true).args(["worker", "client"]))]
+    /// Issue a worker, client or (renewed) coordinator certificate signed by the farm CA
+    #[command(group = clap::ArgGroup::new("who").required(true).args(["worker", "client", "coordinator"]))]
     Issue {
         /// The farm directory made by `farm init`
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Issue a worker certificate with this name
-        #[arg(long, conflicts_with = "client")]
+        #[arg(long, conflicts_with_all = ["client", "coordinator"])]
         worker: Option<String>,
         /// Issue a client certificate with this name
-        #[arg(long)]
+        #[arg(long, conflicts_with = "coordinator")]
         client: Option<String>,
-        /// Days the certificate is valid; after that the coordinator refuses it
+        /// Issue a new coordinator certificate (renewal by the same CA: workers and clients
+        /// keep trusting it)
+        #[arg(long)]
+        coordinator: bool,
+        /// With --coordinator: its subject alternative names (DNS names or IPs), as for `farm init`
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Days the certificate is valid; after that its peers refuse it
         #[arg(long, default_value_t = DEFAULT_LEAF_DAYS, value_name = "N")]
         days: u32,
         /// Replace existing files
@@ -87,9 +94,30 @@ pub fn run(_g: &GlobalArgs, c: FarmCommand) -> anyhow::Result<ExitCode> {
             dir,
             worker,
             client,
+            coordinator,
+            sans,
             days,
             force,
-        } => farm_issue(&dir, worker, client, days, force),
+        } => {
+            let who = match (worker, client, coordinator) {
+                (Some(w), None, false) => (Role::Worker, w),
+                (None, Some(c), false) => (Role::Client, c),
+                (None, None, true) => (Role::Coordinator, "coordinator".to_string()),
+                _ => anyhow::bail!(
+                    "give exactly one of --worker NAME, --client NAME or --coordinator"
+                ),
+            };
+            match (coordinator, sans.is_empty()) {
+                (true, true) => anyhow::bail!(
+                    "--coordinator needs --san NAME for each DNS name or address it is reached by"
+                ),
+                (false, false) => anyhow::bail!(
+                    "--san is for --coordinator: workers and clients are named by --worker/--client"
+                ),
+                _ => {}
+            }
+            farm_issue(&dir, who, &sans, days, force)
+        }
         FarmCommand::Status(q) => status::run(&q, status::View::Status),
         FarmCommand::Workers(q) => status::run(&q, status::View::Workers),
     }
@@ -145,19 +173,14 @@ fn farm_init(dir: &Path, sans: Vec<String>, days: u32, force: bool) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// `farm issue`: a worker or client certificate signed by the farm CA in `dir`.
+/// `farm issue`: a worker, client or coordinator certificate signed by the farm CA in `dir`.
 fn farm_issue(
     dir: &Path,
-    worker: Option<String>,
-    client: Option<String>,
+    (role, name): (Role, String),
+    sans: &[String],
     days: u32,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (role, name) = match (worker, client) {
-        (Some(w), None) => (Role::Worker, w),
-        (None, Some(c)) => (Role::Client, c),
-        _ => anyhow::bail!("give exactly one of --worker NAME or --client NAME"),
-    };
     let validity = Validity::days_from_now(days)?;
     let read = |f: &str| {
         let p = dir.join(f);
@@ -173,7 +196,7 @@ fn farm_issue(
         cert_pem: read("ca.crt")?,
         key_pem: read("ca.key")?,
     };
-    let issued = issue_leaf(&ca, role, &name, &[], validity)?;
+    let issued = issue_leaf(&ca, role, &name, sans, validity)?;
     write_new_files(&leaf_files(dir, &issued), force)?;
     println!(
         "{role} certificate {}.crt and key {}.key written to {} (valid {days} days)",
