@@ -384,3 +384,98 @@ fn farm_steps_run_under_seccomp_and_insecure_ones_without() {
         );
     }
 }
+
+/// docs/operations.md, "Backing up and restoring the coordinator", done as written: stop the
+/// coordinator with SIGTERM while a build is queued, tar its state directory, lose the
+/// directory, untar it, start again. The queued build then runs, and a finished build's
+/// result is served from the restored cache (its RUN step CACHED although the worker's own
+/// cache was wiped too).
+#[test]
+fn a_restored_coordinator_backup_resumes_its_queue_and_cache() {
+    let name = "a_restored_coordinator_backup_resumes_its_queue_and_cache";
+    if !require_tools_or_skip(name, &["tar"]) {
+        return;
+    }
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let mut coordinator = farm.start_coordinator(6);
+    let mut amd1 = farm.start_worker("amd1", None, 1);
+    let done = farm.env.context(
+        "done",
+        &[("Dockerfile", "FROM busybox\nRUN echo before-backup > /r\n")],
+    );
+    let done_dir = done.to_str().expect("utf-8");
+    farm.build(&["--platform", "linux/amd64", done_dir]);
+    // A build queued when the backup is taken: no worker is connected.
+    amd1.kill();
+    let queued = farm.env.context(
+        "queued",
+        &[("Dockerfile", "FROM busybox\nRUN echo after-restore > /r\n")],
+    );
+    let dest = farm.env.work.path().join("out");
+    let mut client = farm.start_build(&[
+        "--platform",
+        "linux/amd64",
+        "--output",
+        &format!("type=local,dest={}", dest.display()),
+        queued.to_str().expect("utf-8"),
+    ]);
+    client.wait_for("build id", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    coordinator.signal("TERM");
+    let status = coordinator.wait(Duration::from_secs(30));
+    assert!(status.success(), "{}", coordinator.output());
+
+    let state = &farm.coordinator_state;
+    let backup = farm.env.work.path().join("coordinator-backup.tar");
+    let tar = |args: &[&str]| {
+        let out = std::process::Command::new("tar")
+            .args(args)
+            .output()
+            .expect("tar");
+        assert!(out.status.success(), "tar {args:?}: {out:?}");
+    };
+    tar(&[
+        "-C",
+        state.to_str().unwrap(),
+        "-cf",
+        backup.to_str().unwrap(),
+        ".",
+    ]);
+    // The disk is lost: the state directory is emptied, and the worker's cache with it.
+    for e in std::fs::read_dir(state).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(farm.worker_state("amd1")).unwrap();
+    tar(&[
+        "-C",
+        state.to_str().unwrap(),
+        "-xpf",
+        backup.to_str().unwrap(),
+    ]);
+
+    let _coordinator = farm.start_coordinator(6);
+    let _amd1 = farm.start_worker("amd1", None, 1);
+    let status = client.wait(Duration::from_secs(240));
+    let out = client.output();
+    assert!(status.success(), "{out}");
+    let got = std::fs::read_to_string(dest.join("r")).expect("output file");
+    assert_eq!(got.trim(), "after-restore");
+    // The finished build again: its step comes from the restored result cache.
+    let again = farm.build(&["--platform", "linux/amd64", done_dir]);
+    let title = again
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("echo before-backup"))
+        .unwrap_or_else(|| panic!("no RUN step in {again}"));
+    let n = title.split_whitespace().next().unwrap();
+    assert!(
+        again.lines().any(|l| l == format!("{n} CACHED")),
+        "not cached after the restore:\n{again}"
+    );
+}
