@@ -895,7 +895,7 @@ fn secrets_script_writes_loadable_secrets_and_prints_no_key() {
     let o = secrets_script(&args[..6]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(std::fs::read(farm.join("ca.crt")).expect("ca.crt"), ca);
-    let o = secrets_script(&[&args[..6], &["--stdout"]].concat());
+    let o = secrets_script(&[&args[..6], &["--stdout"][..]].concat());
     assert!(text(&o.stdout).contains("kind: Secret"));
     // A farm directory without ca.key (kept elsewhere) and without a pool's certificate.
     let partial = tmp.path().join("partial");
