@@ -295,7 +295,7 @@ mod policy {
                 }
                 Some("Service") => {
                     let sel = str_map(&o["spec"]["selector"]);
-                    let matched: Vec<&Pod> = pods
+                    let matched: Vec<&Pod<'_>> = pods
                         .iter()
                         .filter(|p| p.namespace == namespace(o) && selects(&sel, &p.labels))
                         .collect();
@@ -328,7 +328,7 @@ mod policy {
         bad
     }
 
-    fn check_pod(p: &Pod, secrets: &BTreeSet<String>, bad: &mut Vec<String>) {
+    fn check_pod(p: &Pod<'_>, secrets: &BTreeSet<String>, bad: &mut Vec<String>) {
         let what = &p.what;
         let psc = &p.spec["securityContext"];
         let worker = p.labels.get("app.kubernetes.io/component").map(String::as_str) == Some("worker");
