@@ -43,11 +43,7 @@ RUN cat /a /b > /ab
 /// A replica of worker `pool-amd64` (one slot, linux/amd64) with state dir `replica-TAG-state`,
 /// logging every vertex it finishes.
 fn replica(farm: &Farm, tag: &str) -> Proc {
-    let state = farm
-        .env
-        .work
-        .path()
-        .join(format!("replica-{tag}-state"));
+    let state = farm.env.work.path().join(format!("replica-{tag}-state"));
     let mut c = farm.worker_command(NAME, &state, Some("linux/amd64"), 1);
     c.args(["--log-level", "info"]);
     spawn_worker(NAME, c)
@@ -133,7 +129,7 @@ fn rows_named(farm: &Farm, name: &str) -> usize {
             _ => 0,
         }
     }
-    let out = farm_support::ok(&farm.env.run(&[
+    let run = farm.env.run(&[
         "farm",
         "workers",
         "--farm",
@@ -142,7 +138,9 @@ fn rows_named(farm: &Farm, name: &str) -> usize {
         farm.tls.to_str().expect("utf-8"),
         "--format",
         "json",
-    ]));
+    ]);
+    farm_support::ok(&run);
+    let out = farm_support::text(&run.stdout);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     count(&v, name)
 }
@@ -201,8 +199,14 @@ fn replicas_sharing_a_name_split_the_work_and_survive_each_other() {
         "the surviving replica ran both stages:\n{}",
         b.output()
     );
+    // The session line on stdout (with --log-level info the log repeats it on stderr).
+    let sessions = b
+        .output()
+        .lines()
+        .filter(|l| l.starts_with(&format!("worker {NAME} connected")))
+        .count();
     assert_eq!(
-        b.count(&format!("worker {NAME} connected")),
+        sessions,
         1,
         "the surviving replica never lost its session:\n{}",
         b.output()

@@ -173,7 +173,10 @@ impl Tools {
             .map(str::to_string)
             .collect();
         if !out.status.success() && errors.is_empty() {
-            errors.push(format!("kubernetes-validate failed ({}): {all}", out.status));
+            errors.push(format!(
+                "kubernetes-validate failed ({}): {all}",
+                out.status
+            ));
         }
         errors
     }
@@ -331,7 +334,11 @@ mod policy {
     fn check_pod(p: &Pod<'_>, secrets: &BTreeSet<String>, bad: &mut Vec<String>) {
         let what = &p.what;
         let psc = &p.spec["securityContext"];
-        let worker = p.labels.get("app.kubernetes.io/component").map(String::as_str) == Some("worker");
+        let worker = p
+            .labels
+            .get("app.kubernetes.io/component")
+            .map(String::as_str)
+            == Some("worker");
         for k in ["hostNetwork", "hostPID", "hostIPC"] {
             if p.spec[k] == json!(true) {
                 bad.push(format!("{what}: {k} is true"));
@@ -371,7 +378,9 @@ mod policy {
             }
             match get("runAsUser").as_u64() {
                 Some(0) => bad.push(format!("{at}: runAsUser is 0 (root)")),
-                None => bad.push(format!("{at}: runAsUser is not set (the image's user is not checked)")),
+                None => bad.push(format!(
+                    "{at}: runAsUser is not set (the image's user is not checked)"
+                )),
                 Some(_) => {}
             }
             if sc["privileged"] == json!(true) {
@@ -406,7 +415,8 @@ mod policy {
             }
             let image = c["image"].as_str().unwrap_or("");
             let first = image.split('/').next().unwrap_or("");
-            if image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost")
+            if image.contains('/')
+                && (first.contains('.') || first.contains(':') || first == "localhost")
             {
                 bad.push(format!(
                     "{at}: image {image} names a registry host (use the placeholder and kustomize images:)"
@@ -460,7 +470,12 @@ fn fresh_secrets(t: &Tools, tmp: &Path) -> BTreeMap<String, Value> {
         "--client",
         "ci",
     ]);
-    assert!(o.status.success(), "k8s-secrets.sh: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "k8s-secrets.sh: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let rendered = t.render(out.to_str().expect("utf-8"));
     t.objects(&rendered)
         .into_iter()
@@ -521,7 +536,11 @@ fn every_variant_renders_and_validates_against_the_api_schema() {
         assert!(objs.len() >= 8, "{dir} rendered {} objects", objs.len());
         for v in versions {
             let errors = t.validate(&yaml, v);
-            assert!(errors.is_empty(), "{dir} against Kubernetes {v}:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{dir} against Kubernetes {v}:\n{}",
+                errors.join("\n")
+            );
             checked += objs.len();
         }
     }
@@ -530,7 +549,10 @@ fn every_variant_renders_and_validates_against_the_api_schema() {
     let typo = t
         .render("overlays/userns")
         .replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
-    assert!(!t.validate(&typo, "1.33.0").is_empty(), "a misspelt field passed");
+    assert!(
+        !t.validate(&typo, "1.33.0").is_empty(),
+        "a misspelt field passed"
+    );
     let errors = t.validate(&t.render("overlays/classic"), "1.29.0");
     assert!(
         errors.iter().any(|e| e.contains("appArmorProfile")),
@@ -539,7 +561,10 @@ fn every_variant_renders_and_validates_against_the_api_schema() {
     // The README states each overlay's version.
     let readme = std::fs::read_to_string(k8s_dir().join("README.md")).expect("README");
     for needle in ["1.30", "1.33", "idsPerPod"] {
-        assert!(readme.contains(needle), "README.md does not mention {needle}");
+        assert!(
+            readme.contains(needle),
+            "README.md does not mention {needle}"
+        );
     }
     eprintln!("validated {checked} objects");
 }
@@ -563,9 +588,14 @@ fn rendered_manifests_keep_the_policy() {
                 .iter()
                 .find(|p| p.what == format!("Deployment imgfarm-worker-{arch}"))
                 .unwrap_or_else(|| panic!("{dir}: no worker Deployment for {arch}"));
-            assert_eq!(worker.spec["nodeSelector"]["kubernetes.io/arch"], json!(arch));
-            assert!(objs.iter().any(|o| o["kind"] == json!("PodDisruptionBudget")
-                && o["metadata"]["name"] == json!(format!("imgfarm-worker-{arch}"))));
+            assert_eq!(
+                worker.spec["nodeSelector"]["kubernetes.io/arch"],
+                json!(arch)
+            );
+            assert!(objs
+                .iter()
+                .any(|o| o["kind"] == json!("PodDisruptionBudget")
+                    && o["metadata"]["name"] == json!(format!("imgfarm-worker-{arch}"))));
         }
         let coordinator = objs
             .iter()
@@ -575,7 +605,10 @@ fn rendered_manifests_keep_the_policy() {
         assert!(!coordinator["spec"]["volumeClaimTemplates"].is_null());
     }
     // The overlays' rootless settings.
-    for (dir, host_users) in [("overlays/userns", json!(false)), ("overlays/classic", Value::Null)] {
+    for (dir, host_users) in [
+        ("overlays/userns", json!(false)),
+        ("overlays/classic", Value::Null),
+    ] {
         let objs = t.objects(&t.render(dir));
         for p in policy::pods(&objs) {
             let c = &p.spec["containers"][0]["securityContext"];
@@ -585,7 +618,11 @@ fn rendered_manifests_keep_the_policy() {
                 assert_eq!(c["seccompProfile"]["type"], json!("Unconfined"));
                 assert_eq!(c["appArmorProfile"]["type"], json!("Unconfined"));
             } else {
-                assert!(c["procMount"].is_null() && p.spec["hostUsers"].is_null(), "{}", p.what);
+                assert!(
+                    c["procMount"].is_null() && p.spec["hostUsers"].is_null(),
+                    "{}",
+                    p.what
+                );
             }
         }
     }
@@ -622,15 +659,23 @@ fn the_policy_refuses_bad_manifests_with_clear_messages() {
     let Some(t) = Tools::get(name) else {
         return;
     };
-    let secrets: BTreeSet<String> = ["imgfarm-coordinator-tls", "imgfarm-worker-amd64-tls", "imgfarm-worker-arm64-tls"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let secrets: BTreeSet<String> = [
+        "imgfarm-coordinator-tls",
+        "imgfarm-worker-amd64-tls",
+        "imgfarm-worker-arm64-tls",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     let worker = "imgfarm-worker-arm64";
     let bad = complaints_after(&t, &secrets, "Deployment", worker, |o| {
-        o["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true);
+        o["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] =
+            json!(true);
     });
-    assert_complains(&bad, "Deployment imgfarm-worker-arm64 container worker: privileged is true");
+    assert_complains(
+        &bad,
+        "Deployment imgfarm-worker-arm64 container worker: privileged is true",
+    );
     let bad = complaints_after(&t, &secrets, "StatefulSet", "imgfarm-coordinator", |o| {
         let r = &mut o["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"];
         r.as_object_mut().expect("limits").remove("memory");
@@ -641,25 +686,40 @@ fn the_policy_refuses_bad_manifests_with_clear_messages() {
     );
     let bad = complaints_after(&t, &secrets, "Deployment", worker, |o| {
         let s = &mut o["spec"]["template"]["spec"]["nodeSelector"];
-        s.as_object_mut().expect("nodeSelector").remove("kubernetes.io/arch");
+        s.as_object_mut()
+            .expect("nodeSelector")
+            .remove("kubernetes.io/arch");
     });
     assert_complains(&bad, "a worker without a nodeSelector kubernetes.io/arch");
     let bad = complaints_after(&t, &secrets, "Deployment", worker, |o| {
         o["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"] = json!("amd64");
     });
-    assert_complains(&bad, "--platforms linux/arm64 does not match nodeSelector kubernetes.io/arch amd64");
+    assert_complains(
+        &bad,
+        "--platforms linux/arm64 does not match nodeSelector kubernetes.io/arch amd64",
+    );
     let bad = complaints_after(&t, &secrets, "StatefulSet", "imgfarm-coordinator", |o| {
-        o["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
+        o["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+            ["allowPrivilegeEscalation"] = json!(true);
     });
-    assert_complains(&bad, "allowPrivilegeEscalation is true, but only workers need it");
+    assert_complains(
+        &bad,
+        "allowPrivilegeEscalation is true, but only workers need it",
+    );
     let bad = complaints_after(&t, &secrets, "PodDisruptionBudget", worker, |o| {
         o["spec"]["selector"]["matchLabels"]["imgfarm/pool"] = json!("s390x");
     });
-    assert_complains(&bad, "PodDisruptionBudget imgfarm-worker-arm64: its selector");
+    assert_complains(
+        &bad,
+        "PodDisruptionBudget imgfarm-worker-arm64: its selector",
+    );
     let mut fewer = secrets.clone();
     fewer.remove("imgfarm-worker-amd64-tls");
     let bad = policy::check(&t.objects(&t.render("overlays/classic")), &fewer);
-    assert_complains(&bad, "uses Secret imgfarm-worker-amd64-tls, which scripts/k8s-secrets.sh does not write");
+    assert_complains(
+        &bad,
+        "uses Secret imgfarm-worker-amd64-tls, which scripts/k8s-secrets.sh does not write",
+    );
 
     // A crafted manifest breaking several rules at once.
     let crafted = t.objects(
@@ -777,15 +837,31 @@ fn container_arguments_parse_with_the_real_cli() {
     let args = without_metrics_listen(&policy::args(&worker.spec["containers"][0]));
     let renamed: Vec<String> = args
         .iter()
-        .map(|a| if a == "--tls-dir" { "--tls-directory".into() } else { a.clone() })
+        .map(|a| {
+            if a == "--tls-dir" {
+                "--tls-directory".into()
+            } else {
+                a.clone()
+            }
+        })
         .collect();
     let out = cli_accepts(&renamed);
     assert!(!out.status.success(), "a renamed flag was accepted");
-    assert!(text(&out.stderr).contains("--tls-directory"), "{}", text(&out.stderr));
-    let i = args.iter().position(|a| a == "--cache-max").expect("--cache-max");
+    assert!(
+        text(&out.stderr).contains("--tls-directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let i = args
+        .iter()
+        .position(|a| a == "--cache-max")
+        .expect("--cache-max");
     let mut bad_size = args.clone();
     bad_size[i + 1] = "lots".into();
-    assert!(!cli_accepts(&bad_size).status.success(), "--cache-max lots was accepted");
+    assert!(
+        !cli_accepts(&bad_size).status.success(),
+        "--cache-max lots was accepted"
+    );
 }
 
 #[test]
@@ -849,7 +925,10 @@ fn secrets_script_writes_loadable_secrets_and_prints_no_key() {
         let dir = tmp.path().join("mounted").join(secret);
         let s = &secrets[secret];
         assert_eq!(s["metadata"]["namespace"], json!("imgfarm"));
-        assert!(s["data"].get("ca.key").is_none(), "{secret} holds the CA key");
+        assert!(
+            s["data"].get("ca.key").is_none(),
+            "{secret} holds the CA key"
+        );
         secret_to_dir(s, &dir);
         let creds = TlsDir::new(&dir)
             .load(role, who)
@@ -890,7 +969,10 @@ fn secrets_script_writes_loadable_secrets_and_prints_no_key() {
     // A second run reuses the farm (same CA), refuses --san for it, and --stdout is opt-in.
     let ca = std::fs::read(farm.join("ca.crt")).expect("ca.crt");
     let o = secrets_script(&args);
-    assert!(!o.status.success(), "--san on an existing farm was accepted");
+    assert!(
+        !o.status.success(),
+        "--san on an existing farm was accepted"
+    );
     assert!(text(&o.stderr).contains("--san only applies to a new farm directory"));
     let o = secrets_script(&args[..6]);
     assert!(o.status.success(), "{}", text(&o.stderr));
