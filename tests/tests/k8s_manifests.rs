@@ -389,7 +389,7 @@ mod policy {
             match (&sc["allowPrivilegeEscalation"], worker) {
                 (Value::Bool(false), _) | (Value::Bool(true), true) => {}
                 (Value::Bool(true), false) => bad.push(format!(
-                    "{at}: allowPrivilegeEscalation is true, but only workers need it (setuid newuidmap)"
+                    "{at}: allowPrivilegeEscalation is true, but only workers need it (newuidmap, newgidmap)"
                 )),
                 _ => bad.push(format!("{at}: allowPrivilegeEscalation is not set")),
             }
@@ -805,7 +805,12 @@ fn container_arguments_parse_with_the_real_cli() {
         let objs = t.objects(&t.render(dir));
         for p in policy::pods(&objs) {
             for c in p.spec["containers"].as_array().expect("containers") {
-                assert_eq!(c["command"], json!(["imgfarm"]), "{}", p.what);
+                assert_eq!(
+                    c["command"],
+                    json!(["/usr/local/bin/imgfarm"]),
+                    "{}",
+                    p.what
+                );
                 let args = without_metrics_listen(&policy::args(c));
                 let sub = args.first().cloned().unwrap_or_default();
                 assert!(
