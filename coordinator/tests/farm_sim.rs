@@ -452,3 +452,31 @@ fn collection_never_forgets_what_a_live_build_needs_and_forgotten_results_run_ag
     assert!(done(&sim, &again));
     assert!(sim.total_runs() >= runs_before + 3);
 }
+
+#[test]
+fn workers_sharing_a_name_are_told_apart_by_session() {
+    // The replicas of a Kubernetes worker pool share one certificate and name
+    // (deploy/kubernetes); tests/tests/farm_shared_name.rs runs the same with real processes.
+    let mut sim = FarmSim::new(opts());
+    let a = sim.add_worker("pool-amd64", &["linux/amd64"], &[], 1);
+    let b = sim.add_worker("pool-amd64", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("ci");
+    let one = sim.submit(c, chain(&[amd64()], 1, "one")).unwrap();
+    let two = sim.submit(c, chain(&[amd64()], 1, "two")).unwrap();
+    assert!(sim.finish_next(a), "the shared base image");
+    assert_eq!(sim.worker(a).running.len(), 1, "one RUN each");
+    assert_eq!(sim.worker(b).running.len(), 1, "one RUN each");
+    let (on_a, on_b) = (
+        sim.worker(a).running[0].key.clone(),
+        sim.worker(b).running[0].key.clone(),
+    );
+    // One replica dies: only its own vertex goes back; the other keeps its session and work.
+    sim.kill(a);
+    assert!(sim.worker(b).alive);
+    assert_eq!(sim.worker(b).running[0].key, on_b);
+    sim.run_until_idle();
+    assert!(done(&sim, &one) && done(&sim, &two));
+    assert_eq!(sim.runs_of(&on_b), 1, "b's vertex was not run again");
+    assert_eq!(sim.runs_of(&on_a), 2, "a's vertex ran again, on b");
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
