@@ -1,0 +1,228 @@
+use super::*;
+use crate::engine::observe::Recorder;
+use crate::engine::sim::graphs::build;
+use crate::engine::sim::{amd64, arm64, FarmSim};
+use crate::engine::{EngineOptions, Observation};
+use std::time::Duration;
+
+/// The value of the sample `name{labels}` (labels as rendered, in order),
+/// from an OpenMetrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A farm of two workers: `n1` runs amd64 natively (2 slots), `e1` runs
+/// amd64 natively and emulates arm64 (1 slot); metrics observe the engine.
+fn farm() -> (FarmSim, Arc<CoordinatorMetrics>) {
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let m = Arc::new(CoordinatorMetrics::new(1 << 30));
+    sim.engine.set_observer(Box::new(m.observer()));
+    sim.add_worker("n1", &["linux/amd64"], &[], 2);
+    sim.add_worker("e1", &["linux/amd64"], &["linux/arm64"], 1);
+    (sim, m)
+}
+
+/// One two-platform build of two steps each, every vertex taking 2 s of
+/// simulated time; the metrics are rendered while it runs and after.
+fn scenario() -> (String, String) {
+    let (mut sim, m) = farm();
+    let c = sim.add_client("alice");
+    let id = sim
+        .submit(c, build(&[amd64(), arm64()], &[vec![], vec![]], "a"))
+        .expect("accepted");
+    let during = m.render(&sim.engine.gauges(), 123);
+    loop {
+        sim.advance(Duration::from_secs(2));
+        let busy: Vec<_> = sim.live_workers();
+        let mut any = false;
+        for w in busy {
+            while sim.finish_next(w) {
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    sim.run_until_idle();
+    assert!(sim.outcome(&id).is_some_and(|f| f.result.is_ok()));
+    let after = m.render(&sim.engine.gauges(), 456);
+    (during, after)
+}
+
+#[test]
+fn gauges_show_workers_slots_queue_and_builds_while_a_build_runs() {
+    let (during, _) = scenario();
+    let w = |platform: &str, emulation: &str, state: &str| {
+        sample(
+            &during,
+            &format!("imgfarm_coordinator_workers{{platform=\"{platform}\",emulation=\"{emulation}\",state=\"{state}\"}}"),
+        )
+    };
+    // Both images are placed at once (3 slots: 2 amd64 + the arm64 one on e1).
+    assert_eq!(w("linux/amd64", "native", "busy"), Some(2.0), "{during}");
+    assert_eq!(w("linux/amd64", "native", "idle"), Some(0.0), "{during}");
+    assert_eq!(w("linux/arm64", "emulated", "busy"), Some(1.0), "{during}");
+    assert_eq!(w("linux/amd64", "native", "draining"), Some(0.0), "{during}");
+    assert_eq!(sample(&during, "imgfarm_coordinator_workers_connected"), Some(2.0));
+    assert_eq!(sample(&during, "imgfarm_coordinator_slots"), Some(3.0));
+    assert_eq!(sample(&during, "imgfarm_coordinator_slots_busy"), Some(3.0));
+    assert_eq!(
+        sample(&during, "imgfarm_coordinator_builds_active{state=\"running\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&during, "imgfarm_coordinator_builds_active{state=\"queued\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&during, "imgfarm_coordinator_store_bytes"), Some(123.0));
+    assert_eq!(
+        sample(&during, "imgfarm_coordinator_store_max_bytes"),
+        Some(f64::from(1u32 << 30))
+    );
+    assert!(during.ends_with("# EOF\n"), "{during}");
+}
+
+#[test]
+fn counters_and_histograms_follow_the_engine_and_are_deterministic() {
+    let (_, after) = scenario();
+    let (_, again) = scenario();
+    assert_eq!(after, again, "the same simulated run renders the same text");
+    assert_eq!(
+        sample(&after, "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "imgfarm_coordinator_builds_total{outcome=\"failed\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&after, "imgfarm_coordinator_builds_admitted_total"), Some(1.0));
+    // amd64: image, 2 RUN, export, all native; arm64: the RUN steps on the
+    // emulating worker, the image and export (no code run) counted native.
+    let count = |p: &str, e: &str| {
+        sample(
+            &after,
+            &format!("imgfarm_coordinator_vertex_duration_seconds_count{{platform=\"{p}\",emulation=\"{e}\",outcome=\"succeeded\"}}"),
+        )
+    };
+    assert_eq!(count("linux/amd64", "native"), Some(4.0), "{after}");
+    assert_eq!(count("linux/arm64", "emulated"), Some(2.0), "{after}");
+    assert_eq!(count("linux/arm64", "native"), Some(2.0), "{after}");
+    // Each vertex took 2 s of simulated time.
+    assert_eq!(
+        sample(
+            &after,
+            "imgfarm_coordinator_vertex_duration_seconds_sum{platform=\"linux/amd64\",emulation=\"native\",outcome=\"succeeded\"}"
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "imgfarm_coordinator_queue_wait_seconds_count{platform=\"linux/amd64\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(sample(&after, "imgfarm_coordinator_slots_busy"), Some(0.0));
+    assert_eq!(sample(&after, "imgfarm_coordinator_cache_hits_total"), Some(0.0));
+}
+
+#[test]
+fn cache_hits_failures_and_cancels_are_counted() {
+    let (mut sim, m) = farm();
+    let c = sim.add_client("alice");
+    let def = build(&[amd64()], &[vec![]], "c");
+    sim.submit(c, def.clone()).expect("accepted");
+    sim.run_until_idle();
+    // The same build again: image, RUN and export come from the journal.
+    sim.submit(c, def).expect("accepted");
+    sim.run_until_idle();
+    let text = m.render(&sim.engine.gauges(), 0);
+    assert_eq!(sample(&text, "imgfarm_coordinator_cache_hits_total"), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"),
+        Some(2.0)
+    );
+    // A failing step fails its build.
+    sim.submit(c, build(&[amd64()], &[vec![]], "f")).expect("accepted");
+    let (w, key) = sim
+        .live_workers()
+        .into_iter()
+        .find_map(|w| sim.worker(w).running.first().map(|o| (w, o.key.clone())))
+        .expect("a vertex runs");
+    sim.fail(w, &key, "boom");
+    let text = m.render(&sim.engine.gauges(), 0);
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"failed\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_vertex_duration_seconds_count{platform=\"linux/amd64\",emulation=\"native\",outcome=\"failed\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    // A cancelled build, with a step running: the worker answers
+    // `cancelled`.
+    let id = sim.submit(c, build(&[amd64()], &[vec![]], "x")).expect("accepted");
+    sim.cancel(c, &id);
+    let text = m.render(&sim.engine.gauges(), 0);
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"cancelled\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_engine_observes_in_order_on_its_own_clock() {
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let rec = Recorder::default();
+    sim.engine.set_observer(Box::new(rec.clone()));
+    let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("alice");
+    sim.submit(c, build(&[amd64()], &[], "o")).expect("accepted");
+    sim.advance(Duration::from_millis(1500));
+    assert!(sim.finish_next(w));
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(seen[0], Observation::BuildAdmitted);
+    assert_eq!(
+        seen[1],
+        Observation::VertexPlaced {
+            platform: "linux/amd64".into(),
+            emulated: false,
+            queue_wait: Duration::ZERO
+        }
+    );
+    assert_eq!(
+        seen[2],
+        Observation::VertexEnded {
+            platform: "linux/amd64".into(),
+            emulated: false,
+            outcome: crate::engine::observe::VertexOutcome::Succeeded,
+            duration: Duration::from_millis(1500)
+        }
+    );
+    // The export waited for nothing: placed as the image finished.
+    assert!(matches!(&seen[3], Observation::VertexPlaced { queue_wait, .. } if queue_wait.is_zero()));
+}
+
+#[test]
+fn blob_bytes_are_counted_by_direction_and_role() {
+    let m = CoordinatorMetrics::new(0);
+    m.blob_relayed(Role::Client, Direction::In, 100);
+    m.blob_relayed(Role::Worker, Direction::Out, 100);
+    m.blob_relayed(Role::Worker, Direction::Out, 5);
+    let text = m.render(&Gauges::default(), 0);
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"in\",peer_role=\"client\"}"),
+        Some(100.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"out\",peer_role=\"worker\"}"),
+        Some(105.0)
+    );
+}
