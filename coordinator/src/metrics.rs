@@ -14,7 +14,7 @@
 
 use crate::engine::observe::{Gauges, Observation, Observer, WorkerState};
 use imgfarm_common::identity::Role;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,13 +23,11 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::{Arc, Mutex};
 
 /// Whether a platform is run natively or under emulation (qemu-user).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Emulation {
     /// The worker's CPU runs it.
-    #[prometheus(rename = "native")]
     Native,
     /// The worker runs it through qemu-user (binfmt_misc).
-    #[prometheus(rename = "emulated")]
     Emulated,
 }
 
@@ -92,13 +90,11 @@ pub struct BuildStateLabels {
 }
 
 /// Direction of a blob stream, seen from the coordinator.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Direction {
     /// Uploaded to the coordinator (`BlobPut`).
-    #[prometheus(rename = "in")]
     In,
     /// Downloaded from it (`BlobGet`).
-    #[prometheus(rename = "out")]
     Out,
 }
 
@@ -110,6 +106,38 @@ pub struct BlobLabels {
     /// Who sent or fetched it: `client` (contexts, base images, results)
     /// or `worker` (inputs, results).
     pub peer_role: String,
+}
+
+impl Emulation {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Emulation::Native => "native",
+            Emulation::Emulated => "emulated",
+        }
+    }
+}
+
+impl EncodeLabelValue for Emulation {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;

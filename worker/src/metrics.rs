@@ -7,7 +7,7 @@
 //! Every name starts with `imgfarm_worker_`; `docs/operations.md` lists
 //! them.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,27 +17,22 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// How a vertex ended on this worker.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum JobOutcome {
     /// Its result was uploaded and reported.
-    #[prometheus(rename = "succeeded")]
     Succeeded,
     /// The job was refused or the step failed.
-    #[prometheus(rename = "failed")]
     Failed,
     /// The coordinator cancelled it.
-    #[prometheus(rename = "cancelled")]
     Cancelled,
 }
 
 /// Whether a platform ran natively or under qemu-user.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Emulation {
     /// The worker's CPU.
-    #[prometheus(rename = "native")]
     Native,
     /// qemu-user through binfmt_misc (a RUN step of a foreign platform).
-    #[prometheus(rename = "emulated")]
     Emulated,
 }
 
@@ -64,13 +59,11 @@ pub struct VertexLabels {
 }
 
 /// Direction of a blob transfer, seen from the worker.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Direction {
     /// To the coordinator (result blobs).
-    #[prometheus(rename = "upload")]
     Upload,
     /// From the coordinator (inputs, context chunks, base layers).
-    #[prometheus(rename = "download")]
     Download,
 }
 
@@ -90,6 +83,55 @@ pub struct WorkerGauges {
     pub slots_busy: u64,
     /// Bytes of blobs and snapshots in the state directory.
     pub store_bytes: u64,
+}
+
+impl JobOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl EncodeLabelValue for JobOutcome {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
+}
+
+impl Emulation {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Emulation::Native => "native",
+            Emulation::Emulated => "emulated",
+        }
+    }
+}
+
+impl EncodeLabelValue for Emulation {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), e)
+    }
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
