@@ -32,17 +32,21 @@ fn scenario() -> (String, String) {
         .submit(c, build(&[amd64(), arm64()], &[vec![], vec![]], "a"))
         .expect("accepted");
     let during = m.render(&sim.engine.gauges(), 123);
+    // Each round, what runs at its start finishes 2 s later.
     loop {
         sim.advance(Duration::from_secs(2));
-        let busy: Vec<_> = sim.live_workers();
-        let mut any = false;
-        for w in busy {
-            while sim.finish_next(w) {
-                any = true;
-            }
-        }
-        if !any {
+        let work: Vec<_> = sim
+            .live_workers()
+            .into_iter()
+            .map(|w| (w, sim.worker(w).running.len()))
+            .collect();
+        if work.iter().all(|(_, n)| *n == 0) {
             break;
+        }
+        for (w, n) in work {
+            for _ in 0..n {
+                sim.finish_next(w);
+            }
         }
     }
     sim.run_until_idle();
@@ -67,7 +71,8 @@ fn gauges_show_workers_slots_queue_and_builds_while_a_build_runs() {
     assert_eq!(w("linux/amd64", "native", "draining"), Some(0.0), "{during}");
     assert_eq!(sample(&during, "imgfarm_coordinator_workers_connected"), Some(2.0));
     assert_eq!(sample(&during, "imgfarm_coordinator_slots"), Some(3.0));
-    assert_eq!(sample(&during, "imgfarm_coordinator_slots_busy"), Some(3.0));
+    // Only the two images can run yet.
+    assert_eq!(sample(&during, "imgfarm_coordinator_slots_busy"), Some(2.0));
     assert_eq!(
         sample(&during, "imgfarm_coordinator_builds_active{state=\"running\"}"),
         Some(1.0)
@@ -85,10 +90,50 @@ fn gauges_show_workers_slots_queue_and_builds_while_a_build_runs() {
 }
 
 #[test]
+fn vertices_waiting_for_a_slot_are_the_queue() {
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let m = Arc::new(CoordinatorMetrics::new(0));
+    sim.engine.set_observer(Box::new(m.observer()));
+    let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("alice");
+    sim.submit(c, build(&[amd64()], &[vec![]], "q1")).expect("accepted");
+    sim.submit(c, build(&[amd64()], &[vec![]], "q2")).expect("accepted");
+    // The base image is shared: one vertex runs, the second build waits for it.
+    let text = m.render(&sim.engine.gauges(), 0);
+    let v = |s: &str| sample(&text, s);
+    assert_eq!(v("imgfarm_coordinator_builds_active{state=\"running\"}"), Some(1.0), "{text}");
+    assert_eq!(v("imgfarm_coordinator_builds_active{state=\"queued\"}"), Some(1.0));
+    assert_eq!(v("imgfarm_coordinator_slots_busy"), Some(1.0));
+    // Then both RUN steps can run on the one slot: one waits.
+    assert!(sim.finish_next(w));
+    let text = m.render(&sim.engine.gauges(), 0);
+    assert_eq!(
+        sample(&text, "imgfarm_coordinator_queue_vertices{platform=\"linux/amd64\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    sim.advance(Duration::from_secs(3));
+    assert!(sim.finish_next(w));
+    sim.advance(Duration::from_secs(2));
+    assert!(sim.finish_next(w));
+    let text = m.render(&sim.engine.gauges(), 0);
+    // The waiting one waited 3 s, then 2 s more behind the first build's
+    // export (placed first: graph order).
+    let waited = sample(&text, "imgfarm_coordinator_queue_wait_seconds_sum{platform=\"linux/amd64\"}");
+    assert!(waited.is_some_and(|w| w >= 3.0), "{text}");
+}
+
+#[test]
 fn counters_and_histograms_follow_the_engine_and_are_deterministic() {
     let (_, after) = scenario();
     let (_, again) = scenario();
-    assert_eq!(after, again, "the same simulated run renders the same text");
+    // prometheus-client keeps series in hash maps: compare them sorted.
+    let sorted = |t: &str| {
+        let mut v: Vec<&str> = t.lines().collect();
+        v.sort_unstable();
+        v.join("\n")
+    };
+    assert_eq!(sorted(&after), sorted(&again), "the same simulated run, the same samples");
     assert_eq!(
         sample(&after, "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"),
         Some(1.0),
