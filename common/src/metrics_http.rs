@@ -305,8 +305,28 @@ where
         stream.write_all(&response).await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(opts.write_timeout, write).await;
+    if tokio::time::timeout(opts.write_timeout, write).await.is_err() {
+        return;
+    }
+    // Lingering close: closing with unread input (the rest of an oversized
+    // head) would reset the connection and could discard the answer before
+    // the client reads it. Read a bounded amount, briefly, first.
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
+
+/// How long, and how much, a closing connection reads and discards.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
 
 fn response(
     code: u16,
