@@ -265,7 +265,13 @@ where
 {
     let response = match read_head(&mut stream, opts).await {
         Head::Gone => return,
-        Head::TimedOut => response(408, "Request Timeout", "text/plain", b"request timeout\n", &[]),
+        Head::TimedOut => response(
+            408,
+            "Request Timeout",
+            "text/plain",
+            b"request timeout\n",
+            &[],
+        ),
         Head::TooLarge => response(
             431,
             "Request Header Fields Too Large",
@@ -276,13 +282,7 @@ where
         Head::Complete(head) => match classify(&head) {
             Request::Metrics => match render().await {
                 Some(body) => response(200, "OK", OPENMETRICS_CONTENT_TYPE, body.as_bytes(), &[]),
-                None => response(
-                    503,
-                    "Service Unavailable",
-                    "text/plain",
-                    b"stopping\n",
-                    &[],
-                ),
+                None => response(503, "Service Unavailable", "text/plain", b"stopping\n", &[]),
             },
             Request::NotFound => response(
                 404,
@@ -305,7 +305,10 @@ where
         stream.write_all(&response).await?;
         stream.shutdown().await
     };
-    if tokio::time::timeout(opts.write_timeout, write).await.is_err() {
+    if tokio::time::timeout(opts.write_timeout, write)
+        .await
+        .is_err()
+    {
         return;
     }
     // Lingering close: closing with unread input (the rest of an oversized

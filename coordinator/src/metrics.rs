@@ -272,7 +272,8 @@ impl CoordinatorMetrics {
             Unit::Bytes,
             m.blobs.clone(),
         );
-        m.store_max.set(i64::try_from(store_max).unwrap_or(i64::MAX));
+        m.store_max
+            .set(i64::try_from(store_max).unwrap_or(i64::MAX));
         for outcome in ["succeeded", "failed", "cancelled"] {
             let _ = m.builds.get_or_create(&OutcomeLabels {
                 outcome: outcome.into(),

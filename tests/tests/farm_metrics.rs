@@ -144,7 +144,15 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
     assert_eq!(before["imgfarm_coordinator_slots"], 2.0);
     assert_eq!(before["imgfarm_coordinator_slots_busy"], 0.0);
     assert_eq!(
-        sum(&before, "imgfarm_coordinator_workers", &["platform=\"linux/amd64\"", "emulation=\"native\"", "state=\"idle\""]),
+        sum(
+            &before,
+            "imgfarm_coordinator_workers",
+            &[
+                "platform=\"linux/amd64\"",
+                "emulation=\"native\"",
+                "state=\"idle\""
+            ]
+        ),
         2.0
     );
 
@@ -165,7 +173,11 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
     let mut scrapes = 0;
     let mut slowest = Duration::ZERO;
     while !build.exited() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "{}", build.output());
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{}",
+            build.output()
+        );
         let t = Instant::now();
         let (m, text) = scrape(c_addr);
         slowest = slowest.max(t.elapsed());
@@ -184,7 +196,11 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
         max_queue = max_queue.max(queue);
         // Every worker stays counted for amd64, native, whatever its state.
         assert_eq!(
-            sum(&m, "imgfarm_coordinator_workers", &["platform=\"linux/amd64\"", "emulation=\"native\""]),
+            sum(
+                &m,
+                "imgfarm_coordinator_workers",
+                &["platform=\"linux/amd64\"", "emulation=\"native\""]
+            ),
             2.0,
             "{}",
             excerpt(&during, &["imgfarm_coordinator_workers"])
@@ -218,7 +234,11 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
     assert_eq!(max_worker_busy, 1.0);
     if emulates_arm64 {
         assert!(
-            sum(&before, "imgfarm_coordinator_workers", &["platform=\"linux/arm64\"", "emulation=\"emulated\""]) == 2.0,
+            sum(
+                &before,
+                "imgfarm_coordinator_workers",
+                &["platform=\"linux/arm64\"", "emulation=\"emulated\""]
+            ) == 2.0,
             "both workers offer arm64 emulated"
         );
     }
@@ -239,27 +259,51 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
             ]
         )
     );
-    assert_eq!(m["imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"], 1.0);
-    assert_eq!(m["imgfarm_coordinator_builds_total{outcome=\"failed\"}"], 0.0);
+    assert_eq!(
+        m["imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["imgfarm_coordinator_builds_total{outcome=\"failed\"}"],
+        0.0
+    );
     assert_eq!(m["imgfarm_coordinator_slots_busy"], 0.0);
     let dur = |p: &str, e: &str| {
         sum(
             &m,
             "imgfarm_coordinator_vertex_duration_seconds_count",
-            &[&format!("platform=\"{p}\""), &format!("emulation=\"{e}\""), "outcome=\"succeeded\""],
+            &[
+                &format!("platform=\"{p}\""),
+                &format!("emulation=\"{e}\""),
+                "outcome=\"succeeded\"",
+            ],
         )
     };
     assert!(dur("linux/amd64", "native") >= 2.0, "{after}");
     if emulates_arm64 {
-        assert_eq!(dur("linux/arm64", "emulated"), 2.0, "the two arm64 RUN steps: {after}");
+        assert_eq!(
+            dur("linux/arm64", "emulated"),
+            2.0,
+            "the two arm64 RUN steps: {after}"
+        );
     }
     // The RUN steps slept 3 s each.
     assert!(
-        sum(&m, "imgfarm_coordinator_vertex_duration_seconds_sum", &["platform=\"linux/amd64\""]) >= 6.0,
+        sum(
+            &m,
+            "imgfarm_coordinator_vertex_duration_seconds_sum",
+            &["platform=\"linux/amd64\""]
+        ) >= 6.0,
         "{after}"
     );
     assert!(sum(&m, "imgfarm_coordinator_queue_wait_seconds_count", &[]) >= 4.0);
-    let relayed = |d: &str| sum(&m, "imgfarm_coordinator_blob_relayed_bytes_total", &[&format!("direction=\"{d}\"")]);
+    let relayed = |d: &str| {
+        sum(
+            &m,
+            "imgfarm_coordinator_blob_relayed_bytes_total",
+            &[&format!("direction=\"{d}\"")],
+        )
+    };
     assert!(relayed("in") > 0.0 && relayed("out") > 0.0, "{after}");
     assert!(m["imgfarm_coordinator_store_bytes"] > 0.0);
 
@@ -270,7 +314,11 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
         assert_eq!(wm["imgfarm_worker_slots"], 1.0);
         assert_eq!(wm["imgfarm_worker_slots_busy"], 0.0);
         assert!(wm["imgfarm_worker_store_bytes"] > 0.0, "{text}");
-        worker_runs += sum(&wm, "imgfarm_worker_vertices_total", &["outcome=\"succeeded\""]);
+        worker_runs += sum(
+            &wm,
+            "imgfarm_worker_vertices_total",
+            &["outcome=\"succeeded\""],
+        );
         assert!(
             sum(&wm, "imgfarm_worker_blob_transferred_bytes_total", &[]) > 0.0,
             "{text}"

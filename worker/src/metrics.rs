@@ -247,7 +247,11 @@ impl WorkerMetrics {
         if outcome == JobOutcome::Cancelled {
             return;
         }
-        let platform = if platform.is_empty() { "none" } else { platform };
+        let platform = if platform.is_empty() {
+            "none"
+        } else {
+            platform
+        };
         self.vertex_duration
             .get_or_create(&VertexLabels {
                 platform: platform.to_string(),
@@ -302,10 +306,28 @@ mod tests {
     fn jobs_transfers_and_gauges_render() {
         let m = WorkerMetrics::new(1000);
         m.set_connected(true);
-        m.vertex_ended("linux/arm64", true, false, JobOutcome::Succeeded, Duration::from_secs(3));
-        m.vertex_ended("linux/amd64", false, true, JobOutcome::Succeeded, Duration::from_millis(20));
+        m.vertex_ended(
+            "linux/arm64",
+            true,
+            false,
+            JobOutcome::Succeeded,
+            Duration::from_secs(3),
+        );
+        m.vertex_ended(
+            "linux/amd64",
+            false,
+            true,
+            JobOutcome::Succeeded,
+            Duration::from_millis(20),
+        );
         m.vertex_ended("", false, false, JobOutcome::Failed, Duration::from_secs(1));
-        m.vertex_ended("linux/amd64", false, false, JobOutcome::Cancelled, Duration::ZERO);
+        m.vertex_ended(
+            "linux/amd64",
+            false,
+            false,
+            JobOutcome::Cancelled,
+            Duration::ZERO,
+        );
         m.blob_transferred(Direction::Upload, 10);
         m.blob_transferred(Direction::Download, 7);
         m.blob_transferred(Direction::Download, 3);

@@ -29,10 +29,20 @@ async fn a_scrape_gets_the_rendered_text_and_other_requests_get_their_errors() {
     let srv = start(HttpOptions::default(), Some(BODY));
     let addr = srv.local_addr();
     assert_ne!(addr.port(), 0);
-    let (code, text) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").await;
+    let (code, text) = exchange(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+    )
+    .await;
     assert_eq!(code, 200, "{text}");
-    assert!(text.contains(&format!("Content-Type: {OPENMETRICS_CONTENT_TYPE}\r\n")), "{text}");
-    assert!(text.contains(&format!("Content-Length: {}\r\n", BODY.len())), "{text}");
+    assert!(
+        text.contains(&format!("Content-Type: {OPENMETRICS_CONTENT_TYPE}\r\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Content-Length: {}\r\n", BODY.len())),
+        "{text}"
+    );
     assert!(text.ends_with(&format!("\r\n\r\n{BODY}")), "{text}");
     let (code, _) = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
     assert_eq!(code, 200);
@@ -148,7 +158,10 @@ fn listen_addresses_parse_or_say_what_to_give() {
     assert_eq!(parse_listen_addr("localhost:9464").unwrap().port(), 9464);
     for bad in ["9464", "nonsense", "127.0.0.1:99999", "", "127.0.0.1:port"] {
         let e = parse_listen_addr(bad).unwrap_err().to_string();
-        assert!(e.contains("--metrics-listen") && e.contains("IP:PORT"), "{bad}: {e}");
+        assert!(
+            e.contains("--metrics-listen") && e.contains("IP:PORT"),
+            "{bad}: {e}"
+        );
     }
 }
 
@@ -160,18 +173,29 @@ fn a_port_in_use_is_a_clear_error() {
         .unwrap();
     rt.block_on(async {
         let first = start(HttpOptions::default(), Some(BODY));
-        let e = serve(first.local_addr(), HttpOptions::default(), || async { None })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot listen") && e.contains(&first.local_addr().to_string()), "{e}");
+        let e = serve(first.local_addr(), HttpOptions::default(), || async {
+            None
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("cannot listen") && e.contains(&first.local_addr().to_string()),
+            "{e}"
+        );
     });
 }
 
 #[test]
 fn request_lines_are_classified() {
-    assert_eq!(classify(b"GET /metrics HTTP/1.1\r\nHost: a"), Request::Metrics);
+    assert_eq!(
+        classify(b"GET /metrics HTTP/1.1\r\nHost: a"),
+        Request::Metrics
+    );
     assert_eq!(classify(b"GET /x HTTP/1.1"), Request::NotFound);
-    assert_eq!(classify(b"HEAD /metrics HTTP/1.1"), Request::MethodNotAllowed);
+    assert_eq!(
+        classify(b"HEAD /metrics HTTP/1.1"),
+        Request::MethodNotAllowed
+    );
     assert_eq!(classify(b"GET  /metrics HTTP/1.1"), Request::Bad);
     assert_eq!(classify(b"\xff\xfe"), Request::Bad);
 }

@@ -2,8 +2,8 @@
 //! build. Messages go out as [`Action`]s; nothing here waits.
 
 use super::builds::{Build, BuildState};
-use super::ports::StoredBuild;
 use super::observe::{BuildOutcome, Observation};
+use super::ports::StoredBuild;
 use super::{Engine, PeerId};
 use crate::scheduler::VertexState;
 use imgfarm_common::farm::{self, FarmDefinition, OutputSpec};

@@ -437,15 +437,14 @@ impl Engine {
             .workers()
             .map(|(session, w)| {
                 let busy = self.sched.load(w.sched_id) as u64;
-                let state = if self.sched.is_draining(w.sched_id)
-                    || self.drained.contains_key(&session)
-                {
-                    observe::WorkerState::Draining
-                } else if busy > 0 {
-                    observe::WorkerState::Busy
-                } else {
-                    observe::WorkerState::Idle
-                };
+                let state =
+                    if self.sched.is_draining(w.sched_id) || self.drained.contains_key(&session) {
+                        observe::WorkerState::Draining
+                    } else if busy > 0 {
+                        observe::WorkerState::Busy
+                    } else {
+                        observe::WorkerState::Idle
+                    };
                 observe::WorkerGauge {
                     name: w.name.clone(),
                     native: w.native.clone(),

@@ -173,7 +173,7 @@ impl Engine {
                 return failed;
             }
             Err(Failure::Worker(msg)) if faults::out_of_space(&msg) => {
-                self.drain_for_space(peer, wid, &s, &msg);
+                self.drain_for_space(peer, wid, s, &msg);
                 return failed;
             }
             Err(Failure::Worker(msg)) => {

@@ -68,20 +68,36 @@ fn gauges_show_workers_slots_queue_and_builds_while_a_build_runs() {
     assert_eq!(w("linux/amd64", "native", "busy"), Some(2.0), "{during}");
     assert_eq!(w("linux/amd64", "native", "idle"), Some(0.0), "{during}");
     assert_eq!(w("linux/arm64", "emulated", "busy"), Some(1.0), "{during}");
-    assert_eq!(w("linux/amd64", "native", "draining"), Some(0.0), "{during}");
-    assert_eq!(sample(&during, "imgfarm_coordinator_workers_connected"), Some(2.0));
+    assert_eq!(
+        w("linux/amd64", "native", "draining"),
+        Some(0.0),
+        "{during}"
+    );
+    assert_eq!(
+        sample(&during, "imgfarm_coordinator_workers_connected"),
+        Some(2.0)
+    );
     assert_eq!(sample(&during, "imgfarm_coordinator_slots"), Some(3.0));
     // Only the two images can run yet.
     assert_eq!(sample(&during, "imgfarm_coordinator_slots_busy"), Some(2.0));
     assert_eq!(
-        sample(&during, "imgfarm_coordinator_builds_active{state=\"running\"}"),
+        sample(
+            &during,
+            "imgfarm_coordinator_builds_active{state=\"running\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&during, "imgfarm_coordinator_builds_active{state=\"queued\"}"),
+        sample(
+            &during,
+            "imgfarm_coordinator_builds_active{state=\"queued\"}"
+        ),
         Some(0.0)
     );
-    assert_eq!(sample(&during, "imgfarm_coordinator_store_bytes"), Some(123.0));
+    assert_eq!(
+        sample(&during, "imgfarm_coordinator_store_bytes"),
+        Some(123.0)
+    );
     assert_eq!(
         sample(&during, "imgfarm_coordinator_store_max_bytes"),
         Some(f64::from(1u32 << 30))
@@ -96,19 +112,31 @@ fn vertices_waiting_for_a_slot_are_the_queue() {
     sim.engine.set_observer(Box::new(m.observer()));
     let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
     let c = sim.add_client("alice");
-    sim.submit(c, build(&[amd64()], &[vec![]], "q1")).expect("accepted");
-    sim.submit(c, build(&[amd64()], &[vec![]], "q2")).expect("accepted");
+    sim.submit(c, build(&[amd64()], &[vec![]], "q1"))
+        .expect("accepted");
+    sim.submit(c, build(&[amd64()], &[vec![]], "q2"))
+        .expect("accepted");
     // The base image is shared: one vertex runs, the second build waits for it.
     let text = m.render(&sim.engine.gauges(), 0);
     let v = |s: &str| sample(&text, s);
-    assert_eq!(v("imgfarm_coordinator_builds_active{state=\"running\"}"), Some(1.0), "{text}");
-    assert_eq!(v("imgfarm_coordinator_builds_active{state=\"queued\"}"), Some(1.0));
+    assert_eq!(
+        v("imgfarm_coordinator_builds_active{state=\"running\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        v("imgfarm_coordinator_builds_active{state=\"queued\"}"),
+        Some(1.0)
+    );
     assert_eq!(v("imgfarm_coordinator_slots_busy"), Some(1.0));
     // Then both RUN steps can run on the one slot: one waits.
     assert!(sim.finish_next(w));
     let text = m.render(&sim.engine.gauges(), 0);
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_queue_vertices{platform=\"linux/amd64\"}"),
+        sample(
+            &text,
+            "imgfarm_coordinator_queue_vertices{platform=\"linux/amd64\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -119,7 +147,10 @@ fn vertices_waiting_for_a_slot_are_the_queue() {
     let text = m.render(&sim.engine.gauges(), 0);
     // The waiting one waited 3 s, then 2 s more behind the first build's
     // export (placed first: graph order).
-    let waited = sample(&text, "imgfarm_coordinator_queue_wait_seconds_sum{platform=\"linux/amd64\"}");
+    let waited = sample(
+        &text,
+        "imgfarm_coordinator_queue_wait_seconds_sum{platform=\"linux/amd64\"}",
+    );
     assert!(waited.is_some_and(|w| w >= 3.0), "{text}");
 }
 
@@ -133,17 +164,30 @@ fn counters_and_histograms_follow_the_engine_and_are_deterministic() {
         v.sort_unstable();
         v.join("\n")
     };
-    assert_eq!(sorted(&after), sorted(&again), "the same simulated run, the same samples");
     assert_eq!(
-        sample(&after, "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"),
+        sorted(&after),
+        sorted(&again),
+        "the same simulated run, the same samples"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"
+        ),
         Some(1.0),
         "{after}"
     );
     assert_eq!(
-        sample(&after, "imgfarm_coordinator_builds_total{outcome=\"failed\"}"),
+        sample(
+            &after,
+            "imgfarm_coordinator_builds_total{outcome=\"failed\"}"
+        ),
         Some(0.0)
     );
-    assert_eq!(sample(&after, "imgfarm_coordinator_builds_admitted_total"), Some(1.0));
+    assert_eq!(
+        sample(&after, "imgfarm_coordinator_builds_admitted_total"),
+        Some(1.0)
+    );
     // amd64: image, 2 RUN, export, all native; arm64: the RUN steps on the
     // emulating worker, the image and export (no code run) counted native.
     let count = |p: &str, e: &str| {
@@ -171,7 +215,10 @@ fn counters_and_histograms_follow_the_engine_and_are_deterministic() {
         Some(4.0)
     );
     assert_eq!(sample(&after, "imgfarm_coordinator_slots_busy"), Some(0.0));
-    assert_eq!(sample(&after, "imgfarm_coordinator_cache_hits_total"), Some(0.0));
+    assert_eq!(
+        sample(&after, "imgfarm_coordinator_cache_hits_total"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -185,13 +232,21 @@ fn cache_hits_failures_and_cancels_are_counted() {
     sim.submit(c, def).expect("accepted");
     sim.run_until_idle();
     let text = m.render(&sim.engine.gauges(), 0);
-    assert_eq!(sample(&text, "imgfarm_coordinator_cache_hits_total"), Some(3.0), "{text}");
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"),
+        sample(&text, "imgfarm_coordinator_cache_hits_total"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "imgfarm_coordinator_builds_total{outcome=\"succeeded\"}"
+        ),
         Some(2.0)
     );
     // A failing step fails its build.
-    sim.submit(c, build(&[amd64()], &[vec![]], "f")).expect("accepted");
+    sim.submit(c, build(&[amd64()], &[vec![]], "f"))
+        .expect("accepted");
     let (w, key) = sim
         .live_workers()
         .into_iter()
@@ -200,7 +255,10 @@ fn cache_hits_failures_and_cancels_are_counted() {
     sim.fail(w, &key, "boom");
     let text = m.render(&sim.engine.gauges(), 0);
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"failed\"}"),
+        sample(
+            &text,
+            "imgfarm_coordinator_builds_total{outcome=\"failed\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -211,11 +269,16 @@ fn cache_hits_failures_and_cancels_are_counted() {
     );
     // A cancelled build, with a step running: the worker answers
     // `cancelled`.
-    let id = sim.submit(c, build(&[amd64()], &[vec![]], "x")).expect("accepted");
+    let id = sim
+        .submit(c, build(&[amd64()], &[vec![]], "x"))
+        .expect("accepted");
     sim.cancel(c, &id);
     let text = m.render(&sim.engine.gauges(), 0);
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_builds_total{outcome=\"cancelled\"}"),
+        sample(
+            &text,
+            "imgfarm_coordinator_builds_total{outcome=\"cancelled\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -228,7 +291,8 @@ fn the_engine_observes_in_order_on_its_own_clock() {
     sim.engine.set_observer(Box::new(rec.clone()));
     let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
     let c = sim.add_client("alice");
-    sim.submit(c, build(&[amd64()], &[], "o")).expect("accepted");
+    sim.submit(c, build(&[amd64()], &[], "o"))
+        .expect("accepted");
     sim.advance(Duration::from_millis(1500));
     assert!(sim.finish_next(w));
     let seen = rec.seen.lock().unwrap().clone();
@@ -251,7 +315,9 @@ fn the_engine_observes_in_order_on_its_own_clock() {
         }
     );
     // The export waited for nothing: placed as the image finished.
-    assert!(matches!(&seen[3], Observation::VertexPlaced { queue_wait, .. } if queue_wait.is_zero()));
+    assert!(
+        matches!(&seen[3], Observation::VertexPlaced { queue_wait, .. } if queue_wait.is_zero())
+    );
 }
 
 #[test]
@@ -262,12 +328,18 @@ fn blob_bytes_are_counted_by_direction_and_role() {
     m.blob_relayed(Role::Worker, Direction::Out, 5);
     let text = m.render(&Gauges::default(), 0);
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"in\",peer_role=\"client\"}"),
+        sample(
+            &text,
+            "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"in\",peer_role=\"client\"}"
+        ),
         Some(100.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"out\",peer_role=\"worker\"}"),
+        sample(
+            &text,
+            "imgfarm_coordinator_blob_relayed_bytes_total{direction=\"out\",peer_role=\"worker\"}"
+        ),
         Some(105.0)
     );
 }

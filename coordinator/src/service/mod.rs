@@ -18,11 +18,11 @@ use crate::engine::{
     Action, Engine, EngineOptions, EngineStats, Event, ExportOutcome, Gauges, PeerId,
 };
 use crate::metrics::CoordinatorMetrics;
-use imgfarm_common::metrics_http::{self, HttpOptions, MetricsServer};
 use crate::server::{drop_peer, Server, ServerError, ServerEvent, ServerOptions, Session};
 use export::MergedIndex;
 use imgfarm_common::farm::OutputSpec;
 use imgfarm_common::identity::Credentials;
+use imgfarm_common::metrics_http::{self, HttpOptions, MetricsServer};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor, StoreError};
 use imgfarm_common::proto::io::{read_msg, write_msg};
 use imgfarm_common::proto::{Message, MAX_CONTROL_FRAME};

@@ -8,8 +8,8 @@
 
 use super::job::{execute, JobControl, Outcome};
 use super::{Ctx, WorkerEvent};
-use crate::metrics::JobOutcome;
 use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
+use crate::metrics::JobOutcome;
 use crate::solve::exec::CancelToken;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
