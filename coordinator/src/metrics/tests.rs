@@ -272,12 +272,27 @@ fn cache_hits_failures_and_cancels_are_counted() {
     let id = sim
         .submit(c, build(&[amd64()], &[vec![]], "x"))
         .expect("accepted");
+    let (w, key) = sim
+        .live_workers()
+        .into_iter()
+        .find_map(|w| sim.worker(w).running.first().map(|o| (w, o.key.clone())))
+        .expect("a vertex runs");
     sim.cancel(c, &id);
+    // Its worker answers the CancelVertex.
+    sim.fail(w, &key, "cancelled");
     let text = m.render(&sim.engine.gauges(), 0);
     assert_eq!(
         sample(
             &text,
             "imgfarm_coordinator_builds_total{outcome=\"cancelled\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "imgfarm_coordinator_vertex_duration_seconds_count{platform=\"linux/amd64\",emulation=\"native\",outcome=\"cancelled\"}"
         ),
         Some(1.0),
         "{text}"
@@ -342,4 +357,40 @@ fn blob_bytes_are_counted_by_direction_and_role() {
         ),
         Some(105.0)
     );
+}
+
+/// What a scrape costs at scale: `cargo test -p imgfarm-coordinator --lib
+/// render_cost -- --ignored --nocapture` prints it (no bound asserted: the
+/// machine varies).
+#[test]
+#[ignore]
+fn render_cost_at_scale() {
+    for (workers, builds) in [(10, 10), (100, 100), (1000, 1000)] {
+        let mut sim = FarmSim::new(EngineOptions::default());
+        sim.check_invariants(false);
+        sim.record(false);
+        let m = Arc::new(CoordinatorMetrics::new(0));
+        sim.engine.set_observer(Box::new(m.observer()));
+        for i in 0..workers {
+            sim.add_worker(&format!("w{i}"), &["linux/amd64"], &["linux/arm64"], 4);
+        }
+        let c = sim.add_client("alice");
+        for b in 0..builds {
+            sim.submit(
+                c,
+                build(&[amd64(), arm64()], &[vec![], vec![]], &format!("b{b}")),
+            );
+        }
+        let t = std::time::Instant::now();
+        let g = sim.engine.gauges();
+        let gauges = t.elapsed();
+        let text = m.render(&g, 0);
+        let total = t.elapsed();
+        println!(
+            "render_cost: workers={workers} builds={builds} gauges_us={} render_us={} bytes={}",
+            gauges.as_micros(),
+            (total - gauges).as_micros(),
+            text.len()
+        );
+    }
 }
