@@ -308,8 +308,24 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
     assert!(m["imgfarm_coordinator_store_bytes"] > 0.0);
 
     let mut worker_runs = 0.0;
-    for a in w_addrs {
+    for (i, a) in w_addrs.into_iter().enumerate() {
         let (wm, text) = scrape(a);
+        println!(
+            "worker w{} after the build:\n{}",
+            i + 1,
+            excerpt(
+                &text,
+                &[
+                    "imgfarm_worker_vertices_total",
+                    "imgfarm_worker_vertex_duration_seconds_count",
+                    "imgfarm_worker_vertex_duration_seconds_sum",
+                    "imgfarm_worker_blob_transferred_bytes_total",
+                    "imgfarm_worker_store_bytes",
+                    "imgfarm_worker_connected",
+                    "imgfarm_worker_slots",
+                ]
+            )
+        );
         assert_eq!(wm["imgfarm_worker_connected"], 1.0, "{text}");
         assert_eq!(wm["imgfarm_worker_slots"], 1.0);
         assert_eq!(wm["imgfarm_worker_slots_busy"], 0.0);
