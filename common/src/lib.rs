@@ -13,6 +13,7 @@
 //! - [`path`]: lexical path cleaning and symlink resolution inside a root.
 //! - [`paths`]: where state lives.
 //! - [`sealed`]: small cache files trusted only when whole.
+//! - [`metrics_http`]: the `GET /metrics` endpoint of the coordinator and the worker.
 
 pub mod context;
 pub mod dockerfile;
@@ -21,6 +22,7 @@ pub mod farm;
 pub mod graph;
 pub mod identity;
 pub mod image_name;
+pub mod metrics_http;
 pub mod oci;
 pub mod path;
 pub mod paths;

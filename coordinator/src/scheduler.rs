@@ -463,6 +463,32 @@ impl Scheduler {
         self.state.values().all(|s| *s == VertexState::Done)
     }
 
+    /// Vertices running on worker `w` (0 for an unknown or lost one).
+    pub fn load(&self, w: WorkerId) -> usize {
+        self.workers.get(w).map_or(0, |e| e.load)
+    }
+
+    /// Whether worker `w` takes no new work for now.
+    pub fn is_draining(&self, w: WorkerId) -> bool {
+        self.workers.get(w).is_some_and(|e| e.draining)
+    }
+
+    /// Ready vertices (waiting, every input done, not placed) by platform
+    /// (`none` for a vertex without one): the queue for a slot.
+    pub fn ready_by_platform(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (_, k) in &self.ready {
+            let p = self
+                .tasks
+                .get(k)
+                .and_then(|t| t.platform.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "none".into());
+            *out.entry(p).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// Vertices running now.
     pub fn running(&self) -> usize {
         self.running

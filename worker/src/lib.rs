@@ -9,6 +9,7 @@
 //! - [`solve`]: the vertex solver (file ops, RUN via the executor, export, result cache).
 //! - [`link`]: the worker's dial-out QUIC link to a farm coordinator.
 //! - [`farm`]: the farm worker (`imgfarm worker`): sessions, jobs, blob transfers.
+//! - [`metrics`]: what the farm worker's `--metrics-listen` serves.
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod farm;
 pub mod gc;
 pub mod idmap;
 pub mod link;
+pub mod metrics;
 pub mod snapshot;
 pub mod snapshotter;
 pub mod solve;

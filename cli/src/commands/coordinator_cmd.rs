@@ -54,6 +54,11 @@ pub fn run(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     opts.heartbeat_interval = (timeout / 3).max(Duration::from_millis(50));
     opts.client_grace = Duration::from_secs(a.client_grace);
     opts.store_max = a.store_max;
+    opts.metrics_listen = a
+        .metrics_listen
+        .as_deref()
+        .map(imgfarm_common::metrics_http::parse_listen_addr)
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,6 +75,12 @@ pub fn run(g: &GlobalArgs, a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
         let _ = std::io::stdout().flush();
         eprintln!("{line}");
+        if let Some(m) = service.metrics_addr() {
+            let line = format!("metrics listening on {m}");
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            eprintln!("{line}");
+        }
         let why = shutdown.recv().await;
         tracing::info!("{why}: shutting down");
         service.shutdown().await?;

@@ -23,6 +23,9 @@ pub struct CoordinatorArgs {
     /// Cap on the content store beyond what queued and running builds need (e.g. 100MB, 20GiB); least recently used results go first [default: 10% of the state's filesystem]
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     pub store_max: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (TCP, e.g. 0.0.0.0:9464; port 0 picks one and prints it)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// `imgfarm worker`
@@ -50,6 +53,9 @@ pub struct WorkerArgs {
     /// Cap on the worker's cache (blobs and snapshots) beyond what its running steps need (e.g. 50GB); least recently used results go first [default: 10% of the state's filesystem]
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     pub cache_max: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (TCP, e.g. 0.0.0.0:9464; port 0 picks one and prints it)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Run `imgfarm coordinator`.

@@ -43,6 +43,11 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     opts.entitlements = Entitlements::parse(&a.allow_entitlement).context("--allow-entitlement")?;
     opts.cache_max = a.cache_max;
+    opts.metrics_listen = a
+        .metrics_listen
+        .as_deref()
+        .map(imgfarm_common::metrics_http::parse_listen_addr)
+        .transpose()?;
     opts.events = Some(Arc::new(print_event));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,11 +66,11 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The session line goes to stdout (operators and tests wait for it);
-/// everything else to stderr.
+/// The session and metrics lines go to stdout (operators and tests wait
+/// for them); everything else to stderr.
 fn print_event(e: &WorkerEvent) {
     match e {
-        WorkerEvent::Connected { .. } => {
+        WorkerEvent::Connected { .. } | WorkerEvent::MetricsListening { .. } => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{e}");
             let _ = out.flush();

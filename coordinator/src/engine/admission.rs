@@ -2,6 +2,7 @@
 //! build. Messages go out as [`Action`]s; nothing here waits.
 
 use super::builds::{Build, BuildState};
+use super::observe::{BuildOutcome, Observation};
 use super::ports::StoredBuild;
 use super::{Engine, PeerId};
 use crate::scheduler::VertexState;
@@ -133,6 +134,10 @@ impl Engine {
                 false
             })
         });
+        let hits = done
+            .iter()
+            .filter(|k| b.vertex(k).is_some_and(|v| !v.op.is_source()))
+            .count() as u64;
         let cached: BTreeSet<Digest> = done.iter().map(|k| b.sched_key(k)).collect();
         self.sched
             .add_build(b.tasks(), &b.roots(), &cached)
@@ -142,6 +147,10 @@ impl Engine {
         }
         let id = b.id.clone();
         self.builds.insert(b);
+        self.observe(Observation::BuildAdmitted);
+        if hits > 0 {
+            self.observe(Observation::CacheHits { count: hits });
+        }
         Ok(id)
     }
 
@@ -425,11 +434,17 @@ impl Engine {
         }
         b.state = state;
         b.exporting = false;
+        let outcome = match state {
+            BuildState::Done => BuildOutcome::Succeeded,
+            BuildState::Cancelled => BuildOutcome::Cancelled,
+            _ => BuildOutcome::Failed,
+        };
         b.finished = Some(fin.clone());
         self.ended += 1;
         let keys = b.sched_keys();
         self.persist_state(id);
         self.tell_build(id, &Message::BuildFinished(fin));
+        self.observe(Observation::BuildEnded { outcome });
         // Release what nobody else needs: running vertices are stopped on
         // their worker (retired once their outcome arrives), the rest
         // (waiting, done, failed) leaves the scheduler now.

@@ -24,6 +24,7 @@
 //!   (joins, messages, losses), `vertices` (placing, results, export).
 
 pub mod builds;
+pub mod observe;
 pub mod pool;
 pub mod ports;
 pub mod sim;
@@ -42,6 +43,7 @@ use imgfarm_common::identity::Role;
 use imgfarm_common::oci::store::RefDescriptor;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{BlobHeader, BuiltManifest, Hello, Message};
+pub use observe::{Gauges, Observation, Observer};
 use pool::Pool;
 pub use ports::{AllBlobs, Blobs, Journal, JournalError, MemJournal, StoredBuild};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -281,6 +283,8 @@ struct Dispatched {
     /// The vertex key (the scheduler key may be salted).
     key: Digest,
     emulated: bool,
+    /// Its platform's label ([`Observation::VertexPlaced`]).
+    platform: String,
     /// When it was sent (for `--step-timeout`).
     started: Instant,
 }
@@ -323,6 +327,8 @@ pub struct Engine {
     drained: BTreeMap<PeerId, (WorkerId, Instant)>,
     /// Builds ended since the start ([`Engine::builds_ended`]).
     ended: u64,
+    /// Told what is countable ([`observe`]).
+    observer: Box<dyn Observer>,
     actions: VecDeque<Action>,
 }
 
@@ -356,6 +362,7 @@ impl Engine {
             orphans: BTreeSet::new(),
             drained: BTreeMap::new(),
             ended: 0,
+            observer: Box::new(observe::NoObserver),
             actions: VecDeque::new(),
         };
         match e.journal.load_active() {
@@ -409,6 +416,58 @@ impl Engine {
     /// The options it runs with.
     pub fn options(&self) -> &EngineOptions {
         &self.opts
+    }
+
+    /// From now on, tell `observer` what is countable (the service's
+    /// metrics). Builds resumed by [`Engine::new`] were admitted before.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
+        self.observer = observer;
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.observer.observe(o);
+    }
+
+    /// Workers, slots, the queue and builds as they stand (gauges read
+    /// when the metrics are scraped; costs a pass over workers, ready
+    /// vertices and active builds).
+    pub fn gauges(&self) -> Gauges {
+        let workers = self
+            .pool
+            .workers()
+            .map(|(session, w)| {
+                let busy = self.sched.load(w.sched_id) as u64;
+                let state =
+                    if self.sched.is_draining(w.sched_id) || self.drained.contains_key(&session) {
+                        observe::WorkerState::Draining
+                    } else if busy > 0 {
+                        observe::WorkerState::Busy
+                    } else {
+                        observe::WorkerState::Idle
+                    };
+                observe::WorkerGauge {
+                    name: w.name.clone(),
+                    native: w.native.clone(),
+                    emulated: w.emulated.clone(),
+                    slots: u64::from(w.slots),
+                    busy,
+                    state,
+                }
+            })
+            .collect();
+        let (mut builds_queued, mut builds_running) = (0, 0);
+        for b in self.builds.active() {
+            match b.state {
+                builds::BuildState::Queued => builds_queued += 1,
+                _ => builds_running += 1,
+            }
+        }
+        Gauges {
+            workers,
+            queued_vertices: self.sched.ready_by_platform(),
+            builds_queued,
+            builds_running,
+        }
     }
 
     /// The numbers [`EngineStats`] reports.

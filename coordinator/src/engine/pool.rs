@@ -163,6 +163,11 @@ impl Pool {
         out
     }
 
+    /// Connected workers with their sessions, by session.
+    pub fn workers(&self) -> impl Iterator<Item = (u64, &Worker)> {
+        self.by_session.iter().map(|(s, w)| (*s, w))
+    }
+
     /// Number of connected workers.
     pub fn len(&self) -> usize {
         self.by_session.len()

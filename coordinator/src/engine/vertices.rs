@@ -3,6 +3,7 @@
 
 use super::builds::BuildState;
 use super::faults;
+use super::observe::{platform_label, Observation, VertexOutcome};
 use super::{Action, Dispatched, Engine, ExportOutcome, PeerId, RunOrder};
 use crate::scheduler::{Decision, VertexState, WorkerId};
 use imgfarm_common::farm::{self, VertexJob, VertexResult};
@@ -17,6 +18,9 @@ enum Failure {
     /// The worker's result did not decode.
     Undecodable(String),
 }
+
+/// A worker's answer to `CancelVertex` (`worker/src/farm/session.rs`).
+const CANCELLED: &str = "cancelled";
 
 /// Why an export vertex gave no image.
 fn no_manifest(platform: &str) -> String {
@@ -128,50 +132,90 @@ impl Engine {
             tracing::debug!(worker = %wname, "late VertexDone for {key} ignored (not running there)");
             return;
         };
+        let placed = self
+            .running
+            .get(&s)
+            .map(|d| (d.platform.clone(), d.emulated, d.started));
+        let outcome = self.take_result(&s, peer, wid, &wname, key, result, duration_ms);
+        if let Some((platform, emulated, started)) = placed {
+            let duration = self.now.saturating_duration_since(started);
+            self.observe(Observation::VertexEnded {
+                platform,
+                emulated,
+                outcome,
+                duration,
+            });
+        }
+        if outcome == VertexOutcome::Succeeded {
+            self.vertex_finished(&s, key, duration_ms);
+        }
+    }
+
+    /// Takes worker `wname`'s result for scheduler key `s` (vertex `key`):
+    /// records it, or fails the vertex (requeues it when the worker is out
+    /// of space). Returns how the placement ended; on
+    /// [`VertexOutcome::Succeeded`] the caller finishes the vertex.
+    #[allow(clippy::too_many_arguments)]
+    fn take_result(
+        &mut self,
+        s: &Digest,
+        peer: PeerId,
+        wid: WorkerId,
+        wname: &str,
+        key: &Digest,
+        result: Result<VertexResult, Failure>,
+        duration_ms: u64,
+    ) -> VertexOutcome {
+        let failed = VertexOutcome::Failed;
         let r = match result {
             Err(Failure::Undecodable(e)) => {
-                return self.vertex_failed(&s, &format!("worker {wname} sent a {e}"));
+                self.vertex_failed(s, &format!("worker {wname} sent a {e}"));
+                return failed;
             }
             Err(Failure::Worker(msg)) if faults::out_of_space(&msg) => {
-                return self.drain_for_space(peer, wid, &s, &msg);
+                self.drain_for_space(peer, wid, s, &msg);
+                return failed;
             }
             Err(Failure::Worker(msg)) => {
                 tracing::info!(worker = %wname, "vertex {key} failed: {msg}");
                 if self.opts.name_workers {
-                    return self.vertex_failed(&s, &format!("{msg} (on worker {wname})"));
+                    self.vertex_failed(s, &format!("{msg} (on worker {wname})"));
+                } else {
+                    self.vertex_failed(s, &msg);
                 }
-                return self.vertex_failed(&s, &msg);
+                if msg == CANCELLED {
+                    return VertexOutcome::Cancelled;
+                }
+                return failed;
             }
             Ok(r) => r,
         };
-        match self.blobs.missing(&r) {
-            Ok(None) => {}
-            Ok(Some(d)) => {
-                return self.vertex_failed(
-                    &s,
-                    &format!(
-                        "worker {wname} reported the vertex done, but blob {d} of its result is not in the coordinator's store (the worker must put every result blob before VertexDone)"
-                    ),
-                )
-            }
-            Err(e) => {
-                return self.vertex_failed(&s, &format!("result from worker {wname}: {e}"))
-            }
+        let refused = match self.blobs.missing(&r) {
+            Ok(None) => None,
+            Ok(Some(d)) => Some(format!(
+                "worker {wname} reported the vertex done, but blob {d} of its result is not in the coordinator's store (the worker must put every result blob before VertexDone)"
+            )),
+            Err(e) => Some(format!("result from worker {wname}: {e}")),
+        };
+        if let Some(why) = refused {
+            self.vertex_failed(s, &why);
+            return failed;
         }
         if let Err(e) = self.journal.put_result(key, &r) {
             tracing::error!("{e}");
-            return self.vertex_failed(&s, &format!("the coordinator cannot record it: {e}"));
+            self.vertex_failed(s, &format!("the coordinator cannot record it: {e}"));
+            return failed;
         }
-        if let Err(e) = self.sched.complete(&s) {
+        if let Err(e) = self.sched.complete(s) {
             tracing::debug!("{e}");
         }
         tracing::debug!(worker = %wname, "vertex {key} done in {duration_ms} ms");
-        if self.builds.needing(&s).is_empty() {
+        if self.builds.needing(s).is_empty() {
             // Finished for a build that ended meanwhile: the result stays
             // in the journal, the scheduler lets it go.
             self.orphans.insert(s.clone());
         }
-        self.vertex_finished(&s, key, duration_ms);
+        VertexOutcome::Succeeded
     }
 
     /// The job for `order`: the vertex, its inputs, their results and the
@@ -262,6 +306,17 @@ impl Engine {
             .map(|t| self.now.saturating_duration_since(t).as_millis() as u64)
             .unwrap_or(0);
         tracing::info!(build = %build, worker = %worker, key = %key, queue_wait_ms, "vertex placed");
+        let platform = platform_label(
+            self.builds
+                .get(&build)
+                .and_then(|b| b.vertex(&key))
+                .and_then(|v| v.platform.as_ref()),
+        );
+        self.observe(Observation::VertexPlaced {
+            platform: platform.clone(),
+            emulated: d.emulated,
+            queue_wait: std::time::Duration::from_millis(queue_wait_ms),
+        });
         self.actions.push_back(Action::Run {
             peer,
             order: RunOrder {
@@ -277,6 +332,7 @@ impl Engine {
                 worker: d.worker,
                 key: key.clone(),
                 emulated: d.emulated,
+                platform,
                 started: self.now,
             },
         );

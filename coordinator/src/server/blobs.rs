@@ -2,6 +2,7 @@
 //! (verified, deduplicated) and downloads out of it.
 
 use super::ServerOptions;
+use crate::metrics::Direction;
 use imgfarm_common::identity::PeerIdentity;
 use imgfarm_common::proto::blob::{receive_blob_into_store, send_blob_file, BlobError};
 use imgfarm_common::proto::handshake::{check_role_may, Purpose};
@@ -52,6 +53,9 @@ pub(super) async fn serve_put(
     write_msg(send, &BlobPutReply::Send).await?;
     match receive_blob_into_store(&mut QuicRecv(recv), &opts.store, header).await {
         Ok(()) => {
+            if let Some(m) = &opts.metrics {
+                m.blob_relayed(peer.role, Direction::In, header.size);
+            }
             write_msg(send, &BlobPutResult::Stored).await?;
             let _ = send.finish();
             Ok(())
@@ -109,6 +113,9 @@ pub(super) async fn serve_get(
     send_blob_file(file.into_std().await, &mut QuicSend(send), &header)
         .await
         .map_err(ServeError::Blob)?;
+    if let Some(m) = &opts.metrics {
+        m.blob_relayed(peer.role, Direction::Out, header.size);
+    }
     let _ = send.finish();
     Ok(())
 }

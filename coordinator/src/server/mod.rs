@@ -48,6 +48,8 @@ pub struct ServerOptions {
     pub heartbeat_interval_ms: u64,
     /// Protocol version spoken (always [`PROTOCOL_VERSION`] outside tests).
     pub protocol_version: u32,
+    /// Counts blob bytes in and out (`--metrics-listen`).
+    pub metrics: Option<Arc<crate::metrics::CoordinatorMetrics>>,
 }
 
 impl ServerOptions {
@@ -60,6 +62,7 @@ impl ServerOptions {
             max_blob_size: 64 << 30,
             heartbeat_interval_ms: 2000,
             protocol_version: PROTOCOL_VERSION,
+            metrics: None,
         }
     }
 }

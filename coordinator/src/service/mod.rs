@@ -14,11 +14,15 @@ pub mod export;
 pub mod gc;
 pub mod queue;
 
-use crate::engine::{Action, Engine, EngineOptions, EngineStats, Event, ExportOutcome, PeerId};
+use crate::engine::{
+    Action, Engine, EngineOptions, EngineStats, Event, ExportOutcome, Gauges, PeerId,
+};
+use crate::metrics::CoordinatorMetrics;
 use crate::server::{drop_peer, Server, ServerError, ServerEvent, ServerOptions, Session};
 use export::MergedIndex;
 use imgfarm_common::farm::OutputSpec;
 use imgfarm_common::identity::Credentials;
+use imgfarm_common::metrics_http::{self, HttpOptions, MetricsServer};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor, StoreError};
 use imgfarm_common::proto::io::{read_msg, write_msg};
 use imgfarm_common::proto::{Message, MAX_CONTROL_FRAME};
@@ -65,6 +69,9 @@ pub struct ServiceOptions {
     /// and running builds need; `None`: [`imgfarm_common::size::default_cap`]
     /// of the state directory (10% of its filesystem).
     pub store_max: Option<u64>,
+    /// `--metrics-listen`: where to serve `GET /metrics` (TCP; port 0
+    /// picks one, see [`Service::metrics_addr`]); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServiceOptions {
@@ -85,6 +92,7 @@ impl ServiceOptions {
             session_queue: 4096,
             client_grace: Duration::from_secs(300),
             store_max: None,
+            metrics_listen: None,
         }
     }
 }
@@ -124,6 +132,9 @@ pub enum ServiceError {
     /// The QUIC endpoint failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The metrics endpoint cannot listen.
+    #[error(transparent)]
+    Metrics(#[from] imgfarm_common::metrics_http::MetricsHttpError),
     /// The event loop panicked or was aborted.
     #[error("the coordinator's event loop ended abnormally: {0}")]
     Loop(String),
@@ -135,6 +146,8 @@ enum Input {
     Engine(Event),
     /// A store collection was planned ([`gc`]).
     GcPlanned(gc::Planned),
+    /// A metrics scrape asks for the engine's gauges.
+    Gauges(oneshot::Sender<Gauges>),
 }
 
 /// What the coordinator holds in memory (the engine's numbers), a
@@ -145,6 +158,8 @@ pub type ServiceStats = EngineStats;
 #[derive(Debug)]
 pub struct Service {
     addr: SocketAddr,
+    /// The metrics endpoint, when asked for.
+    metrics: Option<MetricsServer>,
     stats: Arc<Mutex<ServiceStats>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -160,7 +175,14 @@ impl Service {
         })?;
         let store = ContentStore::open(&opts.state_dir)?;
         let queue = Queue::open(&opts.state_dir)?;
+        let store_max = opts
+            .store_max
+            .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));
+        let metrics = opts
+            .metrics_listen
+            .map(|_| Arc::new(CoordinatorMetrics::new(store_max)));
         let mut sopts = ServerOptions::new(opts.listen, opts.creds.clone(), store.clone());
+        sopts.metrics = metrics.clone();
         sopts.heartbeat_interval_ms = opts.heartbeat_interval.as_millis() as u64;
         sopts.max_blob_size = opts.max_blob_size;
         let server = Server::bind(sopts)?;
@@ -173,7 +195,7 @@ impl Service {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let seed = format!("{}/{}", unix.as_nanos(), std::process::id());
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             opts.engine_options(),
             Box::new(queue),
             Box::new(store.clone()),
@@ -181,9 +203,9 @@ impl Service {
             unix.as_secs(),
             seed,
         );
-        let store_max = opts
-            .store_max
-            .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));
+        if let Some(m) = &metrics {
+            engine.set_observer(Box::new(m.observer()));
+        }
         tracing::info!("content store capped at {store_max} bytes beyond what running builds need");
         let shell = Shell {
             engine,
@@ -191,6 +213,10 @@ impl Service {
             store,
             peers: BTreeMap::new(),
             inputs: tx.clone(),
+        };
+        let metrics = match (opts.metrics_listen, metrics) {
+            (Some(at), Some(m)) => Some(serve_metrics(at, m, tx.clone(), shell.store.clone())?),
+            _ => None,
         };
         let stats = Arc::new(Mutex::new(shell.engine.stats()));
         let (stop, stopped) = oneshot::channel();
@@ -205,6 +231,7 @@ impl Service {
         tracing::debug!("coordinator endpoint bound to {addr}");
         Ok(Self {
             addr,
+            metrics,
             stats,
             stop: Some(stop),
             task: Some(task),
@@ -214,6 +241,11 @@ impl Service {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound metrics address, when `--metrics-listen` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// What the coordinator holds now (as of its last event).
@@ -243,6 +275,34 @@ impl Drop for Service {
             let _ = s.send(());
         }
     }
+}
+
+/// Longest a scrape waits for the event loop's gauges.
+const SCRAPE_WAIT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `at`: each scrape asks the loop for the
+/// engine's gauges and measures the store on a blocking thread.
+fn serve_metrics(
+    at: SocketAddr,
+    metrics: Arc<CoordinatorMetrics>,
+    inputs: mpsc::UnboundedSender<Input>,
+    store: ContentStore,
+) -> Result<MetricsServer, ServiceError> {
+    let render = move || {
+        let (metrics, inputs, store) = (Arc::clone(&metrics), inputs.clone(), store.clone());
+        async move {
+            let (tx, rx) = oneshot::channel();
+            inputs.send(Input::Gauges(tx)).ok()?;
+            let gauges = tokio::time::timeout(SCRAPE_WAIT, rx).await.ok()?.ok()?;
+            tokio::task::spawn_blocking(move || {
+                let bytes = store.du().map(|u| u.total_bytes).unwrap_or(0);
+                metrics.render(&gauges, bytes)
+            })
+            .await
+            .ok()
+        }
+    };
+    Ok(metrics_http::serve(at, HttpOptions::default(), render)?)
 }
 
 /// Runs the coordinator until `shutdown` completes.
@@ -436,6 +496,9 @@ async fn event_loop(mut shell: Shell, lp: Loop) {
             Some(input) = rx.recv() => match input {
                 Input::Engine(ev) => shell.handle(ev),
                 Input::GcPlanned(p) => shell.gc.apply(&mut shell.engine, &shell.store, p),
+                Input::Gauges(reply) => {
+                    let _ = reply.send(shell.engine.gauges());
+                }
             },
             _ = tick.tick() => shell.handle(Event::Tick),
         }

@@ -5,7 +5,8 @@
 //! blob of the result goes up. Each transfer is verified by digest and size
 //! on the receiving side ([`crate::link::LinkHandle`]).
 
-use crate::link::LinkHandle;
+use crate::link::{LinkHandle, PutOutcome};
+use crate::metrics::{Direction, WorkerMetrics};
 use crate::solve::result::VertexResult;
 use imgfarm_common::farm::VertexJob;
 use imgfarm_common::graph::op::Op;
@@ -99,6 +100,7 @@ async fn fetch(
     store: &ContentStore,
     needed: &[Needed],
     remote: &mut BTreeSet<Digest>,
+    metrics: &WorkerMetrics,
 ) -> Result<(), String> {
     let mut todo = needed
         .iter()
@@ -120,6 +122,7 @@ async fn fetch(
         let (n, r) = joined.map_err(|e| format!("a blob download task failed: {e}"))?;
         match r {
             Ok(true) => {
+                metrics.blob_transferred(Direction::Download, blob_size(store, &n.digest));
                 remote.insert(n.digest);
             }
             Ok(false) => {
@@ -140,9 +143,10 @@ pub async fn fetch_job_blobs(
     link: &LinkHandle,
     store: &ContentStore,
     job: &VertexJob,
+    metrics: &WorkerMetrics,
 ) -> Result<BTreeSet<Digest>, String> {
     let mut remote = BTreeSet::new();
-    fetch(link, store, &needed_blobs(job), &mut remote).await?;
+    fetch(link, store, &needed_blobs(job), &mut remote, metrics).await?;
     let mut configs = Vec::new();
     for (manifest, why) in manifests_to_read(job) {
         let digest = manifest_config(store, &manifest)?;
@@ -151,7 +155,7 @@ pub async fn fetch_job_blobs(
             why: format!("the config of {why}"),
         });
     }
-    fetch(link, store, &configs, &mut remote).await?;
+    fetch(link, store, &configs, &mut remote, metrics).await?;
     Ok(remote)
 }
 
@@ -177,6 +181,7 @@ pub async fn put_result(
     r: &VertexResult,
     base_image: bool,
     remote: &BTreeSet<Digest>,
+    metrics: &WorkerMetrics,
 ) -> Result<(), String> {
     let mut todo = Vec::new();
     for d in result_blobs(store, r)? {
@@ -208,6 +213,14 @@ pub async fn put_result(
             return Ok(());
         };
         let (d, r) = joined.map_err(|e| format!("a blob upload task failed: {e}"))?;
-        r.map_err(|e| format!("uploading result blob {d}: {e}"))?;
+        if r.map_err(|e| format!("uploading result blob {d}: {e}"))? == PutOutcome::Stored {
+            metrics.blob_transferred(Direction::Upload, blob_size(store, &d));
+        }
     }
+}
+
+/// The size of blob `d` in `store` (0 when it cannot be read: only a
+/// counter is off).
+fn blob_size(store: &ContentStore, d: &Digest) -> u64 {
+    std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len())
 }

@@ -155,6 +155,8 @@ pub fn check_entitlements(
 pub(crate) struct Outcome {
     pub(crate) result: Result<VertexResult, String>,
     pub(crate) cached: bool,
+    /// A RUN step run under qemu.
+    pub(crate) emulated: bool,
 }
 
 /// What a job shares with whoever may stop it.
@@ -189,6 +191,7 @@ pub(crate) async fn execute(
     let failed = |e: String| Outcome {
         result: Err(e),
         cached: false,
+        emulated: false,
     };
     let permit = match Arc::clone(&ctx.slots).acquire_owned().await {
         // The slot and the release signal go together.
@@ -212,16 +215,18 @@ pub(crate) async fn execute(
     let cacheable = cacheable(&job);
     if cacheable && !job.no_cache {
         if let Some(r) = lookup(&ctx.store, &ctx.cache, &fps, &key, &fp) {
-            return match put_result(&link, &ctx.store, &r, base_image, &BTreeSet::new()).await {
+            let none = BTreeSet::new();
+            return match put_result(&link, &ctx.store, &r, base_image, &none, &ctx.metrics).await {
                 Ok(()) => Outcome {
                     result: Ok(r),
                     cached: true,
+                    emulated: false,
                 },
                 Err(e) => failed(e),
             };
         }
     }
-    let remote = match fetch_job_blobs(&link, &ctx.store, &job).await {
+    let remote = match fetch_job_blobs(&link, &ctx.store, &job, &ctx.metrics).await {
         Ok(r) => r,
         Err(e) => return failed(format!("vertex {} ({}): {e}", key, job.vertex.description)),
     };
@@ -230,6 +235,7 @@ pub(crate) async fn execute(
         .platform
         .as_ref()
         .is_some_and(|p| emulation::resolve(p).is_ok_and(|m| m.is_emulated()));
+    let emulated_run = emulated && matches!(job.vertex.op, Op::Exec(_));
     let log = log_sender(logs, vertex_key, abandoned);
     let worker_ctx = Arc::clone(&ctx);
     let ran = tokio::task::spawn_blocking(move || {
@@ -256,7 +262,7 @@ pub(crate) async fn execute(
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    if let Err(e) = put_result(&link, &ctx.store, &r, base_image, &remote).await {
+    if let Err(e) = put_result(&link, &ctx.store, &r, base_image, &remote, &ctx.metrics).await {
         return failed(e);
     }
     drop(permit);
@@ -264,6 +270,7 @@ pub(crate) async fn execute(
     Outcome {
         result: Ok(r),
         cached: false,
+        emulated: emulated_run,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod platforms;
 mod session;
 
 use crate::link::{connect_with_backoff, Backoff, LinkError, LinkOptions};
+use crate::metrics::{WorkerGauges, WorkerMetrics};
 use crate::solve::exec::StepExecutor;
 use crate::solve::result::{CacheError, ResultCache};
 use crate::solve::rootless::RootlessExecutor;
@@ -79,6 +80,9 @@ pub struct WorkerOptions {
     /// `--cache-max`: bytes of blobs and snapshots kept between steps;
     /// `None`: [`imgfarm_common::size::default_cap`] of the state directory.
     pub cache_max: Option<u64>,
+    /// `--metrics-listen`: where to serve `GET /metrics` (TCP; port 0
+    /// picks one, reported as [`WorkerEvent::MetricsListening`]).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerOptions {
@@ -99,6 +103,7 @@ impl WorkerOptions {
             events: None,
             entitlements: Entitlements::none(),
             cache_max: None,
+            metrics_listen: None,
         }
     }
 }
@@ -149,6 +154,11 @@ pub enum WorkerEvent {
         /// Why.
         reason: String,
     },
+    /// The metrics endpoint is up.
+    MetricsListening {
+        /// The bound address.
+        addr: std::net::SocketAddr,
+    },
     /// A vertex finished on this worker.
     VertexDone {
         /// Its key.
@@ -189,6 +199,7 @@ impl fmt::Display for WorkerEvent {
                 "cannot reach the coordinator: {error}; trying again in {:.1}s",
                 delay.as_secs_f64()
             ),
+            WorkerEvent::MetricsListening { addr } => write!(f, "metrics listening on {addr}"),
             WorkerEvent::Disconnected { reason } => {
                 write!(f, "session with the coordinator ended: {reason}")
             }
@@ -225,6 +236,9 @@ pub enum FarmWorkerError {
     /// The result cache cannot be opened.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The metrics endpoint cannot listen.
+    #[error(transparent)]
+    Metrics(#[from] imgfarm_common::metrics_http::MetricsHttpError),
 }
 
 /// What every session and job of one worker process shares.
@@ -249,6 +263,8 @@ pub(crate) struct Ctx {
     /// run included); the collection takes it exclusively, so it never
     /// removes what a step uses.
     pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    /// Counted always, served with `--metrics-listen`.
+    pub(crate) metrics: Arc<WorkerMetrics>,
 }
 
 impl Ctx {
@@ -280,6 +296,9 @@ impl Ctx {
         let cache = ResultCache::open(&opts.state_dir)?;
         let native = platforms::native(opts.platforms_override.as_deref());
         let emulated = platforms::emulated(&native, crate::emulation::resolve);
+        let cache_max = opts
+            .cache_max
+            .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));
         Ok(Self {
             name: opts.name.clone(),
             state: opts.state_dir.clone(),
@@ -293,10 +312,9 @@ impl Ctx {
             entitlements: opts.entitlements.clone(),
             cache_changed: AtomicBool::new(false),
             events: opts.events.clone(),
-            cache_max: opts
-                .cache_max
-                .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir)),
+            cache_max,
             gate: Arc::new(tokio::sync::RwLock::new(())),
+            metrics: Arc::new(WorkerMetrics::new(cache_max)),
         })
     }
 
@@ -379,6 +397,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FarmWorkerError> {
     let ctx = Arc::new(Ctx::open(&opts)?);
+    let _metrics = match opts.metrics_listen {
+        Some(at) => {
+            let server = serve_metrics(at, &ctx)?;
+            ctx.emit(WorkerEvent::MetricsListening {
+                addr: server.local_addr(),
+            });
+            Some(server)
+        }
+        None => None,
+    };
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max);
     loop {
@@ -403,13 +431,16 @@ pub async fn run(
         };
         backoff.reset();
         ctx.collect_soon();
+        ctx.metrics.set_connected(true);
         ctx.emit(WorkerEvent::Connected {
             name: ctx.name.clone(),
             coordinator: opts.coordinator.clone(),
             native: ctx.native.clone(),
             emulated: ctx.emulated.clone(),
         });
-        match session::serve(&ctx, link, summary, &mut shutdown).await {
+        let end = session::serve(&ctx, link, summary, &mut shutdown).await;
+        ctx.metrics.set_connected(false);
+        match end {
             session::End::Shutdown => return Ok(()),
             session::End::Lost(reason) => {
                 ctx.emit(WorkerEvent::Disconnected { reason });
@@ -421,6 +452,32 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Serves `GET /metrics` on `at`: slots from the semaphore, the state's
+/// size measured on a blocking thread at each scrape.
+fn serve_metrics(
+    at: std::net::SocketAddr,
+    ctx: &Arc<Ctx>,
+) -> Result<imgfarm_common::metrics_http::MetricsServer, FarmWorkerError> {
+    let ctx = Arc::clone(ctx);
+    let render = move || {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let g = WorkerGauges {
+                    slots: ctx.slot_count as u64,
+                    slots_busy: u64::from(ctx.slots_in_use()),
+                    store_bytes: crate::gc::usage(&ctx.state, &ctx.store),
+                };
+                ctx.metrics.render(g)
+            })
+            .await
+            .ok()
+        }
+    };
+    let opts = imgfarm_common::metrics_http::HttpOptions::default();
+    Ok(imgfarm_common::metrics_http::serve(at, opts, render)?)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use super::job::{execute, JobControl, Outcome};
 use super::{Ctx, WorkerEvent};
 use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
+use crate::metrics::JobOutcome;
 use crate::solve::exec::CancelToken;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
@@ -133,7 +134,7 @@ pub(crate) async fn serve<F: Future<Output = ()>>(
             m = in_rx.recv() => match m {
                 Some(Ok(Message::RunVertex(rv))) => start_job(ctx, &handle, &job_tx, &jobs, rv),
                 Some(Ok(Message::CancelVertex { vertex_key })) => {
-                    cancel_job(&jobs, &job_tx, vertex_key);
+                    cancel_job(ctx, &jobs, &job_tx, vertex_key);
                 }
                 Some(Ok(Message::Bye)) => break End::Lost("the coordinator ended the session".into()),
                 // A refusal ends the session only when the coordinator also
@@ -240,7 +241,11 @@ fn start_job(
         async move {
             let t0 = Instant::now();
             tracing::info!(build = %build_id, vertex = %key, platform = %platform, "running");
-            let Outcome { result, cached } = execute(
+            let Outcome {
+                result,
+                cached,
+                emulated,
+            } = execute(
                 Arc::clone(&ctx),
                 link,
                 out.clone(),
@@ -266,6 +271,13 @@ fn start_job(
                     e
                 }
             });
+            let outcome = if result.is_ok() {
+                JobOutcome::Succeeded
+            } else {
+                JobOutcome::Failed
+            };
+            ctx.metrics
+                .vertex_ended(&platform, emulated, cached, outcome, t0.elapsed());
             ctx.emit(WorkerEvent::VertexDone {
                 key: key.clone(),
                 error: result.as_ref().err().cloned(),
@@ -298,12 +310,14 @@ fn start_job(
 /// dirs removed, nothing cached or uploaded) and answer `cancelled` once its
 /// slot is free, or after [`CANCEL_WAIT`] at most. The vertex key is free
 /// for a new `RunVertex` at once.
-fn cancel_job(jobs: &Jobs, out: &mpsc::Sender<Message>, key: Digest) {
+fn cancel_job(ctx: &Ctx, jobs: &Jobs, out: &mpsc::Sender<Message>, key: Digest) {
     let running = jobs.lock().remove(&key);
     let Some(r) = running else {
         tracing::debug!("cancel for {key}, which is not running here");
         return;
     };
+    ctx.metrics
+        .vertex_ended("", false, false, JobOutcome::Cancelled, Duration::ZERO);
     r.abandoned.store(true, Ordering::SeqCst);
     r.cancel.cancel();
     r.abort.abort();
