@@ -175,6 +175,18 @@ pub struct CoordinatorMetrics {
 }
 
 impl CoordinatorMetrics {
+    /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the
+    /// coordinator's own certificate, for an alert before peers start refusing it.
+    pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
+        let g = Gauge::<i64>::default();
+        g.set(not_after);
+        let help = "When the coordinator's own certificate expires (notAfter, Unix time)";
+        (self.registry).register_with_unit("certificate_expiry_timestamp", help, Unit::Seconds, g);
+        self
+    }
+}
+
+impl CoordinatorMetrics {
     /// A registry with every metric at zero; `store_max` is the store's cap
     /// (`--store-max` or its default) in bytes.
     pub fn new(store_max: u64) -> Self {

@@ -306,6 +306,19 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
     };
     assert!(relayed("in") > 0.0 && relayed("out") > 0.0, "{after}");
     assert!(m["imgfarm_coordinator_store_bytes"] > 0.0);
+    // The certificates come from `farm init` / `farm issue` with the default 365 days.
+    let expires_in_days = |m: &BTreeMap<String, f64>, name: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        (m[name] - now) / 86_400.0
+    };
+    let days = expires_in_days(
+        &m,
+        "imgfarm_coordinator_certificate_expiry_timestamp_seconds",
+    );
+    assert!((364.0..=365.5).contains(&days), "{days} days\n{after}");
 
     let mut worker_runs = 0.0;
     for (i, a) in w_addrs.into_iter().enumerate() {
@@ -329,6 +342,8 @@ fn metrics_follow_a_farm_build_while_it_runs_and_after() {
         assert_eq!(wm["imgfarm_worker_connected"], 1.0, "{text}");
         assert_eq!(wm["imgfarm_worker_slots"], 1.0);
         assert_eq!(wm["imgfarm_worker_slots_busy"], 0.0);
+        let days = expires_in_days(&wm, "imgfarm_worker_certificate_expiry_timestamp_seconds");
+        assert!((364.0..=365.5).contains(&days), "{days} days\n{text}");
         assert!(wm["imgfarm_worker_store_bytes"] > 0.0, "{text}");
         worker_runs += sum(
             &wm,

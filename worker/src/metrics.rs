@@ -158,6 +158,18 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the worker's
+    /// own certificate, for an alert before the coordinator starts refusing it.
+    pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
+        let g = Gauge::<i64>::default();
+        g.set(not_after);
+        let help = "When the worker's own certificate expires (notAfter, Unix time)";
+        (self.registry).register_with_unit("certificate_expiry_timestamp", help, Unit::Seconds, g);
+        self
+    }
+}
+
+impl WorkerMetrics {
     /// Every metric at zero; `cache_max` is `--cache-max` (or its default)
     /// in bytes.
     pub fn new(cache_max: u64) -> Self {

@@ -20,6 +20,13 @@ impl std::fmt::Display for PeerIdentity {
     }
 }
 
+/// A DER certificate's `notAfter` (RFC 5280 §4.1.2.5) as seconds since the Unix epoch, or
+/// `None` when it does not parse. For the certificate-expiry metrics.
+pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Extracts the imgfarm role from a DER certificate. The certificate must
 /// hold exactly one `imgfarm://role/...` URI SAN; zero or several are refused.
 pub fn peer_identity_from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
