@@ -22,6 +22,7 @@ pub mod farm;
 pub mod graph;
 pub mod identity;
 pub mod image_name;
+pub mod metrics;
 pub mod metrics_http;
 pub mod oci;
 pub mod path;

@@ -14,7 +14,8 @@
 
 use crate::engine::observe::{Gauges, Observation, Observer, WorkerState};
 use imgfarm_common::identity::Role;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use imgfarm_common::metrics::{duration_histogram, register_certificate_expiry, HistogramFamily};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,25 +23,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::{Arc, Mutex};
 
-/// Whether a platform is run natively or under emulation (qemu-user).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Emulation {
-    /// The worker's CPU runs it.
-    Native,
-    /// The worker runs it through qemu-user (binfmt_misc).
-    Emulated,
-}
-
-impl Emulation {
-    /// `emulated` → [`Emulation::Emulated`].
-    pub fn from_bool(emulated: bool) -> Self {
-        if emulated {
-            Emulation::Emulated
-        } else {
-            Emulation::Native
-        }
-    }
-}
+pub use imgfarm_common::metrics::Emulation;
 
 /// Labels of `imgfarm_coordinator_workers`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -108,22 +91,6 @@ pub struct BlobLabels {
     pub peer_role: String,
 }
 
-impl Emulation {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Emulation::Native => "native",
-            Emulation::Emulated => "emulated",
-        }
-    }
-}
-
-impl EncodeLabelValue for Emulation {
-    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), e)
-    }
-}
-
 impl Direction {
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -134,18 +101,7 @@ impl Direction {
     }
 }
 
-impl EncodeLabelValue for Direction {
-    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), e)
-    }
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// Vertex durations: 50 ms to about 20 min.
-fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.05, 2.5, 12))
-}
+imgfarm_common::label_value_from_as_str!(Direction);
 
 /// Queue waits: 10 ms to about 10 min.
 fn wait_histogram() -> Histogram {
@@ -178,10 +134,7 @@ impl CoordinatorMetrics {
     /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the
     /// coordinator's own certificate, for an alert before peers start refusing it.
     pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
-        let g = Gauge::<i64>::default();
-        g.set(not_after);
-        let help = "When the coordinator's own certificate expires (notAfter, Unix time)";
-        (self.registry).register_with_unit("certificate_expiry_timestamp", help, Unit::Seconds, g);
+        register_certificate_expiry(&mut self.registry, "coordinator", not_after);
         self
     }
 }

@@ -7,11 +7,11 @@
 //! Every name starts with `imgfarm_worker_`; `docs/operations.md` lists
 //! them.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use imgfarm_common::metrics::{duration_histogram, register_certificate_expiry, HistogramFamily};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,14 +27,7 @@ pub enum JobOutcome {
     Cancelled,
 }
 
-/// Whether a platform ran natively or under qemu-user.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Emulation {
-    /// The worker's CPU.
-    Native,
-    /// qemu-user through binfmt_misc (a RUN step of a foreign platform).
-    Emulated,
-}
+pub use imgfarm_common::metrics::Emulation;
 
 /// Labels of `imgfarm_worker_vertices_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -96,28 +89,6 @@ impl JobOutcome {
     }
 }
 
-impl EncodeLabelValue for JobOutcome {
-    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), e)
-    }
-}
-
-impl Emulation {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Emulation::Native => "native",
-            Emulation::Emulated => "emulated",
-        }
-    }
-}
-
-impl EncodeLabelValue for Emulation {
-    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), e)
-    }
-}
-
 impl Direction {
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -128,18 +99,7 @@ impl Direction {
     }
 }
 
-impl EncodeLabelValue for Direction {
-    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), e)
-    }
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// 50 ms to about 20 min.
-fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.05, 2.5, 12))
-}
+imgfarm_common::label_value_from_as_str!(JobOutcome, Direction);
 
 /// The worker's registry and every metric in it.
 #[derive(Debug)]
@@ -161,10 +121,7 @@ impl WorkerMetrics {
     /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the worker's
     /// own certificate, for an alert before the coordinator starts refusing it.
     pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
-        let g = Gauge::<i64>::default();
-        g.set(not_after);
-        let help = "When the worker's own certificate expires (notAfter, Unix time)";
-        (self.registry).register_with_unit("certificate_expiry_timestamp", help, Unit::Seconds, g);
+        register_certificate_expiry(&mut self.registry, "worker", not_after);
         self
     }
 }
@@ -267,11 +224,7 @@ impl WorkerMetrics {
         self.vertex_duration
             .get_or_create(&VertexLabels {
                 platform: platform.to_string(),
-                emulation: if emulated {
-                    Emulation::Emulated
-                } else {
-                    Emulation::Native
-                },
+                emulation: Emulation::from_bool(emulated),
                 cached,
                 outcome,
             })
