@@ -10,7 +10,7 @@
 #                                    started), ansible, ... and the test user imgfarm-test with
 #                                    65536-id /etc/subuid and /etc/subgid ranges, Debian bookworm
 #                                    base images made with mmdebstrap (once, a few minutes) and
-#                                    jq .debs for the tests' apt repository
+#                                    .debs (jq, uidmap, passt, ...) for the tests' apt repository
 #   --no-build                       skip cargo build --release
 #
 # Without root it changes nothing system-wide: it reports what is missing and what needs root,

@@ -162,6 +162,33 @@ fn passwd_uid(rootfs: &Path, name: &str) -> u32 {
         .unwrap_or_else(|| panic!("{name} is not in /etc/passwd:\n{passwd}"))
 }
 
+/// The summed `#N DONE Xs` times of the steps of each platform in `--progress plain`
+/// output (`#N [linux/arm64 emulated] [2/4] RUN ...` names a step's platform).
+fn step_seconds(progress: &str) -> Vec<(String, f64)> {
+    let mut platform_of = std::collections::HashMap::new();
+    let mut sums: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in progress.lines() {
+        let Some((id, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !id.starts_with('#') {
+            continue;
+        }
+        if let Some(p) = rest.strip_prefix("[linux/") {
+            let arch = p.split([']', ' ']).next().unwrap_or("?");
+            platform_of.insert(id.to_string(), format!("linux/{arch}"));
+        } else if let Some(t) = rest.strip_prefix("DONE ") {
+            if let (Some(p), Ok(secs)) = (
+                platform_of.get(id),
+                t.trim_end_matches('s').parse::<f64>(),
+            ) {
+                *sums.entry(p.clone()).or_default() += secs;
+            }
+        }
+    }
+    sums.into_iter().collect()
+}
+
 /// ELF machine of a file (62 x86-64, 183 aarch64).
 fn elf_machine(path: &Path) -> u16 {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
@@ -259,16 +286,31 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
             &image,
             "-c",
             "id -u; id -un; echo $IMGFARM_STATE; stat -c '%u %a' /var/lib/imgfarm; \
-             stat -c '%a %U' /usr/bin/newuidmap; cat /etc/subuid; command -v pasta; \
-             imgfarm --version",
+             stat -c '%a %U' /usr/bin/newuidmap; getcap /usr/bin/newuidmap /usr/bin/newgidmap; \
+             cat /etc/subuid /etc/subgid; command -v pasta; imgfarm --version",
         ]),
     );
     let probe = text(&probe.stdout);
     eprintln!("image probe:\n{probe}");
     let lines: Vec<&str> = probe.lines().collect();
-    assert_eq!(&lines[..6], &["1000", "imgfarm", "/var/lib/imgfarm", "1000 700", "4755 root", "imgfarm:100000:65536"], "{probe}");
-    assert!(lines[6].ends_with("/pasta"), "{probe}");
-    assert!(lines[7].starts_with("imgfarm "), "{probe}");
+    assert_eq!(
+        &lines[..9],
+        &[
+            "1000",
+            "imgfarm",
+            "/var/lib/imgfarm",
+            "1000 700",
+            // File capabilities, not setuid (see the Dockerfile).
+            "755 root",
+            "/usr/bin/newuidmap cap_setuid=ep",
+            "/usr/bin/newgidmap cap_setgid=ep",
+            "imgfarm:100000:65536",
+            "imgfarm:100000:65536",
+        ],
+        "{probe}"
+    );
+    assert!(lines[9].ends_with("/pasta"), "{probe}");
+    assert!(lines[10].starts_with("imgfarm "), "{probe}");
 
     // 3. The two-platform build inside.
     let inner = open_tempdir("imgfarm-pod-ctx-");
@@ -309,6 +351,9 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
         progress.contains("[linux/arm64 emulated]"),
         "arm64 steps are marked emulated:\n{progress}"
     );
+    for (platform, secs) in step_seconds(&progress) {
+        eprintln!("inner build: {platform} steps took {secs:.1}s in all");
+    }
 
     // 4. Check the result with skopeo and umoci.
     let raw = run(
