@@ -255,10 +255,10 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
     let Some(dockerd) = or_skip(test, Dockerd::start(Some(registry.addr()))) else {
         return;
     };
-    run("docker pull", dockerd.docker(["pull", "-q", &image]));
+    run("docker pull", &mut dockerd.docker(["pull", "-q", &image]));
     let size = run(
         "docker image inspect",
-        dockerd.docker(["image", "inspect", "--format", "{{.Size}}", &image]),
+        &mut dockerd.docker(["image", "inspect", "--format", "{{.Size}}", &image]),
     );
     eprintln!(
         "image size (uncompressed, docker): {} bytes",
@@ -272,13 +272,13 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
     };
     run(
         "docker volume create",
-        dockerd.docker(["volume", "create", cleanup.volume.as_str()]),
+        &mut dockerd.docker(["volume", "create", cleanup.volume.as_str()]),
     );
 
     // Who the image runs as, and what it holds.
     let probe = run(
         "docker run (probe)",
-        dockerd.docker([
+        &mut dockerd.docker([
             "run",
             "--rm",
             "--entrypoint",
@@ -360,7 +360,7 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
         "skopeo inspect --raw",
         Command::new("skopeo")
             .args(["inspect", "--raw"])
-            .args(registry.skopeo_src_flags())
+            .args(registry.skopeo_flags_plain())
             .arg(format!("docker://{result}")),
     );
     let index: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("index JSON");
