@@ -230,7 +230,9 @@ fn cached_debs() -> anyhow::Result<Vec<PathBuf>> {
             // An `Architecture: all` package (ca-certificates) serves both.
             let found: Vec<&String> = names
                 .iter()
-                .filter(|n| n.starts_with(&prefix) && (n.ends_with(&suffix) || n.ends_with("_all.deb")))
+                .filter(|n| {
+                    n.starts_with(&prefix) && (n.ends_with(&suffix) || n.ends_with("_all.deb"))
+                })
                 .collect();
             if found.is_empty() {
                 return Err(Unavailable::new(

@@ -178,10 +178,9 @@ fn step_seconds(progress: &str) -> Vec<(String, f64)> {
             let arch = p.split([']', ' ']).next().unwrap_or("?");
             platform_of.insert(id.to_string(), format!("linux/{arch}"));
         } else if let Some(t) = rest.strip_prefix("DONE ") {
-            if let (Some(p), Ok(secs)) = (
-                platform_of.get(id),
-                t.trim_end_matches('s').parse::<f64>(),
-            ) {
+            if let (Some(p), Ok(secs)) =
+                (platform_of.get(id), t.trim_end_matches('s').parse::<f64>())
+            {
                 *sums.entry(p.clone()).or_default() += secs;
             }
         }
@@ -387,7 +386,11 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
         let rootfs = unpack(&registry, &result, arch, check.path());
         let got = std::fs::read_to_string(rootfs.join("arch")).expect("/arch");
         assert_eq!(got.trim(), uname, "{arch}: uname -m");
-        assert_eq!(elf_machine(&rootfs.join("usr/bin/jq")), machine, "{arch}: jq");
+        assert_eq!(
+            elf_machine(&rootfs.join("usr/bin/jq")),
+            machine,
+            "{arch}: jq"
+        );
         assert_eq!(
             std::fs::read_to_string(rootfs.join("jq.json"))
                 .expect("/jq.json")
@@ -418,6 +421,14 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
         );
     }
     drop(cleanup);
+    // The daemon's temp dir (data root with the pulled image) goes with it.
+    let dockerd_dir = dockerd.log_path().parent().expect("dir").to_path_buf();
+    drop(dockerd);
+    assert!(
+        !dockerd_dir.exists(),
+        "{} is left behind",
+        dockerd_dir.display()
+    );
     eprintln!("total {:.1?}", t0.elapsed());
 }
 
@@ -440,7 +451,9 @@ fn build_image_script_refuses_missing_or_foreign_binaries() {
     };
     let err = go(&[]);
     assert!(
-        err.contains("release/imgfarm is missing: build it first (cargo build -p imgfarm --release)"),
+        err.contains(
+            "release/imgfarm is missing: build it first (cargo build -p imgfarm --release)"
+        ),
         "{err}"
     );
     let err = go(&["--profile", "fast"]);
@@ -461,7 +474,10 @@ fn build_image_script_refuses_missing_or_foreign_binaries() {
     std::fs::create_dir_all(amd.parent().expect("parent")).expect("mkdir");
     std::fs::write(&amd, elf(183)).expect("write");
     let err = go(&["--profile", "debug"]);
-    assert!(err.contains("debug/imgfarm is not an x86-64 binary"), "{err}");
+    assert!(
+        err.contains("debug/imgfarm is not an x86-64 binary"),
+        "{err}"
+    );
     std::fs::write(&amd, elf(62)).expect("write");
     let arm = target
         .path()

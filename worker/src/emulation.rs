@@ -501,7 +501,10 @@ pub fn run_probe(program: &[u8], dir: &Path) -> Probe {
         Err(e) => return Probe::Failed(format!("creating it in {}: {e}", dir.display())),
     };
     let path = f.path().to_path_buf();
-    let written = f.as_file().write_all(program).and_then(|()| f.as_file().sync_all());
+    let written = f
+        .as_file()
+        .write_all(program)
+        .and_then(|()| f.as_file().sync_all());
     // Close the write handle before the exec (else ETXTBSY); the path stays ours until the
     // TempPath drops.
     let tmp = f.into_temp_path();
@@ -563,9 +566,13 @@ pub fn resolve(target: &Platform) -> Result<EmulationMode, EmulationError> {
         find_emulator_in(target, &dirs),
         &kernel,
     );
-    decide_unlisted(target, decided, binfmt.join("status").exists(), binfmt, || {
-        cached_probe(target)
-    })
+    decide_unlisted(
+        target,
+        decided,
+        binfmt.join("status").exists(),
+        binfmt,
+        || cached_probe(target),
+    )
 }
 
 /// The private emulator for `target` regardless of host handlers (forces the private
@@ -749,9 +756,15 @@ mod tests {
         // A listed handler or a native platform: nothing runs either.
         let h = parse_handler("qemu-aarch64", DEBIAN_ENTRY);
         let listed = decide(&arm64(), &host, std::slice::from_ref(&h), None, K);
-        assert_eq!(decide_unlisted(&arm64(), listed.clone(), false, dir, never), listed);
+        assert_eq!(
+            decide_unlisted(&arm64(), listed.clone(), false, dir, never),
+            listed
+        );
         let native = decide(&host, &host, &[], None, K);
-        assert_eq!(decide_unlisted(&host, native.clone(), false, dir, never), native);
+        assert_eq!(
+            decide_unlisted(&host, native.clone(), false, dir, never),
+            native
+        );
         // Not mounted (a container's /proc): the probe decides.
         assert_eq!(
             decide_unlisted(&arm64(), no_qemu(), false, dir, || Probe::Ran),
@@ -826,7 +839,10 @@ mod tests {
             0,
             "the probe file is removed"
         );
-        let gone = run_probe(probe_program(&arm64()).expect("program"), Path::new("/nonexistent"));
+        let gone = run_probe(
+            probe_program(&arm64()).expect("program"),
+            Path::new("/nonexistent"),
+        );
         assert!(
             matches!(&gone, Probe::Failed(w) if w.starts_with("creating it in /nonexistent")),
             "{gone:?}"

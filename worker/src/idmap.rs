@@ -483,14 +483,23 @@ mod tests {
             .contains("setcap cap_setgid=ep /usr/bin/newgidmap"));
         // Not setuid (file capabilities already), not root-owned, CAP_SYS_ADMIN held, or
         // another error: no hint.
-        assert_eq!(setuid_helper_hint("newuidmap", p, eperm, 0o100755, 0, 0), None);
-        assert_eq!(setuid_helper_hint("newuidmap", p, eperm, 0o104755, 1000, 0), None);
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o100755, 0, 0),
+            None
+        );
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 1000, 0),
+            None
+        );
         assert_eq!(
             setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, 1 << CAP_SYS_ADMIN),
             None
         );
         let range = "newuidmap: uid range [1-65537) -> [100000-165536) not allowed";
-        assert_eq!(setuid_helper_hint("newuidmap", p, range, 0o104755, 0, 0), None);
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, range, 0o104755, 0, 0),
+            None
+        );
     }
 
     const SUB: &str = "alice:100000:65536\n# comment\nbob:165536:65536\n1003:231072:65536\n";

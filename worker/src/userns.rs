@@ -253,7 +253,10 @@ mod tests {
             source: nix::errno::Errno::EPERM,
         };
         let msg = e.to_string();
-        assert!(msg.starts_with("unshare(CLONE_NEWUSER) (are unprivileged"), "{msg}");
+        assert!(
+            msg.starts_with("unshare(CLONE_NEWUSER) (are unprivileged"),
+            "{msg}"
+        );
         assert!(msg.contains("--security-opt seccomp=unconfined"), "{msg}");
         assert!(msg.ends_with("): EPERM: Operation not permitted"), "{msg}");
     }
