@@ -4,11 +4,13 @@
 //! 1. imgfarm (this build's debug binary, as root) builds the image from the root Dockerfile,
 //!    FROM the Debian bookworm base in a loopback registry, its `apt-get install` served by the
 //!    [`AptRepo`] (`--build-arg APT_SOURCES=...`), and pushes it to that registry.
-//! 2. A private `dockerd` (testkit's [`Dockerd`], `--bridge=none`) pulls it and runs it as a
-//!    "classic" pod would: `--user imgfarm` (uid 1000, not root), default capabilities, not
-//!    `--privileged`, seccomp and AppArmor unconfined, `systempaths=unconfined` (the pod's
-//!    `procMount: Unmasked`), the state dir on a docker volume, and `/dev/net/tun` as a device
-//!    (the hostPath CharDevice the manifests mount, for pasta). `--network host` is only a test
+//! 2. A private `dockerd` (testkit's [`Dockerd`], `--bridge=none`) pulls it and runs it as the
+//!    "classic" overlay of deploy/kubernetes runs a worker pod: `--user imgfarm` (uid 1000, not
+//!    root), not `--privileged`, every capability dropped but SETUID and SETGID, a read-only
+//!    root filesystem with a tmpfs /tmp, seccomp and AppArmor unconfined,
+//!    `systempaths=unconfined` (the pod's `procMount: Unmasked`), the state dir on a docker
+//!    volume, and `/dev/net/tun` as a device (the hostPath CharDevice the manifests mount, for
+//!    pasta). `--network host` is only a test
 //!    convenience: it lets the container reach the loopback registry; the apt repository is on
 //!    the host's own address, which RUN steps reach through pasta as on any network.
 //! 3. Inside, as `imgfarm`, `imgfarm build --platform linux/amd64,linux/arm64 --push` of a
@@ -328,6 +330,18 @@ fn own_image_builds_two_platforms_inside_an_unprivileged_container() {
         .args(["--security-opt", "apparmor=unconfined"])
         .args(["--security-opt", "systempaths=unconfined"])
         .args(["--device", "/dev/net/tun"])
+        // As deploy/kubernetes's worker container: every capability dropped but the two the
+        // id-map helpers need, a read-only root filesystem and a /tmp of its own (an
+        // emptyDir there: exec allowed).
+        .args([
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "SETUID",
+            "--cap-add",
+            "SETGID",
+        ])
+        .args(["--read-only", "--tmpfs", "/tmp:exec,mode=1777"])
         // Test convenience only: the loopback registry is on the host's 127.0.0.1.
         .args(["--network", "host"])
         .arg("-v")
