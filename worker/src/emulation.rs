@@ -526,11 +526,12 @@ pub fn run_probe(program: &[u8], dir: &Path) -> Probe {
                 last = e.to_string();
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => return Probe::Failed(e.to_string()),
+            // e.g. `Exec format error` (no handler), or `Permission denied` (a noexec dir).
+            Err(e) => return Probe::Failed(format!("running it from {}: {e}", dir.display())),
         }
     }
     drop(tmp);
-    Probe::Failed(last)
+    Probe::Failed(format!("running it from {}: {last}", dir.display()))
 }
 
 /// [`run_probe`] once per platform per process (in the system temp dir).
