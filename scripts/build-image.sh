@@ -3,24 +3,27 @@
 # linux/amd64 from target/PROFILE/imgfarm, plus linux/arm64 when
 # target/aarch64-unknown-linux-gnu/PROFILE/imgfarm exists (see README.md, "imgfarm's own image").
 #
-#   scripts/build-image.sh [--profile release|debug] [-t NAME:TAG] [IMGFARM BUILD FLAGS...]
+#   scripts/build-image.sh [--profile release|debug] [--no-strip] [-t NAME:TAG] [IMGFARM BUILD FLAGS...]
 #
 # e.g. `scripts/build-image.sh -t registry.example/imgfarm:1 --push`. The build itself is rootless
-# (run it as an ordinary user) and uses target/PROFILE/imgfarm (or $IMGFARM). With
-# CARGO_TARGET_DIR outside the repository, the binaries are staged into a temp context.
+# (run it as an ordinary user) and uses target/PROFILE/imgfarm (or $IMGFARM). The binaries are
+# staged into a temp context (same layout as the repository's), without their debug info
+# (release: 125 MB -> 24 MB) when strip (aarch64-linux-gnu-strip for arm64) is there.
 set -euo pipefail
 
 die() { echo "build-image.sh: $*" >&2; exit 2; }
 
 PROFILE=release
 TAG=imgfarm:latest
+STRIP=1
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) [ $# -ge 2 ] || die "--profile needs a value (release or debug)"; PROFILE=$2; shift 2 ;;
     --profile=*) PROFILE=${1#*=}; shift ;;
+    --no-strip) STRIP=0; shift ;;
     -t | --tag) [ $# -ge 2 ] || die "$1 needs a value (NAME:TAG)"; TAG=$2; shift 2 ;;
-    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
 done
@@ -47,19 +50,21 @@ if [ -f "$ARM64" ]; then
   PLATFORMS=linux/amd64,linux/arm64
 fi
 
-CONTEXT=$REPO
-if [ "$TARGET_DIR" != "$REPO/target" ]; then
-  # The Dockerfile reads target/... in its context: stage the binaries in the same layout.
-  CONTEXT=$(mktemp -d)
-  trap 'rm -rf "$CONTEXT"' EXIT
-  cp "$REPO/.dockerignore" "$CONTEXT/"
-  for b in "$AMD64" "$ARM64"; do
-    [ -f "$b" ] || continue
-    rel=${b#"$TARGET_DIR"/}
-    mkdir -p "$CONTEXT/target/$(dirname "$rel")"
-    ln "$b" "$CONTEXT/target/$rel" 2>/dev/null || cp "$b" "$CONTEXT/target/$rel"
-  done
-fi
+# The Dockerfile reads target/... in its context: stage the binaries in the same layout.
+CONTEXT=$(mktemp -d)
+trap 'rm -rf "$CONTEXT"' EXIT
+cp "$REPO/.dockerignore" "$CONTEXT/"
+stage() { # BINARY STRIP-TOOL
+  local rel=${1#"$TARGET_DIR"/} dst
+  dst=$CONTEXT/target/$rel
+  mkdir -p "$(dirname "$dst")"
+  if [ "$STRIP" = 1 ] && command -v "$2" >/dev/null && "$2" --strip-debug -o "$dst" "$1"; then
+    return
+  fi
+  ln "$1" "$dst" 2>/dev/null || cp "$1" "$dst"
+}
+stage "$AMD64" strip
+if [ -f "$ARM64" ]; then stage "$ARM64" aarch64-linux-gnu-strip; fi
 
 IMGFARM=${IMGFARM:-$AMD64}
 echo "build-image.sh: $TAG for $PLATFORMS ($PROFILE binaries)" >&2
