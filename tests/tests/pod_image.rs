@@ -10,13 +10,14 @@
 //!    root filesystem with a tmpfs /tmp, seccomp and AppArmor unconfined,
 //!    `systempaths=unconfined` (the pod's `procMount: Unmasked`), the state dir on a docker
 //!    volume, and `/dev/net/tun` as a device (the hostPath CharDevice the manifests mount, for
-//!    pasta). `--network host` is only a test
-//!    convenience: it lets the container reach the loopback registry; the apt repository is on
-//!    the host's own address, which RUN steps reach through pasta as on any network.
+//!    pasta). `--network host` is only a test convenience: it lets the container reach the
+//!    loopback registry; the apt repository is on the host's own address, which RUN steps
+//!    reach through pasta as on any network.
 //! 3. Inside, as `imgfarm`, `imgfarm build --platform linux/amd64,linux/arm64 --push` of a
 //!    realistic Dockerfile: apt-get install from the AptRepo, `useradd`, `chown` + `chmod 600`,
 //!    `uname -m`; arm64 runs under the host's qemu binfmt handler (flag F, so it works from
-//!    inside containers).
+//!    inside containers), which the container's /proc does not list: imgfarm finds it by
+//!    running its arm64 probe program (`emulation::decide_unlisted`).
 //! 4. From the host, skopeo and umoci (readers independent of imgfarm) check the index, the
 //!    architecture each platform ran on, and the owners and modes.
 
