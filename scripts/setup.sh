@@ -10,7 +10,7 @@
 #                                    started), ansible, ... and the test user imgfarm-test with
 #                                    65536-id /etc/subuid and /etc/subgid ranges, Debian bookworm
 #                                    base images made with mmdebstrap (once, a few minutes) and
-#                                    jq .debs for the tests' apt repository
+#                                    .debs (jq, uidmap, passt, ...) for the tests' apt repository
 #   --no-build                       skip cargo build --release
 #
 # Without root it changes nothing system-wide: it reports what is missing and what needs root,
@@ -376,18 +376,25 @@ debian_ready() {
   done
 }
 
-# jq and the dependencies that the bookworm minbase image lacks, and libcap2-bin (setcap, for the
-# realworld corpus), for amd64 and arm64, for the loopback apt repository of the tests
-# (testkit's AptRepo).
-APT_REPO_PKGS=(jq libjq1 libonig5 libcap2-bin)
+# jq and the dependencies that the bookworm minbase image lacks, libcap2-bin (setcap, for the
+# realworld corpus), and what imgfarm's own image (the root Dockerfile) installs: uidmap (+
+# libsubid4), passt, ca-certificates (+ openssl, libssl3); for amd64 and arm64, for the loopback
+# apt repository of the tests (testkit's AptRepo). Keep in sync with APT_REPO_PACKAGES there.
+APT_REPO_PKGS=(jq libjq1 libonig5 libcap2-bin uidmap libsubid4 passt ca-certificates openssl libssl3)
+
+# The cached .deb of package $1 for arch $2: `P_VERSION_ARCH.deb`, or `P_VERSION_all.deb` for an
+# Architecture: all package (ca-certificates); empty when there is none.
+cached_apt_deb() {
+  compgen -G "$APT_DIR/${1}_*_$2.deb" | head -n 1 || true
+  compgen -G "$APT_DIR/${1}_*_all.deb" | head -n 1 || true
+}
 
 apt_debs_ready() {
   local a p f
   for a in amd64 arm64; do
     for p in "${APT_REPO_PKGS[@]}"; do
-      for f in "$APT_DIR/${p}_"*"_$a.deb"; do
-        dpkg-deb -f "$f" Package >/dev/null 2>&1 || return 1
-      done
+      f=$(cached_apt_deb "$p" "$a" | head -n 1)
+      [ -n "$f" ] && dpkg-deb -f "$f" Package >/dev/null 2>&1 || return 1
     done
   done
 }
@@ -398,7 +405,7 @@ download_apt_debs() { # returns 1 if a .deb could not be fetched
   chmod 0755 "$tmp"
   for a in amd64 arm64; do
     for p in "${APT_REPO_PKGS[@]}"; do
-      f=$(compgen -G "$APT_DIR/${p}_*_$a.deb" | head -n 1 || true)
+      f=$(cached_apt_deb "$p" "$a" | head -n 1)
       [ -n "$f" ] && dpkg-deb -f "$f" Package >/dev/null 2>&1 && continue
       if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$p:$a" </dev/null) >/dev/null; then
         for f in "$tmp"/*.deb; do

@@ -1,10 +1,11 @@
 //! A local apt repository, so `apt-get install` in tests never touches Debian's mirrors.
 //!
 //! [`AptRepo::start`] puts into a temp dir:
-//! - the real `jq`, `libjq1`, `libonig5` and `libcap2-bin` .debs for amd64 and arm64 that
+//! - the real .debs of [`APT_REPO_PACKAGES`] (`jq`, `libcap2-bin`, `uidmap`, `passt`,
+//!   `ca-certificates` and what they need beyond minbase) for amd64 and arm64 that
 //!   `scripts/setup.sh --dev` cached in `IMGFARM_APT_DIR` (default `/var/cache/imgfarm/apt`);
 //!   with them `apt-get install jq` (and `libcap2-bin`, for `setcap`) works in the bookworm
-//!   minbase image;
+//!   minbase image, and so does imgfarm's own image (the repository's `Dockerfile`);
 //! - `imgfarm-hello_1.0_all.deb`, made with `dpkg-deb --build`: `/usr/bin/imgfarm-hello` (a sh
 //!   script printing `hello from imgfarm-hello`) and its copyright file; its postinst creates
 //!   the system user and group `imgfarm-hello` (`useradd --system`) and
@@ -35,9 +36,23 @@ use tempfile::TempDir;
 
 /// Default directory of the cached .debs; `scripts/setup.sh --dev` fills it.
 const DEFAULT_APT_DIR: &str = "/var/cache/imgfarm/apt";
-/// The cached packages: jq and what the bookworm minbase image lacks for it, and libcap2-bin
-/// (`setcap`, for the realworld corpus; its libcap2 is in minbase).
-pub const APT_REPO_PACKAGES: [&str; 4] = ["jq", "libjq1", "libonig5", "libcap2-bin"];
+/// The cached packages: jq and what the bookworm minbase image lacks for it, libcap2-bin
+/// (`setcap`, for the realworld corpus; its libcap2 is in minbase), and what imgfarm's own
+/// image (the repository's `Dockerfile`) installs on minbase: `uidmap` (with `libsubid4`),
+/// `passt` and `ca-certificates` (with `openssl` and `libssl3`). `scripts/setup.sh --dev`
+/// downloads the same list (`APT_REPO_PKGS`).
+pub const APT_REPO_PACKAGES: [&str; 10] = [
+    "jq",
+    "libjq1",
+    "libonig5",
+    "libcap2-bin",
+    "uidmap",
+    "libsubid4",
+    "passt",
+    "ca-certificates",
+    "openssl",
+    "libssl3",
+];
 /// Architectures of the cached packages.
 const APT_ARCHES: [&str; 2] = ["amd64", "arm64"];
 /// The name of the package made at start.
@@ -212,19 +227,30 @@ fn cached_debs() -> anyhow::Result<Vec<PathBuf>> {
         for a in APT_ARCHES {
             let prefix = format!("{p}_");
             let suffix = format!("_{a}.deb");
+            // An `Architecture: all` package (ca-certificates) serves both.
             let found: Vec<&String> = names
                 .iter()
-                .filter(|n| n.starts_with(&prefix) && n.ends_with(&suffix))
+                .filter(|n| {
+                    n.starts_with(&prefix) && (n.ends_with(&suffix) || n.ends_with("_all.deb"))
+                })
                 .collect();
             if found.is_empty() {
                 return Err(Unavailable::new(
                     format!("no {p}_*_{a}.deb in {}", dir.display()),
-                    "run `sudo scripts/setup.sh --dev` (downloads jq, libjq1, libonig5 and libcap2-bin for \
-                     amd64 and arm64), or point IMGFARM_APT_DIR at such a directory",
+                    format!(
+                        "run `sudo scripts/setup.sh --dev` (downloads {} for amd64 and arm64), \
+                         or point IMGFARM_APT_DIR at such a directory",
+                        APT_REPO_PACKAGES.join(", ")
+                    ),
                 )
                 .into());
             }
-            out.extend(found.into_iter().map(|n| dir.join(n)));
+            for n in found {
+                let path = dir.join(n);
+                if !out.contains(&path) {
+                    out.push(path);
+                }
+            }
         }
     }
     Ok(out)

@@ -184,8 +184,30 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
         if let Some(dir) = self.dir.take() {
-            // Overlay mounts are gone after a clean shutdown; anything left is best-effort.
+            // Overlay mounts are gone after a clean shutdown, but dockerd leaves its
+            // `exec/netns/default` (an nsfs bind mount) behind, which made the removal fail
+            // and kept the whole data root (over 200 MB after a pull) in the temp dir.
+            unmount_under(dir.path());
             let _ = dir.close();
         }
+    }
+}
+
+/// Detach every mount at or below `dir` (deepest first), from `/proc/self/mounts`.
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }

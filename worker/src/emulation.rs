@@ -10,6 +10,12 @@
 //!   instance, so the executor registers qemu inside the build's namespaces with flags `PF`
 //!   (`P` keeps argv[0], which busybox applets need; `F` as above). No root is needed.
 //!
+//! - inside a container (a Kubernetes pod), `/proc` is a fresh procfs without binfmt_misc
+//!   mounted, so the host's handlers are not listed although they serve the container (a
+//!   handler with `F` needs nothing from the container's filesystem); then a tiny program of
+//!   the target platform is run once ([`probe_program`]): if the kernel runs it, steps use
+//!   that unlisted host handler.
+//!
 //! Otherwise: "linux/arm64 needs qemu-user-static (apt install qemu-user-static) or a native
 //! worker".
 
@@ -148,6 +154,25 @@ pub enum EmulationError {
         platform: String,
         /// Kernel release.
         kernel: String,
+        /// qemu's name of the architecture.
+        qemu: String,
+    },
+    /// binfmt_misc is not mounted here (a container's /proc), no qemu is installed, and the
+    /// kernel did not run the probe program, so no host handler serves this platform either.
+    #[error(
+        "{platform} needs a binfmt_misc handler: none is listed ({dir} is not mounted here, as \
+         inside a container) and a {platform} test program did not run ({probe}); register \
+         qemu on the host with the F flag (`update-binfmts --enable qemu-{qemu}`, as \
+         scripts/setup.sh does), or install qemu-user-static here (imgfarm's image: \
+         --build-arg WITH_QEMU=1; Linux 6.7 or later), or use a native worker"
+    )]
+    NoVisibleHandler {
+        /// The target platform.
+        platform: String,
+        /// The binfmt_misc directory looked at.
+        dir: String,
+        /// What the probe did.
+        probe: String,
         /// qemu's name of the architecture.
         qemu: String,
     },
@@ -368,18 +393,186 @@ pub fn under_seccomp(
     }
 }
 
+/// The name [`EmulationMode::HostBinfmt`] carries for a host handler found by the probe
+/// rather than listed.
+pub const UNLISTED_HANDLER: &str = "host handler (binfmt_misc not mounted here)";
+
+/// A static linux/arm64 program that calls `exit(0)` (ELF header, one `PT_LOAD` program
+/// header, three instructions: `mov x0, #0; mov x8, #93; svc #0`), 132 bytes.
+const PROBE_AARCH64: [u8; 132] = {
+    let mut b = [0u8; 132];
+    let head: [u8; 64] = [
+        0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ELF64, LE, SysV
+        2, 0, 0xb7, 0, 1, 0, 0, 0, // ET_EXEC, EM_AARCH64, EV_CURRENT
+        0x78, 0, 0x40, 0, 0, 0, 0, 0, // e_entry 0x400078
+        0x40, 0, 0, 0, 0, 0, 0, 0, // e_phoff 64
+        0, 0, 0, 0, 0, 0, 0, 0, // e_shoff
+        0, 0, 0, 0, // e_flags
+        64, 0, 56, 0, 1, 0, // e_ehsize, e_phentsize, e_phnum
+        0, 0, 0, 0, 0, 0, // e_shentsize, e_shnum, e_shstrndx
+    ];
+    let phdr: [u8; 56] = [
+        1, 0, 0, 0, 5, 0, 0, 0, // PT_LOAD, PF_R | PF_X
+        0, 0, 0, 0, 0, 0, 0, 0, // p_offset 0
+        0, 0, 0x40, 0, 0, 0, 0, 0, // p_vaddr 0x400000
+        0, 0, 0x40, 0, 0, 0, 0, 0, // p_paddr
+        132, 0, 0, 0, 0, 0, 0, 0, // p_filesz
+        132, 0, 0, 0, 0, 0, 0, 0, // p_memsz
+        0, 0x10, 0, 0, 0, 0, 0, 0, // p_align 0x1000
+    ];
+    let code: [u8; 12] = [
+        0x00, 0x00, 0x80, 0xd2, // mov x0, #0
+        0xa8, 0x0b, 0x80, 0xd2, // mov x8, #93 (exit)
+        0x01, 0x00, 0x00, 0xd4, // svc #0
+    ];
+    let mut i = 0;
+    while i < 64 {
+        b[i] = head[i];
+        i += 1;
+    }
+    while i < 120 {
+        b[i] = phdr[i - 64];
+        i += 1;
+    }
+    while i < 132 {
+        b[i] = code[i - 120];
+        i += 1;
+    }
+    b
+};
+
+/// The program [`resolve`] runs to learn whether an unlisted host handler serves `target`
+/// (only linux/arm64 has one: the platform farms emulate).
+pub fn probe_program(target: &Platform) -> Option<&'static [u8]> {
+    (target.os == "linux" && target.architecture == "arm64").then_some(&PROBE_AARCH64[..])
+}
+
+/// What running the probe program gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// There is no probe program for the platform.
+    NoProgram,
+    /// It ran and exited 0.
+    Ran,
+    /// It did not run: why (e.g. `Exec format error (os error 8)`).
+    Failed(String),
+}
+
+/// [`decide`]'s answer `decided` revised for a binfmt_misc that is not mounted where we
+/// looked (`binfmt_mounted` false, as inside a container): when no emulator was found, a
+/// host handler may still serve the platform, so `probe` runs the platform's program. Pure
+/// but for `probe`, which is only called in that case.
+pub fn decide_unlisted(
+    target: &Platform,
+    decided: Result<EmulationMode, EmulationError>,
+    binfmt_mounted: bool,
+    dir: &Path,
+    probe: impl FnOnce() -> Probe,
+) -> Result<EmulationMode, EmulationError> {
+    let unlisted = matches!(
+        decided,
+        Err(EmulationError::NoEmulator { .. } | EmulationError::OldKernel { .. })
+    );
+    if binfmt_mounted || !unlisted {
+        return decided;
+    }
+    match probe() {
+        Probe::NoProgram => decided,
+        Probe::Ran => Ok(EmulationMode::HostBinfmt(UNLISTED_HANDLER.into())),
+        Probe::Failed(why) => Err(EmulationError::NoVisibleHandler {
+            platform: target.to_string(),
+            qemu: arch_info(target).map_or_else(|| "ARCH".into(), |i| i.qemu.into()),
+            dir: dir.display().to_string(),
+            probe: why,
+        }),
+    }
+}
+
+/// Run `program` from a fresh file in `dir` (the kernel picks the binfmt_misc handler, if
+/// any, for it) and remove the file.
+pub fn run_probe(program: &[u8], dir: &Path) -> Probe {
+    use std::io::Write as _;
+    let f = match tempfile::Builder::new()
+        .prefix("imgfarm-binfmt-probe-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempfile_in(dir)
+    {
+        Ok(f) => f,
+        Err(e) => return Probe::Failed(format!("creating it in {}: {e}", dir.display())),
+    };
+    let path = f.path().to_path_buf();
+    let written = f
+        .as_file()
+        .write_all(program)
+        .and_then(|()| f.as_file().sync_all());
+    // Close the write handle before the exec (else ETXTBSY); the path stays ours until the
+    // TempPath drops.
+    let tmp = f.into_temp_path();
+    if let Err(e) = written {
+        return Probe::Failed(format!("writing {}: {e}", path.display()));
+    }
+    let mut last = String::new();
+    for _ in 0..5 {
+        match std::process::Command::new(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            Ok(st) if st.success() => return Probe::Ran,
+            Ok(st) => return Probe::Failed(format!("it ran but {st}")),
+            // Another thread's fork may still hold the write handle for a moment.
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                last = e.to_string();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // e.g. `Exec format error` (no handler), or `Permission denied` (a noexec dir).
+            Err(e) => return Probe::Failed(format!("running it from {}: {e}", dir.display())),
+        }
+    }
+    drop(tmp);
+    Probe::Failed(format!("running it from {}: {last}", dir.display()))
+}
+
+/// [`run_probe`] once per platform per process (in the system temp dir).
+fn cached_probe(target: &Platform) -> Probe {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DONE: Mutex<Option<HashMap<String, Probe>>> = Mutex::new(None);
+    let Some(program) = probe_program(target) else {
+        return Probe::NoProgram;
+    };
+    let key = target.to_string();
+    let mut g = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&key) {
+        return p.clone();
+    }
+    let p = run_probe(program, &std::env::temp_dir());
+    map.insert(key, p.clone());
+    p
+}
+
 /// [`decide`] for this machine: the host platform, the handlers in [`BINFMT_DIR`], the
 /// qemu found in `/usr/libexec/qemu-binfmt`, `/usr/bin` or `/usr/local/bin`, and the
-/// running kernel.
+/// running kernel; then [`decide_unlisted`] when binfmt_misc is not mounted there.
 pub fn resolve(target: &Platform) -> Result<EmulationMode, EmulationError> {
     let dirs: Vec<&Path> = QEMU_DIRS.iter().map(Path::new).collect();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    decide(
+    let binfmt = Path::new(BINFMT_DIR);
+    let decided = decide(
         target,
         &Platform::host(),
-        &host_handlers(Path::new(BINFMT_DIR)),
+        &host_handlers(binfmt),
         find_emulator_in(target, &dirs),
         &kernel,
+    );
+    decide_unlisted(
+        target,
+        decided,
+        binfmt.join("status").exists(),
+        binfmt,
+        || cached_probe(target),
     )
 }
 
@@ -547,6 +740,113 @@ mod tests {
                 "6.1.0"
             ),
             Ok(EmulationMode::HostBinfmt("qemu-aarch64".into()))
+        );
+    }
+
+    #[test]
+    fn unlisted_host_handler_is_probed_only_when_binfmt_misc_is_not_mounted() {
+        let host = Platform::linux_amd64();
+        let dir = Path::new(BINFMT_DIR);
+        let no_qemu = || decide(&arm64(), &host, &[], None, K);
+        let never = || -> Probe { panic!("probed although binfmt_misc is mounted") };
+        // Mounted and empty: the answer stands, nothing runs.
+        assert_eq!(
+            decide_unlisted(&arm64(), no_qemu(), true, dir, never),
+            no_qemu()
+        );
+        // A listed handler or a native platform: nothing runs either.
+        let h = parse_handler("qemu-aarch64", DEBIAN_ENTRY);
+        let listed = decide(&arm64(), &host, std::slice::from_ref(&h), None, K);
+        assert_eq!(
+            decide_unlisted(&arm64(), listed.clone(), false, dir, never),
+            listed
+        );
+        let native = decide(&host, &host, &[], None, K);
+        assert_eq!(
+            decide_unlisted(&host, native.clone(), false, dir, never),
+            native
+        );
+        // Not mounted (a container's /proc): the probe decides.
+        assert_eq!(
+            decide_unlisted(&arm64(), no_qemu(), false, dir, || Probe::Ran),
+            Ok(EmulationMode::HostBinfmt(UNLISTED_HANDLER.into()))
+        );
+        let old = decide(&arm64(), &host, &[], Some(emu()), "6.1.0");
+        assert_eq!(
+            decide_unlisted(&arm64(), old, false, dir, || Probe::Ran),
+            Ok(EmulationMode::HostBinfmt(UNLISTED_HANDLER.into()))
+        );
+        assert_eq!(
+            decide_unlisted(&arm64(), no_qemu(), false, dir, || Probe::NoProgram),
+            no_qemu()
+        );
+        let e = decide_unlisted(&arm64(), no_qemu(), false, dir, || {
+            Probe::Failed("Exec format error (os error 8)".into())
+        })
+        .expect_err("no handler");
+        assert_eq!(
+            e.to_string(),
+            "linux/arm64 needs a binfmt_misc handler: none is listed (/proc/sys/fs/binfmt_misc is \
+             not mounted here, as inside a container) and a linux/arm64 test program did not run \
+             (Exec format error (os error 8)); register qemu on the host with the F flag \
+             (`update-binfmts --enable qemu-aarch64`, as scripts/setup.sh does), or install \
+             qemu-user-static here (imgfarm's image: --build-arg WITH_QEMU=1; Linux 6.7 or \
+             later), or use a native worker"
+        );
+    }
+
+    #[test]
+    fn probe_program_is_a_static_arm64_elf() {
+        let p = probe_program(&arm64()).expect("arm64 has one");
+        let info = arch_info(&arm64()).expect("arm64");
+        let h = Handler {
+            name: "x".into(),
+            enabled: true,
+            interpreter: PathBuf::new(),
+            flags: "F".into(),
+            offset: 0,
+            magic: info.magic.to_vec(),
+            mask: info.mask.to_vec(),
+        };
+        assert!(h.matches(&p[..20]), "qemu's arm64 magic matches it");
+        assert_eq!(p.len(), 132);
+        assert_eq!(u64::from_le_bytes(p[24..32].try_into().unwrap()), 0x400078);
+        assert!(probe_program(&Platform::new("linux", "riscv64", "")).is_none());
+    }
+
+    /// On a host with a qemu-aarch64 handler (flag F) the probe runs; with none it fails with
+    /// the kernel's `Exec format error`.
+    #[test]
+    fn probe_runs_under_the_host_handler() {
+        let listed = host_handlers(Path::new(BINFMT_DIR));
+        let info = arch_info(&arm64()).expect("arm64");
+        let served = listed
+            .iter()
+            .any(|h| h.enabled && h.flags.contains('F') && h.matches(info.magic));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let got = run_probe(probe_program(&arm64()).expect("program"), dir.path());
+        if served {
+            assert_eq!(got, Probe::Ran);
+        } else if listed.is_empty() && !Path::new(BINFMT_DIR).join("status").exists() {
+            eprintln!("binfmt_misc not mounted: probe gave {got:?}");
+        } else {
+            assert!(
+                matches!(&got, Probe::Failed(w) if w.contains("Exec format error")),
+                "{got:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "the probe file is removed"
+        );
+        let gone = run_probe(
+            probe_program(&arm64()).expect("program"),
+            Path::new("/nonexistent"),
+        );
+        assert!(
+            matches!(&gone, Probe::Failed(w) if w.starts_with("creating it in /nonexistent")),
+            "{gone:?}"
         );
     }
 

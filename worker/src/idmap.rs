@@ -215,10 +215,17 @@ impl IdMapping {
                 .output()
                 .map_err(|e| format!("running {tool}: {e}"))?;
             if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let hint = std::fs::metadata(&path).ok().and_then(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                    setuid_helper_hint(tool, &path, &stderr, m.mode(), m.uid(), cap_eff(&status))
+                });
                 return Err(format!(
-                    "{tool} {pid} {} failed: {}",
+                    "{tool} {pid} {} failed: {}{}",
                     args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    stderr.trim(),
+                    hint.map_or_else(String::new, |h| format!(" ({h})"))
                 ));
             }
         }
@@ -405,9 +412,95 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The capability bit of `CAP_SYS_ADMIN` (capability(7)).
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The effective capability set (`CapEff:` of `/proc/self/status`); 0 when not found.
+pub fn cap_eff(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Why a setuid-root `newuidmap`/`newgidmap` (`mode`, `owner`) failed with EPERM for a
+/// caller whose effective capabilities are `cap_eff`, and the fix: running as euid 0, the
+/// helper writes the map as root, which is not the owner of the new namespace, so the kernel
+/// wants CAP_SYS_ADMIN over it (user_namespaces(7), "Defining user and group ID mappings"),
+/// which an unprivileged container (a Kubernetes pod) does not grant. With CAP_SETUID
+/// (CAP_SETGID) as a file capability the helper keeps the caller's uid, which owns the
+/// namespace, as rootless BuildKit's image installs them. `None` when that is not the case.
+pub fn setuid_helper_hint(
+    tool: &str,
+    path: &Path,
+    stderr: &str,
+    mode: u32,
+    owner: u32,
+    cap_eff: u64,
+) -> Option<String> {
+    let setuid_root = mode & libc::S_ISUID != 0 && owner == 0;
+    let in_container = cap_eff & (1 << CAP_SYS_ADMIN) == 0;
+    if !(stderr.contains("Operation not permitted") && setuid_root && in_container) {
+        return None;
+    }
+    let cap = if tool == "newgidmap" {
+        "cap_setgid"
+    } else {
+        "cap_setuid"
+    };
+    Some(format!(
+        "{tool} is setuid root, and without CAP_SYS_ADMIN (an unprivileged container) root \
+         may not write the map; give it a file capability instead of the setuid bit: \
+         `chmod u-s {p} && setcap {cap}=ep {p}`, as imgfarm's image does",
+        p = path.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setuid_helpers_in_unprivileged_containers_get_a_hint() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000000000\n";
+        assert_eq!(cap_eff(status), 0);
+        assert_eq!(cap_eff("CapEff:\t000001ffffffffff\n"), 0x1ff_ffff_ffff);
+        assert_eq!(cap_eff("nothing"), 0);
+        let eperm = "newuidmap: write to uid_map failed: Operation not permitted";
+        let p = Path::new("/usr/bin/newuidmap");
+        let hint = setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, 0).expect("a hint");
+        assert_eq!(
+            hint,
+            "newuidmap is setuid root, and without CAP_SYS_ADMIN (an unprivileged container) \
+             root may not write the map; give it a file capability instead of the setuid bit: \
+             `chmod u-s /usr/bin/newuidmap && setcap cap_setuid=ep /usr/bin/newuidmap`, as \
+             imgfarm's image does"
+        );
+        let g = Path::new("/usr/bin/newgidmap");
+        assert!(setuid_helper_hint("newgidmap", g, eperm, 0o104755, 0, 0)
+            .expect("a hint")
+            .contains("setcap cap_setgid=ep /usr/bin/newgidmap"));
+        // Not setuid (file capabilities already), not root-owned, CAP_SYS_ADMIN held, or
+        // another error: no hint.
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o100755, 0, 0),
+            None
+        );
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 1000, 0),
+            None
+        );
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, 1 << CAP_SYS_ADMIN),
+            None
+        );
+        let range = "newuidmap: uid range [1-65537) -> [100000-165536) not allowed";
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, range, 0o104755, 0, 0),
+            None
+        );
+    }
 
     const SUB: &str = "alice:100000:65536\n# comment\nbob:165536:65536\n1003:231072:65536\n";
 

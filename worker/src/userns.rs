@@ -43,6 +43,14 @@ pub enum Standing {
 
 static STANDING: OnceLock<Standing> = OnceLock::new();
 
+/// What a refused `unshare(CLONE_NEWUSER)` names: the kernel setting, or, in a container (a
+/// Kubernetes pod), the runtime's default seccomp profile (and AppArmor's), which refuse it
+/// to processes without CAP_SYS_ADMIN.
+pub const UNSHARE_REFUSED: &str = "unshare(CLONE_NEWUSER) (are unprivileged user namespaces \
+enabled? In a container, the seccomp and AppArmor profiles must allow it: run it with both \
+unconfined, e.g. docker run --security-opt seccomp=unconfined --security-opt \
+apparmor=unconfined)";
+
 /// Why entering failed before anything changed.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
@@ -141,9 +149,7 @@ fn enter_new() -> Result<Standing, UsernsError> {
                 |w| w.to_string(),
             );
             if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
-                return Ok(Standing::NotEntered(format!(
-                    "unshare(CLONE_NEWUSER): {e} (are unprivileged user namespaces enabled?)"
-                )));
+                return Ok(Standing::NotEntered(format!("{UNSHARE_REFUSED}: {e}")));
             }
             if let Err(e) = map_self(uid, gid) {
                 return Ok(Standing::NotEntered(e));
@@ -191,7 +197,7 @@ fn map_by_helper(mapping: &IdMapping) -> Result<Result<(), String>, UsernsError>
                 drop(ready_w);
                 let _ = waitpid(child, None);
                 return Err(UsernsError::Sys {
-                    what: "unshare(CLONE_NEWUSER) (are unprivileged user namespaces enabled?)",
+                    what: UNSHARE_REFUSED,
                     source: e,
                 });
             }
@@ -234,4 +240,24 @@ fn become_root() -> Result<(), UsernsError> {
         what: "setresuid(0) in the build namespace",
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_unshare_names_the_container_fix() {
+        let e = UsernsError::Sys {
+            what: UNSHARE_REFUSED,
+            source: nix::errno::Errno::EPERM,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("unshare(CLONE_NEWUSER) (are unprivileged"),
+            "{msg}"
+        );
+        assert!(msg.contains("--security-opt seccomp=unconfined"), "{msg}");
+        assert!(msg.ends_with("): EPERM: Operation not permitted"), "{msg}");
+    }
 }

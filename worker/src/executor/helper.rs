@@ -116,9 +116,8 @@ fn set_cloexec(fd: i32) -> nix::Result<()> {
 /// Unshare the user namespace and get it mapped. Returns whether the mapping is the
 /// single-id one.
 fn enter_userns(req: &HelperRequest, stdin: &mut dyn Read, ctl: &mut Ctl) -> Result<bool, String> {
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
-        format!("unshare(CLONE_NEWUSER): {e} (are unprivileged user namespaces enabled?)")
-    })?;
+    unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("{}: {e}", crate::userns::UNSHARE_REFUSED))?;
     let single = match req.mapping {
         IdMapping::Single { .. } => true,
         IdMapping::Full { .. } | IdMapping::Identity { .. } => {

@@ -26,6 +26,17 @@ pub struct SetupError {
     pub detail: String,
 }
 
+/// Why a mount of `fstype` failed with `e`, when the cause is known: a new proc mount is
+/// refused (EPERM) while the /proc the process sees has paths masked or made read-only by
+/// over-mounts (the kernel's `mnt_already_visible` check), as container runtimes do by
+/// default.
+pub fn mount_hint(fstype: Option<&str>, e: Errno) -> Option<&'static str> {
+    (fstype == Some("proc") && e == Errno::EPERM).then_some(
+        "in a container, /proc must be unmasked: Kubernetes securityContext procMount: \
+         Unmasked, docker run --security-opt systempaths=unconfined",
+    )
+}
+
 fn err(what: impl Into<String>, e: impl std::fmt::Display) -> SetupError {
     SetupError {
         what: what.into(),
@@ -189,6 +200,10 @@ pub fn prepare_rootfs(
                         fstype.as_deref().unwrap_or("bind"),
                         path.display()
                     );
+                    let e = match mount_hint(fstype.as_deref(), e) {
+                        Some(hint) => format!("{e} ({hint})"),
+                        None => e.to_string(),
+                    };
                     if *optional {
                         warnings.push(format!("{what}: {e}"));
                     } else {
@@ -471,4 +486,19 @@ fn lookup(sys: &mut dyn Syscalls, cmd: &str, env: &[String]) -> Result<PathBuf, 
         format!("exec: {cmd:?}"),
         "executable file not found in $PATH",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_proc_mount_names_the_unmasked_proc_fix() {
+        let hint = mount_hint(Some("proc"), Errno::EPERM).expect("a hint");
+        assert!(hint.contains("procMount: Unmasked"), "{hint}");
+        assert!(hint.contains("systempaths=unconfined"), "{hint}");
+        assert_eq!(mount_hint(Some("proc"), Errno::ENOENT), None);
+        assert_eq!(mount_hint(Some("sysfs"), Errno::EPERM), None);
+        assert_eq!(mount_hint(None, Errno::EPERM), None);
+    }
 }
