@@ -39,6 +39,7 @@ fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
+        .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
 }
@@ -61,6 +62,10 @@ fn bash_completes_commands_subcommands_and_flags() {
         bash_complete(&s, &["imgfarm", "completion", "fi"]),
         ["fish"]
     );
+    // Global flags still complete, and hidden commands stay hidden (as in --help).
+    assert_eq!(bash_complete(&s, &["imgfarm", "--sta"]), ["--state"]);
+    let hidden = bash_complete(&s, &["imgfarm", "deb"]);
+    assert!(hidden.is_empty(), "{hidden:?}");
 }
 
 #[test]

@@ -33,11 +33,36 @@ const BIN: &str = "imgfarm";
 
 /// Run `imgfarm completion SHELL`: the script goes to standard output.
 pub fn completion(a: CompletionArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = Cli::command();
+    let mut cmd = without_hidden_subcommands(Cli::command());
     let mut out = std::io::stdout().lock();
     clap_complete::generate(a.shell, &mut cmd, BIN, &mut out);
     out.flush().context("writing the completion script")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cmd` with its hidden subcommands left out: clap_complete's bash generator lists them
+/// although `hide` is set (the zsh and fish ones do not). clap has no way to remove a
+/// subcommand, so the command is put together again from its visible parts.
+fn without_hidden_subcommands(cmd: clap::Command) -> clap::Command {
+    if !cmd.get_subcommands().any(|s| s.is_hide_set()) {
+        return cmd;
+    }
+    let visible: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let args: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    let mut out = clap::Command::new(BIN).args(args).subcommands(visible);
+    if cmd.get_version().is_some() {
+        out = out
+            .version(env!("CARGO_PKG_VERSION"))
+            .propagate_version(cmd.is_propagate_version_set());
+    }
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    out
 }
 
 /// Run `imgfarm man [--out DIR]`.
