@@ -191,7 +191,8 @@ pub fn classify(head: &[u8]) -> Request {
     let Ok(text) = std::str::from_utf8(head) else {
         return Request::Bad;
     };
-    let line = text.split("\r\n").next().unwrap_or("");
+    // RFC 9112 §2.2: a bare LF may end a line, as the head's end (`\n\n`) is accepted.
+    let line = text.split('\n').next().unwrap_or("").trim_end_matches('\r');
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -54,7 +54,7 @@ pub struct VertexLabels {
     /// `emulated` for a RUN step placed on a worker that emulates its
     /// platform, else `native`.
     pub emulation: Emulation,
-    /// `succeeded`, `failed` or `cancelled`.
+    /// `succeeded`, `failed`, `cancelled` or `lost` (its worker was lost).
     pub outcome: String,
 }
 

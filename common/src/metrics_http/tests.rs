@@ -193,6 +193,10 @@ fn request_lines_are_classified() {
     );
     assert_eq!(classify(b"GET /x HTTP/1.1"), Request::NotFound);
     assert_eq!(
+        classify(b"GET /metrics HTTP/1.1\nHost: a"),
+        Request::Metrics
+    );
+    assert_eq!(
         classify(b"HEAD /metrics HTTP/1.1"),
         Request::MethodNotAllowed
     );

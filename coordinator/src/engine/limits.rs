@@ -3,6 +3,7 @@
 //! are checked on [`super::Event::Tick`] against the engine's `now`.
 
 use super::builds::BuildState;
+use super::observe::VertexOutcome;
 use super::Engine;
 use crate::scheduler::VertexState;
 use imgfarm_common::oci::Digest;
@@ -105,6 +106,9 @@ impl Engine {
                 "the step exceeded its time limit of {} (--step-timeout) and was cancelled",
                 span(limit)
             );
+            // The worker's answer to the cancel finds the vertex no longer running and is
+            // ignored, so the placement ends here.
+            self.placement_ended(&d, VertexOutcome::Cancelled);
             self.vertex_failed(&s, &why);
         }
     }

@@ -329,6 +329,9 @@ pub struct Engine {
     ended: u64,
     /// Told what is countable ([`observe`]).
     observer: Box<dyn Observer>,
+    /// What resuming the journal in [`Engine::new`] observed, for [`Engine::set_observer`];
+    /// `None` from the first event on.
+    resuming: Option<Vec<Observation>>,
     actions: VecDeque<Action>,
 }
 
@@ -363,6 +366,7 @@ impl Engine {
             drained: BTreeMap::new(),
             ended: 0,
             observer: Box::new(observe::NoObserver),
+            resuming: Some(Vec::new()),
             actions: VecDeque::new(),
         };
         match e.journal.load_active() {
@@ -376,6 +380,7 @@ impl Engine {
     /// what is finished. Actions are queued for [`Engine::poll_action`].
     pub fn handle(&mut self, now: Instant, ev: Event) {
         self.now = now.max(self.now);
+        self.resuming = None;
         match ev {
             Event::PeerJoined {
                 peer,
@@ -419,12 +424,22 @@ impl Engine {
     }
 
     /// From now on, tell `observer` what is countable (the service's
-    /// metrics). Builds resumed by [`Engine::new`] were admitted before.
-    pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
+    /// metrics). It first hears what resuming the journal's builds in
+    /// [`Engine::new`] observed (their admissions and cache hits), so a
+    /// resumed build is admitted once and ends once in the counts.
+    pub fn set_observer(&mut self, mut observer: Box<dyn Observer>) {
+        for o in self.resuming.take().unwrap_or_default() {
+            observer.observe(o);
+        }
         self.observer = observer;
     }
 
     fn observe(&mut self, o: Observation) {
+        // Held only while `new` resumes the journal (bounded by the builds resumed); the
+        // first event or observer ends the holding.
+        if let Some(held) = self.resuming.as_mut() {
+            held.push(o.clone());
+        }
         self.observer.observe(o);
     }
 
@@ -457,8 +472,10 @@ impl Engine {
             .collect();
         let (mut builds_queued, mut builds_running) = (0, 0);
         for b in self.builds.active() {
+            // A build whose vertices were all cached (or run for another build) never leaves
+            // `Queued`, but it is running once it exports.
             match b.state {
-                builds::BuildState::Queued => builds_queued += 1,
+                builds::BuildState::Queued if !b.exporting => builds_queued += 1,
                 _ => builds_running += 1,
             }
         }

@@ -19,6 +19,9 @@ pub enum VertexOutcome {
     Failed,
     /// Stopped on its worker (its build ended, or `--step-timeout`).
     Cancelled,
+    /// Its worker was lost (session closed or heartbeats missed) while it ran; the vertex
+    /// went back to the queue, so a later placement ends it again.
+    Lost,
 }
 
 impl VertexOutcome {
@@ -28,6 +31,7 @@ impl VertexOutcome {
             VertexOutcome::Succeeded => "succeeded",
             VertexOutcome::Failed => "failed",
             VertexOutcome::Cancelled => "cancelled",
+            VertexOutcome::Lost => "lost",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Control sessions: workers joining, heartbeating and leaving; messages
 //! routed by the role in the peer's certificate.
 
+use super::observe::VertexOutcome;
 use super::pool::worker_spec;
 use super::{Action, Engine, Peer, PeerId};
 use imgfarm_common::identity::Role;
@@ -68,7 +69,9 @@ impl Engine {
             self.drained.remove(&peer);
             let back = self.sched.worker_lost(w.sched_id);
             for k in &back {
-                self.running.remove(k);
+                if let Some(d) = self.running.remove(k) {
+                    self.placement_ended(&d, VertexOutcome::Lost);
+                }
             }
             if back.is_empty() {
                 tracing::info!(worker = %w.name, "worker left ({reason})");

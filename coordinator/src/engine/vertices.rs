@@ -132,23 +132,26 @@ impl Engine {
             tracing::debug!(worker = %wname, "late VertexDone for {key} ignored (not running there)");
             return;
         };
-        let placed = self
-            .running
-            .get(&s)
-            .map(|d| (d.platform.clone(), d.emulated, d.started));
+        let placed = self.running.get(&s).cloned();
         let outcome = self.take_result(&s, peer, wid, &wname, key, result, duration_ms);
-        if let Some((platform, emulated, started)) = placed {
-            let duration = self.now.saturating_duration_since(started);
-            self.observe(Observation::VertexEnded {
-                platform,
-                emulated,
-                outcome,
-                duration,
-            });
+        if let Some(d) = placed {
+            self.placement_ended(&d, outcome);
         }
         if outcome == VertexOutcome::Succeeded {
             self.vertex_finished(&s, key, duration_ms);
         }
+    }
+
+    /// Records how a placement ended: exactly one [`Observation::VertexEnded`] for each
+    /// [`Observation::VertexPlaced`] (a result, a failure, `--step-timeout`, a lost worker).
+    pub(super) fn placement_ended(&mut self, d: &Dispatched, outcome: VertexOutcome) {
+        let duration = self.now.saturating_duration_since(d.started);
+        self.observe(Observation::VertexEnded {
+            platform: d.platform.clone(),
+            emulated: d.emulated,
+            outcome,
+            duration,
+        });
     }
 
     /// Takes worker `wname`'s result for scheduler key `s` (vertex `key`):

@@ -394,3 +394,106 @@ fn render_cost_at_scale() {
         );
     }
 }
+
+/// Every placement ends once in the observations, whatever ends it.
+fn ended(rec: &Recorder) -> Vec<crate::engine::observe::VertexOutcome> {
+    rec.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|o| match o {
+            Observation::VertexEnded { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+fn placed(rec: &Recorder) -> usize {
+    rec.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| matches!(o, Observation::VertexPlaced { .. }))
+        .count()
+}
+
+#[test]
+fn a_step_stopped_by_its_time_limit_ends_as_cancelled() {
+    use crate::engine::observe::VertexOutcome;
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let rec = Recorder::default();
+    sim.engine.set_observer(Box::new(rec.clone()));
+    let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("alice");
+    let output = imgfarm_common::farm::OutputSpec {
+        step_timeout_secs: Some(1),
+        ..Default::default()
+    };
+    sim.submit_with(c, build(&[amd64()], &[], "slow"), output)
+        .expect("accepted");
+    sim.advance(Duration::from_secs(3));
+    // The worker's answer to the cancel comes late and changes nothing.
+    let keys: Vec<_> = sim
+        .worker(w)
+        .running
+        .iter()
+        .map(|r| r.key.clone())
+        .collect();
+    for k in keys {
+        sim.fail(w, &k, "cancelled");
+    }
+    assert_eq!(placed(&rec), 1);
+    assert_eq!(ended(&rec), [VertexOutcome::Cancelled]);
+}
+
+#[test]
+fn a_step_on_a_lost_worker_ends_as_lost_and_again_where_it_runs_next() {
+    use crate::engine::observe::VertexOutcome;
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let rec = Recorder::default();
+    sim.engine.set_observer(Box::new(rec.clone()));
+    let a = sim.add_worker("a", &["linux/amd64"], &[], 1);
+    let c = sim.add_client("alice");
+    sim.submit(c, build(&[amd64()], &[], "lost"))
+        .expect("accepted");
+    sim.advance(Duration::from_millis(200));
+    assert_eq!(placed(&rec), 1);
+    sim.kill(a);
+    let b = sim.add_worker("b", &["linux/amd64"], &[], 1);
+    sim.advance(Duration::from_millis(200));
+    while sim.finish_next(b) {}
+    // One more placement than vertices: the lost one was placed again.
+    let ended = ended(&rec);
+    assert_eq!(placed(&rec), ended.len(), "{:?}", rec.seen.lock().unwrap());
+    assert_eq!(ended[0], VertexOutcome::Lost, "{ended:?}");
+    assert!(
+        ended[1..].iter().all(|o| *o == VertexOutcome::Succeeded),
+        "{ended:?}"
+    );
+}
+
+#[test]
+fn a_build_resumed_after_a_restart_is_admitted_once_and_ends_once() {
+    let mut sim = FarmSim::new(EngineOptions::default());
+    let c = sim.add_client("alice");
+    sim.submit(c, build(&[amd64()], &[], "resumed"))
+        .expect("accepted");
+    // Queued (no worker) when the coordinator restarts.
+    sim.restart();
+    let rec = Recorder::default();
+    sim.engine.set_observer(Box::new(rec.clone()));
+    let w = sim.add_worker("n1", &["linux/amd64"], &[], 1);
+    sim.advance(Duration::from_millis(200));
+    while sim.finish_next(w) {}
+    sim.run_until_idle();
+    let seen = rec.seen.lock().unwrap().clone();
+    let admitted = seen
+        .iter()
+        .filter(|o| matches!(o, Observation::BuildAdmitted))
+        .count();
+    let ended = seen
+        .iter()
+        .filter(|o| matches!(o, Observation::BuildEnded { .. }))
+        .count();
+    assert_eq!((admitted, ended), (1, 1), "{seen:?}");
+}
