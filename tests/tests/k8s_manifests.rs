@@ -14,7 +14,10 @@
 //!   manifest's args and `--help` appended: clap parses every flag and value before it
 //!   prints help), so a renamed flag breaks the test.
 //! - `scripts/k8s-secrets.sh` run with the debug binary: Secrets the binary's own `TlsDir`
-//!   loads, keys never on stdout.
+//!   loads, keys never on stdout; `--stdout` output is only Secrets (progress on stderr); a
+//!   failing `base64` (a fake one first on PATH) fails the script with no manifest or temporary
+//!   file left; an existing `--out` keeps its mode; bad `--client` names are refused before
+//!   anything is made; `--help` is the comment block only.
 
 use imgfarm_common::identity::{Role, TlsDir};
 use serde_json::{json, Value};
@@ -452,10 +455,14 @@ mod policy {
 
 /// Runs scripts/k8s-secrets.sh with the debug binary; its output.
 fn secrets_script(args: &[&str]) -> Output {
-    run(Command::new(repo().join("scripts/k8s-secrets.sh"))
-        .arg("--imgfarm")
-        .arg(imgfarm_bin())
-        .args(args))
+    run(&mut secrets_command(args))
+}
+
+/// `scripts/k8s-secrets.sh --imgfarm <debug imgfarm> ARGS`, not started.
+fn secrets_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(repo().join("scripts/k8s-secrets.sh"));
+    cmd.arg("--imgfarm").arg(imgfarm_bin()).args(args);
+    cmd
 }
 
 /// The Secrets of a fresh farm (k8s-secrets.sh into a temp dir), by name.
@@ -987,4 +994,236 @@ fn secrets_script_writes_loadable_secrets_and_prints_no_key() {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// The files in `dir` (none when it does not exist), sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("read {}: {e}", dir.display()),
+    };
+    names.sort();
+    names
+}
+
+#[test]
+fn secrets_script_fails_on_a_failing_base64_and_leaves_no_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A base64 that fails (like `base64 -w0` where there is no -w, on macOS) and one that
+    // prints nothing: each must stop the script, naming the file, with no manifest (and no
+    // temporary file holding key material) left in OUT.
+    for (what, body) in [("exits 1", "exit 1"), ("prints nothing", "cat >/dev/null")] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let fake = bin.join("base64");
+        std::fs::write(&fake, format!("#!/bin/sh\n{body}\n")).expect("write");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))
+                .expect("PATH");
+        let farm = tmp.path().join("farm");
+        let out_dir = tmp.path().join("secrets");
+        let o = run(secrets_command(&[
+            "--farm-dir",
+            farm.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--client",
+            "ci",
+        ])
+        .env("PATH", path));
+        let stderr = text(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "base64 {what}: the script succeeded:\n{stderr}"
+        );
+        let ca = farm.join("ca.crt").display().to_string();
+        assert!(
+            stderr.contains(&format!("k8s-secrets.sh: could not base64-encode {ca}"))
+                || stderr.contains(&format!("k8s-secrets.sh: {ca} encoded to nothing")),
+            "base64 {what}: no message naming {ca}:\n{stderr}"
+        );
+        let left: Vec<String> = file_names(&out_dir)
+            .into_iter()
+            .filter(|n| n.contains(".yaml"))
+            .collect();
+        assert!(left.is_empty(), "base64 {what}: left in OUT: {left:?}");
+    }
+}
+
+#[test]
+fn secrets_script_stdout_is_only_the_secrets_for_kubectl_apply() {
+    let name = "secrets_script_stdout_is_only_the_secrets_for_kubectl_apply";
+    let Some(t) = Tools::get(name) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let farm = tmp.path().join("farm");
+    let out_dir = tmp.path().join("secrets");
+    let args = [
+        "--farm-dir",
+        farm.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--client",
+        "ci",
+        "--stdout",
+    ];
+    // A new farm (`imgfarm farm init` and `farm issue` run), then an existing one.
+    for run_no in 1..=2 {
+        let o = secrets_script(&args);
+        let stdout = text(&o.stdout);
+        let stderr = text(&o.stderr);
+        assert!(o.status.success(), "run {run_no}: {stderr}");
+        assert!(stderr.contains("wrote "), "run {run_no}: {stderr}");
+        // What `| kubectl apply -f -` reads: YAML documents, every one a Secret.
+        let docs = t.objects(&stdout);
+        let mut names = Vec::new();
+        for d in &docs {
+            assert_eq!(d["kind"], json!("Secret"), "run {run_no}: {d}\n{stdout}");
+            names.push(d["metadata"]["name"].as_str().expect("name").to_string());
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "imgfarm-client-ci-tls",
+                "imgfarm-coordinator-tls",
+                "imgfarm-worker-amd64-tls",
+                "imgfarm-worker-arm64-tls"
+            ],
+            "run {run_no}"
+        );
+    }
+}
+
+#[test]
+fn secrets_script_keeps_an_existing_out_directorys_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let farm = tmp.path().join("farm");
+    for (dir_mode, warns) in [(0o755, true), (0o700, false), (0o710, true)] {
+        let out_dir = tmp.path().join(format!("out-{dir_mode:o}"));
+        std::fs::create_dir(&out_dir).expect("mkdir");
+        std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(dir_mode))
+            .expect("chmod");
+        let o = secrets_script(&[
+            "--farm-dir",
+            farm.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ]);
+        let stderr = text(&o.stderr);
+        assert!(o.status.success(), "{dir_mode:o}: {stderr}");
+        assert_eq!(
+            mode(&out_dir),
+            dir_mode,
+            "the mode of an existing OUT was changed"
+        );
+        let warning = format!(
+            "k8s-secrets.sh: warning: {} is accessible to group/others",
+            out_dir.display()
+        );
+        assert_eq!(stderr.contains(&warning), warns, "{dir_mode:o}: {stderr}");
+        for f in file_names(&out_dir) {
+            assert_eq!(mode(&out_dir.join(&f)), 0o600, "{f}");
+        }
+    }
+    // A missing OUT is made with mode 0700, parents included.
+    let nested = tmp.path().join("new/secrets");
+    let o = secrets_script(&[
+        "--farm-dir",
+        farm.to_str().expect("utf-8"),
+        "--out",
+        nested.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
+    assert_eq!(mode(&nested), 0o700);
+}
+
+#[test]
+fn secrets_script_refuses_a_client_name_unfit_for_a_secret_before_writing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let farm = tmp.path().join("farm");
+    let out_dir = tmp.path().join("secrets");
+    // `/` (a path in the farm directory; imgfarm refuses it too, but only after `farm init`),
+    // uppercase and `_` (imgfarm accepts them, a Secret's name does not), dots misplaced.
+    for bad in ["ops/ci", "CI", "Ci", "ci_1", "-ci", "ci-", "ci..1", "ci.-1"] {
+        let o = secrets_script(&[
+            "--farm-dir",
+            farm.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--client",
+            "ok",
+            "--client",
+            bad,
+        ]);
+        let stderr = text(&o.stderr);
+        assert!(!o.status.success(), "--client {bad} was accepted");
+        assert!(
+            stderr.contains(&format!(
+                "k8s-secrets.sh: --client '{bad}': not usable in a Secret's name"
+            )),
+            "--client {bad}: {stderr}"
+        );
+        assert!(
+            !farm.exists(),
+            "--client {bad}: the farm directory was made"
+        );
+        assert!(!out_dir.exists(), "--client {bad}: OUT was made");
+    }
+    let long = "a".repeat(64);
+    let o = secrets_script(&[
+        "--farm-dir",
+        farm.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--client",
+        &long,
+    ]);
+    assert!(!o.status.success(), "a 64-character client was accepted");
+    assert!(!farm.exists());
+    // Dots and dashes inside are fine.
+    let o = secrets_script(&[
+        "--farm-dir",
+        farm.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--client",
+        "ci-1.ops",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(out_dir.join("imgfarm-client-ci-1.ops-tls.yaml").is_file());
+}
+
+#[test]
+fn secrets_script_help_is_the_comment_block_only() {
+    let o = run(Command::new(repo().join("scripts/k8s-secrets.sh")).arg("--help"));
+    let help = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        help.starts_with("Kubernetes Secrets for deploy/kubernetes"),
+        "{help}"
+    );
+    assert!(
+        help.trim_end().ends_with(
+            "Without --stdout nothing secret is printed: only the files written (on stderr)."
+        ),
+        "{help}"
+    );
+    for line in help.lines() {
+        assert!(
+            !line.contains("set -euo") && !line.starts_with('#') && !line.starts_with("!/"),
+            "not help: {line:?}"
+        );
+    }
+    assert!(help.contains("--client NAME"), "{help}");
 }
