@@ -176,6 +176,20 @@ pub enum EmulationError {
         /// qemu's name of the architecture.
         qemu: String,
     },
+    /// binfmt_misc is not mounted here and the probe program could not tell whether a host
+    /// handler serves the platform (a noexec directory, a handler without the F flag, …).
+    #[error(
+        "{platform} needs a binfmt_misc handler: none is listed ({dir} is not mounted here, as \
+         inside a container) and probing for a host handler failed: {probe}"
+    )]
+    ProbeFailed {
+        /// The target platform.
+        platform: String,
+        /// The binfmt_misc directory looked at.
+        dir: String,
+        /// Why the probe could not tell.
+        probe: String,
+    },
     /// Not Linux.
     #[error("{platform}: only linux platforms can run steps")]
     NotLinux {
@@ -454,7 +468,10 @@ pub enum Probe {
     NoProgram,
     /// It ran and exited 0.
     Ran,
-    /// It did not run: why (e.g. `Exec format error (os error 8)`).
+    /// The kernel has no handler for it (`ENOEXEC`, `Exec format error (os error 8)`): why.
+    NoHandler(String),
+    /// It could not tell (a noexec directory, a handler whose interpreter is not visible
+    /// here, a transient error): why, for the operator.
     Failed(String),
 }
 
@@ -479,35 +496,46 @@ pub fn decide_unlisted(
     match probe() {
         Probe::NoProgram => decided,
         Probe::Ran => Ok(EmulationMode::HostBinfmt(UNLISTED_HANDLER.into())),
-        Probe::Failed(why) => Err(EmulationError::NoVisibleHandler {
+        Probe::NoHandler(why) => Err(EmulationError::NoVisibleHandler {
             platform: target.to_string(),
             qemu: arch_info(target).map_or_else(|| "ARCH".into(), |i| i.qemu.into()),
+            dir: dir.display().to_string(),
+            probe: why,
+        }),
+        Probe::Failed(why) => Err(EmulationError::ProbeFailed {
+            platform: target.to_string(),
             dir: dir.display().to_string(),
             probe: why,
         }),
     }
 }
 
-/// Run `program` from a fresh file in `dir` (the kernel picks the binfmt_misc handler, if
-/// any, for it) and remove the file.
+/// Run `program` from a fresh file (created `O_EXCL`, mode 0700) in a private directory
+/// (mode 0700) made in `dir`, so the kernel picks the binfmt_misc handler, if any, for it;
+/// both are removed after. `dir` must allow exec: the worker's state directory, which holds
+/// the overlay snapshots anyway (a `--tmpfs /tmp` is noexec).
 pub fn run_probe(program: &[u8], dir: &Path) -> Probe {
     use std::io::Write as _;
-    let f = match tempfile::Builder::new()
-        .prefix("imgfarm-binfmt-probe-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempfile_in(dir)
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let private = match tempfile::Builder::new()
+        .prefix(".imgfarm-binfmt-probe-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
     {
-        Ok(f) => f,
+        Ok(d) => d,
         Err(e) => return Probe::Failed(format!("creating it in {}: {e}", dir.display())),
     };
-    let path = f.path().to_path_buf();
-    let written = f
-        .as_file()
-        .write_all(program)
-        .and_then(|()| f.as_file().sync_all());
-    // Close the write handle before the exec (else ETXTBSY); the path stays ours until the
-    // TempPath drops.
-    let tmp = f.into_temp_path();
+    let path = private.path().join("probe");
+    // The write handle is closed before the exec (else ETXTBSY).
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(program)?;
+            f.sync_all()
+        });
     if let Err(e) = written {
         return Probe::Failed(format!("writing {}: {e}", path.display()));
     }
@@ -526,37 +554,73 @@ pub fn run_probe(program: &[u8], dir: &Path) -> Probe {
                 last = e.to_string();
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            // e.g. `Exec format error` (no handler), or `Permission denied` (a noexec dir).
-            Err(e) => return Probe::Failed(format!("running it from {}: {e}", dir.display())),
+            Err(e) => return exec_failure(&e, dir, path.exists()),
         }
     }
-    drop(tmp);
     Probe::Failed(format!("running it from {}: {last}", dir.display()))
 }
 
-/// [`run_probe`] once per platform per process (in the system temp dir).
-fn cached_probe(target: &Platform) -> Probe {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static DONE: Mutex<Option<HashMap<String, Probe>>> = Mutex::new(None);
+/// What an exec of the probe file (in `dir`; `exists` whether the file is still there)
+/// failing with `e` says.
+pub fn exec_failure(e: &std::io::Error, dir: &Path, exists: bool) -> Probe {
+    match e.raw_os_error() {
+        Some(libc::ENOEXEC) => Probe::NoHandler(format!("running it from {}: {e}", dir.display())),
+        Some(libc::EACCES) => Probe::Failed(format!(
+            "the directory {} is mounted noexec: no program can run from it ({e}); put the \
+             state directory on a filesystem that allows exec (it holds the overlay snapshots \
+             too; e.g. `--tmpfs /path:exec`, or a volume)",
+            dir.display()
+        )),
+        Some(libc::ENOENT) if exists => Probe::Failed(format!(
+            "a binfmt_misc handler exists but without the F flag (its interpreter is not \
+             visible here): running it from {} gave {e}; register qemu on the host with the \
+             F flag (`update-binfmts --enable`, as scripts/setup.sh does, or \
+             tonistiigi/binfmt --install), or install qemu-user-static here",
+            dir.display()
+        )),
+        _ => Probe::Failed(format!("running it from {}: {e}", dir.display())),
+    }
+}
+
+/// Probe results kept for the process lifetime, by platform.
+type ProbeCache = std::sync::Mutex<Option<std::collections::HashMap<String, Probe>>>;
+
+/// `run` for `key` unless `cache` holds its answer. Only definitive answers are kept
+/// ([`Probe::Ran`], [`Probe::NoHandler`]); a failure (noexec directory, disk full, a file
+/// still busy) is tried again on the next call.
+fn probe_once(cache: &ProbeCache, key: &str, run: impl FnOnce() -> Probe) -> Probe {
+    let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(Default::default);
+    if let Some(p) = map.get(key) {
+        return p.clone();
+    }
+    let p = run();
+    if matches!(p, Probe::Ran | Probe::NoHandler(_)) {
+        map.insert(key.to_string(), p.clone());
+    }
+    p
+}
+
+/// [`run_probe`] in `dir`, once per platform per process (see [`probe_once`]).
+fn cached_probe(target: &Platform, dir: &Path) -> Probe {
+    static DONE: ProbeCache = std::sync::Mutex::new(None);
     let Some(program) = probe_program(target) else {
         return Probe::NoProgram;
     };
-    let key = target.to_string();
-    let mut g = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    let map = g.get_or_insert_with(HashMap::new);
-    if let Some(p) = map.get(&key) {
-        return p.clone();
-    }
-    let p = run_probe(program, &std::env::temp_dir());
-    map.insert(key, p.clone());
-    p
+    probe_once(&DONE, &target.to_string(), || run_probe(program, dir))
 }
 
 /// [`decide`] for this machine: the host platform, the handlers in [`BINFMT_DIR`], the
 /// qemu found in `/usr/libexec/qemu-binfmt`, `/usr/bin` or `/usr/local/bin`, and the
 /// running kernel; then [`decide_unlisted`] when binfmt_misc is not mounted there.
+/// The probe runs in the system temp dir: prefer [`resolve_in`] with the state directory.
 pub fn resolve(target: &Platform) -> Result<EmulationMode, EmulationError> {
+    resolve_in(target, &std::env::temp_dir())
+}
+
+/// [`resolve`], running the probe (if any) from a private directory in `state` (the worker's
+/// or build's state directory, which allows exec as it holds the overlay snapshots).
+pub fn resolve_in(target: &Platform, state: &Path) -> Result<EmulationMode, EmulationError> {
     let dirs: Vec<&Path> = QEMU_DIRS.iter().map(Path::new).collect();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let binfmt = Path::new(BINFMT_DIR);
@@ -572,7 +636,7 @@ pub fn resolve(target: &Platform) -> Result<EmulationMode, EmulationError> {
         decided,
         binfmt.join("status").exists(),
         binfmt,
-        || cached_probe(target),
+        || cached_probe(target, state),
     )
 }
 
@@ -781,7 +845,7 @@ mod tests {
             no_qemu()
         );
         let e = decide_unlisted(&arm64(), no_qemu(), false, dir, || {
-            Probe::Failed("Exec format error (os error 8)".into())
+            Probe::NoHandler("Exec format error (os error 8)".into())
         })
         .expect_err("no handler");
         assert_eq!(
@@ -831,7 +895,7 @@ mod tests {
             eprintln!("binfmt_misc not mounted: probe gave {got:?}");
         } else {
             assert!(
-                matches!(&got, Probe::Failed(w) if w.contains("Exec format error")),
+                matches!(&got, Probe::NoHandler(w) if w.contains("Exec format error")),
                 "{got:?}"
             );
         }
@@ -848,6 +912,110 @@ mod tests {
             matches!(&gone, Probe::Failed(w) if w.starts_with("creating it in /nonexistent")),
             "{gone:?}"
         );
+    }
+
+    /// The errno of the probe's exec decides what the operator is told: only ENOEXEC means
+    /// "no handler"; a noexec directory and a handler without F are named as such.
+    #[test]
+    fn probe_exec_errors_are_told_apart() {
+        let dir = Path::new("/var/lib/imgfarm");
+        let err = std::io::Error::from_raw_os_error;
+        assert!(matches!(exec_failure(&err(libc::ENOEXEC), dir, true),
+                Probe::NoHandler(w) if w.contains("Exec format error")),);
+        let noexec = exec_failure(&err(libc::EACCES), dir, true);
+        assert!(
+            matches!(&noexec, Probe::Failed(w)
+                if w.starts_with("the directory /var/lib/imgfarm is mounted noexec: ")),
+            "{noexec:?}"
+        );
+        let no_f = exec_failure(&err(libc::ENOENT), dir, true);
+        assert!(
+            matches!(&no_f, Probe::Failed(w) if w.starts_with(
+                "a binfmt_misc handler exists but without the F flag (its interpreter is not \
+                 visible here)")),
+            "{no_f:?}"
+        );
+        // The file itself gone: nothing to say about handlers.
+        assert_eq!(
+            exec_failure(&err(libc::ENOENT), dir, false),
+            Probe::Failed(format!(
+                "running it from /var/lib/imgfarm: {}",
+                err(libc::ENOENT)
+            ))
+        );
+        // A probe that could not tell does not send the operator to register qemu.
+        let host = Platform::linux_amd64();
+        let no_qemu = decide(&arm64(), &host, &[], None, K);
+        let e = decide_unlisted(&arm64(), no_qemu, false, Path::new(BINFMT_DIR), || noexec)
+            .expect_err("not run");
+        let text = e.to_string();
+        assert!(text.contains("is mounted noexec"), "{text}");
+        assert!(!text.contains("register qemu on the host"), "{text}");
+    }
+
+    /// Only `Ran` and "no handler" are kept; a failure (noexec, disk full, busy file) is
+    /// probed again on the next call.
+    #[test]
+    fn only_definitive_probe_answers_are_cached() {
+        let cache: ProbeCache = std::sync::Mutex::new(None);
+        let calls = std::cell::Cell::new(0);
+        let run = |p: Probe| {
+            || {
+                calls.set(calls.get() + 1);
+                p
+            }
+        };
+        let busy = Probe::Failed("Text file busy (os error 26)".into());
+        assert_eq!(probe_once(&cache, "a", run(busy.clone())), busy);
+        assert_eq!(probe_once(&cache, "a", run(Probe::Ran)), Probe::Ran);
+        assert_eq!(calls.get(), 2, "the failure was not cached");
+        assert_eq!(probe_once(&cache, "a", run(busy.clone())), Probe::Ran);
+        assert_eq!(calls.get(), 2, "Ran was cached");
+        let none = Probe::NoHandler("Exec format error (os error 8)".into());
+        assert_eq!(probe_once(&cache, "b", run(none.clone())), none);
+        assert_eq!(probe_once(&cache, "b", run(Probe::Ran)), none);
+        assert_eq!(calls.get(), 3, "no handler was cached");
+    }
+
+    /// Run from a noexec mount (root only: it mounts a tmpfs), the probe says so instead of
+    /// "no handler"; the private directory is removed.
+    #[test]
+    fn probe_in_a_noexec_dir_says_noexec() {
+        if !imgfarm_testkit::require_root_or_skip("probe_in_a_noexec_dir_says_noexec") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = |s: &str| std::ffi::CString::new(s).expect("cstr");
+        let target = c(dir.path().to_str().expect("utf-8"));
+        // SAFETY: plain mount(2)/umount2(2) with valid NUL-terminated strings.
+        let r = unsafe {
+            libc::mount(
+                c("tmpfs").as_ptr(),
+                target.as_ptr(),
+                c("tmpfs").as_ptr(),
+                libc::MS_NOEXEC | libc::MS_NOSUID | libc::MS_NODEV,
+                c("mode=0755").as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            imgfarm_testkit::skip(
+                "probe_in_a_noexec_dir_says_noexec",
+                &format!(
+                    "mounting a tmpfs failed: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
+            return;
+        }
+        let got = run_probe(probe_program(&arm64()).expect("program"), dir.path());
+        let left = std::fs::read_dir(dir.path()).expect("dir").count();
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        assert!(
+            matches!(&got, Probe::Failed(w) if w.contains("is mounted noexec")),
+            "{got:?}"
+        );
+        assert_eq!(left, 0, "the private directory is removed");
     }
 
     #[test]

@@ -219,7 +219,7 @@ impl IdMapping {
                 let hint = std::fs::metadata(&path).ok().and_then(|m| {
                     use std::os::unix::fs::MetadataExt;
                     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-                    setuid_helper_hint(tool, &path, &stderr, m.mode(), m.uid(), cap_eff(&status))
+                    setuid_helper_hint(tool, &path, &stderr, m.mode(), m.uid(), &status)
                 });
                 return Err(format!(
                     "{tool} {pid} {} failed: {}{}",
@@ -415,33 +415,60 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// The capability bit of `CAP_SYS_ADMIN` (capability(7)).
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The effective capability set (`CapEff:` of `/proc/self/status`); 0 when not found.
-pub fn cap_eff(status: &str) -> u64 {
+/// The capability set `field` (`CapBnd`, `CapEff`, …) of a `/proc/self/status` text; 0
+/// when not found.
+pub fn cap_set(status: &str, field: &str) -> u64 {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0)
 }
 
-/// Why a setuid-root `newuidmap`/`newgidmap` (`mode`, `owner`) failed with EPERM for a
-/// caller whose effective capabilities are `cap_eff`, and the fix: running as euid 0, the
-/// helper writes the map as root, which is not the owner of the new namespace, so the kernel
-/// wants CAP_SYS_ADMIN over it (user_namespaces(7), "Defining user and group ID mappings"),
-/// which an unprivileged container (a Kubernetes pod) does not grant. With CAP_SETUID
-/// (CAP_SETGID) as a file capability the helper keeps the caller's uid, which owns the
-/// namespace, as rootless BuildKit's image installs them. `None` when that is not the case.
+/// Whether a `/proc/self/status` text shows `NoNewPrivs: 1` (no_new_privs set: setuid bits
+/// and file capabilities are ignored on exec).
+pub fn no_new_privs(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+        .is_some_and(|v| v.trim() == "1")
+}
+
+/// Why `newuidmap`/`newgidmap` (`mode`, `owner`) failed with EPERM, and the fix, for a
+/// process whose `/proc/self/status` is `status`; `None` when neither case below applies.
+///
+/// - With `NoNewPrivs: 1` the helper gets no privilege at all: file capabilities and the
+///   setuid bit are both ignored, so privilege escalation must be allowed.
+/// - A setuid-root helper, running as euid 0, writes the map as root, which is not the owner
+///   of the new namespace, so the kernel wants CAP_SYS_ADMIN over it (user_namespaces(7),
+///   "Defining user and group ID mappings"), which an unprivileged container (a Kubernetes
+///   pod) does not grant: its bounding set (`CapBnd`) lacks CAP_SYS_ADMIN (an unprivileged
+///   user on a host has an empty `CapEff` but a full `CapBnd`). With CAP_SETUID (CAP_SETGID)
+///   as a file capability the helper keeps the caller's uid, which owns the namespace, as
+///   rootless BuildKit's image installs them.
 pub fn setuid_helper_hint(
     tool: &str,
     path: &Path,
     stderr: &str,
     mode: u32,
     owner: u32,
-    cap_eff: u64,
+    status: &str,
 ) -> Option<String> {
+    if !stderr.contains("Operation not permitted") {
+        return None;
+    }
+    if no_new_privs(status) {
+        return Some(format!(
+            "this process runs with no_new_privs (NoNewPrivs: 1 in /proc/self/status), under \
+             which file capabilities and setuid are both ignored, so {tool} gets no privilege; \
+             allow privilege escalation: Kubernetes `allowPrivilegeEscalation: true` in the \
+             container's securityContext, docker: no `--security-opt no-new-privileges`, \
+             systemd: no `NoNewPrivileges=yes`"
+        ));
+    }
     let setuid_root = mode & libc::S_ISUID != 0 && owner == 0;
-    let in_container = cap_eff & (1 << CAP_SYS_ADMIN) == 0;
-    if !(stderr.contains("Operation not permitted") && setuid_root && in_container) {
+    let in_container = cap_set(status, "CapBnd") & (1 << CAP_SYS_ADMIN) == 0;
+    if !(setuid_root && in_container) {
         return None;
     }
     let cap = if tool == "newgidmap" {
@@ -461,15 +488,22 @@ pub fn setuid_helper_hint(
 mod tests {
     use super::*;
 
+    /// A pod: nothing effective, and CAP_SYS_ADMIN not even in the bounding set.
+    const POD: &str = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000000000\n\
+                       CapBnd:\t00000000a80425fb\nNoNewPrivs:\t0\n";
+    /// An unprivileged user on a host: nothing effective, a full bounding set.
+    const HOST_USER: &str = "Name:\tx\nCapEff:\t0000000000000000\n\
+                             CapBnd:\t000001ffffffffff\nNoNewPrivs:\t0\n";
+
     #[test]
     fn setuid_helpers_in_unprivileged_containers_get_a_hint() {
-        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000000000\n";
-        assert_eq!(cap_eff(status), 0);
-        assert_eq!(cap_eff("CapEff:\t000001ffffffffff\n"), 0x1ff_ffff_ffff);
-        assert_eq!(cap_eff("nothing"), 0);
+        assert_eq!(cap_set(POD, "CapEff"), 0);
+        assert_eq!(cap_set(POD, "CapBnd"), 0xa804_25fb);
+        assert_eq!(cap_set(HOST_USER, "CapBnd"), 0x1ff_ffff_ffff);
+        assert_eq!(cap_set("nothing", "CapBnd"), 0);
         let eperm = "newuidmap: write to uid_map failed: Operation not permitted";
         let p = Path::new("/usr/bin/newuidmap");
-        let hint = setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, 0).expect("a hint");
+        let hint = setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, POD).expect("a hint");
         assert_eq!(
             hint,
             "newuidmap is setuid root, and without CAP_SYS_ADMIN (an unprivileged container) \
@@ -478,28 +512,65 @@ mod tests {
              imgfarm's image does"
         );
         let g = Path::new("/usr/bin/newgidmap");
-        assert!(setuid_helper_hint("newgidmap", g, eperm, 0o104755, 0, 0)
+        assert!(setuid_helper_hint("newgidmap", g, eperm, 0o104755, 0, POD)
             .expect("a hint")
             .contains("setcap cap_setgid=ep /usr/bin/newgidmap"));
-        // Not setuid (file capabilities already), not root-owned, CAP_SYS_ADMIN held, or
-        // another error: no hint.
+        // Not setuid (file capabilities already), not root-owned, or another error: no hint.
         assert_eq!(
-            setuid_helper_hint("newuidmap", p, eperm, 0o100755, 0, 0),
+            setuid_helper_hint("newuidmap", p, eperm, 0o100755, 0, POD),
             None
         );
         assert_eq!(
-            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 1000, 0),
-            None
-        );
-        assert_eq!(
-            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, 1 << CAP_SYS_ADMIN),
+            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 1000, POD),
             None
         );
         let range = "newuidmap: uid range [1-65537) -> [100000-165536) not allowed";
         assert_eq!(
-            setuid_helper_hint("newuidmap", p, range, 0o104755, 0, 0),
+            setuid_helper_hint("newuidmap", p, range, 0o104755, 0, POD),
             None
         );
+    }
+
+    /// An unprivileged user on a host has CapEff 0 too, but CAP_SYS_ADMIN in its bounding
+    /// set: it is not in a container, and the container hint would be wrong.
+    #[test]
+    fn unprivileged_user_on_a_host_gets_no_container_hint() {
+        let eperm = "newuidmap: write to uid_map failed: Operation not permitted";
+        let p = Path::new("/usr/bin/newuidmap");
+        assert_eq!(
+            setuid_helper_hint("newuidmap", p, eperm, 0o104755, 0, HOST_USER),
+            None
+        );
+    }
+
+    /// Under no_new_privs neither the setuid bit nor a file capability helps: the hint says
+    /// so and names the fix for Kubernetes, docker and systemd.
+    #[test]
+    fn no_new_privs_gets_its_own_hint() {
+        assert!(!no_new_privs(POD));
+        assert!(no_new_privs("NoNewPrivs:\t1\n"));
+        let eperm = "newgidmap: write to gid_map failed: Operation not permitted";
+        let g = Path::new("/usr/bin/newgidmap");
+        for (mode, status) in [
+            (
+                0o104755,
+                HOST_USER.replace("NoNewPrivs:\t0", "NoNewPrivs:\t1"),
+            ),
+            (0o100755, POD.replace("NoNewPrivs:\t0", "NoNewPrivs:\t1")),
+        ] {
+            let hint = setuid_helper_hint("newgidmap", g, eperm, mode, 0, &status).expect("a hint");
+            assert!(
+                hint.contains("file capabilities and setuid are both ignored"),
+                "{hint}"
+            );
+            for fix in [
+                "allowPrivilegeEscalation: true",
+                "--security-opt no-new-privileges",
+                "NoNewPrivileges=yes",
+            ] {
+                assert!(hint.contains(fix), "{hint}");
+            }
+        }
     }
 
     const SUB: &str = "alice:100000:65536\n# comment\nbob:165536:65536\n1003:231072:65536\n";

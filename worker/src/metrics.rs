@@ -23,7 +23,8 @@ pub enum JobOutcome {
     Succeeded,
     /// The job was refused or the step failed.
     Failed,
-    /// The coordinator cancelled it.
+    /// The coordinator cancelled it, or it was abandoned when the session
+    /// ended.
     Cancelled,
 }
 
@@ -152,7 +153,7 @@ impl WorkerMetrics {
         );
         registry.register(
             "vertices",
-            "Vertices ended on this worker, by outcome (succeeded, failed, cancelled) and whether served from its cache",
+            "Vertices ended on this worker, by outcome (succeeded, failed, cancelled: by the coordinator, or abandoned when the session ended) and whether served from its cache",
             m.vertices.clone(),
         );
         registry.register_with_unit(

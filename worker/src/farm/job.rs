@@ -234,7 +234,7 @@ pub(crate) async fn execute(
         .vertex
         .platform
         .as_ref()
-        .is_some_and(|p| emulation::resolve(p).is_ok_and(|m| m.is_emulated()));
+        .is_some_and(|p| emulation::resolve_in(p, &ctx.state).is_ok_and(|m| m.is_emulated()));
     let emulated_run = emulated && matches!(job.vertex.op, Op::Exec(_));
     let log = log_sender(logs, vertex_key, abandoned);
     let worker_ctx = Arc::clone(&ctx);
@@ -254,23 +254,37 @@ pub(crate) async fn execute(
     // The slot stays taken until the result is uploaded (or, for a job
     // abandoned, until its blocking run ends: at once for a cancelled RUN,
     // whose processes are killed).
-    let (result, permit, gate) = match ran {
-        Ok(x) => x,
-        Err(e) => return failed(format!("vertex {key}: the solver thread failed: {e}")),
+    let (result, held) = match ran {
+        Ok((r, permit, gate)) => (r, Some((permit, gate))),
+        Err(e) => (
+            Err(format!("vertex {key}: the solver thread failed: {e}")),
+            None,
+        ),
     };
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => return failed(e),
+    let outcome = conclude(result, emulated_run, async |r| {
+        put_result(&link, &ctx.store, r, base_image, &remote, &ctx.metrics).await
+    })
+    .await;
+    drop(held);
+    outcome
+}
+
+/// The end of a job that ran: `upload` the result of the run. Whatever
+/// fails from here on carries `emulated` (a RUN failing under qemu, or the
+/// upload after one, is still an emulated step).
+pub(crate) async fn conclude(
+    result: Result<VertexResult, String>,
+    emulated: bool,
+    upload: impl AsyncFnOnce(&VertexResult) -> Result<(), String>,
+) -> Outcome {
+    let result = match result {
+        Ok(r) => upload(&r).await.map(|()| r),
+        Err(e) => Err(e),
     };
-    if let Err(e) = put_result(&link, &ctx.store, &r, base_image, &remote, &ctx.metrics).await {
-        return failed(e);
-    }
-    drop(permit);
-    drop(gate);
     Outcome {
-        result: Ok(r),
+        result,
         cached: false,
-        emulated: emulated_run,
+        emulated,
     }
 }
 

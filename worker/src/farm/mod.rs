@@ -295,7 +295,9 @@ impl Ctx {
         let store = ContentStore::open(&opts.state_dir).map_err(|e| state_err(e.to_string()))?;
         let cache = ResultCache::open(&opts.state_dir)?;
         let native = platforms::native(opts.platforms_override.as_deref());
-        let emulated = platforms::emulated(&native, crate::emulation::resolve);
+        let emulated = platforms::emulated(&native, |p| {
+            crate::emulation::resolve_in(p, &opts.state_dir)
+        });
         let cache_max = opts
             .cache_max
             .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));

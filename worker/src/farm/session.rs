@@ -9,7 +9,7 @@
 use super::job::{execute, JobControl, Outcome};
 use super::{Ctx, WorkerEvent};
 use crate::link::{Link, LinkHandle, LinkReceiver, LinkSender};
-use crate::metrics::JobOutcome;
+use crate::metrics::{JobOutcome, WorkerMetrics};
 use crate::solve::exec::CancelToken;
 use imgfarm_common::oci::Digest;
 use imgfarm_common::proto::{CacheSummary, Heartbeat, Message, RunVertex, VertexDone};
@@ -84,8 +84,11 @@ impl Jobs {
 
     /// The session ended: jobs are abandoned, but a RUN already started
     /// finishes (its result is cached for when the vertex comes again).
-    fn stop_all(&self) {
+    /// Each is counted `cancelled` here, once: its entry is gone, so the job
+    /// itself no longer counts (nor answers) when it ends.
+    fn stop_all(&self, metrics: &WorkerMetrics) {
         for (_, r) in self.lock().drain() {
+            metrics.vertex_ended("", false, false, JobOutcome::Cancelled, Duration::ZERO);
             r.abandoned.store(true, Ordering::SeqCst);
             r.abort.abort();
         }
@@ -151,14 +154,14 @@ pub(crate) async fn serve<F: Future<Output = ()>>(
                     Ok(Err(e)) => e,
                     _ => "the control stream writer stopped".to_string(),
                 };
-                jobs.stop_all();
+                jobs.stop_all(&ctx.metrics);
                 reader.abort();
                 handle.connection().close(0u32.into(), b"writer failed");
                 return End::Lost(why);
             }
         }
     };
-    jobs.stop_all();
+    jobs.stop_all(&ctx.metrics);
     reader.abort();
     if matches!(end, End::Shutdown) {
         let _ = ctl_tx.send(Out::Bye).await;
@@ -339,4 +342,42 @@ fn cancel_job(ctx: &Ctx, jobs: &Jobs, out: &mpsc::Sender<Message>, key: Digest) 
         };
         let _ = out.send(Message::VertexDone(done)).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::WorkerGauges;
+
+    /// Jobs abandoned when the session ends are counted `cancelled`, once:
+    /// the job ending later finds its entry gone and counts nothing.
+    #[tokio::test]
+    async fn abandoned_jobs_are_counted_cancelled_once() {
+        let metrics = WorkerMetrics::new(0);
+        let jobs = Jobs::default();
+        let key = Digest::sha256_of(b"vertex");
+        let (_released_tx, released) = oneshot::channel();
+        let abort = tokio::spawn(std::future::pending::<()>()).abort_handle();
+        jobs.lock().insert(
+            key.clone(),
+            Running {
+                id: 7,
+                abort,
+                abandoned: Arc::new(AtomicBool::new(false)),
+                cancel: CancelToken::new(),
+                released,
+            },
+        );
+        jobs.stop_all(&metrics);
+        // What the job's task does when it ends: nothing left to count.
+        assert!(!jobs.take(&key, 7));
+        jobs.stop_all(&metrics);
+        let text = metrics.render(WorkerGauges::default());
+        assert!(
+            text.contains(
+                "imgfarm_worker_vertices_total{outcome=\"cancelled\",cached=\"false\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -435,3 +435,34 @@ fn context_chunks_are_applied_in_order_once_per_chunk_list() {
     assert!(err.contains(missing.digest.hex()), "{err}");
     assert!(!context_dir(state.path(), Some(&broken)).exists());
 }
+
+/// A RUN that fails under qemu, or whose upload fails after it ran under
+/// qemu, is counted as emulated, not native.
+#[tokio::test]
+async fn failed_emulated_step_is_counted_as_emulated() {
+    use super::job::conclude;
+    use crate::metrics::{JobOutcome, WorkerGauges, WorkerMetrics};
+    let m = WorkerMetrics::new(0);
+    let run_failed = conclude(Err("exit code 1".into()), true, async |_| Ok(())).await;
+    let upload_failed = conclude(Ok(VertexResult::default()), true, async |_| {
+        Err("upload: connection lost".to_string())
+    })
+    .await;
+    for o in [run_failed, upload_failed] {
+        assert!(o.result.is_err());
+        assert!(o.emulated, "a failure after an emulated run lost its label");
+        m.vertex_ended(
+            "linux/arm64",
+            o.emulated,
+            o.cached,
+            JobOutcome::Failed,
+            std::time::Duration::from_secs(1),
+        );
+    }
+    let text = m.render(WorkerGauges::default());
+    assert!(
+        text.contains("imgfarm_worker_vertex_duration_seconds_count{platform=\"linux/arm64\",emulation=\"emulated\",cached=\"false\",outcome=\"failed\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("emulation=\"native\""), "{text}");
+}

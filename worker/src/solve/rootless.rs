@@ -312,7 +312,7 @@ impl StepExecutor for RootlessExecutor {
         log: &mut dyn FnMut(&[u8]),
     ) -> Result<LayerRef, ExecFailure> {
         let sandbox = executor::Sandbox::for_mode(req.op.security);
-        let mut mode = emulation::resolve(req.platform).map_err(setup)?;
+        let mut mode = emulation::resolve_in(req.platform, &self.state).map_err(setup)?;
         if sandbox.seccomp {
             mode = emulation::under_seccomp(mode, req.platform, &Platform::host(), || {
                 emulation::private_emulator(req.platform)
