@@ -64,8 +64,11 @@ pub fn duration_histogram() -> Histogram {
 
 /// Registers `certificate_expiry_timestamp_seconds` (under the registry's prefix): the
 /// `notAfter` of the process's own certificate as Unix time, for an alert before its peers
-/// start refusing it. `whose` names the process in the help text.
-pub fn register_certificate_expiry(registry: &mut Registry, whose: &str, not_after: i64) {
+/// start refusing it; nothing when it is unknown. `whose` names the process in the help text.
+pub fn register_certificate_expiry(registry: &mut Registry, whose: &str, not_after: Option<i64>) {
+    let Some(not_after) = not_after else {
+        return;
+    };
     let g = Gauge::<i64>::default();
     g.set(not_after);
     registry.register_with_unit(

@@ -131,15 +131,13 @@ pub struct CoordinatorMetrics {
 }
 
 impl CoordinatorMetrics {
-    /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the
+    /// Adds `certificate_expiry_timestamp_seconds` (when known): `not_after` (Unix time) of the
     /// coordinator's own certificate, for an alert before peers start refusing it.
-    pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
+    pub fn with_certificate_expiry(mut self, not_after: Option<i64>) -> Self {
         register_certificate_expiry(&mut self.registry, "coordinator", not_after);
         self
     }
-}
 
-impl CoordinatorMetrics {
     /// A registry with every metric at zero; `store_max` is the store's cap
     /// (`--store-max` or its default) in bytes.
     pub fn new(store_max: u64) -> Self {
@@ -275,41 +273,24 @@ impl CoordinatorMetrics {
         for w in &g.workers {
             slots += w.slots;
             busy += w.busy;
-            let state = w.state.as_str().to_string();
             let offers = w
                 .native
                 .iter()
                 .map(|p| (p, Emulation::Native))
                 .chain(w.emulated.iter().map(|p| (p, Emulation::Emulated)));
             for (platform, emulation) in offers {
-                self.workers
-                    .get_or_create(&WorkerLabels {
+                // Every state appears for every platform offered, at 0 when empty, so an
+                // alert on `== 0` has a series to look at; the worker's own state counts it.
+                for st in [WorkerState::Idle, WorkerState::Busy, WorkerState::Draining] {
+                    let gauge = self.workers.get_or_create(&WorkerLabels {
                         platform: platform.clone(),
                         emulation,
-                        state: state.clone(),
-                    })
-                    .inc();
-            }
-        }
-        // Every state appears for every platform offered, at 0 when empty,
-        // so an alert on `== 0` has a series to look at.
-        let offered: Vec<(String, Emulation)> = g
-            .workers
-            .iter()
-            .flat_map(|w| {
-                w.native
-                    .iter()
-                    .map(|p| (p.clone(), Emulation::Native))
-                    .chain(w.emulated.iter().map(|p| (p.clone(), Emulation::Emulated)))
-            })
-            .collect();
-        for (platform, emulation) in offered {
-            for st in [WorkerState::Idle, WorkerState::Busy, WorkerState::Draining] {
-                let _ = self.workers.get_or_create(&WorkerLabels {
-                    platform: platform.clone(),
-                    emulation,
-                    state: st.as_str().into(),
-                });
+                        state: st.as_str().into(),
+                    });
+                    if st == w.state {
+                        gauge.inc();
+                    }
+                }
             }
         }
         self.workers_connected.set(n(g.workers.len() as u64));

@@ -581,24 +581,19 @@ fn ingesting(store: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_worker_killed_while_uploading_its_result_leaves_no_partial_blob() {
-    let name = "a_worker_killed_while_uploading_its_result_leaves_no_partial_blob";
-    let Some(farm) = Farm::new(name, &["w1", "w2"]) else {
-        return;
-    };
-    let _coordinator = farm.start_coordinator(3);
-    let mut ws = workers(&farm, &["w1", "w2"]);
+/// Starts build `tag` whose RUN step makes a 24 MiB incompressible layer, and returns once
+/// that result streams into the coordinator's ingest/: the case, the client and the worker
+/// uploading it.
+fn uploading_a_big_result<'f>(farm: &'f Farm, tag: &str) -> (Case<'f>, Proc, String) {
     let case = Case::new(
-        &farm,
+        farm,
         "FROM busybox\nARG R\nCOPY noise /noise\n\
          RUN cat /noise /noise /noise > /big && echo $R > /r\n",
     );
     std::fs::write(case.ctx.join("noise"), noise(8 << 20)).expect("noise");
     farm.env.chown(&case.ctx);
-    let mut client = case.start("upload");
+    let mut client = case.start(tag);
     let victim = wait_placed(&mut client, "RUN cat /noise", None);
-    // The RUN's layer (24 MiB, incompressible) streams into the coordinator's ingest/.
     let start = Instant::now();
     while ingesting(&farm.coordinator_state) == 0 {
         assert!(
@@ -608,6 +603,18 @@ fn a_worker_killed_while_uploading_its_result_leaves_no_partial_blob() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    (case, client, victim)
+}
+
+#[test]
+fn a_worker_killed_while_uploading_its_result_leaves_no_partial_blob() {
+    let name = "a_worker_killed_while_uploading_its_result_leaves_no_partial_blob";
+    let Some(farm) = Farm::new(name, &["w1", "w2"]) else {
+        return;
+    };
+    let _coordinator = farm.start_coordinator(3);
+    let mut ws = workers(&farm, &["w1", "w2"]);
+    let (case, mut client, victim) = uploading_a_big_result(&farm, "upload");
     let i = index_of(&ws, &victim);
     ws[i].1.kill();
     let out = finish(&mut client, "upload");
@@ -624,24 +631,7 @@ fn a_worker_stopped_while_uploading_its_result_leaves_no_partial_blob() {
     };
     let _coordinator = farm.start_coordinator(3);
     let ws = workers(&farm, &["w1", "w2"]);
-    let case = Case::new(
-        &farm,
-        "FROM busybox\nARG R\nCOPY noise /noise\n\
-         RUN cat /noise /noise /noise > /big && echo $R > /r\n",
-    );
-    std::fs::write(case.ctx.join("noise"), noise(8 << 20)).expect("noise");
-    farm.env.chown(&case.ctx);
-    let mut client = case.start("stalled");
-    let victim = wait_placed(&mut client, "RUN cat /noise", None);
-    let start = Instant::now();
-    while ingesting(&farm.coordinator_state) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120) && !client.exited(),
-            "no result upload seen:\n{}",
-            client.output()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (case, mut client, victim) = uploading_a_big_result(&farm, "stalled");
     let stopped = &ws[index_of(&ws, &victim)].1;
     stopped.signal("STOP");
     let status = client.wait(BUILD_DEADLINE);

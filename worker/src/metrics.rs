@@ -119,15 +119,13 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// Adds `certificate_expiry_timestamp_seconds`: `not_after` (Unix time) of the worker's
+    /// Adds `certificate_expiry_timestamp_seconds` (when known): `not_after` (Unix time) of the worker's
     /// own certificate, for an alert before the coordinator starts refusing it.
-    pub fn with_certificate_expiry(mut self, not_after: i64) -> Self {
+    pub fn with_certificate_expiry(mut self, not_after: Option<i64>) -> Self {
         register_certificate_expiry(&mut self.registry, "worker", not_after);
         self
     }
-}
 
-impl WorkerMetrics {
     /// Every metric at zero; `cache_max` is `--cache-max` (or its default)
     /// in bytes.
     pub fn new(cache_max: u64) -> Self {

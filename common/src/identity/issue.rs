@@ -53,11 +53,6 @@ impl Validity {
             not_after: now + Duration::from_secs(u64::from(days) * 86_400),
         }
     }
-
-    /// `notAfter` as seconds since the Unix epoch.
-    pub fn not_after_unix(&self) -> i64 {
-        unix_secs(self.not_after)
-    }
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -240,7 +235,10 @@ mod tests {
             .unwrap()
             .1;
         let cert = pem.parse_x509().unwrap();
-        assert_eq!(cert.validity().not_after.timestamp(), v.not_after_unix());
+        assert_eq!(
+            cert.validity().not_after.timestamp(),
+            unix_secs(v.not_after)
+        );
         assert_eq!(
             cert.validity().not_before.timestamp(),
             unix_secs(v.not_before)

@@ -36,7 +36,7 @@ pub use issue::{
     init_farm, issue_leaf, CaMaterial, InitOptions, IssuedFiles, Validity, CA_DAYS,
     DEFAULT_LEAF_DAYS, MAX_DAYS,
 };
-pub use peer::{certificate_not_after, peer_identity_from_der, PeerIdentity};
+pub use peer::{peer_identity_from_der, PeerIdentity};
 pub use refusal::{CertProblem, Described};
 pub use role::{parse_role_uri, role_uri, validate_name, Role, ROLE_URI_PREFIX};
 pub use tls::{client_config, server_config};

@@ -22,7 +22,7 @@ impl std::fmt::Display for PeerIdentity {
 
 /// A DER certificate's `notAfter` (RFC 5280 §4.1.2.5) as seconds since the Unix epoch, or
 /// `None` when it does not parse. For the certificate-expiry metrics.
-pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
+pub(super) fn certificate_not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     Some(cert.validity().not_after.timestamp())
 }

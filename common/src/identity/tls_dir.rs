@@ -38,6 +38,13 @@ impl Clone for Credentials {
     }
 }
 
+impl Credentials {
+    /// `notAfter` of our own certificate (Unix time), for the certificate-expiry metrics.
+    pub fn not_after(&self) -> Option<i64> {
+        super::peer::certificate_not_after(self.chain.first()?)
+    }
+}
+
 /// The host name, the default worker name (`/proc/sys/kernel/hostname`).
 pub fn default_worker_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -21,7 +21,7 @@ use crate::metrics::CoordinatorMetrics;
 use crate::server::{drop_peer, Server, ServerError, ServerEvent, ServerOptions, Session};
 use export::MergedIndex;
 use imgfarm_common::farm::OutputSpec;
-use imgfarm_common::identity::{certificate_not_after, Credentials};
+use imgfarm_common::identity::Credentials;
 use imgfarm_common::metrics_http::{self, HttpOptions, MetricsServer};
 use imgfarm_common::oci::store::{ContentStore, RefDescriptor, StoreError};
 use imgfarm_common::proto::io::{read_msg, write_msg};
@@ -179,16 +179,9 @@ impl Service {
             .store_max
             .unwrap_or_else(|| imgfarm_common::size::default_cap(&opts.state_dir));
         let metrics = opts.metrics_listen.map(|_| {
-            let m = CoordinatorMetrics::new(store_max);
-            let not_after = opts
-                .creds
-                .chain
-                .first()
-                .and_then(|c| certificate_not_after(c));
-            Arc::new(match not_after {
-                Some(t) => m.with_certificate_expiry(t),
-                None => m,
-            })
+            Arc::new(
+                CoordinatorMetrics::new(store_max).with_certificate_expiry(opts.creds.not_after()),
+            )
         });
         let mut sopts = ServerOptions::new(opts.listen, opts.creds.clone(), store.clone());
         sopts.metrics = metrics.clone();

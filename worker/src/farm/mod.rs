@@ -31,7 +31,7 @@ use crate::solve::exec::StepExecutor;
 use crate::solve::result::{CacheError, ResultCache};
 use crate::solve::rootless::RootlessExecutor;
 use imgfarm_common::entitlement::Entitlements;
-use imgfarm_common::identity::{certificate_not_after, Credentials, Role};
+use imgfarm_common::identity::{Credentials, Role};
 use imgfarm_common::oci::store::ContentStore;
 use imgfarm_common::platform::Platform;
 use imgfarm_common::proto::{CacheSummary, Hello, PROTOCOL_VERSION};
@@ -317,15 +317,7 @@ impl Ctx {
             cache_max,
             gate: Arc::new(tokio::sync::RwLock::new(())),
             metrics: Arc::new(
-                match opts
-                    .creds
-                    .chain
-                    .first()
-                    .and_then(|c| certificate_not_after(c))
-                {
-                    Some(t) => WorkerMetrics::new(cache_max).with_certificate_expiry(t),
-                    None => WorkerMetrics::new(cache_max),
-                },
+                WorkerMetrics::new(cache_max).with_certificate_expiry(opts.creds.not_after()),
             ),
         })
     }
