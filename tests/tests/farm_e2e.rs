@@ -199,17 +199,14 @@ fn a_worker_killed_during_a_run_does_not_fail_the_build_five_times_over() {
     }
 }
 
-#[test]
-fn a_queued_build_survives_a_coordinator_restart() {
-    let name = "a_queued_build_survives_a_coordinator_restart";
-    let Some(farm) = Farm::new(name, &["amd1"]) else {
-        return;
-    };
-    let mut coordinator = farm.start_coordinator(6);
-    let ctx = farm.env.context(
-        "restart",
-        &[("Dockerfile", "FROM busybox\nRUN echo after-restart > /r\n")],
-    );
+/// Submits a linux/amd64 build (context `tag`) writing `word` into `/r`, exported to a local
+/// directory, and returns once the coordinator has accepted it (no worker needs to be
+/// connected): the client and the output directory.
+fn queue_build(farm: &Farm, tag: &str, word: &str) -> (Proc, std::path::PathBuf) {
+    let dockerfile = format!("FROM busybox\nRUN echo {word} > /r\n");
+    let ctx = farm
+        .env
+        .context(tag, &[("Dockerfile", dockerfile.as_str())]);
     let dest = farm.env.work.path().join("out");
     let mut client = farm.start_build(&[
         "--platform",
@@ -218,9 +215,20 @@ fn a_queued_build_survives_a_coordinator_restart() {
         &format!("type=local,dest={}", dest.display()),
         ctx.to_str().expect("utf-8"),
     ]);
-    // Accepted and queued: no worker exists yet.
     client.wait_for("build id", Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
+    (client, dest)
+}
+
+#[test]
+fn a_queued_build_survives_a_coordinator_restart() {
+    let name = "a_queued_build_survives_a_coordinator_restart";
+    let Some(farm) = Farm::new(name, &["amd1"]) else {
+        return;
+    };
+    let mut coordinator = farm.start_coordinator(6);
+    // Accepted and queued: no worker exists yet.
+    let (mut client, dest) = queue_build(&farm, "restart", "after-restart");
     coordinator.kill();
     let _coordinator = farm.start_coordinator(6);
     let _amd1 = farm.start_worker("amd1", None, 1);
@@ -409,20 +417,7 @@ fn a_restored_coordinator_backup_resumes_its_queue_and_cache() {
     farm.build(&["--platform", "linux/amd64", done_dir]);
     // A build queued when the backup is taken: no worker is connected.
     amd1.kill();
-    let queued = farm.env.context(
-        "queued",
-        &[("Dockerfile", "FROM busybox\nRUN echo after-restore > /r\n")],
-    );
-    let dest = farm.env.work.path().join("out");
-    let mut client = farm.start_build(&[
-        "--platform",
-        "linux/amd64",
-        "--output",
-        &format!("type=local,dest={}", dest.display()),
-        queued.to_str().expect("utf-8"),
-    ]);
-    client.wait_for("build id", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut client, dest) = queue_build(&farm, "queued", "after-restore");
     coordinator.signal("TERM");
     let status = coordinator.wait(Duration::from_secs(30));
     assert!(status.success(), "{}", coordinator.output());

@@ -543,19 +543,13 @@ async fn a_second_control_stream_is_refused() {
     ));
 }
 
-/// Re-issues `role`/`name` in the farm at `dir` with a validity period that ended yesterday,
-/// as a certificate from `farm issue --days N` is N days later.
-fn expire(dir: &Path, role: Role, name: &str) {
-    use imgfarm_common::identity::{issue_leaf, CaMaterial, Validity};
+/// Re-issues `role`/`name` in the farm at `dir` (its CA, the coordinator for 127.0.0.1) valid
+/// for `validity`, replacing its files, as `farm issue --force` does.
+fn reissue(dir: &Path, role: Role, name: &str, validity: imgfarm_common::identity::Validity) {
+    use imgfarm_common::identity::{issue_leaf, CaMaterial};
     let ca = CaMaterial {
         cert_pem: std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
         key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
-    };
-    let now = std::time::SystemTime::now();
-    let day = Duration::from_secs(86_400);
-    let past = Validity {
-        not_before: now - 3 * day,
-        not_after: now - day,
     };
     let sans = ["127.0.0.1".to_string()];
     let sans: &[String] = if role == Role::Coordinator {
@@ -563,9 +557,21 @@ fn expire(dir: &Path, role: Role, name: &str) {
     } else {
         &[]
     };
-    let leaf = issue_leaf(&ca, role, name, sans, past).unwrap();
+    let leaf = issue_leaf(&ca, role, name, sans, validity).unwrap();
     std::fs::write(dir.join(format!("{}.crt", leaf.stem)), leaf.cert_pem).unwrap();
     std::fs::write(dir.join(format!("{}.key", leaf.stem)), leaf.key_pem).unwrap();
+}
+
+/// Re-issues `role`/`name` with a validity period that ended yesterday, as a certificate from
+/// `farm issue --days N` is N days later.
+fn expire(dir: &Path, role: Role, name: &str) {
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let past = imgfarm_common::identity::Validity {
+        not_before: now - 3 * day,
+        not_after: now - day,
+    };
+    reissue(dir, role, name, past);
 }
 
 /// What happens at expiry (docs/operations.md): a worker whose certificate has expired is
@@ -600,22 +606,8 @@ async fn an_expired_certificate_is_refused_on_either_side_and_told_why() {
         other => panic!("expected a refused connection, got {other:?}"),
     }
     // A renewed worker certificate is admitted by the same running coordinator.
-    std::fs::remove_file(dir.join("worker-w1.crt")).unwrap();
-    std::fs::remove_file(dir.join("worker-w1.key")).unwrap();
-    let ca = imgfarm_common::identity::CaMaterial {
-        cert_pem: std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
-        key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
-    };
-    let renewed = imgfarm_common::identity::issue_leaf(
-        &ca,
-        Role::Worker,
-        "w1",
-        &[],
-        imgfarm_common::identity::Validity::days_from_now(30).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("worker-w1.crt"), renewed.cert_pem).unwrap();
-    std::fs::write(dir.join("worker-w1.key"), renewed.key_pem).unwrap();
+    let renewed = imgfarm_common::identity::Validity::days_from_now(30).unwrap();
+    reissue(&dir, Role::Worker, "w1", renewed);
     let w1 = farm.load(Role::Worker, Some("w1")).unwrap();
     let link = Link::connect(
         &url(&c),
